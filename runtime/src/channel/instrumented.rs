@@ -1,0 +1,92 @@
+//! Wraps any channel to keep its Prometheus counters and gauges current.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Channel, ChannelError, ChannelStats, Lease};
+use crate::{event::Event, metrics::ChannelMetrics};
+
+pub struct Instrumented<C> {
+    inner: C,
+    metrics: ChannelMetrics,
+}
+
+impl<C: Channel> Instrumented<C> {
+    pub fn new(inner: C, metrics: ChannelMetrics) -> Self {
+        let s = inner.stats();
+        metrics.capacity.set(s.capacity_events as i64);
+        Instrumented { inner, metrics }
+    }
+}
+
+fn refresh(m: &ChannelMetrics, s: ChannelStats) {
+    m.events.set(s.events as i64);
+    if s.capacity_events > 0 {
+        m.fill.set(s.events as f64 / s.capacity_events as f64);
+    }
+}
+
+#[async_trait]
+impl<C: Channel> Channel for Instrumented<C> {
+    async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        let n = batch.len() as u64;
+        self.inner.put(batch).await?;
+        self.metrics.put.inc_by(n);
+        refresh(&self.metrics, self.inner.stats());
+        Ok(())
+    }
+
+    fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        let n = batch.len() as u64;
+        self.inner.try_put(batch)?;
+        self.metrics.put.inc_by(n);
+        refresh(&self.metrics, self.inner.stats());
+        Ok(())
+    }
+
+    async fn take(&self, max: usize, wait: Duration) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        Ok(self.inner.take(max, wait).await?.map(|inner| {
+            Box::new(InstrumentedLease { inner, metrics: self.metrics.clone() }) as Box<dyn Lease>
+        }))
+    }
+
+    fn stats(&self) -> ChannelStats {
+        self.inner.stats()
+    }
+
+    fn close(&self) {
+        self.inner.close()
+    }
+}
+
+struct InstrumentedLease {
+    inner: Box<dyn Lease>,
+    metrics: ChannelMetrics,
+}
+
+#[async_trait]
+impl Lease for InstrumentedLease {
+    fn events(&self) -> &[Event] {
+        self.inner.events()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), ChannelError> {
+        let n = self.inner.events().len() as u64;
+        self.inner.commit().await?;
+        self.metrics.take.inc_by(n);
+        let held = self.metrics.events.dec_by(n as i64) - n as i64;
+        let capacity = self.metrics.capacity.get();
+        if capacity > 0 {
+            self.metrics.fill.set(held.max(0) as f64 / capacity as f64);
+        }
+        Ok(())
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), ChannelError> {
+        let n = self.inner.events().len() as u64;
+        self.inner.rollback().await?;
+        self.metrics.rollbacks.inc_by(n);
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! The pipeline file: YAML → typed config, with every problem reported at once.
+//!
+//! Loading never stops at the first mistake: each component is read on its own and all errors
+//! (syntax, unknown fields, bad values, dangling references) are collected, each naming the
+//! file, line, column and component. Components are closed enums per kind (`type: memory`),
+//! dispatched by hand so that positions survive (see [`de`]).
+
+pub mod de;
+pub mod node;
+pub mod types;
+pub mod units;
+mod validate;
+
+use std::{fmt, path::{Path, PathBuf}};
+
+pub use node::{Node, Pos};
+pub use types::*;
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub pos: Pos,
+    /// `section.name` of the component, when the problem belongs to one.
+    pub component: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file.display(), self.pos)?;
+        if let Some(c) = &self.component {
+            write!(f, "{c}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All problems found in a pipeline file (never empty).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a pipeline file, resolving `${ENV}` from the process environment.
+pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            pos: Pos { line: 0, col: 0 },
+            component: None,
+            message: format!("cannot read pipeline file: {e}"),
+        }])
+    })?;
+    load_str(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates pipeline text; `file` is only used in messages.
+pub fn load_str(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, ConfigErrors> {
+    let mut cx = Collector { file: file.to_owned(), errors: Vec::new() };
+    let root = match Node::parse(text, env) {
+        Ok(root) => root,
+        Err(errs) => {
+            for e in errs {
+                cx.push(e.pos, None, e.message);
+            }
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+    let pipeline = types::read_pipeline(&root, &mut cx);
+    validate::check(&pipeline, &mut cx);
+    if cx.errors.is_empty() {
+        Ok(pipeline)
+    } else {
+        cx.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+/// Gathers errors while reading; never stops early.
+pub(crate) struct Collector {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Collector {
+    pub(crate) fn push(&mut self, pos: Pos, component: Option<&str>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            pos,
+            component: component.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes `node` as `T`, recording an error (and returning `None`) on failure.
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        node: &Node,
+        component: Option<&str>,
+    ) -> Option<T> {
+        match de::from_node(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(e.pos.unwrap_or(node.pos), component, e.message);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! Cross-component checks: every reference resolves, names are unique, groups are coherent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    Collector,
+    types::{Pipeline, RefKind, SelectorConfig},
+};
+
+pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
+    let channels: BTreeSet<&str> = p.channels.iter().map(|c| c.name.as_str()).collect();
+    let sinks: BTreeSet<&str> = p.sinks.iter().map(|c| c.name.as_str()).collect();
+    let plugins: BTreeSet<&str> = p.plugins.iter().map(|c| c.name.as_str()).collect();
+
+    for r in &p.refs {
+        let (known, what) = match r.kind {
+            RefKind::Channel => (&channels, "channel"),
+            RefKind::Sink => (&sinks, "sink"),
+            RefKind::Plugin => (&plugins, "plugin"),
+        };
+        if !known.contains(r.name.as_str()) {
+            let hint = if known.is_empty() {
+                format!("no {what}s are defined")
+            } else {
+                format!("defined {what}s: {}", known.iter().copied().collect::<Vec<_>>().join(", "))
+            };
+            cx.push(r.pos, Some(&r.component), format!("unknown {what} `{}` ({hint})", r.name));
+        }
+    }
+
+    // Names are unique across sources, channels, sinks and sink groups: metrics and the
+    // summary identify components by name alone.
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let all = p
+        .sources
+        .iter()
+        .map(|c| ("sources", &c.name, c.pos))
+        .chain(p.channels.iter().map(|c| ("channels", &c.name, c.pos)))
+        .chain(p.sinks.iter().map(|c| ("sinks", &c.name, c.pos)))
+        .chain(p.sink_groups.iter().map(|c| ("sink_groups", &c.name, c.pos)));
+    for (section, name, pos) in all {
+        if let Some(first) = seen.insert(name, section) {
+            cx.push(
+                pos,
+                Some(&format!("{section}.{name}")),
+                format!("duplicate component name `{name}` (also used in `{first}`)"),
+            );
+        }
+    }
+
+    for s in &p.sources {
+        let component = format!("sources.{}", s.name);
+        let c = &s.spec.common;
+        if c.batch_size == 0 {
+            cx.push(s.pos, Some(&component), "batch_size must be at least 1");
+        }
+        match &c.selector {
+            SelectorConfig::Replicating { optional } => {
+                if c.channels.is_empty() {
+                    cx.push(s.pos, Some(&component), "missing field `channels` (a list of channel names)");
+                }
+                for o in optional {
+                    if !c.channels.contains(o) {
+                        cx.push(
+                            s.pos,
+                            Some(&component),
+                            format!("optional channel `{o}` is not in this source's `channels`"),
+                        );
+                    }
+                }
+            }
+            SelectorConfig::Multiplexing { mapping, default, .. } => {
+                if mapping.is_empty() && default.is_empty() {
+                    cx.push(s.pos, Some(&component), "a multiplexing selector needs `mapping` or `default`");
+                }
+            }
+        }
+    }
+
+    let mut grouped: BTreeMap<&str, &str> = BTreeMap::new();
+    for g in &p.sink_groups {
+        let component = format!("sink_groups.{}", g.name);
+        if g.spec.sinks.is_empty() {
+            cx.push(g.pos, Some(&component), "a sink group needs at least one sink");
+        }
+        let mut group_channel: Option<&str> = None;
+        for name in &g.spec.sinks {
+            if let Some(other) = grouped.insert(name, &g.name) {
+                cx.push(g.pos, Some(&component), format!("sink `{name}` is already in group `{other}`"));
+            }
+            let Some(sink) = p.sinks.iter().find(|s| &s.name == name) else { continue };
+            let ch = sink.spec.common.channel.as_str();
+            match group_channel {
+                None => group_channel = Some(ch),
+                Some(first) if first != ch => cx.push(
+                    g.pos,
+                    Some(&component),
+                    format!("all sinks of a group read one channel: `{name}` reads `{ch}`, not `{first}`"),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    for s in &p.sinks {
+        let component = format!("sinks.{}", s.name);
+        let c = &s.spec.common;
+        if c.batch_size == 0 {
+            cx.push(s.pos, Some(&component), "batch_size must be at least 1");
+        }
+        if c.retry.max_attempts == 0 {
+            cx.push(s.pos, Some(&component), "retry.max_attempts must be at least 1");
+        }
+        let dlq = c.dlq.as_ref().or(p.settings.dlq.as_ref());
+        if dlq == Some(&c.channel) {
+            cx.push(
+                s.pos,
+                Some(&component),
+                format!("the dead-letter channel `{}` cannot be the channel this sink reads", c.channel),
+            );
+        }
+    }
+}

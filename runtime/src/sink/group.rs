@@ -1,0 +1,237 @@
+//! Sink sets: one sink, or a group behind one channel — `failover` (priorities, penalty
+//! backoff) or `load_balance` (round robin / random, failing sinks backed off).
+//!
+//! A set delivers a batch through one member and says which. A retriable failure moves on to
+//! the next member and penalises the failed one; an event-level failure (permanent, partial)
+//! is returned at once, because another sink would refuse the same events.
+
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+
+use super::{DeliveryError, Sink};
+use crate::{event::Event, metrics::SinkMetrics};
+
+pub struct Member {
+    pub name: String,
+    pub sink: Box<dyn Sink>,
+    pub metrics: SinkMetrics,
+    pub priority: i32,
+    /// Out of rotation until this instant; the next penalty doubles `last_penalty`.
+    penalised_until: Option<Instant>,
+    last_penalty: Duration,
+}
+
+impl Member {
+    pub fn new(name: &str, sink: Box<dyn Sink>, metrics: SinkMetrics, priority: i32) -> Self {
+        Member {
+            name: name.to_owned(),
+            sink,
+            metrics,
+            priority,
+            penalised_until: None,
+            last_penalty: Duration::ZERO,
+        }
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        self.penalised_until.is_none_or(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Single,
+    Failover,
+    RoundRobin,
+    Random,
+}
+
+pub struct SinkSet {
+    members: Vec<Member>,
+    policy: Policy,
+    /// Whether failing members are taken out of rotation.
+    backoff: bool,
+    max_penalty: Duration,
+    next: usize,
+    order: Vec<usize>,
+}
+
+const FIRST_PENALTY: Duration = Duration::from_secs(1);
+
+impl SinkSet {
+    pub fn single(member: Member) -> Self {
+        Self::group(vec![member], Policy::Single, false, Duration::ZERO)
+    }
+
+    pub fn group(mut members: Vec<Member>, policy: Policy, backoff: bool, max_penalty: Duration) -> Self {
+        if policy == Policy::Failover {
+            // Stable: equal priorities keep their listed order.
+            members.sort_by_key(|m| std::cmp::Reverse(m.priority));
+        }
+        SinkSet { order: Vec::with_capacity(members.len()), members, policy, backoff, max_penalty, next: 0 }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Delivers `batch` through one member; returns the index of the member that took it.
+    pub async fn deliver(&mut self, batch: &[Event]) -> Result<usize, DeliveryError> {
+        let now = Instant::now();
+        let n = self.members.len();
+        self.order.clear();
+        match self.policy {
+            Policy::Single | Policy::Failover => self.order.extend(0..n),
+            Policy::RoundRobin => {
+                self.order.extend((0..n).map(|i| (self.next + i) % n));
+                self.next = (self.next + 1) % n.max(1);
+            }
+            Policy::Random => {
+                self.order.extend(0..n);
+                self.order.shuffle(&mut rand::rng());
+            }
+        }
+        let mut last_err = None;
+        let mut tried = false;
+        for k in 0..self.order.len() {
+            let i = self.order[k];
+            let m = &mut self.members[i];
+            if self.policy != Policy::Single && self.backoff && !m.available(now) {
+                continue;
+            }
+            tried = true;
+            match m.sink.deliver(batch).await {
+                Ok(()) => {
+                    m.penalised_until = None;
+                    m.last_penalty = Duration::ZERO;
+                    return Ok(i);
+                }
+                Err(e @ DeliveryError::Retriable { .. }) => {
+                    m.metrics.retries.inc();
+                    if self.policy != Policy::Single {
+                        tracing::warn!(sink = %m.name, error = %e, "sink failed; trying the next one in the group");
+                        if self.backoff {
+                            m.last_penalty = (m.last_penalty * 2).clamp(FIRST_PENALTY, self.max_penalty.max(FIRST_PENALTY));
+                            m.penalised_until = Some(Instant::now() + m.last_penalty);
+                        }
+                    }
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !tried {
+            let wait = self.members.iter().filter_map(|m| m.penalised_until).min().map(|t| t.saturating_duration_since(now));
+            return Err(DeliveryError::Retriable { reason: "every sink in the group is backing off".into(), retry_after: wait });
+        }
+        Err(last_err.unwrap_or_else(|| DeliveryError::retriable("no sink delivered the batch")))
+    }
+
+    pub async fn idle(&mut self) {
+        for m in &mut self.members {
+            if let Err(e) = m.sink.idle().await {
+                tracing::warn!(sink = %m.name, error = %e, "idle housekeeping failed");
+            }
+        }
+    }
+
+    pub async fn close(&mut self) {
+        for m in &mut self.members {
+            if let Err(e) = m.sink.close().await {
+                tracing::error!(sink = %m.name, error = %e, "closing sink failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A sink that fails while its switch is on, and records what it delivered.
+    #[derive(Clone, Default)]
+    struct Flaky {
+        failing: Arc<Mutex<bool>>,
+        got: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait]
+    impl Sink for Flaky {
+        async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+            if *self.failing.lock().unwrap() {
+                return Err(DeliveryError::retriable("down"));
+            }
+            *self.got.lock().unwrap() += batch.len();
+            Ok(())
+        }
+    }
+
+    async fn via(set: &mut SinkSet, batch: &[Event]) -> String {
+        let i = set.deliver(batch).await.unwrap();
+        set.members()[i].name.clone()
+    }
+
+    fn member(m: &Metrics, name: &str, s: &Flaky, prio: i32) -> Member {
+        Member::new(name, Box::new(s.clone()), m.sink(name), prio)
+    }
+
+    #[tokio::test]
+    async fn failover_moves_on_and_comes_back_after_the_penalty() {
+        let m = Metrics::new();
+        let (a, b) = (Flaky::default(), Flaky::default());
+        let mut set = SinkSet::group(
+            vec![member(&m, "b", &b, 1), member(&m, "a", &a, 10)],
+            Policy::Failover,
+            true,
+            Duration::from_secs(1),
+        );
+        let batch = [Event::new("x")];
+        assert_eq!(via(&mut set, &batch).await, "a");
+        *a.failing.lock().unwrap() = true;
+        assert_eq!(via(&mut set, &batch).await, "b");
+        *a.failing.lock().unwrap() = false;
+        // Still penalised: b keeps the traffic.
+        assert_eq!(via(&mut set, &batch).await, "b");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(via(&mut set, &batch).await, "a", "a is back after its penalty");
+        assert_eq!((*a.got.lock().unwrap(), *b.got.lock().unwrap()), (2, 2));
+        assert_eq!(m.sink("a").retries.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn load_balance_round_robin_skips_failing_sinks() {
+        let m = Metrics::new();
+        let (a, b, c) = (Flaky::default(), Flaky::default(), Flaky::default());
+        let mut set = SinkSet::group(
+            vec![member(&m, "a", &a, 0), member(&m, "b", &b, 0), member(&m, "c", &c, 0)],
+            Policy::RoundRobin,
+            true,
+            Duration::from_secs(30),
+        );
+        let batch = [Event::new("x")];
+        for _ in 0..6 {
+            set.deliver(&batch).await.unwrap();
+        }
+        assert_eq!([*a.got.lock().unwrap(), *b.got.lock().unwrap(), *c.got.lock().unwrap()], [2, 2, 2]);
+        *b.failing.lock().unwrap() = true;
+        for _ in 0..6 {
+            set.deliver(&batch).await.unwrap();
+        }
+        assert_eq!(*b.got.lock().unwrap(), 2, "b delivered nothing while failing");
+        assert_eq!(*a.got.lock().unwrap() + *c.got.lock().unwrap(), 10);
+        // Everyone down: a retriable error that says when to come back.
+        *a.failing.lock().unwrap() = true;
+        *c.failing.lock().unwrap() = true;
+        set.deliver(&batch).await.unwrap_err();
+        match set.deliver(&batch).await.unwrap_err() {
+            DeliveryError::Retriable { retry_after, .. } => assert!(retry_after.is_some()),
+            e => panic!("{e:?}"),
+        }
+    }
+}

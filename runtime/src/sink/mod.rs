@@ -1,0 +1,60 @@
+//! Sinks: where events leave an agent.
+//!
+//! A sink only delivers; it never touches transactions. The [`runner`] takes a lease from the
+//! channel, asks the sink (or a sink group) to deliver it, retries, routes poison to the DLQ,
+//! and is the only code that commits or rolls back.
+
+pub mod console;
+pub mod file;
+pub mod group;
+pub mod null;
+pub mod runner;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// Nothing (reliably) delivered; the same batch may succeed later.
+    #[error("{reason}")]
+    Retriable { reason: String, retry_after: Option<Duration> },
+    /// Some events are poison (`rejected`, by index into the batch, with a reason), some may be
+    /// retried (`retriable`); every index not listed was delivered.
+    #[error("{} events rejected, {} to retry", rejected.len(), retriable.len())]
+    Partial { rejected: Vec<(usize, String)>, retriable: Vec<usize> },
+    /// The whole batch can never be delivered (e.g. the server refused its content).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DeliveryError {
+    pub fn retriable(reason: impl std::fmt::Display) -> Self {
+        DeliveryError::Retriable { reason: reason.to_string(), retry_after: None }
+    }
+}
+
+impl From<std::io::Error> for DeliveryError {
+    /// I/O errors are retriable by default: disks fill and free up, servers come back.
+    fn from(e: std::io::Error) -> Self {
+        DeliveryError::retriable(e)
+    }
+}
+
+#[async_trait]
+pub trait Sink: Send {
+    /// Delivers the whole batch, or says what went wrong.
+    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError>;
+
+    /// Called when the channel has been empty for a while: time-based rolling, flushes.
+    async fn idle(&mut self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
+    /// Flushes and releases resources at shutdown.
+    async fn close(&mut self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! Builds the running graph — channels, sources with their processors, sink runners — from a
+//! validated [`Pipeline`]. Anything that can still be wrong here (a regex that does not
+//! compile, a bad path template) is reported as a config error at the component's position.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use crate::{
+    channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
+    config::{
+        BalanceOrder, ChannelConfig, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline, Pos,
+        SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig, SourceKind,
+    },
+    dlq::DeadLetters,
+    interceptor::{self, Interceptor},
+    metrics::{Metrics, SinkMetrics, SourceMetrics},
+    selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
+    sink::{
+        Sink,
+        console::{LoggerSink, StdoutSink},
+        file::FileSink,
+        group::{Member, Policy, SinkSet},
+        null::NullSink,
+        runner::SinkRunner,
+    },
+    source::{ChannelProcessor, Source, generator::Generator, stdin::Stdin},
+};
+
+pub struct BuiltSource {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub processor: ChannelProcessor,
+    pub metrics: SourceMetrics,
+    /// Events this source will emit in total, when known (for progress bars).
+    pub expected: Option<u64>,
+}
+
+pub struct BuiltSink {
+    pub name: String,
+    pub metrics: SinkMetrics,
+    pub dead: DeadLetters,
+}
+
+pub struct Topology {
+    pub channels: Vec<(String, Arc<dyn Channel>)>,
+    pub sources: Vec<BuiltSource>,
+    pub runners: Vec<SinkRunner>,
+    /// Runners reading a channel that is some component's DLQ; they drain last.
+    pub dlq_runner: Vec<bool>,
+    pub sinks: Vec<BuiltSink>,
+}
+
+struct Builder<'a> {
+    p: &'a Pipeline,
+    metrics: &'a Metrics,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    errors: Vec<ConfigError>,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, pos: Pos, component: String, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.p.file.clone(),
+            pos,
+            component: Some(component),
+            message: message.into(),
+        });
+    }
+
+    fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.channels.get(name).cloned()
+    }
+
+    fn dead_letters(&self, own: Option<&String>, component: &str) -> DeadLetters {
+        let name = own.or(self.p.settings.dlq.as_ref());
+        DeadLetters::new(name.and_then(|n| self.channel(n)), self.metrics.dlq(), component)
+    }
+}
+
+/// Builds everything; returns all problems found, each at its component's position.
+pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
+    let mut b = Builder { p, metrics, channels: HashMap::new(), errors: Vec::new() };
+    let mut channels = Vec::new();
+    for c in &p.channels {
+        let ch: Arc<dyn Channel> = match &c.spec {
+            ChannelConfig::Memory(m) => Arc::new(Instrumented::new(
+                MemoryChannel::new(m.capacity, m.max_bytes.map(|b| b.0)),
+                metrics.channel(&c.name),
+            )),
+        };
+        b.channels.insert(c.name.clone(), Arc::clone(&ch));
+        channels.push((c.name.clone(), ch));
+    }
+    for plugin in &p.plugins {
+        b.err(
+            plugin.pos,
+            format!("plugins.{}", plugin.name),
+            "Wasm plugins are not supported by this build yet",
+        );
+    }
+
+    let mut sources = Vec::new();
+    for s in &p.sources {
+        if let Some(built) = build_source(&mut b, s) {
+            sources.push(built);
+        }
+    }
+
+    let dlq_names: BTreeSet<&str> = p
+        .sinks
+        .iter()
+        .filter_map(|s| s.spec.common.dlq.as_deref())
+        .chain(p.sources.iter().filter_map(|s| s.spec.common.dlq.as_deref()))
+        .chain(p.settings.dlq.as_deref())
+        .collect();
+
+    let mut built_sinks: HashMap<&str, (Box<dyn Sink>, SinkMetrics)> = HashMap::new();
+    let mut sinks = Vec::new();
+    for s in &p.sinks {
+        let component = format!("sinks.{}", s.name);
+        let metrics = metrics.sink(&s.name);
+        sinks.push(BuiltSink {
+            name: s.name.clone(),
+            metrics: metrics.clone(),
+            dead: b.dead_letters(s.spec.common.dlq.as_ref(), &s.name),
+        });
+        match build_sink(&s.name, &s.spec) {
+            Ok(sink) => {
+                built_sinks.insert(&s.name, (sink, metrics));
+            }
+            Err(e) => b.err(s.pos, component, e),
+        }
+    }
+
+    let mut runners = Vec::new();
+    let mut dlq_runner = Vec::new();
+    let mut grouped = BTreeSet::new();
+    for g in &p.sink_groups {
+        let Some(first) = g.spec.sinks.first().and_then(|n| p.sinks.iter().find(|s| &s.name == n)) else {
+            continue;
+        };
+        let mut members = Vec::new();
+        for name in &g.spec.sinks {
+            grouped.insert(name.as_str());
+            let priority = match &g.spec.kind {
+                SinkGroupKind::Failover(f) => f.priorities.get(name).copied().unwrap_or(0),
+                SinkGroupKind::LoadBalance(_) => 0,
+            };
+            if let Some((sink, m)) = built_sinks.remove(name.as_str()) {
+                members.push(Member::new(name, sink, m, priority));
+            }
+        }
+        let set = match &g.spec.kind {
+            SinkGroupKind::Failover(f) => SinkSet::group(members, Policy::Failover, true, f.max_penalty.0),
+            SinkGroupKind::LoadBalance(lb) => {
+                let policy = match lb.selector {
+                    BalanceOrder::RoundRobin => Policy::RoundRobin,
+                    BalanceOrder::Random => Policy::Random,
+                };
+                SinkSet::group(members, policy, lb.backoff, lb.max_backoff.0)
+            }
+        };
+        // The group runs with its first sink's channel, batch size, retry policy and DLQ.
+        if let Some(runner) = runner(&b, &g.name, &first.spec, set) {
+            dlq_runner.push(dlq_names.contains(first.spec.common.channel.as_str()));
+            runners.push(runner);
+        }
+    }
+    for s in &p.sinks {
+        if grouped.contains(s.name.as_str()) {
+            continue;
+        }
+        if let Some((sink, m)) = built_sinks.remove(s.name.as_str()) {
+            let set = SinkSet::single(Member::new(&s.name, sink, m, 0));
+            if let Some(runner) = runner(&b, &s.name, &s.spec, set) {
+                dlq_runner.push(dlq_names.contains(s.spec.common.channel.as_str()));
+                runners.push(runner);
+            }
+        }
+    }
+
+    if b.errors.is_empty() {
+        Ok(Topology { channels, sources, runners, dlq_runner, sinks })
+    } else {
+        Err(ConfigErrors(b.errors))
+    }
+}
+
+fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Option<SinkRunner> {
+    let channel = b.channel(&spec.common.channel)?;
+    Some(SinkRunner::new(
+        name,
+        channel,
+        set,
+        b.dead_letters(spec.common.dlq.as_ref(), name),
+        spec.common.batch_size,
+        spec.common.retry.clone(),
+    ))
+}
+
+fn build_sink(name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+    Ok(match &spec.kind {
+        SinkKind::Null => Box::new(NullSink),
+        SinkKind::Stdout(c) => Box::new(StdoutSink::new(c.format)),
+        SinkKind::Logger(c) => Box::new(LoggerSink::new(name, c.max_body)),
+        SinkKind::File(c) => Box::new(FileSink::new(c)?),
+    })
+}
+
+fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSource> {
+    let component = format!("sources.{}", s.name);
+    let c = &s.spec.common;
+
+    let mut interceptors: Vec<Box<dyn Interceptor>> = Vec::new();
+    for i in &c.interceptors {
+        match i {
+            InterceptorRef::Builtin(cfg) => match interceptor::build(cfg) {
+                Ok(i) => interceptors.push(i),
+                Err(e) => b.err(s.pos, component.clone(), e.to_string()),
+            },
+            // Reported once on the plugin definition.
+            InterceptorRef::Plugin(_) => {}
+        }
+    }
+
+    // The source's channel list: `channels` first, then any other channel the selector names.
+    let mut names: Vec<String> = c.channels.clone();
+    if let SelectorConfig::Multiplexing { mapping, default, optional, .. } = &c.selector {
+        for n in mapping.values().chain(optional.values()).flatten().chain(default) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let index = |n: &String| names.iter().position(|x| x == n);
+    let selector: Box<dyn Selector> = match &c.selector {
+        SelectorConfig::Replicating { optional } => {
+            Box::new(Replicating::new(names.iter().map(|n| optional.contains(n)).collect()))
+        }
+        SelectorConfig::Multiplexing { header, mapping, default, optional } => {
+            let resolve = |list: &Vec<String>| list.iter().filter_map(index).collect::<Vec<_>>();
+            let mut targets: HashMap<String, Targets> = HashMap::new();
+            for (value, chans) in mapping {
+                targets.entry(value.clone()).or_default().required = resolve(chans);
+            }
+            for (value, chans) in optional {
+                targets.entry(value.clone()).or_default().optional = resolve(chans);
+            }
+            let default = Targets { required: resolve(default), optional: Vec::new() };
+            Box::new(Multiplexing::new(header.clone(), targets, default))
+        }
+    };
+    let channels: Vec<(String, Arc<dyn Channel>)> =
+        names.iter().filter_map(|n| Some((n.clone(), b.channel(n)?))).collect();
+    if channels.len() != names.len() {
+        return None; // dangling names were reported by validation
+    }
+
+    let metrics = b.metrics.source(&s.name);
+    let dead = b.dead_letters(c.dlq.as_ref(), &s.name);
+    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
+    let (source, expected): (Box<dyn Source>, _) = match &s.spec.kind {
+        SourceKind::Generator(g) => (Box::new(Generator::new(g.clone(), c.batch_size)), g.count),
+        SourceKind::Stdin(cfg) => (Box::new(Stdin::new(cfg.clone(), c.batch_size)), None),
+    };
+    Some(BuiltSource { name: s.name.clone(), source, processor, metrics, expected })
+}
