@@ -1,0 +1,187 @@
+//! Black-box tests: spawn the `sluice` binary on real pipeline files and check what comes out,
+//! event by event. No external servers.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.current_dir(repo_root()).env_remove("RUST_LOG");
+    c
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn run_example(name: &str, out: &Path) -> Output {
+    let o = sluice()
+        .args(["--pipeline", &format!("examples/{name}")])
+        .env("SLUICE_OUT", out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{name} failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(str::to_owned).collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The number at the start of a generator body ("42....").
+fn seq(body: &str) -> u64 {
+    body.trim_end_matches('.').parse().unwrap_or_else(|_| panic!("not a generator body: {body:?}"))
+}
+
+#[test]
+fn quickstart_delivers_every_event_once_in_order_across_rolled_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_example("quickstart.yaml", dir.path());
+    let day = chrono::Local::now().format("%Y-%m-%d");
+    let mut all = Vec::new();
+    for i in 0..4 {
+        let f = dir.path().join(format!("quickstart/events-{day}.log.{i}"));
+        let l = lines(&f);
+        assert_eq!(l.len(), 25_000, "roll_count splits exactly: {}", f.display());
+        all.extend(l);
+    }
+    assert!(!dir.path().join(format!("quickstart/events-{day}.log.4")).exists());
+    for (i, body) in all.iter().enumerate() {
+        assert_eq!(body.len(), 64, "body_size honoured");
+        assert_eq!(seq(body), i as u64, "event {i} out of order or missing");
+    }
+    let err = stderr(&o);
+    assert!(err.contains("source  gen: received 100000, accepted 100000"), "{err}");
+    assert!(err.contains("sink    files: delivered 100000"), "{err}");
+}
+
+#[test]
+fn fanout_routes_by_header_and_fails_over_to_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_example("fanout.yaml", dir.path());
+    let clicks = lines(&dir.path().join("fanout/clicks.log"));
+    let views = lines(&dir.path().join("fanout/views.log"));
+    assert_eq!((clicks.len(), views.len()), (10_000, 10_000));
+    for (i, line) in clicks.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["headers"]["kind"], "click");
+        assert_eq!(seq(v["body"].as_str().unwrap()), 2 * i as u64);
+    }
+    for (i, body) in views.iter().enumerate() {
+        assert_eq!(seq(body), 2 * i as u64 + 1);
+    }
+    let err = stderr(&o);
+    assert!(err.contains("views_primary: delivered 0"), "{err}");
+    assert!(err.contains("views_backup: delivered 10000"), "{err}");
+}
+
+#[test]
+fn examples_validate() {
+    for ex in ["quickstart.yaml", "fanout.yaml"] {
+        let o = sluice().args(["validate", &format!("examples/{ex}")]).output().unwrap();
+        assert!(o.status.success(), "{ex}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(": ok ("));
+    }
+}
+
+#[test]
+fn invalid_config_reports_every_error_with_position_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(
+        &p,
+        "channels:\n  mem: { type: memory, capacity: many }\nsources:\n  gen: { type: generator, channels: [nope] }\nsinks:\n  out: { type: file, channel: mem, path: x, roll_interval: 10 }\n",
+    )
+    .unwrap();
+    let o = sluice().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let err = stderr(&o);
+    let file = p.display().to_string();
+    assert!(err.contains(&format!("{file}:2:34: channels.mem: invalid type")), "{err}");
+    assert!(err.contains(&format!("{file}:4:38: sources.gen: unknown channel `nope`")), "{err}");
+    assert!(err.contains(&format!("{file}:6:60: sinks.out: invalid duration")), "{err}");
+    assert!(err.contains("3 error(s)"), "{err}");
+    // Running the same file fails the same way, before starting anything.
+    let o = sluice().arg("--pipeline").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+}
+
+#[test]
+fn stdin_ndjson_with_malformed_lines_goes_to_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stdin.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "channels:\n  mem: {{ type: memory }}\n  dead: {{ type: memory }}\nsources:\n  in: {{ type: stdin, codec: ndjson, channels: [mem], dlq: dead }}\nsinks:\n  out: {{ type: file, channel: mem, path: '{d}/out.ndjson', format: ndjson }}\n  dl: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = sluice().arg("-p").arg(&p).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let input = "{\"headers\":{\"k\":\"1\"},\"body\":\"one\"}\nnot json\n{\"user\":2}\n[3]\n";
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: Vec<serde_json::Value> =
+        lines(&dir.path().join("out.ndjson")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[0]["body"].as_str(), out[0]["headers"]["k"].as_str()), (Some("one"), Some("1")));
+    assert_eq!(out[1]["body"], "{\"user\":2}");
+    let dead: Vec<serde_json::Value> =
+        lines(&dir.path().join("dead.ndjson")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["body"], "not json", "original body kept");
+    assert!(dead[0]["headers"]["sluice.dlq.reason"].as_str().unwrap().starts_with("stdin line 2: invalid JSON"));
+    assert_eq!(dead[0]["headers"]["sluice.dlq.stage"], "source");
+    assert_eq!(dead[1]["body"], "[3]");
+    assert!(stderr(&o).contains("source  in: received 4, accepted 2, dropped 0, dead-lettered 2"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_every_accepted_event_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("endless.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "channels:\n  mem: {{ type: memory }}\nsources:\n  gen: {{ type: generator, rate: 20000, batch_size: 100, channels: [mem] }}\nsinks:\n  out: {{ type: file, channel: mem, path: '{}/out.log' }}\nshutdown_timeout: 5s\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = sluice().arg("-p").arg(&p).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("sluice: stopped in"), "{err}");
+    let out = lines(&dir.path().join("out.log"));
+    assert!(out.len() >= 1000, "ran for a while: {}", out.len());
+    for (i, body) in out.iter().enumerate() {
+        assert_eq!(seq(body), i as u64);
+    }
+    let accepted = format!("accepted {},", out.len());
+    assert!(err.contains(&accepted), "every accepted event delivered ({accepted}): {err}");
+    assert!(err.contains("channel mem: 0 events remaining"), "{err}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let o = sluice().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--pipeline", "--plugin", "--log-level", "validate"] {
+        assert!(help.contains(flag), "--help lacks {flag}: {help}");
+    }
+}

@@ -73,8 +73,10 @@ impl Builder<'_> {
         self.channels.get(name).cloned()
     }
 
-    fn dead_letters(&self, own: Option<&String>, component: &str) -> DeadLetters {
-        let name = own.or(self.p.settings.dlq.as_ref());
+    /// The DLQ of a component: its own `dlq`, else the pipeline's — except for a sink that
+    /// reads the pipeline DLQ itself (`reads`), which would loop.
+    fn dead_letters(&self, own: Option<&String>, component: &str, reads: Option<&str>) -> DeadLetters {
+        let name = own.or(self.p.settings.dlq.as_ref()).filter(|n| Some(n.as_str()) != reads);
         DeadLetters::new(name.and_then(|n| self.channel(n)), self.metrics.dlq(), component)
     }
 }
@@ -124,7 +126,7 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
         sinks.push(BuiltSink {
             name: s.name.clone(),
             metrics: metrics.clone(),
-            dead: b.dead_letters(s.spec.common.dlq.as_ref(), &s.name),
+            dead: b.dead_letters(s.spec.common.dlq.as_ref(), &s.name, Some(&s.spec.common.channel)),
         });
         match build_sink(&s.name, &s.spec) {
             Ok(sink) => {
@@ -194,7 +196,7 @@ fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Optio
         name,
         channel,
         set,
-        b.dead_letters(spec.common.dlq.as_ref(), name),
+        b.dead_letters(spec.common.dlq.as_ref(), name, Some(&spec.common.channel)),
         spec.common.batch_size,
         spec.common.retry.clone(),
     ))
@@ -259,7 +261,7 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     }
 
     let metrics = b.metrics.source(&s.name);
-    let dead = b.dead_letters(c.dlq.as_ref(), &s.name);
+    let dead = b.dead_letters(c.dlq.as_ref(), &s.name, None);
     let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
     let (source, expected): (Box<dyn Source>, _) = match &s.spec.kind {
         SourceKind::Generator(g) => (Box::new(Generator::new(g.clone(), c.batch_size)), g.count),

@@ -34,6 +34,9 @@ pub struct Pipeline {
     pub settings: Settings,
     /// Positions of references (channel names etc.), for cross-reference errors.
     pub(crate) refs: Vec<Reference>,
+    /// Every component name written in the file, even those whose settings were invalid, so a
+    /// broken definition does not also make each of its users an error.
+    pub(crate) declared: Vec<(RefKind, String)>,
 }
 
 /// A name used somewhere that must resolve to a component of `kind`.
@@ -158,9 +161,18 @@ pub struct GeneratorConfig {
     pub body_size: ByteSize,
     /// A fixed body for every event instead of the numbered one.
     pub body: Option<String>,
-    /// Static headers on every event (`seq` is always added).
+    /// Static headers on every event.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A header whose value cycles through a list, event by event (for routing demos).
+    pub cycle: Option<CycleHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleHeader {
+    pub header: String,
+    pub values: Vec<String>,
 }
 
 fn default_body_size() -> ByteSize {
@@ -463,6 +475,11 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector) -> Pipeline {
                     TOP_LEVEL.join(", ")
                 ),
             ),
+        }
+    }
+    for (section_key, kind) in [("plugins", RefKind::Plugin), ("channels", RefKind::Channel), ("sinks", RefKind::Sink)] {
+        if let Some(n) = root.get(section_key) {
+            p.declared.extend(n.entries().iter().filter_map(|(k, _)| Some((kind, k.as_str()?.to_owned()))));
         }
     }
     for (name, pos, node) in section(root, "plugins", cx) {

@@ -8,9 +8,10 @@ use super::{
 };
 
 pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
-    let channels: BTreeSet<&str> = p.channels.iter().map(|c| c.name.as_str()).collect();
-    let sinks: BTreeSet<&str> = p.sinks.iter().map(|c| c.name.as_str()).collect();
-    let plugins: BTreeSet<&str> = p.plugins.iter().map(|c| c.name.as_str()).collect();
+    let declared = |kind: RefKind| -> BTreeSet<&str> {
+        p.declared.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str()).collect()
+    };
+    let (channels, sinks, plugins) = (declared(RefKind::Channel), declared(RefKind::Sink), declared(RefKind::Plugin));
 
     for r in &p.refs {
         let (known, what) = match r.kind {
@@ -111,8 +112,8 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         if c.retry.max_attempts == 0 {
             cx.push(s.pos, Some(&component), "retry.max_attempts must be at least 1");
         }
-        let dlq = c.dlq.as_ref().or(p.settings.dlq.as_ref());
-        if dlq == Some(&c.channel) {
+        // The pipeline-wide DLQ does not apply to the sinks that drain it.
+        if c.dlq.as_ref() == Some(&c.channel) {
             cx.push(
                 s.pos,
                 Some(&component),

@@ -35,7 +35,11 @@ impl Generator {
                     buf.split().freeze()
                 }
             };
-            batch.push(Event { headers: headers.clone(), body });
+            let mut headers = headers.clone();
+            if let Some(c) = self.cfg.cycle.as_ref().filter(|c| !c.values.is_empty()) {
+                headers.insert(c.header.as_str(), c.values[(s % c.values.len() as u64) as usize].as_str());
+            }
+            batch.push(Event { headers, body });
         }
         batch
     }
