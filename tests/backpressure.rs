@@ -33,7 +33,13 @@ impl Sink for Slow {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let mut got = self.got.lock().unwrap();
         for e in batch {
-            got.push(std::str::from_utf8(&e.body).unwrap().trim_end_matches('.').parse().unwrap());
+            got.push(
+                std::str::from_utf8(&e.body)
+                    .unwrap()
+                    .trim_end_matches('.')
+                    .parse()
+                    .unwrap(),
+            );
         }
         Ok(())
     }
@@ -48,8 +54,20 @@ async fn a_slow_sink_bounds_memory_and_loses_nothing() {
     let as_dyn: Arc<dyn Channel> = channel.clone();
 
     let got = Arc::new(Mutex::new(Vec::new()));
-    let set = SinkSet::single(Member::new("slow", Box::new(Slow { got: got.clone() }), metrics.sink("slow"), 0));
-    let runner = SinkRunner::new("slow", as_dyn.clone(), set, DeadLetters::new(None, metrics.dlq(), "slow"), 50, RetryConfig::default());
+    let set = SinkSet::single(Member::new(
+        "slow",
+        Box::new(Slow { got: got.clone() }),
+        metrics.sink("slow"),
+        0,
+    ));
+    let runner = SinkRunner::new(
+        "slow",
+        as_dyn.clone(),
+        set,
+        DeadLetters::new(None, metrics.dlq(), "slow"),
+        50,
+        RetryConfig::default(),
+    );
     let ctl = RunnerControl::default();
     let runner_task = tokio::spawn(runner.run(ctl.clone()));
 
@@ -60,9 +78,20 @@ async fn a_slow_sink_bounds_memory_and_loses_nothing() {
         DeadLetters::new(None, metrics.dlq(), "gen"),
         metrics.source("gen"),
     );
-    let cfg = GeneratorConfig { count: Some(N), rate: None, body_size: ByteSize(16), body: None, headers: Default::default(), cycle: None };
+    let cfg = GeneratorConfig {
+        count: Some(N),
+        rate: None,
+        body_size: ByteSize(16),
+        body: None,
+        headers: Default::default(),
+        cycle: None,
+    };
     let source = Box::new(Generator::new(cfg, 100));
-    let cx = SourceContext { name: "gen".into(), out: processor, shutdown: CancellationToken::new() };
+    let cx = SourceContext {
+        name: "gen".into(),
+        out: processor,
+        shutdown: CancellationToken::new(),
+    };
     let source_task = tokio::spawn(source.run(cx));
 
     let mut peak = 0;
@@ -74,9 +103,18 @@ async fn a_slow_sink_bounds_memory_and_loses_nothing() {
     ctl.drain.cancel();
     runner_task.await.unwrap();
 
-    assert!(peak <= CAPACITY, "channel held {peak} > capacity {CAPACITY}");
-    assert!(peak >= CAPACITY - 100, "the source really was held back (peak {peak})");
+    assert!(
+        peak <= CAPACITY,
+        "channel held {peak} > capacity {CAPACITY}"
+    );
+    assert!(
+        peak >= CAPACITY - 100,
+        "the source really was held back (peak {peak})"
+    );
     let got = got.lock().unwrap();
     assert_eq!(got.len() as u64, N);
-    assert!(got.iter().enumerate().all(|(i, s)| *s == i as u64), "in order, exactly once");
+    assert!(
+        got.iter().enumerate().all(|(i, s)| *s == i as u64),
+        "in order, exactly once"
+    );
 }

@@ -15,7 +15,10 @@ fn sluice() -> Command {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn run_example(name: &str, out: &Path) -> Output {
@@ -24,12 +27,20 @@ fn run_example(name: &str, out: &Path) -> Output {
         .env("SLUICE_OUT", out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{name} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
 fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(str::to_owned).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn stderr(o: &Output) -> String {
@@ -38,7 +49,9 @@ fn stderr(o: &Output) -> String {
 
 /// The number at the start of a generator body ("42....").
 fn seq(body: &str) -> u64 {
-    body.trim_end_matches('.').parse().unwrap_or_else(|_| panic!("not a generator body: {body:?}"))
+    body.trim_end_matches('.')
+        .parse()
+        .unwrap_or_else(|_| panic!("not a generator body: {body:?}"))
 }
 
 #[test]
@@ -50,16 +63,28 @@ fn quickstart_delivers_every_event_once_in_order_across_rolled_files() {
     for i in 0..4 {
         let f = dir.path().join(format!("quickstart/events-{day}.log.{i}"));
         let l = lines(&f);
-        assert_eq!(l.len(), 25_000, "roll_count splits exactly: {}", f.display());
+        assert_eq!(
+            l.len(),
+            25_000,
+            "roll_count splits exactly: {}",
+            f.display()
+        );
         all.extend(l);
     }
-    assert!(!dir.path().join(format!("quickstart/events-{day}.log.4")).exists());
+    assert!(
+        !dir.path()
+            .join(format!("quickstart/events-{day}.log.4"))
+            .exists()
+    );
     for (i, body) in all.iter().enumerate() {
         assert_eq!(body.len(), 64, "body_size honoured");
         assert_eq!(seq(body), i as u64, "event {i} out of order or missing");
     }
     let err = stderr(&o);
-    assert!(err.contains("source  gen: received 100000, accepted 100000"), "{err}");
+    assert!(
+        err.contains("source  gen: received 100000, accepted 100000"),
+        "{err}"
+    );
     assert!(err.contains("sink    files: delivered 100000"), "{err}");
 }
 
@@ -86,7 +111,10 @@ fn fanout_routes_by_header_and_fails_over_to_the_backup() {
 #[test]
 fn examples_validate() {
     for ex in ["quickstart.yaml", "fanout.yaml"] {
-        let o = sluice().args(["validate", &format!("examples/{ex}")]).output().unwrap();
+        let o = sluice()
+            .args(["validate", &format!("examples/{ex}")])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{ex}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains(": ok ("));
     }
@@ -105,9 +133,18 @@ fn invalid_config_reports_every_error_with_position_and_exit_78() {
     assert_eq!(o.status.code(), Some(78));
     let err = stderr(&o);
     let file = p.display().to_string();
-    assert!(err.contains(&format!("{file}:2:34: channels.mem: invalid type")), "{err}");
-    assert!(err.contains(&format!("{file}:4:38: sources.gen: unknown channel `nope`")), "{err}");
-    assert!(err.contains(&format!("{file}:6:60: sinks.out: invalid duration")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:2:34: channels.mem: invalid type")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:4:38: sources.gen: unknown channel `nope`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:6:60: sinks.out: invalid duration")),
+        "{err}"
+    );
     assert!(err.contains("3 error(s)"), "{err}");
     // Running the same file fails the same way, before starting anything.
     let o = sluice().arg("--pipeline").arg(&p).output().unwrap();
@@ -126,24 +163,51 @@ fn stdin_ndjson_with_malformed_lines_goes_to_the_dlq() {
         ),
     )
     .unwrap();
-    let mut child = sluice().arg("-p").arg(&p).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let input = "{\"headers\":{\"k\":\"1\"},\"body\":\"one\"}\nnot json\n{\"user\":2}\n[3]\n";
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let out: Vec<serde_json::Value> =
-        lines(&dir.path().join("out.ndjson")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out: Vec<serde_json::Value> = lines(&dir.path().join("out.ndjson"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(out.len(), 2);
-    assert_eq!((out[0]["body"].as_str(), out[0]["headers"]["k"].as_str()), (Some("one"), Some("1")));
+    assert_eq!(
+        (out[0]["body"].as_str(), out[0]["headers"]["k"].as_str()),
+        (Some("one"), Some("1"))
+    );
     assert_eq!(out[1]["body"], "{\"user\":2}");
-    let dead: Vec<serde_json::Value> =
-        lines(&dir.path().join("dead.ndjson")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dead: Vec<serde_json::Value> = lines(&dir.path().join("dead.ndjson"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0]["body"], "not json", "original body kept");
-    assert!(dead[0]["headers"]["sluice.dlq.reason"].as_str().unwrap().starts_with("stdin line 2: invalid JSON"));
+    assert!(
+        dead[0]["headers"]["sluice.dlq.reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stdin line 2: invalid JSON")
+    );
     assert_eq!(dead[0]["headers"]["sluice.dlq.stage"], "source");
     assert_eq!(dead[1]["body"], "[3]");
-    assert!(stderr(&o).contains("source  in: received 4, accepted 2, dropped 0, dead-lettered 2"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("source  in: received 4, accepted 2, dropped 0, dead-lettered 2"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -158,12 +222,27 @@ fn sigterm_stops_gracefully_and_every_accepted_event_is_delivered() {
         ),
     )
     .unwrap();
-    let child = sluice().arg("-p").arg(&p).stderr(Stdio::piped()).spawn().unwrap();
+    let child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let o = child.wait_with_output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("sluice: stopped in"), "{err}");
@@ -173,7 +252,10 @@ fn sigterm_stops_gracefully_and_every_accepted_event_is_delivered() {
         assert_eq!(seq(body), i as u64);
     }
     let accepted = format!("accepted {},", out.len());
-    assert!(err.contains(&accepted), "every accepted event delivered ({accepted}): {err}");
+    assert!(
+        err.contains(&accepted),
+        "every accepted event delivered ({accepted}): {err}"
+    );
     assert!(err.contains("channel mem: 0 events remaining"), "{err}");
 }
 
@@ -184,4 +266,67 @@ fn help_documents_every_flag() {
     for flag in ["--pipeline", "--plugin", "--log-level", "validate"] {
         assert!(help.contains(flag), "--help lacks {flag}: {help}");
     }
+}
+
+#[test]
+fn admin_server_serves_metrics_health_and_readiness() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("admin.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "admin: {{ listen: '127.0.0.1:{port}' }}\nchannels:\n  mem: {{ type: memory, capacity: 1000 }}\nsources:\n  gen: {{ type: generator, rate: 5000, batch_size: 50, channels: [mem] }}\nsinks:\n  out: {{ type: null, channel: mem }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<(u16, String)> {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let status = buf.split(' ').nth(1)?.parse().ok()?;
+        Some((status, buf))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get("/health").unwrap().0, 200);
+    let (status, metrics) = get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+    };
+    assert!(value("sluice_source_events_accepted_total{component=\"gen\"}") > 0.0);
+    assert!(value("sluice_sink_events_drained_total{component=\"out\"}") > 0.0);
+    assert!(value("sluice_channel_put_total{component=\"mem\"}") > 0.0);
+    assert_eq!(
+        value("sluice_channel_capacity_events{component=\"mem\"}"),
+        1000.0
+    );
+    assert!(metrics.contains("sluice_sink_batch_duration_seconds_bucket"));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

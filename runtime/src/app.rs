@@ -48,16 +48,26 @@ impl Report {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let how = if self.stopped_by_signal { "stopped" } else { "finished" };
+        let how = if self.stopped_by_signal {
+            "stopped"
+        } else {
+            "finished"
+        };
         let _ = writeln!(s, "sluice: {how} in {:.2?}", self.elapsed);
         for (n, rx, acc, drop, dlq) in &self.sources {
-            let _ = writeln!(s, "  source  {n}: received {rx}, accepted {acc}, dropped {drop}, dead-lettered {dlq}");
+            let _ = writeln!(
+                s,
+                "  source  {n}: received {rx}, accepted {acc}, dropped {drop}, dead-lettered {dlq}"
+            );
         }
         for (n, left) in &self.channels {
             let _ = writeln!(s, "  channel {n}: {left} events remaining");
         }
         for (n, out, dlq, disc) in &self.sinks {
-            let _ = writeln!(s, "  sink    {n}: delivered {out}, dead-lettered {dlq}, discarded {disc}");
+            let _ = writeln!(
+                s,
+                "  sink    {n}: delivered {out}, dead-lettered {dlq}, discarded {disc}"
+            );
         }
         for e in &self.source_errors {
             let _ = writeln!(s, "  error: {e}");
@@ -71,9 +81,18 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
     let topo = topology::build(&pipeline, &metrics)?;
-    let Topology { channels, sources, runners, dlq_runner, sinks } = topo;
+    let Topology {
+        channels,
+        sources,
+        runners,
+        dlq_runner,
+        sinks,
+    } = topo;
 
-    let admin_state = Arc::new(AdminState { metrics: Arc::clone(&metrics), ready: false.into() });
+    let admin_state = Arc::new(AdminState {
+        metrics: Arc::clone(&metrics),
+        ready: false.into(),
+    });
     let admin_stop = CancellationToken::new();
     if let Some(a) = &pipeline.admin {
         match admin::serve(a.listen, Arc::clone(&admin_state), admin_stop.clone()).await {
@@ -97,16 +116,34 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
     let stop_sources = CancellationToken::new();
     let mut source_tasks = JoinSet::new();
     let expected: Option<u64> = sources.iter().map(|s| s.expected).sum();
-    let source_metrics: Vec<_> = sources.iter().map(|s| (s.name.clone(), s.metrics.clone())).collect();
+    let source_metrics: Vec<_> = sources
+        .iter()
+        .map(|s| (s.name.clone(), s.metrics.clone()))
+        .collect();
     for s in sources {
-        let cx = SourceContext { name: s.name.clone(), out: s.processor, shutdown: stop_sources.clone() };
+        let cx = SourceContext {
+            name: s.name.clone(),
+            out: s.processor,
+            shutdown: stop_sources.clone(),
+        };
         let name = s.name;
         source_tasks.spawn(async move { (name, s.source.run(cx).await) });
     }
     admin_state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(sources = source_metrics.len(), channels = channels.len(), sinks = sinks.len(), "pipeline running");
+    tracing::info!(
+        sources = source_metrics.len(),
+        channels = channels.len(),
+        sinks = sinks.len(),
+        "pipeline running"
+    );
 
-    let progress = Progress::start(expected, source_metrics.iter().map(|(_, m)| m.accepted.clone()).collect());
+    let progress = Progress::start(
+        expected,
+        source_metrics
+            .iter()
+            .map(|(_, m)| m.accepted.clone())
+            .collect(),
+    );
 
     // Wait for every source to end, or a signal.
     let signalled = CancellationToken::new();
@@ -169,7 +206,13 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
     report.elapsed = started.elapsed();
     for (name, m) in &source_metrics {
         let dlq = metrics.dlq().total_for(name);
-        report.sources.push((name.clone(), m.received.get(), m.accepted.get(), m.dropped.get(), dlq));
+        report.sources.push((
+            name.clone(),
+            m.received.get(),
+            m.accepted.get(),
+            m.dropped.get(),
+            dlq,
+        ));
     }
     for (name, ch) in &channels {
         report.channels.push((name.clone(), ch.stats().events));
@@ -190,7 +233,10 @@ async fn forward_signals(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             tracing::warn!("cannot install signal handlers");
             return;
         };
@@ -213,15 +259,20 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(expected: Option<u64>, accepted: Vec<prometheus_client::metrics::counter::Counter>) -> Self {
+    fn start(
+        expected: Option<u64>,
+        accepted: Vec<prometheus_client::metrics::counter::Counter>,
+    ) -> Self {
         let stop = CancellationToken::new();
         if !std::io::stderr().is_terminal() {
             return Progress { bar: None, stop };
         }
         let bar = match expected {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             ),
             None => indicatif::ProgressBar::new_spinner().with_style(
                 indicatif::ProgressStyle::with_template("{spinner} {pos} events ({per_sec})")
@@ -236,7 +287,10 @@ impl Progress {
                 b.set_position(accepted.iter().map(|c| c.get()).sum());
             }
         });
-        Progress { bar: Some(bar), stop }
+        Progress {
+            bar: Some(bar),
+            stop,
+        }
     }
 
     fn finish(self) {

@@ -71,7 +71,10 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load(path: &std::path::Path) -> Result<config::Pipeline, ExitCode> {
@@ -117,7 +120,10 @@ fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -127,7 +133,11 @@ fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
     match rt.block_on(crate::app::run(p)) {
         Ok(report) => {
             eprint!("{}", report.render());
-            if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
         }
         Err(errors) => {
             eprintln!("{errors}");

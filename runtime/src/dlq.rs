@@ -26,8 +26,14 @@ pub const HEADER_CLASS: &str = "sluice.dlq.class";
 pub const STAGES: &[&str] = &["source", "interceptor", "sink"];
 
 /// The bounded set of reason classes used as a metric label (the full text goes in headers).
-pub const REASON_CLASSES: &[&str] =
-    &["malformed", "rejected", "permanent", "attempts_exhausted", "plugin_trap", "too_large"];
+pub const REASON_CLASSES: &[&str] = &[
+    "malformed",
+    "rejected",
+    "permanent",
+    "attempts_exhausted",
+    "plugin_trap",
+    "too_large",
+];
 
 /// One poison event and why.
 pub struct DeadLetter {
@@ -55,7 +61,12 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(channel: Option<Arc<dyn Channel>>, metrics: DlqMetrics, component: &str) -> Self {
-        DeadLetters { channel, metrics, component: component.to_owned(), discarded: Arc::default() }
+        DeadLetters {
+            channel,
+            metrics,
+            component: component.to_owned(),
+            discarded: Arc::default(),
+        }
     }
 
     pub fn is_configured(&self) -> bool {
@@ -98,7 +109,9 @@ impl DeadLetters {
             .map(|DeadLetter { mut event, reason }| {
                 event.headers.insert(HEADER_REASON, reason);
                 event.headers.insert(HEADER_STAGE, stage);
-                event.headers.insert(HEADER_COMPONENT, self.component.as_str());
+                event
+                    .headers
+                    .insert(HEADER_COMPONENT, self.component.as_str());
                 event.headers.insert(HEADER_CLASS, class);
                 event.headers.insert(HEADER_ATTEMPTS, attempts.as_str());
                 event

@@ -10,8 +10,8 @@ use std::{
 use crate::{
     channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
     config::{
-        BalanceOrder, ChannelConfig, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline, Pos,
-        SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig, SourceKind,
+        BalanceOrder, ChannelConfig, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline,
+        Pos, SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig, SourceKind,
     },
     dlq::DeadLetters,
     interceptor::{self, Interceptor},
@@ -75,15 +75,31 @@ impl Builder<'_> {
 
     /// The DLQ of a component: its own `dlq`, else the pipeline's — except for a sink that
     /// reads the pipeline DLQ itself (`reads`), which would loop.
-    fn dead_letters(&self, own: Option<&String>, component: &str, reads: Option<&str>) -> DeadLetters {
-        let name = own.or(self.p.settings.dlq.as_ref()).filter(|n| Some(n.as_str()) != reads);
-        DeadLetters::new(name.and_then(|n| self.channel(n)), self.metrics.dlq(), component)
+    fn dead_letters(
+        &self,
+        own: Option<&String>,
+        component: &str,
+        reads: Option<&str>,
+    ) -> DeadLetters {
+        let name = own
+            .or(self.p.settings.dlq.as_ref())
+            .filter(|n| Some(n.as_str()) != reads);
+        DeadLetters::new(
+            name.and_then(|n| self.channel(n)),
+            self.metrics.dlq(),
+            component,
+        )
     }
 }
 
 /// Builds everything; returns all problems found, each at its component's position.
 pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
-    let mut b = Builder { p, metrics, channels: HashMap::new(), errors: Vec::new() };
+    let mut b = Builder {
+        p,
+        metrics,
+        channels: HashMap::new(),
+        errors: Vec::new(),
+    };
     let mut channels = Vec::new();
     for c in &p.channels {
         let ch: Arc<dyn Channel> = match &c.spec {
@@ -114,7 +130,11 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
         .sinks
         .iter()
         .filter_map(|s| s.spec.common.dlq.as_deref())
-        .chain(p.sources.iter().filter_map(|s| s.spec.common.dlq.as_deref()))
+        .chain(
+            p.sources
+                .iter()
+                .filter_map(|s| s.spec.common.dlq.as_deref()),
+        )
         .chain(p.settings.dlq.as_deref())
         .collect();
 
@@ -126,7 +146,11 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
         sinks.push(BuiltSink {
             name: s.name.clone(),
             metrics: metrics.clone(),
-            dead: b.dead_letters(s.spec.common.dlq.as_ref(), &s.name, Some(&s.spec.common.channel)),
+            dead: b.dead_letters(
+                s.spec.common.dlq.as_ref(),
+                &s.name,
+                Some(&s.spec.common.channel),
+            ),
         });
         match build_sink(&s.name, &s.spec) {
             Ok(sink) => {
@@ -140,7 +164,12 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
     let mut dlq_runner = Vec::new();
     let mut grouped = BTreeSet::new();
     for g in &p.sink_groups {
-        let Some(first) = g.spec.sinks.first().and_then(|n| p.sinks.iter().find(|s| &s.name == n)) else {
+        let Some(first) = g
+            .spec
+            .sinks
+            .first()
+            .and_then(|n| p.sinks.iter().find(|s| &s.name == n))
+        else {
             continue;
         };
         let mut members = Vec::new();
@@ -155,7 +184,9 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
             }
         }
         let set = match &g.spec.kind {
-            SinkGroupKind::Failover(f) => SinkSet::group(members, Policy::Failover, true, f.max_penalty.0),
+            SinkGroupKind::Failover(f) => {
+                SinkSet::group(members, Policy::Failover, true, f.max_penalty.0)
+            }
             SinkGroupKind::LoadBalance(lb) => {
                 let policy = match lb.selector {
                     BalanceOrder::RoundRobin => Policy::RoundRobin,
@@ -184,7 +215,13 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
     }
 
     if b.errors.is_empty() {
-        Ok(Topology { channels, sources, runners, dlq_runner, sinks })
+        Ok(Topology {
+            channels,
+            sources,
+            runners,
+            dlq_runner,
+            sinks,
+        })
     } else {
         Err(ConfigErrors(b.errors))
     }
@@ -229,8 +266,19 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
 
     // The source's channel list: `channels` first, then any other channel the selector names.
     let mut names: Vec<String> = c.channels.clone();
-    if let SelectorConfig::Multiplexing { mapping, default, optional, .. } = &c.selector {
-        for n in mapping.values().chain(optional.values()).flatten().chain(default) {
+    if let SelectorConfig::Multiplexing {
+        mapping,
+        default,
+        optional,
+        ..
+    } = &c.selector
+    {
+        for n in mapping
+            .values()
+            .chain(optional.values())
+            .flatten()
+            .chain(default)
+        {
             if !names.contains(n) {
                 names.push(n.clone());
             }
@@ -238,10 +286,15 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     }
     let index = |n: &String| names.iter().position(|x| x == n);
     let selector: Box<dyn Selector> = match &c.selector {
-        SelectorConfig::Replicating { optional } => {
-            Box::new(Replicating::new(names.iter().map(|n| optional.contains(n)).collect()))
-        }
-        SelectorConfig::Multiplexing { header, mapping, default, optional } => {
+        SelectorConfig::Replicating { optional } => Box::new(Replicating::new(
+            names.iter().map(|n| optional.contains(n)).collect(),
+        )),
+        SelectorConfig::Multiplexing {
+            header,
+            mapping,
+            default,
+            optional,
+        } => {
             let resolve = |list: &Vec<String>| list.iter().filter_map(index).collect::<Vec<_>>();
             let mut targets: HashMap<String, Targets> = HashMap::new();
             for (value, chans) in mapping {
@@ -250,12 +303,17 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             for (value, chans) in optional {
                 targets.entry(value.clone()).or_default().optional = resolve(chans);
             }
-            let default = Targets { required: resolve(default), optional: Vec::new() };
+            let default = Targets {
+                required: resolve(default),
+                optional: Vec::new(),
+            };
             Box::new(Multiplexing::new(header.clone(), targets, default))
         }
     };
-    let channels: Vec<(String, Arc<dyn Channel>)> =
-        names.iter().filter_map(|n| Some((n.clone(), b.channel(n)?))).collect();
+    let channels: Vec<(String, Arc<dyn Channel>)> = names
+        .iter()
+        .filter_map(|n| Some((n.clone(), b.channel(n)?)))
+        .collect();
     if channels.len() != names.len() {
         return None; // dangling names were reported by validation
     }
@@ -267,5 +325,11 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
         SourceKind::Generator(g) => (Box::new(Generator::new(g.clone(), c.batch_size)), g.count),
         SourceKind::Stdin(cfg) => (Box::new(Stdin::new(cfg.clone(), c.batch_size)), None),
     };
-    Some(BuiltSource { name: s.name.clone(), source, processor, metrics, expected })
+    Some(BuiltSource {
+        name: s.name.clone(),
+        source,
+        processor,
+        metrics,
+        expected,
+    })
 }

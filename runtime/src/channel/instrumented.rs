@@ -45,9 +45,16 @@ impl<C: Channel> Channel for Instrumented<C> {
         Ok(())
     }
 
-    async fn take(&self, max: usize, wait: Duration) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
         Ok(self.inner.take(max, wait).await?.map(|inner| {
-            Box::new(InstrumentedLease { inner, metrics: self.metrics.clone() }) as Box<dyn Lease>
+            Box::new(InstrumentedLease {
+                inner,
+                metrics: self.metrics.clone(),
+            }) as Box<dyn Lease>
         }))
     }
 

@@ -130,7 +130,11 @@ impl Channel for MemoryChannel {
         Ok(())
     }
 
-    async fn take(&self, max: usize, wait: Duration) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.inner.data.notified();
@@ -235,7 +239,10 @@ mod tests {
     }
 
     fn bodies(l: &dyn Lease) -> Vec<String> {
-        l.events().iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect()
+        l.events()
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+            .collect()
     }
 
     const NOW: Duration = Duration::from_millis(0);
@@ -262,11 +269,17 @@ mod tests {
         let ch = Arc::new(MemoryChannel::new(4, None));
         ch.put((0..4).map(ev).collect()).await.unwrap();
         let lease = ch.take(2, NOW).await.unwrap().unwrap();
-        assert!(matches!(ch.try_put(vec![ev(9)]), Err(ChannelError::Full)), "leased events still count");
+        assert!(
+            matches!(ch.try_put(vec![ev(9)]), Err(ChannelError::Full)),
+            "leased events still count"
+        );
         let ch2 = Arc::clone(&ch);
         let putter = tokio::spawn(async move { ch2.put(vec![ev(4), ev(5)]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!putter.is_finished(), "put must wait while the channel is full");
+        assert!(
+            !putter.is_finished(),
+            "put must wait while the channel is full"
+        );
         lease.commit().await.unwrap();
         putter.await.unwrap().unwrap();
         let rest = ch.take(10, NOW).await.unwrap().unwrap();
@@ -277,11 +290,20 @@ mod tests {
     async fn a_batch_is_all_or_nothing() {
         let ch = MemoryChannel::new(3, Some(10));
         ch.put(vec![ev(1)]).await.unwrap();
-        assert!(matches!(ch.try_put((0..3).map(ev).collect()), Err(ChannelError::Full)));
+        assert!(matches!(
+            ch.try_put((0..3).map(ev).collect()),
+            Err(ChannelError::Full)
+        ));
         assert_eq!(ch.stats().events, 1, "nothing of a refused batch is kept");
         let huge = Event::new(vec![b'x'; 11]);
-        assert!(matches!(ch.put(vec![huge]).await, Err(ChannelError::BatchTooLarge { .. })));
-        assert!(matches!(ch.put((0..4).map(ev).collect()).await, Err(ChannelError::BatchTooLarge { .. })));
+        assert!(matches!(
+            ch.put(vec![huge]).await,
+            Err(ChannelError::BatchTooLarge { .. })
+        ));
+        assert!(matches!(
+            ch.put((0..4).map(ev).collect()).await,
+            Err(ChannelError::BatchTooLarge { .. })
+        ));
     }
 
     #[tokio::test]
@@ -313,7 +335,12 @@ mod tests {
     #[tokio::test]
     async fn take_waits_for_data_and_close_refuses_puts() {
         let ch = Arc::new(MemoryChannel::new(10, None));
-        assert!(ch.take(1, Duration::from_millis(10)).await.unwrap().is_none());
+        assert!(
+            ch.take(1, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let ch2 = Arc::clone(&ch);
         let taker = tokio::spawn(async move { ch2.take(5, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -321,7 +348,10 @@ mod tests {
         let l = taker.await.unwrap().unwrap().unwrap();
         assert_eq!(bodies(&*l), ["7"]);
         ch.close();
-        assert!(matches!(ch.put(vec![ev(8)]).await, Err(ChannelError::Closed)));
+        assert!(matches!(
+            ch.put(vec![ev(8)]).await,
+            Err(ChannelError::Closed)
+        ));
         l.commit().await.unwrap();
     }
 }

@@ -18,7 +18,11 @@ use crate::event::Event;
 pub enum ChannelError {
     /// The batch alone exceeds the channel's capacity, so waiting would never help.
     #[error("batch of {events} events / {bytes} bytes exceeds channel capacity ({capacity})")]
-    BatchTooLarge { events: usize, bytes: usize, capacity: String },
+    BatchTooLarge {
+        events: usize,
+        bytes: usize,
+        capacity: String,
+    },
     /// The channel was full and the caller asked not to wait.
     #[error("channel is full")]
     Full,
@@ -50,7 +54,11 @@ pub trait Channel: Send + Sync {
 
     /// Leases up to `max` of the oldest visible events, waiting up to `wait` for at least one.
     /// `None` means nothing arrived in time.
-    async fn take(&self, max: usize, wait: Duration) -> Result<Option<Box<dyn Lease>>, ChannelError>;
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError>;
 
     fn stats(&self) -> ChannelStats;
 

@@ -34,7 +34,10 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { pos: None, message: msg.to_string() }
+        DeError {
+            pos: None,
+            message: msg.to_string(),
+        }
     }
 }
 
@@ -92,7 +95,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             NodeKind::Str(s) => visitor.visit_str(s),
             NodeKind::Seq(items) => visitor.visit_seq(SeqAccess { iter: items.iter() }),
             NodeKind::Map(entries) => {
-                let mut access = MapAccess { iter: entries.iter(), value: None };
+                let mut access = MapAccess {
+                    iter: entries.iter(),
+                    value: None,
+                };
                 visitor.visit_map(&mut access)
             }
         };
@@ -149,7 +155,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                 .visit_enum(s.as_str().into_deserializer())
                 .map_err(|e: DeError| e.at(pos)),
             NodeKind::Map(entries) if entries.len() == 1 => visitor
-                .visit_enum(EnumAccess { key: &entries[0].0, value: &entries[0].1 })
+                .visit_enum(EnumAccess {
+                    key: &entries[0].0,
+                    value: &entries[0].1,
+                })
                 .map_err(|e| e.at(pos)),
             _ => self.invalid(&visitor),
         }
@@ -181,7 +190,10 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_> {
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(n) => seed.deserialize(NodeDe(n)).map(Some).map_err(|e| e.at(n.pos)),
+            Some(n) => seed
+                .deserialize(NodeDe(n))
+                .map(Some)
+                .map_err(|e| e.at(n.pos)),
             None => Ok(None),
         }
     }
@@ -202,14 +214,22 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
-                seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(k.pos))
+                seed.deserialize(NodeDe(k))
+                    .map(Some)
+                    .map_err(|e| e.at(k.pos))
             }
             None => Ok(None),
         }
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let v = self.value.take().ok_or_else(|| <DeError as de::Error>::custom("value without key"))?;
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
+        let v = self
+            .value
+            .take()
+            .ok_or_else(|| <DeError as de::Error>::custom("value without key"))?;
         seed.deserialize(NodeDe(v)).map_err(|e| e.at(v.pos))
     }
 }
@@ -227,7 +247,9 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
         self,
         seed: V,
     ) -> Result<(V::Value, NodeDe<'a>), DeError> {
-        let v = seed.deserialize(NodeDe(self.key)).map_err(|e| e.at(self.key.pos))?;
+        let v = seed
+            .deserialize(NodeDe(self.key))
+            .map_err(|e| e.at(self.key.pos))?;
         Ok((v, NodeDe(self.value)))
     }
 }
@@ -242,7 +264,10 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'_> {
         }
     }
 
-    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, DeError> {
         seed.deserialize(self)
     }
 

@@ -11,7 +11,10 @@ pub mod types;
 pub mod units;
 mod validate;
 
-use std::{fmt, path::{Path, PathBuf}};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 pub use node::{Node, Pos};
 pub use types::*;
@@ -73,7 +76,10 @@ pub fn load_str(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, ConfigErrors> {
-    let mut cx = Collector { file: file.to_owned(), errors: Vec::new() };
+    let mut cx = Collector {
+        file: file.to_owned(),
+        errors: Vec::new(),
+    };
     let root = match Node::parse(text, env) {
         Ok(root) => root,
         Err(errs) => {

@@ -55,16 +55,26 @@ impl Node {
     ) -> Result<Node, Vec<NodeError>> {
         let docs = MarkedYaml::load_from_str(text).map_err(|e| {
             vec![NodeError {
-                pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 },
+                pos: Pos {
+                    line: e.marker().line(),
+                    col: e.marker().col() + 1,
+                },
                 message: format!("invalid YAML: {}", e.info()),
             }]
         })?;
         let mut errors = Vec::new();
         let node = match docs.into_iter().next() {
             Some(doc) => convert(doc, lookup_env, &mut errors),
-            None => Node { pos: Pos { line: 1, col: 1 }, kind: NodeKind::Map(Vec::new()) },
+            None => Node {
+                pos: Pos { line: 1, col: 1 },
+                kind: NodeKind::Map(Vec::new()),
+            },
         };
-        if errors.is_empty() { Ok(node) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(node)
+        } else {
+            Err(errors)
+        }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -83,12 +93,18 @@ impl Node {
 
     /// The value under `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.entries()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// The key node itself (its position is where a reader looks for the field name).
     pub fn key(&self, key: &str) -> Option<&Node> {
-        self.entries().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
+        self.entries()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, _)| k)
     }
 
     /// A copy of this mapping keeping only the entries whose key passes `keep`.
@@ -97,7 +113,10 @@ impl Node {
             NodeKind::Map(m) => Node {
                 pos: self.pos,
                 kind: NodeKind::Map(
-                    m.iter().filter(|(k, _)| k.as_str().is_none_or(&keep)).cloned().collect(),
+                    m.iter()
+                        .filter(|(k, _)| k.as_str().is_none_or(&keep))
+                        .cloned()
+                        .collect(),
                 ),
             },
             _ => self.clone(),
@@ -123,7 +142,10 @@ fn convert(
     errors: &mut Vec<NodeError>,
 ) -> Node {
     let start = yaml.span.start;
-    let pos = Pos { line: start.line(), col: start.col() + 1 };
+    let pos = Pos {
+        line: start.line(),
+        col: start.col() + 1,
+    };
     let kind = match yaml.data {
         YamlData::Value(Scalar::Null) => NodeKind::Null,
         YamlData::Value(Scalar::Boolean(b)) => NodeKind::Bool(b),
@@ -147,7 +169,10 @@ fn convert(
         ),
         YamlData::Tagged(_, inner) => return convert(*inner, env, errors),
         YamlData::Alias(_) | YamlData::BadValue => {
-            errors.push(NodeError { pos, message: "unsupported YAML value".into() });
+            errors.push(NodeError {
+                pos,
+                message: "unsupported YAML value".into(),
+            });
             NodeKind::Null
         }
     };
@@ -183,7 +208,10 @@ pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
         if !valid_name {
             return Err(format!("invalid environment variable name {name:?}"));
         }
-        match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+        match (
+            env(name).filter(|v| !v.is_empty() || default.is_none()),
+            default,
+        ) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
@@ -209,9 +237,16 @@ mod tests {
     #[test]
     fn interpolation_forms() {
         assert_eq!(interpolate("a:${PORT}", &env).unwrap(), "a:8080");
-        assert_eq!(interpolate("${NOPE:-x}-${PORT:-1}", &env).unwrap(), "x-8080");
+        assert_eq!(
+            interpolate("${NOPE:-x}-${PORT:-1}", &env).unwrap(),
+            "x-8080"
+        );
         assert_eq!(interpolate("$${PORT}", &env).unwrap(), "${PORT}");
-        assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+        assert!(
+            interpolate("${NOPE}", &env)
+                .unwrap_err()
+                .contains("NOPE is not set")
+        );
         assert!(interpolate("${PORT", &env).is_err());
     }
 
@@ -220,7 +255,10 @@ mod tests {
         let n = Node::parse("a:\n  b: 1\n", &env).unwrap();
         let b = n.get("a").unwrap().get("b").unwrap();
         assert_eq!(b.pos, Pos { line: 2, col: 6 });
-        assert_eq!(n.get("a").unwrap().key("b").unwrap().pos, Pos { line: 2, col: 3 });
+        assert_eq!(
+            n.get("a").unwrap().key("b").unwrap().pos,
+            Pos { line: 2, col: 3 }
+        );
     }
 
     #[test]

@@ -48,8 +48,14 @@ fn a_good_pipeline_loads() {
     assert_eq!(m.max_bytes.unwrap().0, 64 << 20);
     assert_eq!(p.sources[0].spec.common.interceptors.len(), 2);
     assert_eq!(p.sinks[1].spec.common.retry.max_attempts, 3);
-    assert_eq!(p.settings.shutdown_timeout, std::time::Duration::from_secs(5));
-    assert!(matches!(p.sink_groups[0].spec.kind, SinkGroupKind::Failover(_)));
+    assert_eq!(
+        p.settings.shutdown_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    assert!(matches!(
+        p.sink_groups[0].spec.kind,
+        SinkGroupKind::Failover(_)
+    ));
 }
 
 #[test]
@@ -70,9 +76,15 @@ sinks:
             .unwrap_or_else(|| panic!("no error containing {frag:?} in {errs:#?}"))
             .clone()
     };
-    assert_eq!(find("unknown field `capacty`"), (2, 24, Some("channels.mem".into()), find("capacty").3));
+    assert_eq!(
+        find("unknown field `capacty`"),
+        (2, 24, Some("channels.mem".into()), find("capacty").3)
+    );
     let rate = find("invalid type");
-    assert_eq!((rate.0, rate.1, rate.2.as_deref()), (4, 50, Some("sources.gen")));
+    assert_eq!(
+        (rate.0, rate.1, rate.2.as_deref()),
+        (4, 50, Some("sources.gen"))
+    );
     let chan = find("missing field `channel`");
     assert_eq!((chan.0, chan.2.as_deref()), (6, Some("sinks.out")));
     let backoff = find("a unit is required");
@@ -94,17 +106,29 @@ sink_groups:
 ";
     let errs = errors(text);
     let msgs: Vec<_> = errs.iter().map(|e| (e.0, e.1, e.3.as_str())).collect();
-    assert!(msgs.contains(&(4, 43, "unknown channel `nope` (defined channels: mem)")), "{msgs:#?}");
-    assert!(msgs.contains(&(4, 65, "unknown plugin `enrich` (no plugins are defined)")), "{msgs:#?}");
-    assert!(msgs.contains(&(6, 31, "unknown channel `missing` (defined channels: mem)")), "{msgs:#?}");
-    assert!(msgs.iter().any(|m| m.0 == 8 && m.2.starts_with("unknown sink `ghost`")), "{msgs:#?}");
+    assert!(
+        msgs.contains(&(4, 43, "unknown channel `nope` (defined channels: mem)")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.contains(&(4, 65, "unknown plugin `enrich` (no plugins are defined)")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.contains(&(6, 31, "unknown channel `missing` (defined channels: mem)")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.0 == 8 && m.2.starts_with("unknown sink `ghost`")),
+        "{msgs:#?}"
+    );
 }
 
 #[test]
 fn duplicate_names_across_sections() {
-    let errs = errors(
-        "channels:\n  a: { type: memory }\nsinks:\n  a: { type: null, channel: a }\n",
-    );
+    let errs =
+        errors("channels:\n  a: { type: memory }\nsinks:\n  a: { type: null, channel: a }\n");
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!((errs[0].0, errs[0].1), (4, 3));
     assert!(errs[0].3.contains("duplicate component name `a`"));
@@ -121,7 +145,11 @@ fn duplicate_keys_in_one_section_are_a_yaml_error() {
 fn unknown_types_and_keys() {
     let errs = errors("channels:\n  a: { type: postgres }\nsourcez: {}\n");
     assert_eq!(errs[0].0, 2);
-    assert!(errs[0].3.contains("unknown type `postgres`, expected one of: memory"));
+    assert!(
+        errs[0]
+            .3
+            .contains("unknown type `postgres`, expected one of: memory")
+    );
     assert_eq!((errs[1].0, errs[1].1), (3, 1));
     assert!(errs[1].3.contains("unknown top-level key `sourcez`"));
 }
@@ -146,14 +174,27 @@ sink_groups:
   g: { type: failover, sinks: [x, y] }
 ";
     let errs = errors(text);
-    assert!(errs.iter().any(|e| e.0 == 2 && e.3.contains("invalid size")), "{errs:#?}");
-    assert!(errs.iter().any(|e| e.0 == 6 && e.3.contains("cannot be the channel this sink reads")));
-    assert!(errs.iter().any(|e| e.0 == 8 && e.3.contains("all sinks of a group read one channel")));
+    assert!(
+        errs.iter()
+            .any(|e| e.0 == 2 && e.3.contains("invalid size")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.0 == 6 && e.3.contains("cannot be the channel this sink reads"))
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.0 == 8 && e.3.contains("all sinks of a group read one channel"))
+    );
 }
 
 #[test]
 fn display_names_file_line_column_and_component() {
     let e = load("channels:\n  a: { type: memory, capacity: lots }\n").unwrap_err();
     let text = e.to_string();
-    assert!(text.starts_with("error: p.yaml:2:32: channels.a: "), "{text}");
+    assert!(
+        text.starts_with("error: p.yaml:2:32: channels.a: "),
+        "{text}"
+    );
 }

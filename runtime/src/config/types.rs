@@ -66,7 +66,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { dlq: None, shutdown_timeout: Duration::from_secs(30) }
+        Settings {
+            dlq: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -297,7 +300,9 @@ pub enum SelectorConfig {
 
 impl Default for SelectorConfig {
     fn default() -> Self {
-        SelectorConfig::Replicating { optional: Vec::new() }
+        SelectorConfig::Replicating {
+            optional: Vec::new(),
+        }
     }
 }
 
@@ -454,13 +459,28 @@ fn default_max_penalty() -> HumanDuration {
 
 // ---------------------------------------------------------------- reading
 
-const TOP_LEVEL: &[&str] =
-    &["plugins", "channels", "sources", "sinks", "sink_groups", "admin", "dlq", "shutdown_timeout"];
+const TOP_LEVEL: &[&str] = &[
+    "plugins",
+    "channels",
+    "sources",
+    "sinks",
+    "sink_groups",
+    "admin",
+    "dlq",
+    "shutdown_timeout",
+];
 
 pub(super) fn read_pipeline(root: &Node, cx: &mut Collector) -> Pipeline {
-    let mut p = Pipeline { file: cx.file.clone(), ..Pipeline::default() };
+    let mut p = Pipeline {
+        file: cx.file.clone(),
+        ..Pipeline::default()
+    };
     if !matches!(root.kind, NodeKind::Map(_)) {
-        cx.push(root.pos, None, format!("a pipeline file is a mapping, found {}", root.kind_name()));
+        cx.push(
+            root.pos,
+            None,
+            format!("a pipeline file is a mapping, found {}", root.kind_name()),
+        );
         return p;
     }
     for (k, _) in root.entries() {
@@ -477,9 +497,17 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector) -> Pipeline {
             ),
         }
     }
-    for (section_key, kind) in [("plugins", RefKind::Plugin), ("channels", RefKind::Channel), ("sinks", RefKind::Sink)] {
+    for (section_key, kind) in [
+        ("plugins", RefKind::Plugin),
+        ("channels", RefKind::Channel),
+        ("sinks", RefKind::Sink),
+    ] {
         if let Some(n) = root.get(section_key) {
-            p.declared.extend(n.entries().iter().filter_map(|(k, _)| Some((kind, k.as_str()?.to_owned()))));
+            p.declared.extend(
+                n.entries()
+                    .iter()
+                    .filter_map(|(k, _)| Some((kind, k.as_str()?.to_owned()))),
+            );
         }
     }
     for (name, pos, node) in section(root, "plugins", cx) {
@@ -527,7 +555,9 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector) -> Pipeline {
 
 /// The named entries of a top-level section, each a mapping.
 fn section<'a>(root: &'a Node, key: &str, cx: &mut Collector) -> Vec<(String, Pos, &'a Node)> {
-    let Some(node) = root.get(key) else { return Vec::new() };
+    let Some(node) = root.get(key) else {
+        return Vec::new();
+    };
     match &node.kind {
         NodeKind::Null => Vec::new(),
         NodeKind::Map(entries) => entries
@@ -549,7 +579,11 @@ fn section<'a>(root: &'a Node, key: &str, cx: &mut Collector) -> Vec<(String, Po
             })
             .collect(),
         _ => {
-            cx.push(node.pos, None, format!("`{key}` must be a mapping of name → settings"));
+            cx.push(
+                node.pos,
+                None,
+                format!("`{key}` must be a mapping of name → settings"),
+            );
             Vec::new()
         }
     }
@@ -578,11 +612,17 @@ fn component_type(
     match name {
         Some(s) if known.contains(&s) => known.iter().find(|k| **k == s).copied(),
         _ => {
-            let found = t.as_str().map(str::to_owned).unwrap_or_else(|| t.kind_name().into());
+            let found = t
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| t.kind_name().into());
             cx.push(
                 t.pos,
                 Some(component),
-                format!("unknown type `{found}`, expected one of: {}", known.join(", ")),
+                format!(
+                    "unknown type `{found}`, expected one of: {}",
+                    known.join(", ")
+                ),
             );
             None
         }
@@ -590,7 +630,12 @@ fn component_type(
 }
 
 fn push_ref(refs: &mut Vec<Reference>, kind: RefKind, name: &str, pos: Pos, component: &str) {
-    refs.push(Reference { kind, name: name.to_owned(), pos, component: component.to_owned() });
+    refs.push(Reference {
+        kind,
+        name: name.to_owned(),
+        pos,
+        component: component.to_owned(),
+    });
 }
 
 /// Records a reference for each string in the list under `key`.
@@ -629,7 +674,13 @@ fn read_source(
     let interceptors = read_interceptors(node.get("interceptors"), &component, cx, refs);
     list_refs(node, "channels", RefKind::Channel, &component, refs);
     if let Some(dlq) = node.get("dlq").filter(|d| d.as_str().is_some()) {
-        push_ref(refs, RefKind::Channel, dlq.as_str().unwrap_or_default(), dlq.pos, &component);
+        push_ref(
+            refs,
+            RefKind::Channel,
+            dlq.as_str().unwrap_or_default(),
+            dlq.pos,
+            &component,
+        );
     }
     if let Some(sel) = node.get("selector") {
         selector_refs(sel, &component, refs);
@@ -669,7 +720,9 @@ fn read_interceptors(
     cx: &mut Collector,
     refs: &mut Vec<Reference>,
 ) -> Option<Vec<InterceptorRef>> {
-    let Some(node) = node else { return Some(Vec::new()) };
+    let Some(node) = node else {
+        return Some(Vec::new());
+    };
     let NodeKind::Seq(items) = &node.kind else {
         cx.push(node.pos, Some(component), "`interceptors` must be a list");
         return None;
@@ -702,7 +755,10 @@ fn read_interceptors(
                 let tagged = Node {
                     pos: item.pos,
                     kind: NodeKind::Map(vec![(
-                        Node { pos: item.pos, kind: NodeKind::Str(ty.to_owned()) },
+                        Node {
+                            pos: item.pos,
+                            kind: NodeKind::Str(ty.to_owned()),
+                        },
                         body,
                     )]),
                 };
@@ -734,11 +790,19 @@ fn read_sink(
 ) -> Option<SinkConfig> {
     let component = format!("sinks.{name}");
     let ty = component_type(node, &component, &["null", "stdout", "logger", "file"], cx);
-    let common: Option<SinkCommon> =
-        cx.read(&node.filter_keys(|k| SINK_COMMON.contains(&k)), Some(&component));
+    let common: Option<SinkCommon> = cx.read(
+        &node.filter_keys(|k| SINK_COMMON.contains(&k)),
+        Some(&component),
+    );
     for key in ["channel", "dlq"] {
         if let Some(n) = node.get(key).filter(|n| n.as_str().is_some()) {
-            push_ref(refs, RefKind::Channel, n.as_str().unwrap_or_default(), n.pos, &component);
+            push_ref(
+                refs,
+                RefKind::Channel,
+                n.as_str().unwrap_or_default(),
+                n.pos,
+                &component,
+            );
         }
     }
     let body = node.filter_keys(|k| k != "type" && !SINK_COMMON.contains(&k));
@@ -752,7 +816,10 @@ fn read_sink(
         "file" => SinkKind::File(cx.read(&body, Some(&component))?),
         _ => return None,
     };
-    Some(SinkConfig { common: common?, kind })
+    Some(SinkConfig {
+        common: common?,
+        kind,
+    })
 }
 
 #[derive(Deserialize)]
@@ -783,5 +850,8 @@ fn read_sink_group(
         "load_balance" => SinkGroupKind::LoadBalance(cx.read(&body, Some(&component))?),
         _ => return None,
     };
-    Some(SinkGroupConfig { sinks: common?.sinks, kind })
+    Some(SinkGroupConfig {
+        sinks: common?.sinks,
+        kind,
+    })
 }

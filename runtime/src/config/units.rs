@@ -19,7 +19,9 @@ impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if s.trim().chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("invalid duration {s:?}: a unit is required, e.g. \"{s}s\" or \"{s}ms\""));
+            return Err(format!(
+                "invalid duration {s:?}: a unit is required, e.g. \"{s}s\" or \"{s}ms\""
+            ));
         }
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
@@ -60,9 +62,19 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("30s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(30));
-        assert!("30".parse::<HumanDuration>().unwrap_err().contains("unit is required"));
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert!(
+            "30".parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("unit is required")
+        );
         assert!("3 parsecs".parse::<HumanDuration>().is_err());
     }
 

@@ -9,9 +9,17 @@ use super::{
 
 pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
     let declared = |kind: RefKind| -> BTreeSet<&str> {
-        p.declared.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str()).collect()
+        p.declared
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n.as_str())
+            .collect()
     };
-    let (channels, sinks, plugins) = (declared(RefKind::Channel), declared(RefKind::Sink), declared(RefKind::Plugin));
+    let (channels, sinks, plugins) = (
+        declared(RefKind::Channel),
+        declared(RefKind::Sink),
+        declared(RefKind::Plugin),
+    );
 
     for r in &p.refs {
         let (known, what) = match r.kind {
@@ -23,9 +31,16 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
             let hint = if known.is_empty() {
                 format!("no {what}s are defined")
             } else {
-                format!("defined {what}s: {}", known.iter().copied().collect::<Vec<_>>().join(", "))
+                format!(
+                    "defined {what}s: {}",
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                )
             };
-            cx.push(r.pos, Some(&r.component), format!("unknown {what} `{}` ({hint})", r.name));
+            cx.push(
+                r.pos,
+                Some(&r.component),
+                format!("unknown {what} `{}` ({hint})", r.name),
+            );
         }
     }
 
@@ -38,7 +53,11 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         .map(|c| ("sources", &c.name, c.pos))
         .chain(p.channels.iter().map(|c| ("channels", &c.name, c.pos)))
         .chain(p.sinks.iter().map(|c| ("sinks", &c.name, c.pos)))
-        .chain(p.sink_groups.iter().map(|c| ("sink_groups", &c.name, c.pos)));
+        .chain(
+            p.sink_groups
+                .iter()
+                .map(|c| ("sink_groups", &c.name, c.pos)),
+        );
     for (section, name, pos) in all {
         if let Some(first) = seen.insert(name, section) {
             cx.push(
@@ -58,7 +77,11 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         match &c.selector {
             SelectorConfig::Replicating { optional } => {
                 if c.channels.is_empty() {
-                    cx.push(s.pos, Some(&component), "missing field `channels` (a list of channel names)");
+                    cx.push(
+                        s.pos,
+                        Some(&component),
+                        "missing field `channels` (a list of channel names)",
+                    );
                 }
                 for o in optional {
                     if !c.channels.contains(o) {
@@ -70,9 +93,15 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
                     }
                 }
             }
-            SelectorConfig::Multiplexing { mapping, default, .. } => {
+            SelectorConfig::Multiplexing {
+                mapping, default, ..
+            } => {
                 if mapping.is_empty() && default.is_empty() {
-                    cx.push(s.pos, Some(&component), "a multiplexing selector needs `mapping` or `default`");
+                    cx.push(
+                        s.pos,
+                        Some(&component),
+                        "a multiplexing selector needs `mapping` or `default`",
+                    );
                 }
             }
         }
@@ -82,14 +111,24 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
     for g in &p.sink_groups {
         let component = format!("sink_groups.{}", g.name);
         if g.spec.sinks.is_empty() {
-            cx.push(g.pos, Some(&component), "a sink group needs at least one sink");
+            cx.push(
+                g.pos,
+                Some(&component),
+                "a sink group needs at least one sink",
+            );
         }
         let mut group_channel: Option<&str> = None;
         for name in &g.spec.sinks {
             if let Some(other) = grouped.insert(name, &g.name) {
-                cx.push(g.pos, Some(&component), format!("sink `{name}` is already in group `{other}`"));
+                cx.push(
+                    g.pos,
+                    Some(&component),
+                    format!("sink `{name}` is already in group `{other}`"),
+                );
             }
-            let Some(sink) = p.sinks.iter().find(|s| &s.name == name) else { continue };
+            let Some(sink) = p.sinks.iter().find(|s| &s.name == name) else {
+                continue;
+            };
             let ch = sink.spec.common.channel.as_str();
             match group_channel {
                 None => group_channel = Some(ch),
@@ -110,14 +149,21 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
             cx.push(s.pos, Some(&component), "batch_size must be at least 1");
         }
         if c.retry.max_attempts == 0 {
-            cx.push(s.pos, Some(&component), "retry.max_attempts must be at least 1");
+            cx.push(
+                s.pos,
+                Some(&component),
+                "retry.max_attempts must be at least 1",
+            );
         }
         // The pipeline-wide DLQ does not apply to the sinks that drain it.
         if c.dlq.as_ref() == Some(&c.channel) {
             cx.push(
                 s.pos,
                 Some(&component),
-                format!("the dead-letter channel `{}` cannot be the channel this sink reads", c.channel),
+                format!(
+                    "the dead-letter channel `{}` cannot be the channel this sink reads",
+                    c.channel
+                ),
             );
         }
     }

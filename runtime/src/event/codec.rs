@@ -49,14 +49,18 @@ pub fn decode_line(codec: CodecName, line: &[u8]) -> Result<Event, String> {
             let Value::Object(mut obj) = value else {
                 return Err("expected a JSON object".into());
             };
-            let is_envelope = obj.keys().all(|k| matches!(k.as_str(), "headers" | "body" | "body_base64"))
+            let is_envelope = obj
+                .keys()
+                .all(|k| matches!(k.as_str(), "headers" | "body" | "body_base64"))
                 && (obj.contains_key("body") || obj.contains_key("body_base64"));
             if !is_envelope {
                 return Ok(Event::new(Bytes::copy_from_slice(line)));
             }
             let mut headers = Headers::default();
             if let Some(h) = obj.remove("headers") {
-                let Value::Object(h) = h else { return Err("`headers` must be an object".into()) };
+                let Value::Object(h) = h else {
+                    return Err("`headers` must be an object".into());
+                };
                 for (k, v) in h {
                     match v {
                         Value::String(s) => headers.insert(k, s),
@@ -98,7 +102,11 @@ mod tests {
     fn ndjson_plain_objects_become_bodies_and_garbage_is_refused() {
         let e = decode_line(CodecName::Ndjson, br#"{"user":1}"#).unwrap();
         assert_eq!(&e.body[..], br#"{"user":1}"#);
-        assert!(decode_line(CodecName::Ndjson, b"{nope").unwrap_err().contains("invalid JSON"));
+        assert!(
+            decode_line(CodecName::Ndjson, b"{nope")
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
         assert!(decode_line(CodecName::Ndjson, b"[1]").is_err());
     }
 
@@ -107,6 +115,9 @@ mod tests {
         let mut out = Vec::new();
         encode_into(CodecName::Lines, &Event::new("a b"), &mut out);
         assert_eq!(out, b"a b\n");
-        assert_eq!(&decode_line(CodecName::Lines, b"xy").unwrap().body[..], b"xy");
+        assert_eq!(
+            &decode_line(CodecName::Lines, b"xy").unwrap().body[..],
+            b"xy"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct Event {
 
 impl Event {
     pub fn new(body: impl Into<Bytes>) -> Self {
-        Event { headers: Headers::default(), body: body.into() }
+        Event {
+            headers: Headers::default(),
+            body: body.into(),
+        }
     }
 
     pub fn with_header(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
@@ -37,7 +40,10 @@ pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn contains(&self, key: &str) -> bool {

@@ -53,7 +53,11 @@ impl Template {
                     flush(&mut lit, &mut parts);
                     parts.push(Part::Time(frag));
                 }
-                _ => return Err(format!("dangling % in template {text:?} (write %% for a percent sign)")),
+                _ => {
+                    return Err(format!(
+                        "dangling % in template {text:?} (write %% for a percent sign)"
+                    ));
+                }
             }
         }
         flush(&mut lit, &mut parts);
@@ -107,12 +111,20 @@ mod tests {
     #[test]
     fn headers_and_time_escapes() {
         let t = Template::parse("logs/%{type}/%Y-%m-%d/%%x").unwrap();
-        let ts = Local.with_ymd_and_hms(2024, 3, 9, 10, 0, 0).unwrap().timestamp_millis();
-        let e = Event::new("b").with_header("type", "click").with_header("timestamp", ts.to_string());
+        let ts = Local
+            .with_ymd_and_hms(2024, 3, 9, 10, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let e = Event::new("b")
+            .with_header("type", "click")
+            .with_header("timestamp", ts.to_string());
         let mut s = String::new();
         t.render(&e, &mut s);
         assert_eq!(s, "logs/click/2024-03-09/%x");
-        t.render(&Event::new("b").with_header("timestamp", ts.to_string()), &mut s);
+        t.render(
+            &Event::new("b").with_header("timestamp", ts.to_string()),
+            &mut s,
+        );
         assert_eq!(s, "logs//2024-03-09/%x");
         assert!(!t.is_constant());
         assert!(Template::parse("plain").unwrap().is_constant());

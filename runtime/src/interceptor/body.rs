@@ -13,7 +13,11 @@ pub(super) struct RegexFilter {
 }
 
 impl Interceptor for RegexFilter {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         batch.retain(|e| self.regex.is_match(&e.body) != self.exclude);
         Ok(())
     }
@@ -26,12 +30,19 @@ pub(super) struct RegexExtractor {
 }
 
 impl Interceptor for RegexExtractor {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         for e in batch.iter_mut() {
-            let Some(caps) = self.regex.captures(&e.body) else { continue };
+            let Some(caps) = self.regex.captures(&e.body) else {
+                continue;
+            };
             for (name, group) in self.headers.iter().zip(caps.iter().skip(1)) {
                 if let Some(m) = group {
-                    e.headers.insert(name.as_str(), String::from_utf8_lossy(m.as_bytes()));
+                    e.headers
+                        .insert(name.as_str(), String::from_utf8_lossy(m.as_bytes()));
                 }
             }
         }
@@ -45,9 +56,15 @@ pub(super) struct SearchReplace {
 }
 
 impl Interceptor for SearchReplace {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         for e in batch.iter_mut() {
-            if let std::borrow::Cow::Owned(new) = self.search.replace_all(&e.body, self.replace.as_slice()) {
+            if let std::borrow::Cow::Owned(new) =
+                self.search.replace_all(&e.body, self.replace.as_slice())
+            {
                 e.body = Bytes::from(new);
             }
         }

@@ -9,7 +9,11 @@ pub(super) struct Timestamp {
 }
 
 impl Interceptor for Timestamp {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         // One clock read per batch: events of a batch arrived together.
         let now = chrono::Utc::now().timestamp_millis().to_string();
         for e in batch.iter_mut() {
@@ -29,7 +33,11 @@ pub(super) struct Static {
 }
 
 impl Interceptor for Static {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         for e in batch.iter_mut() {
             if !(self.preserve && e.headers.contains(&self.key)) {
                 e.headers.insert(self.key.as_str(), self.value.as_str());
@@ -45,10 +53,15 @@ pub(super) struct RemoveHeader {
 }
 
 impl Interceptor for RemoveHeader {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         for e in batch.iter_mut() {
             e.headers.retain(|k, _| {
-                !self.names.iter().any(|n| n == k) && !self.matching.as_ref().is_some_and(|r| r.is_match(k))
+                !self.names.iter().any(|n| n == k)
+                    && !self.matching.as_ref().is_some_and(|r| r.is_match(k))
             });
         }
         Ok(())
@@ -61,10 +74,15 @@ pub(super) struct Uuid {
 }
 
 impl Interceptor for Uuid {
-    fn intercept(&mut self, batch: &mut Vec<Event>, _: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        _: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         for e in batch.iter_mut() {
             if !(self.preserve && e.headers.contains(&self.header)) {
-                e.headers.insert(self.header.as_str(), uuid::Uuid::new_v4().to_string());
+                e.headers
+                    .insert(self.header.as_str(), uuid::Uuid::new_v4().to_string());
             }
         }
         Ok(())

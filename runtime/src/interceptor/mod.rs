@@ -31,27 +31,45 @@ pub trait Interceptor: Send {
 pub fn build(cfg: &BuiltinInterceptor) -> Result<Box<dyn Interceptor>, InterceptError> {
     use BuiltinInterceptor as B;
     Ok(match cfg {
-        B::Timestamp { header, preserve_existing } => {
-            Box::new(headers::Timestamp { header: header.clone(), preserve: *preserve_existing })
-        }
-        B::Host { header, preserve_existing } => Box::new(headers::Static {
+        B::Timestamp {
+            header,
+            preserve_existing,
+        } => Box::new(headers::Timestamp {
+            header: header.clone(),
+            preserve: *preserve_existing,
+        }),
+        B::Host {
+            header,
+            preserve_existing,
+        } => Box::new(headers::Static {
             key: header.clone(),
             value: gethostname::gethostname().to_string_lossy().into_owned(),
             preserve: *preserve_existing,
         }),
-        B::Static { key, value, preserve_existing } => {
-            Box::new(headers::Static { key: key.clone(), value: value.clone(), preserve: *preserve_existing })
-        }
+        B::Static {
+            key,
+            value,
+            preserve_existing,
+        } => Box::new(headers::Static {
+            key: key.clone(),
+            value: value.clone(),
+            preserve: *preserve_existing,
+        }),
         B::RemoveHeader { names, matching } => Box::new(headers::RemoveHeader {
             names: names.clone(),
             matching: matching.as_deref().map(compile_str).transpose()?,
         }),
-        B::Uuid { header, preserve_existing } => {
-            Box::new(headers::Uuid { header: header.clone(), preserve: *preserve_existing })
-        }
-        B::RegexFilter { regex, exclude } => {
-            Box::new(body::RegexFilter { regex: compile(regex)?, exclude: *exclude })
-        }
+        B::Uuid {
+            header,
+            preserve_existing,
+        } => Box::new(headers::Uuid {
+            header: header.clone(),
+            preserve: *preserve_existing,
+        }),
+        B::RegexFilter { regex, exclude } => Box::new(body::RegexFilter {
+            regex: compile(regex)?,
+            exclude: *exclude,
+        }),
         B::RegexExtractor { regex, headers } => {
             let regex = compile(regex)?;
             let groups = regex.captures_len() - 1;
@@ -61,16 +79,21 @@ pub fn build(cfg: &BuiltinInterceptor) -> Result<Box<dyn Interceptor>, Intercept
                     headers.len()
                 )));
             }
-            Box::new(body::RegexExtractor { regex, headers: headers.clone() })
+            Box::new(body::RegexExtractor {
+                regex,
+                headers: headers.clone(),
+            })
         }
-        B::SearchReplace { search, replace } => {
-            Box::new(body::SearchReplace { search: compile(search)?, replace: replace.clone().into_bytes() })
-        }
+        B::SearchReplace { search, replace } => Box::new(body::SearchReplace {
+            search: compile(search)?,
+            replace: replace.clone().into_bytes(),
+        }),
     })
 }
 
 fn compile(re: &str) -> Result<regex::bytes::Regex, InterceptError> {
-    regex::bytes::Regex::new(re).map_err(|e| InterceptError::Config(format!("bad regex {re:?}: {e}")))
+    regex::bytes::Regex::new(re)
+        .map_err(|e| InterceptError::Config(format!("bad regex {re:?}: {e}")))
 }
 
 fn compile_str(re: &str) -> Result<regex::Regex, InterceptError> {
@@ -97,52 +120,135 @@ mod tests {
     #[test]
     fn header_interceptors() {
         let evs = vec![Event::new("a").with_header("env", "dev"), Event::new("b")];
-        let (out, _) = run(B::Static { key: "env".into(), value: "prod".into(), preserve_existing: true }, evs.clone());
+        let (out, _) = run(
+            B::Static {
+                key: "env".into(),
+                value: "prod".into(),
+                preserve_existing: true,
+            },
+            evs.clone(),
+        );
         assert_eq!(out[0].headers.get("env"), Some("dev"));
         assert_eq!(out[1].headers.get("env"), Some("prod"));
-        let (out, _) = run(B::Static { key: "env".into(), value: "prod".into(), preserve_existing: false }, evs);
+        let (out, _) = run(
+            B::Static {
+                key: "env".into(),
+                value: "prod".into(),
+                preserve_existing: false,
+            },
+            evs,
+        );
         assert_eq!(out[0].headers.get("env"), Some("prod"));
 
-        let (out, _) = run(B::Timestamp { header: "ts".into(), preserve_existing: false }, vec![Event::new("x")]);
+        let (out, _) = run(
+            B::Timestamp {
+                header: "ts".into(),
+                preserve_existing: false,
+            },
+            vec![Event::new("x")],
+        );
         let ts: i64 = out[0].headers.get("ts").unwrap().parse().unwrap();
         assert!((ts - chrono::Utc::now().timestamp_millis()).abs() < 60_000);
 
-        let (out, _) = run(B::Host { header: "host".into(), preserve_existing: false }, vec![Event::new("x")]);
+        let (out, _) = run(
+            B::Host {
+                header: "host".into(),
+                preserve_existing: false,
+            },
+            vec![Event::new("x")],
+        );
         assert!(!out[0].headers.get("host").unwrap().is_empty());
 
-        let (out, _) = run(B::Uuid { header: "id".into(), preserve_existing: true }, vec![Event::new("x"), Event::new("y")]);
-        let (a, b) = (out[0].headers.get("id").unwrap(), out[1].headers.get("id").unwrap());
+        let (out, _) = run(
+            B::Uuid {
+                header: "id".into(),
+                preserve_existing: true,
+            },
+            vec![Event::new("x"), Event::new("y")],
+        );
+        let (a, b) = (
+            out[0].headers.get("id").unwrap(),
+            out[1].headers.get("id").unwrap(),
+        );
         assert_eq!(a.len(), 36);
         assert_ne!(a, b);
 
-        let e = Event::new("x").with_header("a", "1").with_header("secret_1", "s").with_header("keep", "k");
-        let (out, _) = run(B::RemoveHeader { names: vec!["a".into()], matching: Some("^secret_".into()) }, vec![e]);
+        let e = Event::new("x")
+            .with_header("a", "1")
+            .with_header("secret_1", "s")
+            .with_header("keep", "k");
+        let (out, _) = run(
+            B::RemoveHeader {
+                names: vec!["a".into()],
+                matching: Some("^secret_".into()),
+            },
+            vec![e],
+        );
         assert_eq!(out[0].headers.iter().collect::<Vec<_>>(), [("keep", "k")]);
     }
 
     #[test]
     fn body_interceptors() {
-        let evs = || vec![Event::new("error: disk"), Event::new("info: ok"), Event::new("error: net")];
-        let (out, _) = run(B::RegexFilter { regex: "^error".into(), exclude: false }, evs());
-        assert_eq!(out.iter().map(body).collect::<Vec<_>>(), ["error: disk", "error: net"]);
-        let (out, _) = run(B::RegexFilter { regex: "^error".into(), exclude: true }, evs());
+        let evs = || {
+            vec![
+                Event::new("error: disk"),
+                Event::new("info: ok"),
+                Event::new("error: net"),
+            ]
+        };
+        let (out, _) = run(
+            B::RegexFilter {
+                regex: "^error".into(),
+                exclude: false,
+            },
+            evs(),
+        );
+        assert_eq!(
+            out.iter().map(body).collect::<Vec<_>>(),
+            ["error: disk", "error: net"]
+        );
+        let (out, _) = run(
+            B::RegexFilter {
+                regex: "^error".into(),
+                exclude: true,
+            },
+            evs(),
+        );
         assert_eq!(out.iter().map(body).collect::<Vec<_>>(), ["info: ok"]);
 
         let (out, _) = run(
-            B::RegexExtractor { regex: r"^(\w+): (\w+)".into(), headers: vec!["level".into(), "what".into()] },
+            B::RegexExtractor {
+                regex: r"^(\w+): (\w+)".into(),
+                headers: vec!["level".into(), "what".into()],
+            },
             evs(),
         );
         assert_eq!(out[1].headers.get("level"), Some("info"));
         assert_eq!(out[2].headers.get("what"), Some("net"));
 
-        let (out, _) = run(B::SearchReplace { search: r"\d{4}-\d{4}".into(), replace: "XXXX".into() }, vec![Event::new("card 1234-5678 ok")]);
+        let (out, _) = run(
+            B::SearchReplace {
+                search: r"\d{4}-\d{4}".into(),
+                replace: "XXXX".into(),
+            },
+            vec![Event::new("card 1234-5678 ok")],
+        );
         assert_eq!(body(&out[0]), "card XXXX ok");
     }
 
     #[test]
     fn config_errors() {
-        assert!(build(&B::RegexFilter { regex: "(".into(), exclude: false }).is_err());
-        let e = build(&B::RegexExtractor { regex: "(a)(b)".into(), headers: vec!["x".into()] });
+        assert!(
+            build(&B::RegexFilter {
+                regex: "(".into(),
+                exclude: false
+            })
+            .is_err()
+        );
+        let e = build(&B::RegexExtractor {
+            regex: "(a)(b)".into(),
+            headers: vec!["x".into()],
+        });
         assert!(matches!(e, Err(InterceptError::Config(m)) if m.contains("2 capture groups")));
     }
 }

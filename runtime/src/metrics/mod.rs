@@ -54,7 +54,9 @@ pub struct Metrics {
 }
 
 fn batch_buckets() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 4.0, 10,
+    ))
 }
 
 impl Default for Metrics {
@@ -85,17 +87,61 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("source_events_received", "Events received by a source", m.source_received.clone());
-        r.register("source_events_accepted", "Events committed to the source's channels", m.source_accepted.clone());
-        r.register("source_events_dropped", "Events dropped by interceptors", m.source_dropped.clone());
-        r.register("source_requests_rejected", "Batches or requests a source refused", m.source_rejected.clone());
-        r.register("channel_events", "Events held by a channel (queued + in flight)", m.channel_events.clone());
-        r.register("channel_capacity_events", "Channel capacity in events", m.channel_capacity.clone());
-        r.register("channel_fill_ratio", "Held events / capacity", m.channel_fill.clone());
-        r.register("channel_put", "Events put into a channel", m.channel_put.clone());
-        r.register("channel_take", "Events committed out of a channel", m.channel_take.clone());
-        r.register("channel_rollbacks", "Events returned to a channel by rollback", m.channel_rollbacks.clone());
-        r.register("sink_events_drained", "Events a sink delivered", m.sink_drained.clone());
+        r.register(
+            "source_events_received",
+            "Events received by a source",
+            m.source_received.clone(),
+        );
+        r.register(
+            "source_events_accepted",
+            "Events committed to the source's channels",
+            m.source_accepted.clone(),
+        );
+        r.register(
+            "source_events_dropped",
+            "Events dropped by interceptors",
+            m.source_dropped.clone(),
+        );
+        r.register(
+            "source_requests_rejected",
+            "Batches or requests a source refused",
+            m.source_rejected.clone(),
+        );
+        r.register(
+            "channel_events",
+            "Events held by a channel (queued + in flight)",
+            m.channel_events.clone(),
+        );
+        r.register(
+            "channel_capacity_events",
+            "Channel capacity in events",
+            m.channel_capacity.clone(),
+        );
+        r.register(
+            "channel_fill_ratio",
+            "Held events / capacity",
+            m.channel_fill.clone(),
+        );
+        r.register(
+            "channel_put",
+            "Events put into a channel",
+            m.channel_put.clone(),
+        );
+        r.register(
+            "channel_take",
+            "Events committed out of a channel",
+            m.channel_take.clone(),
+        );
+        r.register(
+            "channel_rollbacks",
+            "Events returned to a channel by rollback",
+            m.channel_rollbacks.clone(),
+        );
+        r.register(
+            "sink_events_drained",
+            "Events a sink delivered",
+            m.sink_drained.clone(),
+        );
         r.register(
             "sink_batch_duration_seconds",
             "Time to deliver one batch, retries included",
@@ -107,7 +153,11 @@ impl Metrics {
             "Poison events discarded because no dead-letter channel was configured",
             m.sink_discarded.clone(),
         );
-        r.register("dlq_events", "Events sent to a dead-letter channel", m.dlq_events.clone());
+        r.register(
+            "dlq_events",
+            "Events sent to a dead-letter channel",
+            m.dlq_events.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -158,7 +208,9 @@ impl Metrics {
 }
 
 fn label(name: &str) -> ComponentLabel {
-    ComponentLabel { component: name.to_owned() }
+    ComponentLabel {
+        component: name.to_owned(),
+    }
 }
 
 #[derive(Clone)]
@@ -174,7 +226,10 @@ impl SourceMetrics {
     /// Counts a refused batch/request; `reason` is a short fixed word (bounded cardinality).
     pub fn rejected(&self, reason: &str) {
         self.rejected
-            .get_or_create(&ReasonLabels { component: self.component.clone(), reason: reason.into() })
+            .get_or_create(&ReasonLabels {
+                component: self.component.clone(),
+                reason: reason.into(),
+            })
             .inc();
     }
 }

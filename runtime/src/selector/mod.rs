@@ -29,7 +29,10 @@ impl Routed {
 
     /// Empties every sub-batch, keeping allocations for the next batch.
     pub fn clear(&mut self) {
-        self.required.iter_mut().chain(self.optional.iter_mut()).for_each(Vec::clear);
+        self.required
+            .iter_mut()
+            .chain(self.optional.iter_mut())
+            .for_each(Vec::clear);
     }
 }
 

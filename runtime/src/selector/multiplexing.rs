@@ -20,14 +20,22 @@ pub struct Multiplexing {
 
 impl Multiplexing {
     pub fn new(header: String, mapping: HashMap<String, Targets>, default: Targets) -> Self {
-        Multiplexing { header, mapping, default }
+        Multiplexing {
+            header,
+            mapping,
+            default,
+        }
     }
 }
 
 impl Selector for Multiplexing {
     fn select(&mut self, batch: Vec<Event>, out: &mut Routed, unroutable: &mut Vec<DeadLetter>) {
         for e in batch {
-            let t = e.headers.get(&self.header).and_then(|v| self.mapping.get(v)).unwrap_or(&self.default);
+            let t = e
+                .headers
+                .get(&self.header)
+                .and_then(|v| self.mapping.get(v))
+                .unwrap_or(&self.default);
             if t.required.is_empty() && t.optional.is_empty() {
                 let reason = match e.headers.get(&self.header) {
                     Some(v) => format!("no channel for {}={v:?} and no default", self.header),
@@ -39,14 +47,11 @@ impl Selector for Multiplexing {
             for &i in &t.optional {
                 out.optional[i].push(e.clone());
             }
-            match t.required.split_last() {
-                Some((&last, rest)) => {
-                    for &i in rest {
-                        out.required[i].push(e.clone());
-                    }
-                    out.required[last].push(e);
+            if let Some((&last, rest)) = t.required.split_last() {
+                for &i in rest {
+                    out.required[i].push(e.clone());
                 }
-                None => {}
+                out.required[last].push(e);
             }
         }
     }
@@ -59,10 +64,29 @@ mod tests {
     #[test]
     fn routes_by_header_with_default_and_unroutable() {
         let mapping = HashMap::from([
-            ("click".to_string(), Targets { required: vec![0], optional: vec![2] }),
-            ("view".to_string(), Targets { required: vec![0, 1], optional: vec![] }),
+            (
+                "click".to_string(),
+                Targets {
+                    required: vec![0],
+                    optional: vec![2],
+                },
+            ),
+            (
+                "view".to_string(),
+                Targets {
+                    required: vec![0, 1],
+                    optional: vec![],
+                },
+            ),
         ]);
-        let mut s = Multiplexing::new("type".into(), mapping, Targets { required: vec![1], optional: vec![] });
+        let mut s = Multiplexing::new(
+            "type".into(),
+            mapping,
+            Targets {
+                required: vec![1],
+                optional: vec![],
+            },
+        );
         let mut out = Routed::new(3);
         let mut bad = Vec::new();
         let batch = vec![
@@ -72,7 +96,11 @@ mod tests {
             Event::new("4"),
         ];
         s.select(batch, &mut out, &mut bad);
-        let bodies = |v: &Vec<Event>| v.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect::<Vec<_>>();
+        let bodies = |v: &Vec<Event>| {
+            v.iter()
+                .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(bodies(&out.required[0]), ["1", "2"]);
         assert_eq!(bodies(&out.required[1]), ["2", "3", "4"]);
         assert_eq!(bodies(&out.optional[2]), ["1"]);
@@ -80,7 +108,11 @@ mod tests {
 
         let mut s = Multiplexing::new("type".into(), HashMap::new(), Targets::default());
         out.clear();
-        s.select(vec![Event::new("5").with_header("type", "x")], &mut out, &mut bad);
+        s.select(
+            vec![Event::new("5").with_header("type", "x")],
+            &mut out,
+            &mut bad,
+        );
         assert_eq!(bad.len(), 1);
         assert!(bad[0].reason.contains("no channel for type=\"x\""));
     }

@@ -20,8 +20,16 @@ impl Selector for Replicating {
         let mut batch = Some(batch);
         for (i, &optional) in self.optional.iter().enumerate() {
             // Clone for all but the last channel; the last one takes the batch itself.
-            let events = if i == last { batch.take().unwrap_or_default() } else { batch.clone().unwrap_or_default() };
-            if optional { out.optional[i] = events } else { out.required[i] = events }
+            let events = if i == last {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            if optional {
+                out.optional[i] = events
+            } else {
+                out.required[i] = events
+            }
         }
     }
 }
@@ -34,7 +42,11 @@ mod tests {
     fn copies_to_all_channels_marking_optional_ones() {
         let mut s = Replicating::new(vec![false, true, false]);
         let mut out = Routed::new(3);
-        s.select(vec![Event::new("a"), Event::new("b")], &mut out, &mut Vec::new());
+        s.select(
+            vec![Event::new("a"), Event::new("b")],
+            &mut out,
+            &mut Vec::new(),
+        );
         assert_eq!(out.required[0].len(), 2);
         assert_eq!(out.optional[1].len(), 2);
         assert!(out.required[1].is_empty());

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use super::{DeliveryError, Sink};
-use crate::{config::CodecName, event::{Event, codec}};
+use crate::{
+    config::CodecName,
+    event::{Event, codec},
+};
 
 pub struct StdoutSink {
     codec: CodecName,
@@ -13,7 +16,10 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new(codec: CodecName) -> Self {
-        StdoutSink { codec, buf: Vec::new() }
+        StdoutSink {
+            codec,
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -38,7 +44,10 @@ pub struct LoggerSink {
 
 impl LoggerSink {
     pub fn new(name: &str, max_body: usize) -> Self {
-        LoggerSink { name: name.to_owned(), max_body }
+        LoggerSink {
+            name: name.to_owned(),
+            max_body,
+        }
     }
 }
 

@@ -73,7 +73,9 @@ impl FileSink {
         let pending = f.pending.len() as u64;
         self.roll_size.is_some_and(|max| f.bytes + pending >= max)
             || self.roll_count.is_some_and(|max| f.events >= max)
-            || self.roll_interval.is_some_and(|max| f.opened.elapsed() >= max)
+            || self
+                .roll_interval
+                .is_some_and(|max| f.opened.elapsed() >= max)
     }
 
     fn open_file(&self, resolved: &str, index: Option<u64>) -> std::io::Result<OpenFile> {
@@ -83,7 +85,14 @@ impl FileSink {
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(OpenFile { file, pending: Vec::new(), index, bytes, events: 0, opened: Instant::now() })
+        Ok(OpenFile {
+            file,
+            pending: Vec::new(),
+            index,
+            bytes,
+            events: 0,
+            opened: Instant::now(),
+        })
     }
 
     /// Finds (or opens) the file for `self.path`, rolling it first if it is full.
@@ -116,7 +125,12 @@ impl FileSink {
     }
 
     fn close_oldest(&mut self) -> std::io::Result<()> {
-        if let Some(key) = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone()) {
+        if let Some(key) = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.opened)
+            .map(|(k, _)| k.clone())
+        {
             if let Some(mut f) = self.open.remove(&key) {
                 finish(&mut f, self.fsync)?;
             }
@@ -126,9 +140,15 @@ impl FileSink {
 
     /// Closes files whose interval has passed, so a quiet file still rolls on time.
     fn roll_expired(&mut self) -> std::io::Result<()> {
-        let Some(max) = self.roll_interval else { return Ok(()) };
-        let expired: Vec<String> =
-            self.open.iter().filter(|(_, f)| f.opened.elapsed() >= max).map(|(k, _)| k.clone()).collect();
+        let Some(max) = self.roll_interval else {
+            return Ok(());
+        };
+        let expired: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, f)| f.opened.elapsed() >= max)
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in expired {
             if let Some(mut f) = self.open.remove(&key) {
                 finish(&mut f, self.fsync)?;
@@ -166,12 +186,21 @@ fn file_name(resolved: &str, index: Option<u64>) -> PathBuf {
 /// The highest `N` among existing `<resolved>.<N>` files.
 fn highest_index(resolved: &str) -> Option<u64> {
     let path = Path::new(resolved);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let prefix = format!("{}.", path.file_name()?.to_string_lossy());
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix(&prefix)?.parse::<u64>().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix(&prefix)?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
 }
 
@@ -194,7 +223,8 @@ impl Sink for FileSink {
             f.events += 1;
             // Keep per-file buffers bounded and roll boundaries exact.
             let over_size = roll_size.is_some_and(|m| f.bytes + f.pending.len() as u64 >= m);
-            if f.pending.len() >= 1 << 20 || over_size || roll_count.is_some_and(|m| f.events >= m) {
+            if f.pending.len() >= 1 << 20 || over_size || roll_count.is_some_and(|m| f.events >= m)
+            {
                 finish(f, fsync)?;
             }
         }
@@ -278,8 +308,14 @@ mod tests {
         assert_eq!(read(dir.path().join("k2/x.0")), "bb\n");
         tokio::time::sleep(Duration::from_millis(60)).await;
         s.idle().await.unwrap();
-        s.deliver(&[Event::new("ee").with_header("kind", "k2")]).await.unwrap();
-        assert_eq!(read(dir.path().join("k2/x.1")), "ee\n", "interval roll starts a new file");
+        s.deliver(&[Event::new("ee").with_header("kind", "k2")])
+            .await
+            .unwrap();
+        assert_eq!(
+            read(dir.path().join("k2/x.1")),
+            "ee\n",
+            "interval roll starts a new file"
+        );
     }
 
     #[tokio::test]

@@ -64,12 +64,24 @@ impl SinkSet {
         Self::group(vec![member], Policy::Single, false, Duration::ZERO)
     }
 
-    pub fn group(mut members: Vec<Member>, policy: Policy, backoff: bool, max_penalty: Duration) -> Self {
+    pub fn group(
+        mut members: Vec<Member>,
+        policy: Policy,
+        backoff: bool,
+        max_penalty: Duration,
+    ) -> Self {
         if policy == Policy::Failover {
             // Stable: equal priorities keep their listed order.
             members.sort_by_key(|m| std::cmp::Reverse(m.priority));
         }
-        SinkSet { order: Vec::with_capacity(members.len()), members, policy, backoff, max_penalty, next: 0 }
+        SinkSet {
+            order: Vec::with_capacity(members.len()),
+            members,
+            policy,
+            backoff,
+            max_penalty,
+            next: 0,
+        }
     }
 
     pub fn members(&self) -> &[Member] {
@@ -112,7 +124,8 @@ impl SinkSet {
                     if self.policy != Policy::Single {
                         tracing::warn!(sink = %m.name, error = %e, "sink failed; trying the next one in the group");
                         if self.backoff {
-                            m.last_penalty = (m.last_penalty * 2).clamp(FIRST_PENALTY, self.max_penalty.max(FIRST_PENALTY));
+                            m.last_penalty = (m.last_penalty * 2)
+                                .clamp(FIRST_PENALTY, self.max_penalty.max(FIRST_PENALTY));
                             m.penalised_until = Some(Instant::now() + m.last_penalty);
                         }
                     }
@@ -122,8 +135,16 @@ impl SinkSet {
             }
         }
         if !tried {
-            let wait = self.members.iter().filter_map(|m| m.penalised_until).min().map(|t| t.saturating_duration_since(now));
-            return Err(DeliveryError::Retriable { reason: "every sink in the group is backing off".into(), retry_after: wait });
+            let wait = self
+                .members
+                .iter()
+                .filter_map(|m| m.penalised_until)
+                .min()
+                .map(|t| t.saturating_duration_since(now));
+            return Err(DeliveryError::Retriable {
+                reason: "every sink in the group is backing off".into(),
+                retry_after: wait,
+            });
         }
         Err(last_err.unwrap_or_else(|| DeliveryError::retriable("no sink delivered the batch")))
     }
@@ -199,7 +220,11 @@ mod tests {
         // Still penalised: b keeps the traffic.
         assert_eq!(via(&mut set, &batch).await, "b");
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(via(&mut set, &batch).await, "a", "a is back after its penalty");
+        assert_eq!(
+            via(&mut set, &batch).await,
+            "a",
+            "a is back after its penalty"
+        );
         assert_eq!((*a.got.lock().unwrap(), *b.got.lock().unwrap()), (2, 2));
         assert_eq!(m.sink("a").retries.get(), 1);
     }
@@ -209,7 +234,11 @@ mod tests {
         let m = Metrics::new();
         let (a, b, c) = (Flaky::default(), Flaky::default(), Flaky::default());
         let mut set = SinkSet::group(
-            vec![member(&m, "a", &a, 0), member(&m, "b", &b, 0), member(&m, "c", &c, 0)],
+            vec![
+                member(&m, "a", &a, 0),
+                member(&m, "b", &b, 0),
+                member(&m, "c", &c, 0),
+            ],
             Policy::RoundRobin,
             true,
             Duration::from_secs(30),
@@ -218,12 +247,23 @@ mod tests {
         for _ in 0..6 {
             set.deliver(&batch).await.unwrap();
         }
-        assert_eq!([*a.got.lock().unwrap(), *b.got.lock().unwrap(), *c.got.lock().unwrap()], [2, 2, 2]);
+        assert_eq!(
+            [
+                *a.got.lock().unwrap(),
+                *b.got.lock().unwrap(),
+                *c.got.lock().unwrap()
+            ],
+            [2, 2, 2]
+        );
         *b.failing.lock().unwrap() = true;
         for _ in 0..6 {
             set.deliver(&batch).await.unwrap();
         }
-        assert_eq!(*b.got.lock().unwrap(), 2, "b delivered nothing while failing");
+        assert_eq!(
+            *b.got.lock().unwrap(),
+            2,
+            "b delivered nothing while failing"
+        );
         assert_eq!(*a.got.lock().unwrap() + *c.got.lock().unwrap(), 10);
         // Everyone down: a retriable error that says when to come back.
         *a.failing.lock().unwrap() = true;

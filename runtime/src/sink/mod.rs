@@ -20,11 +20,17 @@ use crate::event::Event;
 pub enum DeliveryError {
     /// Nothing (reliably) delivered; the same batch may succeed later.
     #[error("{reason}")]
-    Retriable { reason: String, retry_after: Option<Duration> },
+    Retriable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Some events are poison (`rejected`, by index into the batch, with a reason), some may be
     /// retried (`retriable`); every index not listed was delivered.
     #[error("{} events rejected, {} to retry", rejected.len(), retriable.len())]
-    Partial { rejected: Vec<(usize, String)>, retriable: Vec<usize> },
+    Partial {
+        rejected: Vec<(usize, String)>,
+        retriable: Vec<usize>,
+    },
     /// The whole batch can never be delivered (e.g. the server refused its content).
     #[error("{0}")]
     Permanent(String),
@@ -32,7 +38,10 @@ pub enum DeliveryError {
 
 impl DeliveryError {
     pub fn retriable(reason: impl std::fmt::Display) -> Self {
-        DeliveryError::Retriable { reason: reason.to_string(), retry_after: None }
+        DeliveryError::Retriable {
+            reason: reason.to_string(),
+            retry_after: None,
+        }
     }
 }
 

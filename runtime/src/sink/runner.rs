@@ -58,7 +58,14 @@ impl SinkRunner {
         batch_size: usize,
         retry: RetryConfig,
     ) -> Self {
-        SinkRunner { name: name.to_owned(), channel, sinks, dead, batch_size, retry }
+        SinkRunner {
+            name: name.to_owned(),
+            channel,
+            sinks,
+            dead,
+            batch_size,
+            retry,
+        }
     }
 
     pub async fn run(mut self, ctl: RunnerControl) {
@@ -112,8 +119,9 @@ impl SinkRunner {
         let mut delivered_by: Vec<(usize, usize)> = Vec::new(); // (member, events)
         loop {
             attempts += 1;
-            let subset: Option<Vec<Event>> =
-                pending.as_ref().map(|idx| idx.iter().map(|&i| events[i].clone()).collect());
+            let subset: Option<Vec<Event>> = pending
+                .as_ref()
+                .map(|idx| idx.iter().map(|&i| events[i].clone()).collect());
             let batch: &[Event] = subset.as_deref().unwrap_or(events);
             let in_batch = |k: usize| pending.as_ref().map_or(k, |idx| idx[k]);
             let result = self.sinks.deliver(batch).await;
@@ -126,19 +134,34 @@ impl SinkRunner {
                     dead.extend((0..batch.len()).map(|k| (in_batch(k), reason.clone())));
                     break;
                 }
-                Err(DeliveryError::Partial { rejected, retriable }) => {
+                Err(DeliveryError::Partial {
+                    rejected,
+                    retriable,
+                }) => {
                     let ok = batch.len().saturating_sub(rejected.len() + retriable.len());
                     delivered_by.push((0, ok));
                     // Never trust indices blindly: out-of-range ones are ignored.
-                    dead.extend(rejected.into_iter().filter(|(k, _)| *k < batch.len()).map(|(k, r)| (in_batch(k), r)));
-                    let next: Vec<usize> = retriable.into_iter().filter(|&k| k < batch.len()).map(in_batch).collect();
+                    dead.extend(
+                        rejected
+                            .into_iter()
+                            .filter(|(k, _)| *k < batch.len())
+                            .map(|(k, r)| (in_batch(k), r)),
+                    );
+                    let next: Vec<usize> = retriable
+                        .into_iter()
+                        .filter(|&k| k < batch.len())
+                        .map(in_batch)
+                        .collect();
                     if next.is_empty() {
                         break;
                     }
                     pending = Some(next);
                     None
                 }
-                Err(DeliveryError::Retriable { reason, retry_after }) => {
+                Err(DeliveryError::Retriable {
+                    reason,
+                    retry_after,
+                }) => {
                     if attempts >= self.retry.max_attempts {
                         let why = format!("gave up after {attempts} attempts: {reason}");
                         dead.extend((0..batch.len()).map(|k| (in_batch(k), why.clone())));
@@ -152,11 +175,17 @@ impl SinkRunner {
             if attempts >= self.retry.max_attempts {
                 // Partial results with retriable leftovers also respect the budget.
                 let idx = pending.take().unwrap_or_default();
-                dead.extend(idx.into_iter().map(|i| (i, format!("gave up after {attempts} attempts"))));
+                dead.extend(
+                    idx.into_iter()
+                        .map(|i| (i, format!("gave up after {attempts} attempts"))),
+                );
                 dead_class = "attempts_exhausted";
                 break;
             }
-            let delay = backoff.next().unwrap_or(self.retry.max_backoff.0).max(retry_after.unwrap_or_default());
+            let delay = backoff
+                .next()
+                .unwrap_or(self.retry.max_backoff.0)
+                .max(retry_after.unwrap_or_default());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = ctl.abort.cancelled() => {
@@ -167,8 +196,13 @@ impl SinkRunner {
         }
 
         if !dead.is_empty() {
-            let letters: Vec<DeadLetter> =
-                dead.into_iter().map(|(i, reason)| DeadLetter { event: events[i].clone(), reason }).collect();
+            let letters: Vec<DeadLetter> = dead
+                .into_iter()
+                .map(|(i, reason)| DeadLetter {
+                    event: events[i].clone(),
+                    reason,
+                })
+                .collect();
             let n = letters.len() as u64;
             match self.dead.send("sink", dead_class, attempts, letters).await {
                 Ok(crate::dlq::Disposition::Sent) => {}
@@ -192,7 +226,9 @@ impl SinkRunner {
         for (member, n) in delivered_by {
             if let Some(m) = members.get(member) {
                 m.metrics.drained.inc_by(n as u64);
-                m.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
+                m.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
             }
         }
         debug_assert!(total > 0);
@@ -238,7 +274,14 @@ mod tests {
                     self.got.lock().unwrap().push(b);
                 }
             }
-            if rejected.is_empty() { Ok(()) } else { Err(DeliveryError::Partial { rejected, retriable: vec![] }) }
+            if rejected.is_empty() {
+                Ok(())
+            } else {
+                Err(DeliveryError::Partial {
+                    rejected,
+                    retriable: vec![],
+                })
+            }
         }
     }
 
@@ -250,13 +293,23 @@ mod tests {
         }
     }
 
-    async fn run(fail_first: u32, attempts: u32, bodies: &[&str]) -> (Vec<String>, Vec<Event>, Arc<MemoryChannel>) {
+    async fn run(
+        fail_first: u32,
+        attempts: u32,
+        bodies: &[&str],
+    ) -> (Vec<String>, Vec<Event>, Arc<MemoryChannel>) {
         let m = Metrics::new();
         let ch = Arc::new(MemoryChannel::new(100, None));
         let dlq = Arc::new(MemoryChannel::new(100, None));
-        ch.put(bodies.iter().map(|b| Event::new(b.to_string())).collect()).await.unwrap();
+        ch.put(bodies.iter().map(|b| Event::new(b.to_string())).collect())
+            .await
+            .unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Scripted { fail_first, calls: 0, got: got.clone() };
+        let sink = Scripted {
+            fail_first,
+            calls: 0,
+            got: got.clone(),
+        };
         let set = SinkSet::single(Member::new("s", Box::new(sink), m.sink("s"), 0));
         let dead = DeadLetters::new(Some(dlq.clone() as Arc<dyn Channel>), m.dlq(), "s");
         let runner = SinkRunner::new("s", ch.clone(), set, dead, 10, retry(attempts));
@@ -285,7 +338,10 @@ mod tests {
         assert_eq!(got, ["a", "b"]);
         assert_eq!(dead.len(), 1);
         assert_eq!(&dead[0].body[..], b"bad1", "original body intact");
-        assert_eq!(dead[0].headers.get(HEADER_REASON), Some("cannot store bad1"));
+        assert_eq!(
+            dead[0].headers.get(HEADER_REASON),
+            Some("cannot store bad1")
+        );
         assert_eq!(dead[0].headers.get(HEADER_CLASS), Some("permanent"));
         assert_eq!(ch.stats().events, 0);
     }
@@ -296,8 +352,17 @@ mod tests {
         assert!(got.is_empty());
         assert_eq!(dead.len(), 2);
         assert_eq!(dead[0].headers.get(HEADER_ATTEMPTS), Some("4"));
-        assert_eq!(dead[0].headers.get(HEADER_CLASS), Some("attempts_exhausted"));
-        assert!(dead[0].headers.get(HEADER_REASON).unwrap().contains("gave up after 4 attempts: flaky"));
+        assert_eq!(
+            dead[0].headers.get(HEADER_CLASS),
+            Some("attempts_exhausted")
+        );
+        assert!(
+            dead[0]
+                .headers
+                .get(HEADER_REASON)
+                .unwrap()
+                .contains("gave up after 4 attempts: flaky")
+        );
         assert_eq!(ch.stats().events, 0);
     }
 
@@ -306,9 +371,20 @@ mod tests {
         let m = Metrics::new();
         let ch = Arc::new(MemoryChannel::new(100, None));
         ch.put(vec![Event::new("a")]).await.unwrap();
-        let sink = Scripted { fail_first: u32::MAX, calls: 0, got: Arc::default() };
+        let sink = Scripted {
+            fail_first: u32::MAX,
+            calls: 0,
+            got: Arc::default(),
+        };
         let set = SinkSet::single(Member::new("s", Box::new(sink), m.sink("s"), 0));
-        let runner = SinkRunner::new("s", ch.clone(), set, DeadLetters::new(None, m.dlq(), "s"), 10, retry(1000));
+        let runner = SinkRunner::new(
+            "s",
+            ch.clone(),
+            set,
+            DeadLetters::new(None, m.dlq(), "s"),
+            10,
+            retry(1000),
+        );
         let ctl = RunnerControl::default();
         let task = tokio::spawn(runner.run(ctl.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;

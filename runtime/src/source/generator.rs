@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Source, SourceContext, SourceError};
-use crate::{config::GeneratorConfig, event::{Event, Headers}};
+use crate::{
+    config::GeneratorConfig,
+    event::{Event, Headers},
+};
 
 pub struct Generator {
     cfg: GeneratorConfig,
@@ -20,7 +23,14 @@ impl Generator {
 
     /// Event `seq`: its body starts with the decimal sequence number, padded with `.` to
     /// `body_size`, so every event is distinct and checkable downstream.
-    fn fill(&self, seq: u64, n: usize, headers: &Headers, fixed: Option<&Bytes>, buf: &mut BytesMut) -> Vec<Event> {
+    fn fill(
+        &self,
+        seq: u64,
+        n: usize,
+        headers: &Headers,
+        fixed: Option<&Bytes>,
+        buf: &mut BytesMut,
+    ) -> Vec<Event> {
         let size = self.cfg.body_size.0 as usize;
         let mut batch = Vec::with_capacity(n);
         for s in seq..seq + n as u64 {
@@ -37,7 +47,10 @@ impl Generator {
             };
             let mut headers = headers.clone();
             if let Some(c) = self.cfg.cycle.as_ref().filter(|c| !c.values.is_empty()) {
-                headers.insert(c.header.as_str(), c.values[(s % c.values.len() as u64) as usize].as_str());
+                headers.insert(
+                    c.header.as_str(),
+                    c.values[(s % c.values.len() as u64) as usize].as_str(),
+                );
             }
             batch.push(Event { headers, body });
         }
@@ -48,7 +61,12 @@ impl Generator {
 #[async_trait]
 impl Source for Generator {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
-        let headers: Headers = self.cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let headers: Headers = self
+            .cfg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let fixed = self.cfg.body.as_ref().map(|b| Bytes::from(b.clone()));
         let mut buf = BytesMut::new();
         let mut seq = 0u64;

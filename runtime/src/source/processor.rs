@@ -19,7 +19,10 @@ pub enum ProcessError {
     #[error("{0}")]
     Intercept(#[from] InterceptError),
     #[error("put into channel `{channel}` failed: {error}")]
-    Channel { channel: String, error: ChannelError },
+    Channel {
+        channel: String,
+        error: ChannelError,
+    },
     #[error("put into the dead-letter channel failed: {0}")]
     DeadLetter(ChannelError),
 }
@@ -29,8 +32,10 @@ impl ProcessError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ProcessError::Channel { error: ChannelError::Closed | ChannelError::BatchTooLarge { .. }, .. }
-                | ProcessError::DeadLetter(ChannelError::Closed)
+            ProcessError::Channel {
+                error: ChannelError::Closed | ChannelError::BatchTooLarge { .. },
+                ..
+            } | ProcessError::DeadLetter(ChannelError::Closed)
         )
     }
 }
@@ -53,7 +58,14 @@ impl ChannelProcessor {
         metrics: SourceMetrics,
     ) -> Self {
         let routed = Routed::new(channels.len());
-        ChannelProcessor { interceptors, selector, channels, routed, dead, metrics }
+        ChannelProcessor {
+            interceptors,
+            selector,
+            channels,
+            routed,
+            dead,
+            metrics,
+        }
     }
 
     pub fn metrics(&self) -> &SourceMetrics {
@@ -64,7 +76,10 @@ impl ChannelProcessor {
     pub async fn reject_malformed(&mut self, letters: Vec<DeadLetter>) -> Result<(), ProcessError> {
         let n = letters.len() as u64;
         self.metrics.received.inc_by(n);
-        self.dead.send("source", "malformed", 1, letters).await.map_err(ProcessError::DeadLetter)?;
+        self.dead
+            .send("source", "malformed", 1, letters)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
         Ok(())
     }
 
@@ -78,12 +93,19 @@ impl ChannelProcessor {
         let kept = batch.len();
         let mut unroutable = Vec::new();
         self.routed.clear();
-        self.selector.select(batch, &mut self.routed, &mut unroutable);
+        self.selector
+            .select(batch, &mut self.routed, &mut unroutable);
         let (n_rejected, n_unroutable) = (rejected.len(), unroutable.len());
 
         // Dead letters first: the batch counts as handled only when they are safe too.
-        self.dead.send("interceptor", "rejected", 1, rejected).await.map_err(ProcessError::DeadLetter)?;
-        self.dead.send("source", "rejected", 1, unroutable).await.map_err(ProcessError::DeadLetter)?;
+        self.dead
+            .send("interceptor", "rejected", 1, rejected)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
+        self.dead
+            .send("source", "rejected", 1, unroutable)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
 
         for (i, (name, channel)) in self.channels.iter().enumerate() {
             let sub = std::mem::take(&mut self.routed.required[i]);
@@ -91,7 +113,10 @@ impl ChannelProcessor {
                 channel
                     .put(sub)
                     .await
-                    .map_err(|error| ProcessError::Channel { channel: name.clone(), error })?;
+                    .map_err(|error| ProcessError::Channel {
+                        channel: name.clone(),
+                        error,
+                    })?;
             }
         }
         for (i, (name, channel)) in self.channels.iter().enumerate() {
@@ -105,7 +130,9 @@ impl ChannelProcessor {
         }
         self.metrics.received.inc_by(received as u64);
         self.metrics.accepted.inc_by((kept - n_unroutable) as u64);
-        self.metrics.dropped.inc_by(received.saturating_sub(kept + n_rejected) as u64);
+        self.metrics
+            .dropped
+            .inc_by(received.saturating_sub(kept + n_rejected) as u64);
         Ok(())
     }
 }

@@ -6,7 +6,11 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{Source, SourceContext, SourceError};
-use crate::{config::StdinConfig, dlq::DeadLetter, event::{Event, codec}};
+use crate::{
+    config::StdinConfig,
+    dlq::DeadLetter,
+    event::{Event, codec},
+};
 
 pub struct Stdin {
     cfg: StdinConfig,
@@ -24,31 +28,33 @@ impl Source for Stdin {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
         // Blocking reads on a thread of their own; the channel makes the wait cancel-safe.
         let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(self.batch_size * 2);
-        std::thread::Builder::new().name("sluice-stdin".into()).spawn(move || {
-            let stdin = std::io::stdin();
-            let mut lock = stdin.lock();
-            loop {
-                let mut line = Vec::new();
-                match lock.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                            if line.last() == Some(&b'\r') {
+        std::thread::Builder::new()
+            .name("sluice-stdin".into())
+            .spawn(move || {
+                let stdin = std::io::stdin();
+                let mut lock = stdin.lock();
+                loop {
+                    let mut line = Vec::new();
+                    match lock.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            if line.last() == Some(&b'\n') {
                                 line.pop();
+                                if line.last() == Some(&b'\r') {
+                                    line.pop();
+                                }
+                            }
+                            if tx.blocking_send(Ok(line)).is_err() {
+                                break;
                             }
                         }
-                        if tx.blocking_send(Ok(line)).is_err() {
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
                             break;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        break;
-                    }
                 }
-            }
-        })?;
+            })?;
 
         let linger = self.cfg.linger.0.max(Duration::from_millis(1));
         let mut batch: Vec<Event> = Vec::with_capacity(self.batch_size);
@@ -81,7 +87,9 @@ impl Source for Stdin {
                 Some(Err(_linger_elapsed)) => {}
             }
             if !malformed.is_empty() {
-                cx.out.reject_malformed(std::mem::take(&mut malformed)).await?;
+                cx.out
+                    .reject_malformed(std::mem::take(&mut malformed))
+                    .await?;
             }
             if !batch.is_empty() {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_size));

@@ -1,0 +1,56 @@
+//! End-to-end throughput: generator → memory channel → null sink, through the real agent
+//! (`app::run`) on a single-threaded runtime, so the figure is per core.
+//!
+//! Reports events/s, MiB/s and CPU-seconds per million events (from getrusage, so time spent
+//! waiting is not counted as work). Pin it for stable numbers: `taskset -c 1 cargo bench
+//! --bench pipeline`. `SLUICE_BENCH_EVENTS` sets the event count (default 5,000,000).
+
+use std::{path::Path, time::Instant};
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we hand it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn pipeline(events: u64, batch: usize, body: usize) -> String {
+    format!(
+        "channels:\n  mem: {{ type: memory, capacity: {cap} }}\n\
+         sources:\n  gen: {{ type: generator, count: {events}, body_size: {body}, batch_size: {batch}, channels: [mem] }}\n\
+         sinks:\n  out: {{ type: null, channel: mem, batch_size: {batch} }}\n",
+        cap = batch * 20
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; other criterion-style flags are ignored here.
+    let events: u64 = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("pipeline: generator -> memory -> null, 256-byte bodies, {events} events, one thread");
+    for batch in [100usize, 1000] {
+        let p = sluice::config::load_str(
+            Path::new("bench.yaml"),
+            &pipeline(events, batch, 256),
+            &|_| None,
+        )
+        .unwrap();
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let report = rt.block_on(sluice::app::run(p)).unwrap();
+        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        assert_eq!(report.sinks[0].1, events, "every event delivered");
+        println!(
+            "  batch {batch:>5}: {:>10.0} events/s  {:>7.1} MiB/s  {:.3} CPU-s per M events  ({wall:.2}s wall)",
+            events as f64 / wall,
+            events as f64 * 256.0 / wall / (1 << 20) as f64,
+            cpu / events as f64 * 1e6,
+        );
+    }
+}
