@@ -61,7 +61,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { has_header: true, columns: None, delimiter: comma(), header_columns: Vec::new(), line_ending: LineEnding::Lf }
+        Config {
+            has_header: true,
+            columns: None,
+            delimiter: comma(),
+            header_columns: Vec::new(),
+            line_ending: LineEnding::Lf,
+        }
     }
 }
 
@@ -113,11 +119,8 @@ impl CsvCodec {
 
     pub fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, Error> {
         let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
-        let mut rdr = ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(payload);
+        let mut rdr =
+            ReaderBuilder::new().delimiter(self.delimiter).has_headers(false).flexible(true).from_reader(payload);
         let mut record = StringRecord::new();
         let columns: Cow<'_, [String]> = match &self.columns {
             Some(c) => {
@@ -144,18 +147,20 @@ impl CsvCodec {
             })
             .collect::<Result<Vec<_>, _>>()?;
         // `"name":` for every column, escaped once per payload.
-        let keys = columns
-            .iter()
-            .map(|c| serde_json::to_string(c).map(|k| k + ":"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = columns.iter().map(|c| serde_json::to_string(c).map(|k| k + ":")).collect::<Result<Vec<_>, _>>()?;
 
         let mut out = Vec::new();
         while rdr.read_record(&mut record).map_err(csv_err)? {
             if record.len() != columns.len() {
                 let line = record.position().map_or(0, |p| p.line());
-                return Err(Error::new(format!("csv: line {line}: {} fields, expected {}", record.len(), columns.len())));
+                return Err(Error::new(format!(
+                    "csv: line {line}: {} fields, expected {}",
+                    record.len(),
+                    columns.len()
+                )));
             }
-            let mut body = Vec::with_capacity(record.as_slice().len() + keys.iter().map(|k| k.len() + 3).sum::<usize>() + 2);
+            let mut body =
+                Vec::with_capacity(record.as_slice().len() + keys.iter().map(|k| k.len() + 3).sum::<usize>() + 2);
             body.push(b'{');
             for (i, (key, field)) in keys.iter().zip(record.iter()).enumerate() {
                 if i > 0 {
@@ -198,7 +203,8 @@ impl CsvCodec {
             w.write_record(columns.iter()).map_err(csv_err)?;
         }
         for row in &rows {
-            let fields: Vec<Cow<'_, str>> = columns.iter().map(|c| row.get(c).map_or(Cow::Borrowed(""), field_text)).collect();
+            let fields: Vec<Cow<'_, str>> =
+                columns.iter().map(|c| row.get(c).map_or(Cow::Borrowed(""), field_text)).collect();
             w.write_record(fields.iter().map(|f| f.as_bytes())).map_err(csv_err)?;
         }
         w.into_inner().map_err(|e| Error::new(format!("csv: {}", e.error())))
@@ -243,7 +249,8 @@ pub struct Csv;
 #[sluice_guest::serde]
 impl sluice_guest::Codec for Csv {
     fn init(config: Value) -> Result<(), Error> {
-        let cfg: Config = serde_json::from_value(config).map_err(|e| Error::new(format!("csv: invalid config: {e}")))?;
+        let cfg: Config =
+            serde_json::from_value(config).map_err(|e| Error::new(format!("csv: invalid config: {e}")))?;
         CODEC.set(CsvCodec::new(cfg)?).map_err(|_| Error::new("csv: init called twice"))
     }
 
@@ -276,7 +283,10 @@ mod tests {
     #[test]
     fn decodes_rows_into_json_objects_in_column_order() {
         let out = codec("{}").decode(b"name,age,city\nann,31,Paris\r\nbob,,\n").unwrap();
-        assert_eq!(bodies(&out), [r#"{"name":"ann","age":"31","city":"Paris"}"#, r#"{"name":"bob","age":"","city":""}"#]);
+        assert_eq!(
+            bodies(&out),
+            [r#"{"name":"ann","age":"31","city":"Paris"}"#, r#"{"name":"bob","age":"","city":""}"#]
+        );
     }
 
     #[test]
@@ -298,7 +308,8 @@ mod tests {
     fn columns_rename_or_name_headerless_input() {
         let renamed = codec(r#"{"columns": ["x", "y"]}"#).decode(b"a,b\n1,2\n").unwrap();
         assert_eq!(bodies(&renamed), [r#"{"x":"1","y":"2"}"#]);
-        let headerless = codec(r#"{"has_header": false, "columns": ["x", "y"], "delimiter": ";"}"#).decode(b"1;2\n3;4").unwrap();
+        let headerless =
+            codec(r#"{"has_header": false, "columns": ["x", "y"], "delimiter": ";"}"#).decode(b"1;2\n3;4").unwrap();
         assert_eq!(bodies(&headerless), [r#"{"x":"1","y":"2"}"#, r#"{"x":"3","y":"4"}"#]);
         let tabs = codec(r#"{"delimiter": "\t"}"#).decode(b"a\tb\n1,5\t2\n").unwrap();
         assert_eq!(bodies(&tabs), [r#"{"a":"1,5","b":"2"}"#]);

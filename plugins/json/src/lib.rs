@@ -136,7 +136,8 @@ impl JsonCodec {
             if line.is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_slice(line).map_err(|e| Error::new(format!("json: line {}: {e}", i + 1)))?;
+            let v: Value =
+                serde_json::from_slice(line).map_err(|e| Error::new(format!("json: line {}: {e}", i + 1)))?;
             out.push(self.event(v)?);
         }
         Ok(out)
@@ -163,7 +164,8 @@ impl JsonCodec {
             out.push(b'[');
         }
         for (i, ev) in events.iter().enumerate() {
-            let body = compact(ev.body()).map_err(|e| Error::new(format!("json: event {i}: body is not valid JSON: {e}")))?;
+            let body =
+                compact(ev.body()).map_err(|e| Error::new(format!("json: event {i}: body is not valid JSON: {e}")))?;
             match self.format {
                 Format::Ndjson => {
                     out.extend_from_slice(&body);
@@ -237,7 +239,8 @@ pub struct Json;
 #[sluice_guest::serde]
 impl sluice_guest::Codec for Json {
     fn init(config: Value) -> Result<(), Error> {
-        let cfg: Config = serde_json::from_value(config).map_err(|e| Error::new(format!("json: invalid config: {e}")))?;
+        let cfg: Config =
+            serde_json::from_value(config).map_err(|e| Error::new(format!("json: invalid config: {e}")))?;
         CODEC.set(JsonCodec::new(cfg)?).map_err(|_| Error::new("json: init called twice"))
     }
 
@@ -266,8 +269,14 @@ mod tests {
     #[test]
     fn decodes_object_array_and_ndjson_by_content_type() {
         let c = codec("{}");
-        assert_eq!(bodies(&c.decode(b"{ \"a\": 1,\n \"b\": [1, 2] }", "application/json").unwrap()), [r#"{"a":1,"b":[1,2]}"#]);
-        assert_eq!(bodies(&c.decode(b"[{\"a\":1}, 2, \"x\"]", "application/json; charset=utf-8").unwrap()), [r#"{"a":1}"#, "2", r#""x""#]);
+        assert_eq!(
+            bodies(&c.decode(b"{ \"a\": 1,\n \"b\": [1, 2] }", "application/json").unwrap()),
+            [r#"{"a":1,"b":[1,2]}"#]
+        );
+        assert_eq!(
+            bodies(&c.decode(b"[{\"a\":1}, 2, \"x\"]", "application/json; charset=utf-8").unwrap()),
+            [r#"{"a":1}"#, "2", r#""x""#]
+        );
         let nd = b"{\"a\":1}\r\n\n  \n[1, 2]\n{\"b\":2}";
         assert_eq!(bodies(&c.decode(nd, "Application/X-NDJSON").unwrap()), [r#"{"a":1}"#, "[1,2]", r#"{"b":2}"#]);
         assert!(c.decode(b"{\"a\":1}\n{\"b\":2}", "application/json").is_err(), "application/json is one document");
@@ -308,12 +317,17 @@ mod tests {
 
     #[test]
     fn extracts_headers_by_pointer() {
-        let c = codec(r#"{"headers": {"user": "/user/id", "n": "/n", "ok": "/ok", "nil": "/nil", "tags": "/tags", "missing": "/nope/x"}}"#);
-        let out = c.decode(br#"[{"user":{"id":"u1"},"n":42,"ok":true,"nil":null,"tags":["a", "b"]}, {"n":1.5}]"#, "").unwrap();
+        let c = codec(
+            r#"{"headers": {"user": "/user/id", "n": "/n", "ok": "/ok", "nil": "/nil", "tags": "/tags", "missing": "/nope/x"}}"#,
+        );
+        let out = c
+            .decode(br#"[{"user":{"id":"u1"},"n":42,"ok":true,"nil":null,"tags":["a", "b"]}, {"n":1.5}]"#, "")
+            .unwrap();
         let (headers, _) = parts(&out[0]);
-        let want: Vec<(String, String)> = [("n", "42"), ("nil", "null"), ("ok", "true"), ("tags", r#"["a","b"]"#), ("user", "u1")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into();
+        let want: Vec<(String, String)> =
+            [("n", "42"), ("nil", "null"), ("ok", "true"), ("tags", r#"["a","b"]"#), ("user", "u1")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
         assert_eq!(headers, want);
         assert_eq!(parts(&out[1]).0, [("n".to_owned(), "1.5".to_owned())]);
     }
@@ -324,7 +338,11 @@ mod tests {
         assert_eq!(String::from_utf8(codec("{}").encode(&events).unwrap()).unwrap(), "{\"a\":1}\n[1, 2]\n\"s\"\n");
         let arr = codec(r#"{"format":"array"}"#).encode(&events).unwrap();
         assert_eq!(String::from_utf8(arr.clone()).unwrap(), "[{\"a\":1},[1, 2],\"s\"]");
-        assert_eq!(bodies(&codec("{}").decode(&arr, "application/json").unwrap()), [r#"{"a":1}"#, "[1,2]", r#""s""#], "round trip");
+        assert_eq!(
+            bodies(&codec("{}").decode(&arr, "application/json").unwrap()),
+            [r#"{"a":1}"#, "[1,2]", r#""s""#],
+            "round trip"
+        );
         assert_eq!(codec(r#"{"format":"array"}"#).encode(&[]).unwrap(), b"[]");
         assert_eq!(codec("{}").encode(&[]).unwrap(), b"");
     }

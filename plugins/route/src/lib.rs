@@ -91,7 +91,10 @@ impl Router {
             let mut out: Vec<u32> = Vec::with_capacity(names.len());
             for name in names {
                 let i = channels.iter().position(|c| c == name).ok_or_else(|| {
-                    Error::new(format!("route: {what}: unknown channel `{name}` (the source's channels: {})", channels.join(", ")))
+                    Error::new(format!(
+                        "route: {what}: unknown channel `{name}` (the source's channels: {})",
+                        channels.join(", ")
+                    ))
                 })?;
                 let i = u32::try_from(i).map_err(|_| Error::new("route: too many channels"))?;
                 if !out.contains(&i) {
@@ -222,9 +225,17 @@ mod tests {
     #[test]
     fn unknown_channels_are_named_at_init() {
         let err = router(r#"{"field": "/t", "mapping": {"a": ["clicks", "clickz"]}}"#).unwrap_err();
-        assert_eq!(err.0, "route: mapping.a: unknown channel `clickz` (the source's channels: clicks, orders, audit, archive, other)");
+        assert_eq!(
+            err.0,
+            "route: mapping.a: unknown channel `clickz` (the source's channels: clicks, orders, audit, archive, other)"
+        );
         assert!(router(r#"{"field": "/t", "default": ["x"]}"#).unwrap_err().0.contains("default: unknown channel `x`"));
-        assert!(router(r#"{"field": "/t", "optional": {"a": ["y"]}}"#).unwrap_err().0.contains("optional.a: unknown channel `y`"));
+        assert!(
+            router(r#"{"field": "/t", "optional": {"a": ["y"]}}"#)
+                .unwrap_err()
+                .0
+                .contains("optional.a: unknown channel `y`")
+        );
     }
 
     #[test]
