@@ -118,7 +118,7 @@ impl CsvCodec {
     }
 
     pub fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, Error> {
-        let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
+        // flexible: row lengths are checked below, to name the line. csv-core skips a leading BOM.
         let mut rdr =
             ReaderBuilder::new().delimiter(self.delimiter).has_headers(false).flexible(true).from_reader(payload);
         let mut record = StringRecord::new();
