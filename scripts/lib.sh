@@ -27,3 +27,9 @@ need_rust() {
     . "$HOME/.cargo/env"
   fi
 }
+
+# What building the agent needs beyond Rust: a C++ toolchain and libclang (RocksDB's bindings),
+# cmake (bundled librdkafka), curl headers (librdkafka includes them even when unused).
+need_build_deps() {
+  need_apt build-essential cmake libclang-dev libcurl4-openssl-dev pkg-config
+}

@@ -87,13 +87,16 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
         runners,
         dlq_runner,
         sinks,
+        plugins,
     } = topo;
 
     let admin_state = Arc::new(AdminState {
         metrics: Arc::clone(&metrics),
         ready: false.into(),
+        plugins: plugins.clone(),
     });
     let admin_stop = CancellationToken::new();
+    crate::plugin::watch::spawn(plugins, admin_stop.clone());
     if let Some(a) = &pipeline.admin {
         match admin::serve(a.listen, Arc::clone(&admin_state), admin_stop.clone()).await {
             Ok(addr) => tracing::info!(%addr, "admin server listening"),

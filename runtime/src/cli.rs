@@ -77,8 +77,8 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn load(path: &std::path::Path) -> Result<config::Pipeline, ExitCode> {
-    config::load_file(path).map_err(|errors| {
+fn load(path: &std::path::Path, plugins: &[(String, PathBuf)]) -> Result<config::Pipeline, ExitCode> {
+    config::load_file_with_plugins(path, plugins).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
         ExitCode::from(EXIT_CONFIG)
@@ -86,7 +86,7 @@ fn load(path: &std::path::Path) -> Result<config::Pipeline, ExitCode> {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    let p = match load(path) {
+    let p = match load(path, &[]) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -111,12 +111,36 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Parses `--plugin path.wasm` (named by its file stem) and `--plugin name=path.wasm`.
+/// Paths on the command line are relative to the working directory.
+fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    flags
+        .iter()
+        .map(|flag| {
+            let (name, path) = match flag.split_once('=') {
+                Some((n, p)) if !n.is_empty() => (n.to_owned(), PathBuf::from(p)),
+                _ => {
+                    let path = PathBuf::from(flag);
+                    let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty());
+                    let name = stem.ok_or_else(|| format!("--plugin {flag}: cannot name a plugin from this path"))?;
+                    (name.to_owned(), path)
+                }
+            };
+            let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
+            Ok((name, path))
+        })
+        .collect()
+}
+
 fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
-    if !plugins.is_empty() {
-        eprintln!("error: --plugin: Wasm plugins are not supported by this build yet");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let p = match load(path) {
+    let extra = match plugin_flags(plugins) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let p = match load(path, &extra) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod event;
 pub mod interceptor;
 pub mod metrics;
+pub mod plugin;
 pub mod selector;
 pub mod sink;
 pub mod source;

@@ -10,10 +10,12 @@ use std::{
 use crate::{
     channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
     config::{
-        BalanceOrder, ChannelConfig, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline,
+        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline,
         Pos, SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig, SourceKind,
     },
     dlq::DeadLetters,
+    event::codec::Codec,
+    plugin::{World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector, slot::PluginSlot, watch::Registry},
     interceptor::{self, Interceptor},
     metrics::{Metrics, SinkMetrics, SourceMetrics},
     selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
@@ -50,12 +52,14 @@ pub struct Topology {
     /// Runners reading a channel that is some component's DLQ; they drain last.
     pub dlq_runner: Vec<bool>,
     pub sinks: Vec<BuiltSink>,
+    pub plugins: Registry,
 }
 
 struct Builder<'a> {
     p: &'a Pipeline,
     metrics: &'a Metrics,
     channels: HashMap<String, Arc<dyn Channel>>,
+    plugins: Registry,
     errors: Vec<ConfigError>,
 }
 
@@ -67,6 +71,19 @@ impl Builder<'_> {
             component: Some(component),
             message: message.into(),
         });
+    }
+
+    /// The plugin `name` if it implements a world accepted by `ok` (else an error at `pos`).
+    fn plugin(&mut self, name: &str, role: &str, ok: fn(World) -> bool, pos: Pos, component: &str) -> Option<Arc<PluginSlot>> {
+        // A plugin that failed to load was reported on its own definition.
+        let slot = Arc::clone(self.plugins.get(name)?);
+        let world = slot.world();
+        if ok(world) {
+            Some(slot)
+        } else {
+            self.err(pos, component.to_owned(), format!("plugin `{name}` is a `{}` component; {role} needs another kind", world.name()));
+            None
+        }
     }
 
     fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
@@ -98,8 +115,10 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
         p,
         metrics,
         channels: HashMap::new(),
+        plugins: Registry::default(),
         errors: Vec::new(),
     };
+    load_plugins(&mut b);
     let mut channels = Vec::new();
     for c in &p.channels {
         let ch: Arc<dyn Channel> = match &c.spec {
@@ -110,13 +129,6 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
         };
         b.channels.insert(c.name.clone(), Arc::clone(&ch));
         channels.push((c.name.clone(), ch));
-    }
-    for plugin in &p.plugins {
-        b.err(
-            plugin.pos,
-            format!("plugins.{}", plugin.name),
-            "Wasm plugins are not supported by this build yet",
-        );
     }
 
     let mut sources = Vec::new();
@@ -152,7 +164,7 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
                 Some(&s.spec.common.channel),
             ),
         });
-        match build_sink(&s.name, &s.spec) {
+        match build_sink(&mut b, &s.name, s.pos, &s.spec) {
             Ok(sink) => {
                 built_sinks.insert(&s.name, (sink, metrics));
             }
@@ -221,6 +233,7 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
             runners,
             dlq_runner,
             sinks,
+            plugins: b.plugins,
         })
     } else {
         Err(ConfigErrors(b.errors))
@@ -239,10 +252,48 @@ fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Optio
     ))
 }
 
-fn build_sink(name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+/// Loads every configured plugin (compile, link, init), reporting failures at their position.
+fn load_plugins(b: &mut Builder<'_>) {
+    let dir = b.p.file.parent().map(|d| d.to_owned()).unwrap_or_default();
+    for pc in &b.p.plugins {
+        let spec = &pc.spec;
+        let path = if spec.path.is_absolute() { spec.path.clone() } else { dir.join(&spec.path) };
+        let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
+        let memory = spec.limits.memory.map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
+        let deadline = spec.limits.deadline.map(|d| d.0);
+        match PluginSlot::load(&pc.name, path, &config, memory, deadline, b.metrics.plugin(&pc.name)) {
+            Ok(slot) => {
+                b.plugins.slots.insert(pc.name.clone(), slot);
+            }
+            Err(e) => b.err(pc.pos, format!("plugins.{}", pc.name), e.to_string()),
+        }
+    }
+}
+
+fn codec(b: &mut Builder<'_>, r: &CodecRef, pos: Pos, component: &str) -> Option<Codec> {
+    match r {
+        CodecRef::Builtin(c) => Some(Codec::Builtin(*c)),
+        CodecRef::Plugin(name) => {
+            let slot = b.plugin(name, "a codec", |w| w == World::Serde, pos, component)?;
+            match WasmCodec::new(slot) {
+                Ok(c) => Some(Codec::Plugin(c)),
+                Err(e) => {
+                    b.err(pos, component.to_owned(), e.to_string());
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn build_sink(b: &mut Builder<'_>, name: &str, pos: Pos, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+    let component = format!("sinks.{name}");
     Ok(match &spec.kind {
         SinkKind::Null => Box::new(NullSink),
-        SinkKind::Stdout(c) => Box::new(StdoutSink::new(c.format)),
+        SinkKind::Stdout(c) => {
+            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
+            Box::new(StdoutSink::new(codec))
+        }
         SinkKind::Logger(c) => Box::new(LoggerSink::new(name, c.max_body)),
         SinkKind::File(c) => Box::new(FileSink::new(c)?),
     })
@@ -259,8 +310,15 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
                 Ok(i) => interceptors.push(i),
                 Err(e) => b.err(s.pos, component.clone(), e.to_string()),
             },
-            // Reported once on the plugin definition.
-            InterceptorRef::Plugin(_) => {}
+            InterceptorRef::Plugin(name) => {
+                let Some(slot) = b.plugin(name, "an interceptor chain", World::is_interceptor, s.pos, &component) else {
+                    continue;
+                };
+                match WasmInterceptor::new(slot) {
+                    Ok(i) => interceptors.push(Box::new(i)),
+                    Err(e) => b.err(s.pos, component.clone(), e.to_string()),
+                }
+            }
         }
     }
 
@@ -309,6 +367,16 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             };
             Box::new(Multiplexing::new(header.clone(), targets, default))
         }
+        SelectorConfig::Wasm { plugin } => {
+            let slot = b.plugin(plugin, "a selector", |w| w == World::Selector, s.pos, &component)?;
+            match WasmSelector::new(slot, names.clone()) {
+                Ok(sel) => Box::new(sel),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e.to_string());
+                    return None;
+                }
+            }
+        }
     };
     let channels: Vec<(String, Arc<dyn Channel>)> = names
         .iter()
@@ -323,7 +391,10 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
     let (source, expected): (Box<dyn Source>, _) = match &s.spec.kind {
         SourceKind::Generator(g) => (Box::new(Generator::new(g.clone(), c.batch_size)), g.count),
-        SourceKind::Stdin(cfg) => (Box::new(Stdin::new(cfg.clone(), c.batch_size)), None),
+        SourceKind::Stdin(cfg) => {
+            let codec = codec(b, &cfg.codec, s.pos, &component)?;
+            (Box::new(Stdin::new(cfg.clone(), c.batch_size, codec)), None)
+        }
     };
     Some(BuiltSource {
         name: s.name.clone(),

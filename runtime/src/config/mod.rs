@@ -59,6 +59,12 @@ impl std::error::Error for ConfigErrors {}
 
 /// Reads and validates a pipeline file, resolving `${ENV}` from the process environment.
 pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
+    load_file_with_plugins(path, &[])
+}
+
+/// Like [`load_file`], with plugins added or re-pointed from the command line
+/// (`(name, path)`) before validation, so the file may refer to them.
+pub fn load_file_with_plugins(path: &Path, extra: &[(String, PathBuf)]) -> Result<Pipeline, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -67,7 +73,7 @@ pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
             message: format!("cannot read pipeline file: {e}"),
         }])
     })?;
-    load_str(path, &text, &|name| std::env::var(name).ok())
+    load_str_with_plugins(path, &text, &|name| std::env::var(name).ok(), extra)
 }
 
 /// Parses and validates pipeline text; `file` is only used in messages.
@@ -75,6 +81,15 @@ pub fn load_str(
     file: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, ConfigErrors> {
+    load_str_with_plugins(file, text, env, &[])
+}
+
+fn load_str_with_plugins(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    extra: &[(String, PathBuf)],
 ) -> Result<Pipeline, ConfigErrors> {
     let mut cx = Collector {
         file: file.to_owned(),
@@ -89,7 +104,20 @@ pub fn load_str(
             return Err(ConfigErrors(cx.errors));
         }
     };
-    let pipeline = types::read_pipeline(&root, &mut cx);
+    let mut pipeline = types::read_pipeline(&root, &mut cx);
+    for (name, path) in extra {
+        match pipeline.plugins.iter_mut().find(|p| &p.name == name) {
+            Some(existing) => existing.spec.path = path.clone(),
+            None => {
+                pipeline.declared.push((types::RefKind::Plugin, name.clone()));
+                pipeline.plugins.push(Named {
+                    name: name.clone(),
+                    pos: Pos::default(),
+                    spec: PluginConfig { path: path.clone(), config: Default::default(), limits: Default::default() },
+                });
+            }
+        }
+    }
     validate::check(&pipeline, &mut cx);
     if cx.errors.is_empty() {
         Ok(pipeline)

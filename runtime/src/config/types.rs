@@ -185,8 +185,9 @@ fn default_body_size() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (each line is one payload).
     #[serde(default)]
-    pub codec: CodecName,
+    pub codec: CodecRef,
     /// Hand a partial batch to the channel after this long without a new line.
     #[serde(default = "default_linger")]
     pub linger: HumanDuration,
@@ -204,8 +205,31 @@ pub enum CodecName {
     #[default]
     Lines,
     /// One JSON object per line: `{"headers":{..},"body":"..."}`, or any other object as the body.
-    #[serde(alias = "json")]
     Ndjson,
+}
+
+/// A built-in codec or a `serde` plugin by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecRef {
+    Builtin(CodecName),
+    Plugin(String),
+}
+
+impl Default for CodecRef {
+    fn default() -> Self {
+        CodecRef::Builtin(CodecName::Lines)
+    }
+}
+
+impl<'de> Deserialize<'de> for CodecRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "lines" => CodecRef::Builtin(CodecName::Lines),
+            "ndjson" => CodecRef::Builtin(CodecName::Ndjson),
+            _ => CodecRef::Plugin(s),
+        })
+    }
 }
 
 /// An interceptor in a source's chain: a built-in (mapping with `type`) or a plugin name.
@@ -296,6 +320,8 @@ pub enum SelectorConfig {
         #[serde(default)]
         optional: BTreeMap<String, Vec<String>>,
     },
+    /// A `selector` plugin; it receives the source's `channels` list at init.
+    Wasm { plugin: String },
 }
 
 impl Default for SelectorConfig {
@@ -368,8 +394,9 @@ pub enum SinkKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (one payload per batch).
     #[serde(default)]
-    pub format: CodecName,
+    pub format: CodecRef,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -685,6 +712,7 @@ fn read_source(
     if let Some(sel) = node.get("selector") {
         selector_refs(sel, &component, refs);
     }
+    codec_ref(node, "codec", &component, refs);
     let body = node.filter_keys(|k| k != "type" && !SOURCE_COMMON.contains(&k));
     let kind = match ty? {
         "generator" => SourceKind::Generator(cx.read(&body, Some(&component))?),
@@ -696,7 +724,19 @@ fn read_source(
     Some(SourceConfig { common, kind })
 }
 
+/// A `codec`/`format` value naming neither built-in codec refers to a plugin.
+fn codec_ref(node: &Node, key: &str, component: &str, refs: &mut Vec<Reference>) {
+    if let Some(v) = node.get(key) {
+        if let Some(name) = v.as_str().filter(|n| !matches!(*n, "lines" | "ndjson")) {
+            push_ref(refs, RefKind::Plugin, name, v.pos, component);
+        }
+    }
+}
+
 fn selector_refs(sel: &Node, component: &str, refs: &mut Vec<Reference>) {
+    if let Some(p) = sel.get("plugin").filter(|p| p.as_str().is_some()) {
+        push_ref(refs, RefKind::Plugin, p.as_str().unwrap_or_default(), p.pos, component);
+    }
     list_refs(sel, "optional", RefKind::Channel, component, refs);
     list_refs(sel, "default", RefKind::Channel, component, refs);
     for key in ["mapping", "optional"] {
@@ -804,6 +844,9 @@ fn read_sink(
                 &component,
             );
         }
+    }
+    if ty == Some("stdout") {
+        codec_ref(node, "format", &component, refs);
     }
     let body = node.filter_keys(|k| k != "type" && !SINK_COMMON.contains(&k));
     let kind = match ty? {

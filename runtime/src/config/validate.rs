@@ -93,6 +93,15 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
                     }
                 }
             }
+            SelectorConfig::Wasm { .. } => {
+                if c.channels.is_empty() {
+                    cx.push(
+                        s.pos,
+                        Some(&component),
+                        "a wasm selector needs `channels` (the list its routes index into)",
+                    );
+                }
+            }
             SelectorConfig::Multiplexing {
                 mapping, default, ..
             } => {

@@ -8,16 +8,24 @@ use std::{
     },
 };
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
+use crate::plugin::{slot::Reloaded, watch::Registry};
 
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// True while the pipeline accepts events (cleared when shutdown starts).
     pub ready: AtomicBool,
+    pub plugins: Registry,
 }
 
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound address (useful with
@@ -31,8 +39,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/plugins", get(plugins))
+        .route("/plugins/{name}/reload", post(reload))
         .with_state(state);
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
@@ -58,5 +68,33 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// 200 while every plugin is healthy; 503 naming the unhealthy ones otherwise.
+async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let sick: Vec<&str> = s.plugins.slots.iter().filter(|(_, p)| !p.healthy()).map(|(n, _)| n.as_str()).collect();
+    if sick.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy plugins: {}\n", sick.join(", ")))
+    }
+}
+
+async fn plugins(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    Json(s.plugins.slots.values().map(|p| p.describe()).collect::<Vec<_>>())
+}
+
+async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
+    match s.plugins.reload(&name).await {
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no plugin named `{name}`") }))),
+        Some(Ok(Reloaded::Unchanged)) => (StatusCode::OK, Json(serde_json::json!({ "result": "unchanged" }))),
+        Some(Ok(Reloaded::Swapped { from, to })) => {
+            (StatusCode::OK, Json(serde_json::json!({ "result": "swapped", "from": from, "to": to })))
+        }
+        Some(Err(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "error": e.to_string(), "result": "refused; the previous version keeps running" })),
+        ),
     }
 }

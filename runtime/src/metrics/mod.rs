@@ -32,7 +32,31 @@ pub struct DlqLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginDigestLabels {
+    pub plugin: String,
+    pub digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginKindLabels {
+    pub plugin: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCounterLabels {
+    pub plugin: String,
+    pub name: String,
+}
+
 type Hist = Family<ComponentLabel, Histogram, fn() -> Histogram>;
+type PluginHist = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -51,6 +75,17 @@ pub struct Metrics {
     sink_retries: Family<ComponentLabel, Counter>,
     sink_discarded: Family<ComponentLabel, Counter>,
     dlq_events: Family<DlqLabels, Counter>,
+    plugin_calls: Family<PluginDigestLabels, Counter>,
+    plugin_duration: PluginHist,
+    plugin_traps: Family<PluginKindLabels, Counter>,
+    plugin_swaps: Family<PluginLabel, Counter>,
+    plugin_swap_failures: Family<PluginLabel, Counter>,
+    plugin_counters: Family<PluginCounterLabels, Counter>,
+    plugin_healthy: Family<PluginLabel, Gauge>,
+}
+
+fn call_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_005, 4.0, 10))
 }
 
 fn batch_buckets() -> Histogram {
@@ -84,6 +119,13 @@ impl Metrics {
             sink_retries: Family::default(),
             sink_discarded: Family::default(),
             dlq_events: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_duration: Family::new_with_constructor(call_buckets),
+            plugin_traps: Family::default(),
+            plugin_swaps: Family::default(),
+            plugin_swap_failures: Family::default(),
+            plugin_counters: Family::default(),
+            plugin_healthy: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -194,6 +236,20 @@ impl Metrics {
         }
     }
 
+    pub fn plugin(&self, name: &str) -> PluginMetrics {
+        let l = PluginLabel { plugin: name.to_owned() };
+        PluginMetrics {
+            plugin: name.to_owned(),
+            calls: self.plugin_calls.clone(),
+            duration: self.plugin_duration.get_or_create(&l).clone(),
+            traps: self.plugin_traps.clone(),
+            swaps: self.plugin_swaps.get_or_create(&l).clone(),
+            swap_failures: self.plugin_swap_failures.get_or_create(&l).clone(),
+            counters: self.plugin_counters.clone(),
+            healthy: self.plugin_healthy.get_or_create(&l).clone(),
+        }
+    }
+
     pub fn dlq(&self) -> DlqMetrics {
         DlqMetrics(self.dlq_events.clone())
     }
@@ -282,5 +338,32 @@ impl DlqMetrics {
                     .map_or(0, |c| c.get())
             })
             .sum()
+    }
+}
+
+/// Metric handles of one plugin.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    plugin: String,
+    calls: Family<PluginDigestLabels, Counter>,
+    pub duration: Histogram,
+    traps: Family<PluginKindLabels, Counter>,
+    pub swaps: Counter,
+    pub swap_failures: Counter,
+    counters: Family<PluginCounterLabels, Counter>,
+    pub healthy: Gauge,
+}
+
+impl PluginMetrics {
+    pub fn calls(&self, digest: &str) -> Counter {
+        self.calls.get_or_create(&PluginDigestLabels { plugin: self.plugin.clone(), digest: digest.to_owned() }).clone()
+    }
+
+    pub fn trap(&self, kind: &str) {
+        self.traps.get_or_create(&PluginKindLabels { plugin: self.plugin.clone(), kind: kind.to_owned() }).inc();
+    }
+
+    pub fn counter(&self, name: &str) -> Counter {
+        self.counters.get_or_create(&PluginCounterLabels { plugin: self.plugin.clone(), name: name.to_owned() }).clone()
     }
 }

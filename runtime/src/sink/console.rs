@@ -4,18 +4,15 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use super::{DeliveryError, Sink};
-use crate::{
-    config::CodecName,
-    event::{Event, codec},
-};
+use crate::event::{Event, codec::Codec};
 
 pub struct StdoutSink {
-    codec: CodecName,
+    codec: Codec,
     buf: Vec<u8>,
 }
 
 impl StdoutSink {
-    pub fn new(codec: CodecName) -> Self {
+    pub fn new(codec: Codec) -> Self {
         StdoutSink {
             codec,
             buf: Vec::new(),
@@ -27,9 +24,8 @@ impl StdoutSink {
 impl Sink for StdoutSink {
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
         self.buf.clear();
-        for e in batch {
-            codec::encode_into(self.codec, e, &mut self.buf);
-        }
+        // A codec that cannot encode this batch will not later: the events are poison.
+        self.codec.encode(batch, &mut self.buf).map_err(DeliveryError::Permanent)?;
         let mut out = tokio::io::stdout();
         out.write_all(&self.buf).await?;
         out.flush().await?;

@@ -9,23 +9,24 @@ use super::{Source, SourceContext, SourceError};
 use crate::{
     config::StdinConfig,
     dlq::DeadLetter,
-    event::{Event, codec},
+    event::{Event, codec::Codec},
 };
 
 pub struct Stdin {
     cfg: StdinConfig,
     batch_size: usize,
+    codec: Codec,
 }
 
 impl Stdin {
-    pub fn new(cfg: StdinConfig, batch_size: usize) -> Self {
-        Stdin { cfg, batch_size }
+    pub fn new(cfg: StdinConfig, batch_size: usize, codec: Codec) -> Self {
+        Stdin { cfg, batch_size, codec }
     }
 }
 
 #[async_trait]
 impl Source for Stdin {
-    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+    async fn run(mut self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
         // Blocking reads on a thread of their own; the channel makes the wait cancel-safe.
         let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(self.batch_size * 2);
         std::thread::Builder::new()
@@ -71,8 +72,8 @@ impl Source for Stdin {
                 None => eof = true,
                 Some(Ok(Some(Ok(line)))) => {
                     line_no += 1;
-                    match codec::decode_line(self.cfg.codec, &line) {
-                        Ok(e) => batch.push(e),
+                    match self.codec.decode(&line) {
+                        Ok(events) => batch.extend(events),
                         Err(reason) => malformed.push(DeadLetter {
                             event: Event::new(line),
                             reason: format!("stdin line {line_no}: {reason}"),

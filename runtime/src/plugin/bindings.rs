@@ -1,0 +1,48 @@
+//! Host bindings for each plugin world, generated from the repository's `wit/` package.
+
+/// The typed interceptor world (`intercept(list<event>) -> list<verdict>`).
+pub mod interceptor {
+    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/interceptor" });
+}
+
+/// The packed interceptor world (one byte buffer each way; see `wit/PACKED.md`).
+pub mod packed {
+    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/packed-interceptor" });
+}
+
+/// The codec world.
+pub mod serde {
+    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/serde" });
+}
+
+/// The selector world.
+pub mod selector {
+    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/selector" });
+}
+
+/// Every world imports the same `host` interface; one implementation serves them all.
+macro_rules! impl_host {
+    ($($world:ident),*) => {$(
+        impl $world::sluice::plugin::host::Host for super::sandbox::StoreState {
+            fn log(&mut self, level: $world::sluice::plugin::host::Level, message: String) {
+                use $world::sluice::plugin::host::Level as L;
+                let level = match level {
+                    L::Trace => tracing::Level::TRACE,
+                    L::Debug => tracing::Level::DEBUG,
+                    L::Info => tracing::Level::INFO,
+                    L::Warn => tracing::Level::WARN,
+                    L::Error => tracing::Level::ERROR,
+                };
+                self.host_log(level, &message);
+            }
+
+            fn counter_add(&mut self, name: String, delta: i64) {
+                self.host_counter_add(&name, delta);
+            }
+        }
+
+        impl $world::sluice::plugin::types::Host for super::sandbox::StoreState {}
+    )*};
+}
+
+impl_host!(interceptor, packed, serde, selector);
