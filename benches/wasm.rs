@@ -17,7 +17,11 @@ fn cpu_seconds() -> f64 {
 }
 
 fn pipeline(events: u64, batch: usize, wasm: bool, plugin: &Path) -> String {
-    let interceptor = if wasm { "enrich".to_owned() } else { "{ type: static, key: region, value: eu, preserve_existing: false }".to_owned() };
+    let interceptor = if wasm {
+        "enrich".to_owned()
+    } else {
+        "{ type: static, key: region, value: eu, preserve_existing: false }".to_owned()
+    };
     format!(
         "plugins:\n  enrich: {{ path: '{}', config: {{ headers: {{ region: eu }} }} }}\n\
          channels:\n  mem: {{ type: memory, capacity: {cap} }}\n\
@@ -32,11 +36,23 @@ fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/enrich.wasm");
     if !plugin.exists() {
-        eprintln!("skipping: {} missing (run scripts/build-plugins)", plugin.display());
+        eprintln!(
+            "skipping: {} missing (run scripts/build-plugins)",
+            plugin.display()
+        );
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(if benching { 2_000_000 } else { 5_000 });
+    // One worker thread: the figure is per core. (Multi-threaded flavour, because plugin calls
+    // step out of the async context with `block_in_place`.)
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let events: u64 = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 2_000_000 } else { 5_000 });
 
     // Load and swap times.
     let bytes = std::fs::read(&plugin).unwrap();
@@ -45,17 +61,41 @@ fn main() {
     unsafe { std::env::set_var("SLUICE_CACHE_DIR", cache.path()) };
     let metrics = sluice::metrics::Metrics::new();
     let t0 = Instant::now();
-    let slot = sluice::plugin::slot::PluginSlot::load("enrich", plugin.clone(), &serde_json::json!({}), None, None, metrics.plugin("enrich")).unwrap();
+    let slot = sluice::plugin::slot::PluginSlot::load(
+        "enrich",
+        plugin.clone(),
+        &serde_json::json!({}),
+        None,
+        None,
+        metrics.plugin("enrich"),
+    )
+    .unwrap();
     let cold = t0.elapsed();
     let t0 = Instant::now();
-    let _again = sluice::plugin::slot::PluginSlot::load("enrich", plugin.clone(), &serde_json::json!({}), None, None, metrics.plugin("enrich")).unwrap();
+    let _again = sluice::plugin::slot::PluginSlot::load(
+        "enrich",
+        plugin.clone(),
+        &serde_json::json!({}),
+        None,
+        None,
+        metrics.plugin("enrich"),
+    )
+    .unwrap();
     let cached = t0.elapsed();
     let copy = cache.path().join("enrich.wasm");
     // Swap between two real versions: the same component with an extra custom section.
     let mut v2 = bytes.clone();
     v2.extend_from_slice(&[0x00, 0x04, 0x01, b'x', b'y', b'z']);
     std::fs::write(&copy, &bytes).unwrap();
-    let swap_slot = sluice::plugin::slot::PluginSlot::load("swap", copy.clone(), &serde_json::json!({}), None, None, metrics.plugin("swap")).unwrap();
+    let swap_slot = sluice::plugin::slot::PluginSlot::load(
+        "swap",
+        copy.clone(),
+        &serde_json::json!({}),
+        None,
+        None,
+        metrics.plugin("swap"),
+    )
+    .unwrap();
     std::fs::write(&copy, &v2).unwrap();
     let t0 = Instant::now();
     let first_swap = swap_slot.reload().unwrap();
@@ -70,7 +110,9 @@ fn main() {
     );
     drop(slot);
 
-    println!("pipeline: generator -> interceptor -> memory -> null, 256-byte bodies + 2 headers, {events} events, one thread");
+    println!(
+        "pipeline: generator -> interceptor -> memory -> null, 256-byte bodies + 2 headers, {events} events, one thread"
+    );
     for batch in [1usize, 64, 256, 1024] {
         let n = if batch == 1 { events / 10 } else { events };
         let mut row = Vec::new();

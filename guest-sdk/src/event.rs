@@ -26,12 +26,22 @@ pub struct Event {
 impl Event {
     /// A new event (e.g. for `Verdict::Split` or a codec's `decode`).
     pub fn new(body: impl Into<Vec<u8>>) -> Self {
-        Event { body: body.into(), fresh: true, ..Event::default() }
+        Event {
+            body: body.into(),
+            fresh: true,
+            ..Event::default()
+        }
     }
 
     /// An event as received from the host: unchanged until modified.
     pub(crate) fn received(headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
-        Event { headers, body, ops: Vec::new(), body_changed: false, fresh: false }
+        Event {
+            headers,
+            body,
+            ops: Vec::new(),
+            body_changed: false,
+            fresh: false,
+        }
     }
 
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -40,7 +50,10 @@ impl Event {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -121,6 +134,9 @@ pub struct Route {
 
 impl Route {
     pub fn to(required: impl IntoIterator<Item = u32>) -> Self {
-        Route { required: required.into_iter().collect(), optional: Vec::new() }
+        Route {
+            required: required.into_iter().collect(),
+            optional: Vec::new(),
+        }
     }
 }

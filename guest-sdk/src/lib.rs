@@ -133,7 +133,11 @@ pub mod __private {
 
     /// Parses the plugin config JSON into the init function's parameter type.
     pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
-        let text = if config.trim().is_empty() { "{}" } else { config };
+        let text = if config.trim().is_empty() {
+            "{}"
+        } else {
+            config
+        };
         serde_json::from_str(text).map_err(|e| format!("invalid plugin config: {e}"))
     }
 

@@ -12,7 +12,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(Error::new("packed batch truncated"))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(Error::new("packed batch truncated"))?;
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
@@ -73,7 +77,10 @@ pub fn encode_batch(events: &[Event]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
     for e in events {
-        let h: Vec<(String, String)> = e.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let h: Vec<(String, String)> = e
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         encode_event(&mut out, &h, e.body());
     }
     out
@@ -140,19 +147,31 @@ pub fn encode_verdicts(verdicts: Vec<Verdict>) -> Vec<u8> {
 }
 
 /// Runs a per-event interceptor over a packed batch.
-pub fn run_per_event(batch: &[u8], mut f: impl FnMut(Event) -> Result<Verdict, Error>) -> Result<Vec<u8>, Error> {
+pub fn run_per_event(
+    batch: &[u8],
+    mut f: impl FnMut(Event) -> Result<Verdict, Error>,
+) -> Result<Vec<u8>, Error> {
     let events = decode_batch(batch)?;
-    let verdicts = events.into_iter().map(&mut f).collect::<Result<Vec<_>, _>>()?;
+    let verdicts = events
+        .into_iter()
+        .map(&mut f)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(encode_verdicts(verdicts))
 }
 
 /// Runs a batch interceptor over a packed batch.
-pub fn run_batch(batch: &[u8], f: impl FnOnce(Vec<Event>) -> Result<Vec<Verdict>, Error>) -> Result<Vec<u8>, Error> {
+pub fn run_batch(
+    batch: &[u8],
+    f: impl FnOnce(Vec<Event>) -> Result<Vec<Verdict>, Error>,
+) -> Result<Vec<u8>, Error> {
     let events = decode_batch(batch)?;
     let n = events.len();
     let verdicts = f(events)?;
     if verdicts.len() != n {
-        return Err(Error::new(format!("interceptor returned {} verdicts for {n} events", verdicts.len())));
+        return Err(Error::new(format!(
+            "interceptor returned {} verdicts for {n} events",
+            verdicts.len()
+        )));
     }
     Ok(encode_verdicts(verdicts))
 }

@@ -21,7 +21,11 @@ pub fn run_batch_interceptor(
 ) -> Result<Vec<Verdict>, Error> {
     let v = f(events.to_vec())?;
     if v.len() != events.len() {
-        return Err(Error::new(format!("{} verdicts for {} events", v.len(), events.len())));
+        return Err(Error::new(format!(
+            "{} verdicts for {} events",
+            v.len(),
+            events.len()
+        )));
     }
     Ok(v)
 }
@@ -29,7 +33,9 @@ pub fn run_batch_interceptor(
 /// `(headers, body as text)` of an event, for assertions.
 pub fn parts(e: &Event) -> (Vec<(String, String)>, String) {
     (
-        e.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        e.headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         String::from_utf8_lossy(e.body()).into_owned(),
     )
 }

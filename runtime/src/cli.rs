@@ -77,7 +77,10 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn load(path: &std::path::Path, plugins: &[(String, PathBuf)]) -> Result<config::Pipeline, ExitCode> {
+fn load(
+    path: &std::path::Path,
+    plugins: &[(String, PathBuf)],
+) -> Result<config::Pipeline, ExitCode> {
     config::load_file_with_plugins(path, plugins).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
@@ -121,12 +124,19 @@ fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
                 Some((n, p)) if !n.is_empty() => (n.to_owned(), PathBuf::from(p)),
                 _ => {
                     let path = PathBuf::from(flag);
-                    let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty());
-                    let name = stem.ok_or_else(|| format!("--plugin {flag}: cannot name a plugin from this path"))?;
+                    let stem = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .filter(|s| !s.is_empty());
+                    let name = stem.ok_or_else(|| {
+                        format!("--plugin {flag}: cannot name a plugin from this path")
+                    })?;
                     (name.to_owned(), path)
                 }
             };
-            let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
+            let path = std::env::current_dir()
+                .map(|d| d.join(&path))
+                .unwrap_or(path);
             Ok((name, path))
         })
         .collect()

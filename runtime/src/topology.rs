@@ -10,14 +10,18 @@ use std::{
 use crate::{
     channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
     config::{
-        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline,
-        Pos, SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig, SourceKind,
+        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, InterceptorRef, Named,
+        Pipeline, Pos, SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig,
+        SourceKind,
     },
     dlq::DeadLetters,
     event::codec::Codec,
-    plugin::{World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector, slot::PluginSlot, watch::Registry},
     interceptor::{self, Interceptor},
     metrics::{Metrics, SinkMetrics, SourceMetrics},
+    plugin::{
+        World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector,
+        slot::PluginSlot, watch::Registry,
+    },
     selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
     sink::{
         Sink,
@@ -74,14 +78,28 @@ impl Builder<'_> {
     }
 
     /// The plugin `name` if it implements a world accepted by `ok` (else an error at `pos`).
-    fn plugin(&mut self, name: &str, role: &str, ok: fn(World) -> bool, pos: Pos, component: &str) -> Option<Arc<PluginSlot>> {
+    fn plugin(
+        &mut self,
+        name: &str,
+        role: &str,
+        ok: fn(World) -> bool,
+        pos: Pos,
+        component: &str,
+    ) -> Option<Arc<PluginSlot>> {
         // A plugin that failed to load was reported on its own definition.
         let slot = Arc::clone(self.plugins.get(name)?);
         let world = slot.world();
         if ok(world) {
             Some(slot)
         } else {
-            self.err(pos, component.to_owned(), format!("plugin `{name}` is a `{}` component; {role} needs another kind", world.name()));
+            self.err(
+                pos,
+                component.to_owned(),
+                format!(
+                    "plugin `{name}` is a `{}` component; {role} needs another kind",
+                    world.name()
+                ),
+            );
             None
         }
     }
@@ -257,11 +275,25 @@ fn load_plugins(b: &mut Builder<'_>) {
     let dir = b.p.file.parent().map(|d| d.to_owned()).unwrap_or_default();
     for pc in &b.p.plugins {
         let spec = &pc.spec;
-        let path = if spec.path.is_absolute() { spec.path.clone() } else { dir.join(&spec.path) };
+        let path = if spec.path.is_absolute() {
+            spec.path.clone()
+        } else {
+            dir.join(&spec.path)
+        };
         let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
-        let memory = spec.limits.memory.map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
+        let memory = spec
+            .limits
+            .memory
+            .map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
         let deadline = spec.limits.deadline.map(|d| d.0);
-        match PluginSlot::load(&pc.name, path, &config, memory, deadline, b.metrics.plugin(&pc.name)) {
+        match PluginSlot::load(
+            &pc.name,
+            path,
+            &config,
+            memory,
+            deadline,
+            b.metrics.plugin(&pc.name),
+        ) {
             Ok(slot) => {
                 b.plugins.slots.insert(pc.name.clone(), slot);
             }
@@ -286,7 +318,12 @@ fn codec(b: &mut Builder<'_>, r: &CodecRef, pos: Pos, component: &str) -> Option
     }
 }
 
-fn build_sink(b: &mut Builder<'_>, name: &str, pos: Pos, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+fn build_sink(
+    b: &mut Builder<'_>,
+    name: &str,
+    pos: Pos,
+    spec: &SinkConfig,
+) -> Result<Box<dyn Sink>, String> {
     let component = format!("sinks.{name}");
     Ok(match &spec.kind {
         SinkKind::Null => Box::new(NullSink),
@@ -311,7 +348,13 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
                 Err(e) => b.err(s.pos, component.clone(), e.to_string()),
             },
             InterceptorRef::Plugin(name) => {
-                let Some(slot) = b.plugin(name, "an interceptor chain", World::is_interceptor, s.pos, &component) else {
+                let Some(slot) = b.plugin(
+                    name,
+                    "an interceptor chain",
+                    World::is_interceptor,
+                    s.pos,
+                    &component,
+                ) else {
                     continue;
                 };
                 match WasmInterceptor::new(slot) {
@@ -368,7 +411,13 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             Box::new(Multiplexing::new(header.clone(), targets, default))
         }
         SelectorConfig::Wasm { plugin } => {
-            let slot = b.plugin(plugin, "a selector", |w| w == World::Selector, s.pos, &component)?;
+            let slot = b.plugin(
+                plugin,
+                "a selector",
+                |w| w == World::Selector,
+                s.pos,
+                &component,
+            )?;
             match WasmSelector::new(slot, names.clone()) {
                 Ok(sel) => Box::new(sel),
                 Err(e) => {

@@ -47,7 +47,10 @@ impl Parse for Arg {
                 input.parse::<Token![=]>()?;
                 Ok(Arg::Init(input.parse()?))
             }
-            other => Err(syn::Error::new(name.span(), format!("unknown option `{other}` (expected `batch` or `init = path`)"))),
+            other => Err(syn::Error::new(
+                name.span(),
+                format!("unknown option `{other}` (expected `batch` or `init = path`)"),
+            )),
         }
     }
 }
@@ -157,9 +160,12 @@ pub fn interceptor(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn serde(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(proc_macro2::Span::call_site(), "#[serde] takes no options; implement Codec::init for config")
-            .to_compile_error()
-            .into();
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[serde] takes no options; implement Codec::init for config",
+        )
+        .to_compile_error()
+        .into();
     }
     let block = parse_macro_input!(item as ItemImpl);
     let ty = &block.self_ty;

@@ -1,6 +1,6 @@
 //! `chaos`: a test plugin that misbehaves on purpose, event by event, so tests can check that
 //! the host isolates exactly the poison events. Body `panic` panics, `loop` spins forever,
-//! `oom` allocates without bound, `recurse` overflows the stack, `reject` is rejected; any
+//! `oom` allocates without bound, `recurse` overflows the stack, `reject` is rejected, `print` writes to stdout (the agent's log); any
 //! other event is kept with header `chaos: ok`. Not for production pipelines.
 
 use sluice_guest::{Error, Event, Verdict};
@@ -30,6 +30,10 @@ pub fn chaos(mut ev: Event) -> Result<Verdict, Error> {
             Ok(Verdict::Keep(ev))
         }
         b"reject" => Ok(Verdict::Reject("chaos: rejected on request".into())),
+        b"print" => {
+            println!("chaos says hello from inside the sandbox");
+            Ok(Verdict::Keep(ev))
+        }
         _ => {
             ev.set_header("chaos", "ok");
             Ok(Verdict::Keep(ev))

@@ -64,7 +64,10 @@ pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
 
 /// Like [`load_file`], with plugins added or re-pointed from the command line
 /// (`(name, path)`) before validation, so the file may refer to them.
-pub fn load_file_with_plugins(path: &Path, extra: &[(String, PathBuf)]) -> Result<Pipeline, ConfigErrors> {
+pub fn load_file_with_plugins(
+    path: &Path,
+    extra: &[(String, PathBuf)],
+) -> Result<Pipeline, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -109,11 +112,17 @@ fn load_str_with_plugins(
         match pipeline.plugins.iter_mut().find(|p| &p.name == name) {
             Some(existing) => existing.spec.path = path.clone(),
             None => {
-                pipeline.declared.push((types::RefKind::Plugin, name.clone()));
+                pipeline
+                    .declared
+                    .push((types::RefKind::Plugin, name.clone()));
                 pipeline.plugins.push(Named {
                     name: name.clone(),
                     pos: Pos::default(),
-                    spec: PluginConfig { path: path.clone(), config: Default::default(), limits: Default::default() },
+                    spec: PluginConfig {
+                        path: path.clone(),
+                        config: Default::default(),
+                        limits: Default::default(),
+                    },
                 });
             }
         }

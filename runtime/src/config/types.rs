@@ -735,7 +735,13 @@ fn codec_ref(node: &Node, key: &str, component: &str, refs: &mut Vec<Reference>)
 
 fn selector_refs(sel: &Node, component: &str, refs: &mut Vec<Reference>) {
     if let Some(p) = sel.get("plugin").filter(|p| p.as_str().is_some()) {
-        push_ref(refs, RefKind::Plugin, p.as_str().unwrap_or_default(), p.pos, component);
+        push_ref(
+            refs,
+            RefKind::Plugin,
+            p.as_str().unwrap_or_default(),
+            p.pos,
+            component,
+        );
     }
     list_refs(sel, "optional", RefKind::Channel, component, refs);
     list_refs(sel, "default", RefKind::Channel, component, refs);

@@ -73,28 +73,52 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// 200 while every plugin is healthy; 503 naming the unhealthy ones otherwise.
 async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let sick: Vec<&str> = s.plugins.slots.iter().filter(|(_, p)| !p.healthy()).map(|(n, _)| n.as_str()).collect();
+    let sick: Vec<&str> = s
+        .plugins
+        .slots
+        .iter()
+        .filter(|(_, p)| !p.healthy())
+        .map(|(n, _)| n.as_str())
+        .collect();
     if sick.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy plugins: {}\n", sick.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy plugins: {}\n", sick.join(", ")),
+        )
     }
 }
 
 async fn plugins(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    Json(s.plugins.slots.values().map(|p| p.describe()).collect::<Vec<_>>())
+    Json(
+        s.plugins
+            .slots
+            .values()
+            .map(|p| p.describe())
+            .collect::<Vec<_>>(),
+    )
 }
 
 async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
     match s.plugins.reload(&name).await {
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no plugin named `{name}`") }))),
-        Some(Ok(Reloaded::Unchanged)) => (StatusCode::OK, Json(serde_json::json!({ "result": "unchanged" }))),
-        Some(Ok(Reloaded::Swapped { from, to })) => {
-            (StatusCode::OK, Json(serde_json::json!({ "result": "swapped", "from": from, "to": to })))
-        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no plugin named `{name}`") })),
+        ),
+        Some(Ok(Reloaded::Unchanged)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "result": "unchanged" })),
+        ),
+        Some(Ok(Reloaded::Swapped { from, to })) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "result": "swapped", "from": from, "to": to })),
+        ),
         Some(Err(e)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": e.to_string(), "result": "refused; the previous version keeps running" })),
+            Json(
+                serde_json::json!({ "error": e.to_string(), "result": "refused; the previous version keeps running" }),
+            ),
         ),
     }
 }

@@ -85,7 +85,9 @@ pub struct Metrics {
 }
 
 fn call_buckets() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_005, 4.0, 10))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_005, 4.0, 10,
+    ))
 }
 
 fn batch_buckets() -> Histogram {
@@ -200,6 +202,41 @@ impl Metrics {
             "Events sent to a dead-letter channel",
             m.dlq_events.clone(),
         );
+        r.register(
+            "plugin_calls",
+            "Calls into a plugin (one per batch)",
+            m.plugin_calls.clone(),
+        );
+        r.register(
+            "plugin_call_duration_seconds",
+            "Duration of one plugin call",
+            m.plugin_duration.clone(),
+        );
+        r.register(
+            "plugin_traps",
+            "Failed plugin calls by kind (trap, deadline, memory, ...)",
+            m.plugin_traps.clone(),
+        );
+        r.register(
+            "plugin_swaps",
+            "Plugin versions swapped in",
+            m.plugin_swaps.clone(),
+        );
+        r.register(
+            "plugin_swap_failures",
+            "Plugin versions refused on reload",
+            m.plugin_swap_failures.clone(),
+        );
+        r.register(
+            "plugin_counter",
+            "Counters a plugin reports through the host interface",
+            m.plugin_counters.clone(),
+        );
+        r.register(
+            "plugin_healthy",
+            "1 while a plugin is healthy, 0 after repeated failures",
+            m.plugin_healthy.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -237,7 +274,9 @@ impl Metrics {
     }
 
     pub fn plugin(&self, name: &str) -> PluginMetrics {
-        let l = PluginLabel { plugin: name.to_owned() };
+        let l = PluginLabel {
+            plugin: name.to_owned(),
+        };
         PluginMetrics {
             plugin: name.to_owned(),
             calls: self.plugin_calls.clone(),
@@ -356,14 +395,29 @@ pub struct PluginMetrics {
 
 impl PluginMetrics {
     pub fn calls(&self, digest: &str) -> Counter {
-        self.calls.get_or_create(&PluginDigestLabels { plugin: self.plugin.clone(), digest: digest.to_owned() }).clone()
+        self.calls
+            .get_or_create(&PluginDigestLabels {
+                plugin: self.plugin.clone(),
+                digest: digest.to_owned(),
+            })
+            .clone()
     }
 
     pub fn trap(&self, kind: &str) {
-        self.traps.get_or_create(&PluginKindLabels { plugin: self.plugin.clone(), kind: kind.to_owned() }).inc();
+        self.traps
+            .get_or_create(&PluginKindLabels {
+                plugin: self.plugin.clone(),
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     pub fn counter(&self, name: &str) -> Counter {
-        self.counters.get_or_create(&PluginCounterLabels { plugin: self.plugin.clone(), name: name.to_owned() }).clone()
+        self.counters
+            .get_or_create(&PluginCounterLabels {
+                plugin: self.plugin.clone(),
+                name: name.to_owned(),
+            })
+            .clone()
     }
 }

@@ -18,7 +18,10 @@ pub struct WasmCodec {
 impl WasmCodec {
     pub fn new(slot: Arc<PluginSlot>) -> Result<Self, super::PluginError> {
         let live = slot.instantiate(&[])?;
-        Ok(WasmCodec { slot, live: Some(live) })
+        Ok(WasmCodec {
+            slot,
+            live: Some(live),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -30,7 +33,9 @@ impl WasmCodec {
         if self.live.as_ref().is_none_or(|l| l.version != v) {
             self.live = Some(self.slot.instantiate(&[]).map_err(|e| e.to_string())?);
         }
-        self.live.as_mut().ok_or_else(|| "plugin instance missing".to_owned())
+        self.live
+            .as_mut()
+            .ok_or_else(|| "plugin instance missing".to_owned())
     }
 
     /// Decodes one payload; the error is the reason to dead-letter it.
@@ -79,11 +84,18 @@ impl WasmCodec {
 
 fn to_typed(e: &Event) -> typed::Event {
     typed::Event {
-        headers: e.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         body: e.body.to_vec(),
     }
 }
 
 fn from_typed(e: typed::Event) -> Event {
-    Event { headers: e.headers.into_iter().collect::<Headers>(), body: e.body.into() }
+    Event {
+        headers: e.headers.into_iter().collect::<Headers>(),
+        body: e.body.into(),
+    }
 }

@@ -14,7 +14,9 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, component::Component};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, component::Component,
+};
 
 use super::PluginError;
 
@@ -79,7 +81,11 @@ impl PluginEngine {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice")))
             .map(|d| d.join("components"));
-        Ok(PluginEngine { engine, cache_dir, engine_hash })
+        Ok(PluginEngine {
+            engine,
+            cache_dir,
+            engine_hash,
+        })
     }
 
     /// Compiles `bytes` (or loads the cached compilation). Returns the component and the
@@ -87,19 +93,23 @@ impl PluginEngine {
     pub fn load(&self, bytes: &[u8]) -> Result<(Component, String), PluginError> {
         let hex = hex::encode(Sha256::digest(bytes));
         let digest = format!("sha256:{hex}");
-        let cached = self.cache_dir.as_ref().map(|d| d.join(format!("{hex}-{}.cwasm", self.engine_hash)));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hex}-{}.cwasm", self.engine_hash)));
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `precompile_component` of an engine with the same
             // compatibility hash (it is in the name), into a directory only this tool writes.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(c) => return Ok((c, digest)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry")
+                }
             }
         }
-        let compiled = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(|e| PluginError::Invalid(format!("not a loadable WebAssembly component: {e:#}")))?;
+        let compiled = self.engine.precompile_component(bytes).map_err(|e| {
+            PluginError::Invalid(format!("not a loadable WebAssembly component: {e:#}"))
+        })?;
         if let Some(path) = &cached {
             if let Err(e) = write_atomically(path, &compiled) {
                 tracing::debug!(path = %path.display(), error = %e, "compile cache not written");

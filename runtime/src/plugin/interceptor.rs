@@ -29,7 +29,11 @@ pub struct WasmInterceptor {
 impl WasmInterceptor {
     pub fn new(slot: Arc<PluginSlot>) -> Result<Self, super::PluginError> {
         let live = slot.instantiate(&[])?;
-        Ok(WasmInterceptor { slot, live: Some(live), buf: Vec::new() })
+        Ok(WasmInterceptor {
+            slot,
+            live: Some(live),
+            buf: Vec::new(),
+        })
     }
 
     /// The live instance of the current version (re-created after a swap or a failure).
@@ -40,11 +44,16 @@ impl WasmInterceptor {
                 Ok(l) => self.live = Some(l),
                 Err(e) => {
                     self.live = None;
-                    return Err(InterceptError::Retry(format!("plugin `{}` cannot start: {e}", self.slot.name)));
+                    return Err(InterceptError::Retry(format!(
+                        "plugin `{}` cannot start: {e}",
+                        self.slot.name
+                    )));
                 }
             }
         }
-        self.live.as_mut().ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))
+        self.live
+            .as_mut()
+            .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))
     }
 
     /// One call over `events`; on failure the instance is discarded and the events handed
@@ -62,7 +71,10 @@ impl WasmInterceptor {
             Bound::Packed(_) => {
                 packed::encode_batch(&events, &mut self.buf);
                 let buf = &self.buf;
-                let live = self.live.as_mut().ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))?;
+                let live = self
+                    .live
+                    .as_mut()
+                    .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))?;
                 let answer = slot
                     .call(live, |store, bound| match bound {
                         Bound::Packed(b) => b.call_intercept_packed(store, buf),
@@ -70,7 +82,10 @@ impl WasmInterceptor {
                     })
                     .and_then(|r| {
                         r.map_err(|message| {
-                            let f = CallFailure { kind: "error", message };
+                            let f = CallFailure {
+                                kind: "error",
+                                message,
+                            };
                             slot.record_failure(&f);
                             f
                         })
@@ -89,13 +104,18 @@ impl WasmInterceptor {
                     Bound::Typed(b) => b.call_intercept(store, &input),
                     _ => unreachable_world(),
                 });
-                match answer.and_then(|v| apply_typed(&events, v, rejected).inspect_err(|f| slot.record_failure(f))) {
+                match answer.and_then(|v| {
+                    apply_typed(&events, v, rejected).inspect_err(|f| slot.record_failure(f))
+                }) {
                     Ok(applied) => Ok(applied),
                     Err(f) => Err((events, f)),
                 }
             }
             Bound::Serde(_) | Bound::Selector(_) => {
-                return Err(InterceptError::Retry(format!("plugin `{}` is not an interceptor", slot.name)));
+                return Err(InterceptError::Retry(format!(
+                    "plugin `{}` is not an interceptor",
+                    slot.name
+                )));
             }
         };
         Ok(match outcome {
@@ -124,16 +144,29 @@ impl WasmInterceptor {
         match self.call(events, rejected)? {
             Ok(applied) => {
                 if let Some(reason) = applied.retry {
-                    return Err(InterceptError::Retry(format!("plugin `{}`: {reason}", self.slot.name)));
+                    return Err(InterceptError::Retry(format!(
+                        "plugin `{}`: {reason}",
+                        self.slot.name
+                    )));
                 }
                 out.extend(applied.kept);
                 Ok(())
             }
             Err((mut events, failure, digest)) => {
                 if events.len() == 1 || *failures_left == 0 {
-                    let why = if *failures_left == 0 { " (failure budget for this batch spent)" } else { "" };
-                    let reason = format!("plugin `{}` ({digest}) failed: {failure}{why}", self.slot.name);
-                    rejected.extend(events.into_iter().map(|event| DeadLetter { event, reason: reason.clone() }));
+                    let why = if *failures_left == 0 {
+                        " (failure budget for this batch spent)"
+                    } else {
+                        ""
+                    };
+                    let reason = format!(
+                        "plugin `{}` ({digest}) failed: {failure}{why}",
+                        self.slot.name
+                    );
+                    rejected.extend(events.into_iter().map(|event| DeadLetter {
+                        event,
+                        reason: reason.clone(),
+                    }));
                     return Ok(());
                 }
                 *failures_left -= 1;
@@ -150,7 +183,11 @@ fn unreachable_world<T>() -> wasmtime::Result<T> {
 }
 
 impl Interceptor for WasmInterceptor {
-    fn intercept(&mut self, batch: &mut Vec<Event>, rejected: &mut Vec<DeadLetter>) -> Result<(), InterceptError> {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        rejected: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
         let events = std::mem::take(batch);
         // Bisection finds k poison events in about 2·k·log2(n) calls; past this budget the
         // rest of a hopeless batch is dead-lettered instead of paying a deadline per call.
@@ -164,13 +201,20 @@ impl Interceptor for WasmInterceptor {
 
 fn to_typed(e: &Event) -> typed::Event {
     typed::Event {
-        headers: e.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         body: e.body.to_vec(),
     }
 }
 
 fn from_typed(e: typed::Event) -> Event {
-    Event { headers: e.headers.into_iter().collect::<Headers>(), body: e.body.into() }
+    Event {
+        headers: e.headers.into_iter().collect::<Headers>(),
+        body: e.body.into(),
+    }
 }
 
 fn apply_typed(
@@ -179,7 +223,11 @@ fn apply_typed(
     rejected: &mut Vec<DeadLetter>,
 ) -> Result<packed::Applied, CallFailure> {
     if verdicts.len() != inputs.len() {
-        return Err(CallFailure::bad_output(format!("{} verdicts for {} events", verdicts.len(), inputs.len())));
+        return Err(CallFailure::bad_output(format!(
+            "{} verdicts for {} events",
+            verdicts.len(),
+            inputs.len()
+        )));
     }
     let mut kept = Vec::with_capacity(inputs.len());
     let mut retry = None;
@@ -188,7 +236,10 @@ fn apply_typed(
             typed::Verdict::Keep(e) => kept.push(from_typed(e)),
             typed::Verdict::Split(es) => kept.extend(es.into_iter().map(from_typed)),
             typed::Verdict::Drop => {}
-            typed::Verdict::Reject(reason) => rejected.push(DeadLetter { event: input.clone(), reason }),
+            typed::Verdict::Reject(reason) => rejected.push(DeadLetter {
+                event: input.clone(),
+                reason,
+            }),
             typed::Verdict::Retry(reason) => {
                 retry.get_or_insert(reason);
             }

@@ -57,7 +57,10 @@ pub enum PluginError {
     #[error("plugin engine error: {0}")]
     Engine(String),
     #[error("the plugin is a `{found}` component, but is used as {expected}")]
-    WrongWorld { found: &'static str, expected: String },
+    WrongWorld {
+        found: &'static str,
+        expected: String,
+    },
 }
 
 /// Why a call into a plugin failed; the instance is discarded after any of these.
@@ -76,7 +79,10 @@ impl std::fmt::Display for CallFailure {
 
 impl CallFailure {
     pub fn bad_output(message: impl Into<String>) -> Self {
-        CallFailure { kind: "bad_output", message: message.into() }
+        CallFailure {
+            kind: "bad_output",
+            message: message.into(),
+        }
     }
 
     /// Classifies a wasmtime error from a call.

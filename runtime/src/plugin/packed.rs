@@ -63,7 +63,8 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
     fn str(&mut self) -> Result<&'a str, CallFailure> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| CallFailure::bad_output("header is not UTF-8"))
+        std::str::from_utf8(self.bytes()?)
+            .map_err(|_| CallFailure::bad_output("header is not UTF-8"))
     }
     fn event(&mut self, body_source: &Bytes) -> Result<Event, CallFailure> {
         let n = self.u16()? as usize;
@@ -74,13 +75,20 @@ impl<'a> Reader<'a> {
             headers.insert(k, v);
         }
         let body = self.bytes()?;
-        Ok(Event { headers, body: slice_of(body_source, body) })
+        Ok(Event {
+            headers,
+            body: slice_of(body_source, body),
+        })
     }
 }
 
 /// `part` is a sub-slice of `whole`'s memory: share it instead of copying.
 fn slice_of(whole: &Bytes, part: &[u8]) -> Bytes {
-    if part.is_empty() { Bytes::new() } else { whole.slice_ref(part) }
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        whole.slice_ref(part)
+    }
 }
 
 /// What one call produced, in input order.
@@ -93,7 +101,10 @@ pub struct Applied {
 /// One decoded verdict, not yet applied.
 enum Action<'a> {
     Keep,
-    Patch { ops: Vec<(&'a str, Option<&'a str>)>, body: Option<&'a [u8]> },
+    Patch {
+        ops: Vec<(&'a str, Option<&'a str>)>,
+        body: Option<&'a [u8]>,
+    },
     Replace(Vec<Event>),
     Drop,
     Reject(&'a str),
@@ -103,7 +114,9 @@ enum Action<'a> {
 fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<'a>>, CallFailure> {
     let count = r.u32()? as usize;
     if count != n {
-        return Err(CallFailure::bad_output(format!("{count} verdicts for {n} events")));
+        return Err(CallFailure::bad_output(format!(
+            "{count} verdicts for {n} events"
+        )));
     }
     let mut actions = Vec::with_capacity(n);
     for _ in 0..n {
@@ -116,7 +129,9 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
                     match r.u8()? {
                         0 => ops.push((r.str()?, Some(r.str()?))),
                         1 => ops.push((r.str()?, None)),
-                        op => return Err(CallFailure::bad_output(format!("unknown header op {op}"))),
+                        op => {
+                            return Err(CallFailure::bad_output(format!("unknown header op {op}")));
+                        }
                     }
                 }
                 let body = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
@@ -134,7 +149,11 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
                 }
                 Action::Replace(es)
             }
-            tag => return Err(CallFailure::bad_output(format!("unknown verdict tag {tag}"))),
+            tag => {
+                return Err(CallFailure::bad_output(format!(
+                    "unknown verdict tag {tag}"
+                )));
+            }
         });
     }
     if r.at != r.buf.len() {
@@ -152,7 +171,14 @@ pub fn apply(
     rejected: &mut Vec<DeadLetter>,
 ) -> Result<Applied, (Vec<Event>, CallFailure)> {
     let output = Bytes::from(output);
-    let actions = match decode(&mut Reader { buf: &output, at: 0 }, &output, inputs.len()) {
+    let actions = match decode(
+        &mut Reader {
+            buf: &output,
+            at: 0,
+        },
+        &output,
+        inputs.len(),
+    ) {
         Ok(a) => a,
         Err(f) => return Err((inputs, f)),
     };
@@ -177,7 +203,10 @@ pub fn apply(
             }
             Action::Replace(es) => kept.extend(es),
             Action::Drop => {}
-            Action::Reject(reason) => rejected.push(DeadLetter { event: e, reason: reason.to_owned() }),
+            Action::Reject(reason) => rejected.push(DeadLetter {
+                event: e,
+                reason: reason.to_owned(),
+            }),
             Action::Retry(reason) => {
                 retry.get_or_insert_with(|| reason.to_owned());
             }
@@ -224,7 +253,10 @@ mod tests {
         assert_eq!(a.kept[1].headers.iter().collect::<Vec<_>>(), [("x", "y")]);
         assert_eq!(a.kept[3].headers.get("h"), Some("v"));
         assert_eq!(rejected.len(), 1);
-        assert_eq!((&rejected[0].event.body[..], rejected[0].reason.as_str()), (&b"d"[..], "bad d"));
+        assert_eq!(
+            (&rejected[0].event.body[..], rejected[0].reason.as_str()),
+            (&b"d"[..], "bad d")
+        );
         assert!(a.retry.is_none());
     }
 
@@ -232,7 +264,9 @@ mod tests {
     fn malformed_answers_are_failures_not_panics() {
         let inputs = || vec![Event::new("a")];
         let mut rejected = Vec::new();
-        let (back, _) = apply(inputs(), 2u32.to_le_bytes().to_vec(), &mut rejected).err().unwrap();
+        let (back, _) = apply(inputs(), 2u32.to_le_bytes().to_vec(), &mut rejected)
+            .err()
+            .unwrap();
         assert_eq!(back, inputs(), "inputs handed back untouched");
         let mut out = 1u32.to_le_bytes().to_vec();
         out.push(9);
@@ -240,10 +274,16 @@ mod tests {
         let mut out = 1u32.to_le_bytes().to_vec();
         out.push(4);
         out.extend_from_slice(&1000u32.to_le_bytes());
-        assert!(apply(inputs(), out, &mut rejected).is_err(), "length past the end");
+        assert!(
+            apply(inputs(), out, &mut rejected).is_err(),
+            "length past the end"
+        );
         let mut out = 1u32.to_le_bytes().to_vec();
         out.extend_from_slice(&[0, 0]);
-        assert!(apply(inputs(), out, &mut rejected).is_err(), "trailing bytes");
+        assert!(
+            apply(inputs(), out, &mut rejected).is_err(),
+            "trailing bytes"
+        );
         assert!(rejected.is_empty());
     }
 }

@@ -15,7 +15,10 @@ use wasmtime::{
     Engine, StoreLimits, StoreLimitsBuilder,
     component::{Component, Linker, ResourceTable, types::ComponentItem},
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, cli::{IsTerminal, StdoutStream}};
+use wasmtime_wasi::{
+    WasiCtx, WasiCtxView, WasiView,
+    cli::{IsTerminal, StdoutStream},
+};
 
 use super::{PluginError, PluginMetrics};
 
@@ -41,20 +44,32 @@ pub struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl StoreState {
     pub fn new(plugin: &Arc<str>, memory_limit: usize, metrics: PluginMetrics) -> Self {
         let wasi = WasiCtx::builder()
-            .stdout(LogStream { plugin: plugin.clone(), stream: "stdout" })
-            .stderr(LogStream { plugin: plugin.clone(), stream: "stderr" })
+            .stdout(LogStream {
+                plugin: plugin.clone(),
+                stream: "stdout",
+            })
+            .stderr(LogStream {
+                plugin: plugin.clone(),
+                stream: "stderr",
+            })
             .build();
         StoreState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
             plugin: plugin.clone(),
             metrics,
         }
@@ -81,7 +96,8 @@ impl StoreState {
 /// The linker shared by every plugin: deny-all WASI plus the Sluice host interface.
 pub fn linker(engine: &Engine) -> Result<Linker<StoreState>, PluginError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
     super::bindings::interceptor::Interceptor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
         &mut linker,
         |s| s,
@@ -94,14 +110,25 @@ pub fn linker(engine: &Engine) -> Result<Linker<StoreState>, PluginError> {
 pub fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginError> {
     let ty = component.component_type();
     for (name, item) in ty.imports(engine) {
-        if !matches!(item.ty, ComponentItem::ComponentInstance(_) | ComponentItem::ComponentFunc(_) | ComponentItem::Type(_)) {
-            return Err(PluginError::Invalid(format!("plugin imports `{name}` of an unsupported kind")));
+        if !matches!(
+            item.ty,
+            ComponentItem::ComponentInstance(_)
+                | ComponentItem::ComponentFunc(_)
+                | ComponentItem::Type(_)
+        ) {
+            return Err(PluginError::Invalid(format!(
+                "plugin imports `{name}` of an unsupported kind"
+            )));
         }
         if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
             return Err(PluginError::Invalid(format!(
                 "plugin imports `{name}`, which Sluice does not provide to plugins (no network, no host \
                  access); allowed: {}",
-                ALLOWED_IMPORTS.iter().map(|p| format!("{p}*")).collect::<Vec<_>>().join(", ")
+                ALLOWED_IMPORTS
+                    .iter()
+                    .map(|p| format!("{p}*"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -122,7 +149,11 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LogWriter { plugin: self.plugin.clone(), stream: self.stream, line: Vec::new() })
+        Box::new(LogWriter {
+            plugin: self.plugin.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
     }
 }
 
@@ -138,13 +169,22 @@ const MAX_LINE: usize = 4096;
 impl LogWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end());
+        tracing::info!(
+            plugin = &*self.plugin,
+            stream = self.stream,
+            "{}",
+            text.trim_end()
+        );
         self.line.clear();
     }
 }
 
 impl tokio::io::AsyncWrite for LogWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         for &b in buf {
             if b == b'\n' {
                 self.emit();

@@ -26,20 +26,34 @@ pub struct WasmSelector {
 impl WasmSelector {
     pub fn new(slot: Arc<PluginSlot>, channels: Vec<String>) -> Result<Self, super::PluginError> {
         let live = slot.instantiate(&channels)?;
-        Ok(WasmSelector { slot, channels, live: Some(live) })
+        Ok(WasmSelector {
+            slot,
+            channels,
+            live: Some(live),
+        })
     }
 
     fn routes(&mut self, events: &[Event]) -> Result<Vec<typed::Route>, CallFailure> {
         let slot = Arc::clone(&self.slot);
         let v = slot.version();
         if self.live.as_ref().is_none_or(|l| l.version != v) {
-            self.live = Some(slot.instantiate(&self.channels).map_err(|e| CallFailure { kind: "error", message: e.to_string() })?);
+            self.live = Some(slot.instantiate(&self.channels).map_err(|e| CallFailure {
+                kind: "error",
+                message: e.to_string(),
+            })?);
         }
-        let live = self.live.as_mut().ok_or_else(|| CallFailure::bad_output("no instance"))?;
+        let live = self
+            .live
+            .as_mut()
+            .ok_or_else(|| CallFailure::bad_output("no instance"))?;
         let input: Vec<typed::Event> = events
             .iter()
             .map(|e| typed::Event {
-                headers: e.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
                 body: e.body.to_vec(),
             })
             .collect();
@@ -50,11 +64,20 @@ impl WasmSelector {
             })
             .and_then(|routes| {
                 let n = self.channels.len() as u32;
-                let bad = routes.iter().flat_map(|r| r.required.iter().chain(&r.optional)).find(|&&i| i >= n);
+                let bad = routes
+                    .iter()
+                    .flat_map(|r| r.required.iter().chain(&r.optional))
+                    .find(|&&i| i >= n);
                 if routes.len() != events.len() {
-                    Err(CallFailure::bad_output(format!("{} routes for {} events", routes.len(), events.len())))
+                    Err(CallFailure::bad_output(format!(
+                        "{} routes for {} events",
+                        routes.len(),
+                        events.len()
+                    )))
                 } else if let Some(i) = bad {
-                    Err(CallFailure::bad_output(format!("channel index {i} out of range (0..{n})")))
+                    Err(CallFailure::bad_output(format!(
+                        "channel index {i} out of range (0..{n})"
+                    )))
                 } else {
                     Ok(routes)
                 }
@@ -74,7 +97,10 @@ impl WasmSelector {
 
 fn place(e: Event, route: &typed::Route, out: &mut Routed, unroutable: &mut Vec<DeadLetter>) {
     if route.required.is_empty() && route.optional.is_empty() {
-        unroutable.push(DeadLetter { event: e, reason: "selector plugin chose no channel".into() });
+        unroutable.push(DeadLetter {
+            event: e,
+            reason: "selector plugin chose no channel".into(),
+        });
         return;
     }
     for &i in &route.optional {

@@ -103,7 +103,9 @@ impl PluginSlot {
     ) -> Result<Arc<PluginSlot>, PluginError> {
         let engine = PluginEngine::shared()?;
         let linker = Arc::new(sandbox::linker(&engine.engine)?);
-        let memory_limit = memory_limit.unwrap_or(DEFAULT_MEMORY).min(super::engine::MAX_MEMORY);
+        let memory_limit = memory_limit
+            .unwrap_or(DEFAULT_MEMORY)
+            .min(super::engine::MAX_MEMORY);
         let deadline = deadline.unwrap_or(DEFAULT_DEADLINE);
         let deadline_ticks = (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
@@ -150,7 +152,10 @@ impl PluginSlot {
     /// A new instance of the current version, `init`ed and ready.
     pub fn instantiate(&self, selector_channels: &[String]) -> Result<Live, PluginError> {
         if self.world() == World::Selector {
-            let mut known = self.selector_channels.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = self
+                .selector_channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if known.is_empty() {
                 *known = selector_channels.to_vec();
             }
@@ -161,7 +166,21 @@ impl PluginSlot {
         self.instantiate_version(&loaded, version, selector_channels)
     }
 
-    fn instantiate_version(&self, loaded: &Loaded, version: u64, channels: &[String]) -> Result<Live, PluginError> {
+    fn instantiate_version(
+        &self,
+        loaded: &Loaded,
+        version: u64,
+        channels: &[String],
+    ) -> Result<Live, PluginError> {
+        outside_async(|| self.instantiate_now(loaded, version, channels))
+    }
+
+    fn instantiate_now(
+        &self,
+        loaded: &Loaded,
+        version: u64,
+        channels: &[String],
+    ) -> Result<Live, PluginError> {
         let mut store = Store::new(
             &self.engine.engine,
             StoreState::new(&self.name, self.memory_limit, self.metrics.clone()),
@@ -171,40 +190,71 @@ impl PluginSlot {
         let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
         let (bound, init) = match loaded.world {
             World::Interceptor => {
-                let b = interceptor::InterceptorPre::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
-                let r = b.call_init(&mut store, &self.config_json).map_err(fail)?.map(|_| ());
+                let b = interceptor::InterceptorPre::new(loaded.pre.clone())
+                    .map_err(fail)?
+                    .instantiate(&mut store)
+                    .map_err(fail)?;
+                let r = b
+                    .call_init(&mut store, &self.config_json)
+                    .map_err(fail)?
+                    .map(|_| ());
                 (Bound::Typed(b), r)
             }
             World::PackedInterceptor => {
-                let b = packed::PackedInterceptorPre::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
-                let r = b.call_init(&mut store, &self.config_json).map_err(fail)?.map(|_| ());
+                let b = packed::PackedInterceptorPre::new(loaded.pre.clone())
+                    .map_err(fail)?
+                    .instantiate(&mut store)
+                    .map_err(fail)?;
+                let r = b
+                    .call_init(&mut store, &self.config_json)
+                    .map_err(fail)?
+                    .map(|_| ());
                 (Bound::Packed(b), r)
             }
             World::Serde => {
-                let b = serde::SerdePre::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
-                let r = b.call_init(&mut store, &self.config_json).map_err(fail)?.map(|_| ());
+                let b = serde::SerdePre::new(loaded.pre.clone())
+                    .map_err(fail)?
+                    .instantiate(&mut store)
+                    .map_err(fail)?;
+                let r = b
+                    .call_init(&mut store, &self.config_json)
+                    .map_err(fail)?
+                    .map(|_| ());
                 (Bound::Serde(b), r)
             }
             World::Selector => {
-                let b = selector::SelectorPre::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
-                let r = b.call_init(&mut store, channels, &self.config_json).map_err(fail)?.map(|_| ());
+                let b = selector::SelectorPre::new(loaded.pre.clone())
+                    .map_err(fail)?
+                    .instantiate(&mut store)
+                    .map_err(fail)?;
+                let r = b
+                    .call_init(&mut store, channels, &self.config_json)
+                    .map_err(fail)?
+                    .map(|_| ());
                 (Bound::Selector(b), r)
             }
         };
         init.map_err(PluginError::Init)?;
-        Ok(Live { store, bound, version, digest: loaded.digest.clone() })
+        Ok(Live {
+            store,
+            bound,
+            version,
+            digest: loaded.digest.clone(),
+        })
     }
 
     /// Runs one call on `live` under the deadline, recording metrics and health.
-    pub fn call<R>(
+    pub fn call<R: Send>(
         &self,
         live: &mut Live,
-        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallFailure> {
         live.store.set_epoch_deadline(self.deadline_ticks);
         let started = Instant::now();
-        let result = f(&mut live.store, &live.bound);
-        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let result = outside_async(|| f(&mut live.store, &live.bound));
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.metrics.calls(&live.digest).inc();
         result.map_err(|e| {
@@ -218,7 +268,11 @@ impl PluginSlot {
     pub fn record_failure(&self, failure: &CallFailure) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         self.metrics.trap(failure.kind);
-        let n = self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .stats
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if n >= UNHEALTHY_AFTER && !self.unhealthy.swap(true, Ordering::Relaxed) {
             self.metrics.healthy.set(0);
             tracing::error!(plugin = &*self.name, failures = n, last = %failure, "plugin marked unhealthy");
@@ -227,7 +281,9 @@ impl PluginSlot {
     }
 
     pub fn record_success(&self) {
-        if self.stats.consecutive_failures.swap(0, Ordering::Relaxed) > 0 && self.unhealthy.swap(false, Ordering::Relaxed) {
+        if self.stats.consecutive_failures.swap(0, Ordering::Relaxed) > 0
+            && self.unhealthy.swap(false, Ordering::Relaxed)
+        {
             self.metrics.healthy.set(1);
             tracing::info!(plugin = &*self.name, "plugin healthy again");
         }
@@ -264,17 +320,28 @@ impl PluginSlot {
         if loaded.digest == old.digest {
             return Ok(Reloaded::Unchanged);
         }
-        let same_role = loaded.world == old.world || (loaded.world.is_interceptor() && old.world.is_interceptor());
+        let same_role = loaded.world == old.world
+            || (loaded.world.is_interceptor() && old.world.is_interceptor());
         if !same_role {
-            return Err(PluginError::WrongWorld { found: loaded.world.name(), expected: format!("a `{}`", old.world.name()) });
+            return Err(PluginError::WrongWorld {
+                found: loaded.world.name(),
+                expected: format!("a `{}`", old.world.name()),
+            });
         }
         // Prove the new version initialises before anyone depends on it.
-        let channels = self.selector_channels.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let channels = self
+            .selector_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         self.instantiate_version(&loaded, 0, &channels)?;
         let to = loaded.digest.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.version.fetch_add(1, Ordering::AcqRel);
-        Ok(Reloaded::Swapped { from: old.digest.clone(), to })
+        Ok(Reloaded::Swapped {
+            from: old.digest.clone(),
+            to,
+        })
     }
 
     /// A JSON summary for `GET /plugins`.
@@ -296,12 +363,35 @@ impl PluginSlot {
     }
 }
 
+/// Runs a plugin call where WASI may block: wasmtime-wasi's synchronous bindings (a guest's
+/// `println!`, for instance) drive futures with `block_on`, which must not happen on a thread
+/// that is running async tasks. On a multi-threaded runtime the worker steps out with
+/// `block_in_place`; on a current-thread runtime the call runs on a scoped thread.
+fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => f(),
+    }
+}
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
-    std::fs::read(path).map_err(|e| PluginError::Read { path: path.display().to_string(), error: e.to_string() })
+    std::fs::read(path).map_err(|e| PluginError::Read {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })
 }
 
 /// Compile (or load from cache), check imports and world, and link.
-fn prepare(engine: &PluginEngine, linker: &Linker<StoreState>, bytes: &[u8]) -> Result<Loaded, PluginError> {
+fn prepare(
+    engine: &PluginEngine,
+    linker: &Linker<StoreState>,
+    bytes: &[u8],
+) -> Result<Loaded, PluginError> {
     let (component, digest) = engine.load(bytes)?;
     sandbox::check_imports(&engine.engine, &component)?;
     let world = detect_world(engine, &component)?;

@@ -47,10 +47,10 @@ pub const WRONG_COUNT: &str = "(i32.store8 (i32.const 96) (i32.const 0))
       (i32.store (i32.const 104) (i32.const 4))
       (i32.const 96)";
 pub const INFINITE_LOOP: &str = "(loop $l (br $l)) (i32.const 0)";
-pub const MEMORY_BOMB: &str = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 256)) (i32.const -1)))) (i32.const 0)";
+pub const MEMORY_BOMB: &str =
+    "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 256)) (i32.const -1)))) (i32.const 0)";
 pub const DEEP_RECURSION: &str = "(call $recurse (i32.const 0))";
 pub const PANIC: &str = "unreachable";
-
 
 /// Marks every event with header `version: <value>` (one byte), via a patch verdict; frees
 /// its scratch memory after each call, so it can run for millions of events.

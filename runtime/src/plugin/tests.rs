@@ -9,7 +9,9 @@ use super::{
 };
 use crate::{event::Event, interceptor::Interceptor, metrics::Metrics};
 
-use super::test_guests::{DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest};
+use super::test_guests::{
+    DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest,
+};
 
 fn write(dir: &tempfile::TempDir, name: &str, wat: &str) -> PathBuf {
     let p = dir.path().join(format!("{name}.wasm"));
@@ -19,7 +21,14 @@ fn write(dir: &tempfile::TempDir, name: &str, wat: &str) -> PathBuf {
 
 fn slot(path: PathBuf) -> Result<std::sync::Arc<PluginSlot>, PluginError> {
     let m = Metrics::new();
-    PluginSlot::load("hostile", path, &serde_json::json!({}), Some(16 << 20), None, m.plugin("hostile"))
+    PluginSlot::load(
+        "hostile",
+        path,
+        &serde_json::json!({}),
+        Some(16 << 20),
+        None,
+        m.plugin("hostile"),
+    )
 }
 
 fn events(n: usize) -> Vec<Event> {
@@ -42,16 +51,42 @@ fn every_hostile_guest_is_contained_and_its_events_dead_lettered() {
         let mut rejected = Vec::new();
         let t0 = Instant::now();
         i.intercept(&mut batch, &mut rejected).unwrap();
-        assert!(batch.is_empty(), "{name}: nothing survives a guest that always fails");
-        assert_eq!(rejected.len(), 4, "{name}: every event dead-lettered, none lost");
+        assert!(
+            batch.is_empty(),
+            "{name}: nothing survives a guest that always fails"
+        );
+        assert_eq!(
+            rejected.len(),
+            4,
+            "{name}: every event dead-lettered, none lost"
+        );
         let bodies: Vec<_> = rejected.iter().map(|d| d.event.body.clone()).collect();
-        assert_eq!(bodies, events(4).into_iter().map(|e| e.body).collect::<Vec<_>>(), "{name}: order and bodies kept");
-        assert!(rejected[0].reason.contains("plugin `hostile` (sha256:"), "{name}: {}", rejected[0].reason);
-        assert!(rejected[0].reason.contains(&format!("({kind})")), "{name}: {}", rejected[0].reason);
-        assert!(!slot.healthy(), "{name}: repeated failures mark the plugin unhealthy");
+        assert_eq!(
+            bodies,
+            events(4).into_iter().map(|e| e.body).collect::<Vec<_>>(),
+            "{name}: order and bodies kept"
+        );
+        assert!(
+            rejected[0].reason.contains("plugin `hostile` (sha256:"),
+            "{name}: {}",
+            rejected[0].reason
+        );
+        assert!(
+            rejected[0].reason.contains(&format!("({kind})")),
+            "{name}: {}",
+            rejected[0].reason
+        );
+        assert!(
+            !slot.healthy(),
+            "{name}: repeated failures mark the plugin unhealthy"
+        );
         if name == "loop" {
             // 4 events bisect into 7 calls, each stopped by the 50 ms deadline.
-            assert!(t0.elapsed().as_secs() < 5, "deadline enforced: {:?}", t0.elapsed());
+            assert!(
+                t0.elapsed().as_secs() < 5,
+                "deadline enforced: {:?}",
+                t0.elapsed()
+            );
         }
     }
 }
@@ -59,10 +94,18 @@ fn every_hostile_guest_is_contained_and_its_events_dead_lettered() {
 #[test]
 fn forbidden_imports_and_non_plugins_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let sneaky = write(&dir, "sneaky", r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#);
+    let sneaky = write(
+        &dir,
+        "sneaky",
+        r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#,
+    );
     let e = slot(sneaky).err().unwrap().to_string();
     assert!(e.contains("imports `wasi:sockets/tcp@0.2.0`"), "{e}");
-    let evil = write(&dir, "evil", r#"(component (import "evil:host/steal" (func)))"#);
+    let evil = write(
+        &dir,
+        "evil",
+        r#"(component (import "evil:host/steal" (func)))"#,
+    );
     let e = slot(evil).err().unwrap().to_string();
     assert!(e.contains("imports `evil:host/steal`"), "{e}");
     let empty = write(&dir, "empty", "(component)");

@@ -25,7 +25,11 @@ impl Registry {
         Some(
             tokio::task::spawn_blocking(move || slot.reload())
                 .await
-                .unwrap_or_else(|e| Err(super::PluginError::Engine(format!("reload task failed: {e}")))),
+                .unwrap_or_else(|e| {
+                    Err(super::PluginError::Engine(format!(
+                        "reload task failed: {e}"
+                    )))
+                }),
         )
     }
 
@@ -50,7 +54,12 @@ pub fn spawn(registry: Registry, stop: CancellationToken) {
     let by_path: Vec<(std::path::PathBuf, String)> = registry
         .slots
         .iter()
-        .map(|(n, s)| (std::fs::canonicalize(&s.path).unwrap_or_else(|_| s.path.clone()), n.clone()))
+        .map(|(n, s)| {
+            (
+                std::fs::canonicalize(&s.path).unwrap_or_else(|_| s.path.clone()),
+                n.clone(),
+            )
+        })
         .collect();
     let file_tx = tx.clone();
     let paths = by_path.clone();
@@ -77,8 +86,10 @@ pub fn spawn(registry: Registry, stop: CancellationToken) {
     };
     if let Some(w) = watcher.as_mut() {
         // Watch directories: editors and `cp` replace files, which a file watch would miss.
-        let dirs: std::collections::BTreeSet<_> =
-            by_path.iter().filter_map(|(p, _)| p.parent().map(|d| d.to_owned())).collect();
+        let dirs: std::collections::BTreeSet<_> = by_path
+            .iter()
+            .filter_map(|(p, _)| p.parent().map(|d| d.to_owned()))
+            .collect();
         for d in dirs {
             if let Err(e) = w.watch(&d, RecursiveMode::NonRecursive) {
                 tracing::warn!(dir = %d.display(), error = %e, "cannot watch plugin directory");
@@ -91,7 +102,11 @@ pub fn spawn(registry: Registry, stop: CancellationToken) {
         let tx = tx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = hup.recv() => { let _ = tx.send(None); }

@@ -25,7 +25,9 @@ impl Sink for StdoutSink {
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
         self.buf.clear();
         // A codec that cannot encode this batch will not later: the events are poison.
-        self.codec.encode(batch, &mut self.buf).map_err(DeliveryError::Permanent)?;
+        self.codec
+            .encode(batch, &mut self.buf)
+            .map_err(DeliveryError::Permanent)?;
         let mut out = tokio::io::stdout();
         out.write_all(&self.buf).await?;
         out.flush().await?;

@@ -20,7 +20,11 @@ pub struct Stdin {
 
 impl Stdin {
     pub fn new(cfg: StdinConfig, batch_size: usize, codec: Codec) -> Self {
-        Stdin { cfg, batch_size, codec }
+        Stdin {
+            cfg,
+            batch_size,
+            codec,
+        }
     }
 }
 
