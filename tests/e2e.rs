@@ -1,25 +1,15 @@
 //! Black-box tests: spawn the `sluice` binary on real pipeline files and check what comes out,
 //! event by event. No external servers.
 
+mod common;
+
+use common::{free_port, http, lines, seq, sluice, stderr};
 use std::{
     io::Write,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
-
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.current_dir(repo_root()).env_remove("RUST_LOG");
-    c
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn run_example(name: &str, out: &Path) -> Output {
     let o = sluice()
@@ -33,25 +23,6 @@ fn run_example(name: &str, out: &Path) -> Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
-}
-
-fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The number at the start of a generator body ("42....").
-fn seq(body: &str) -> u64 {
-    body.trim_end_matches('.')
-        .parse()
-        .unwrap_or_else(|_| panic!("not a generator body: {body:?}"))
 }
 
 #[test]
@@ -270,11 +241,7 @@ fn help_documents_every_flag() {
 
 #[test]
 fn admin_server_serves_metrics_health_and_readiness() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("admin.yaml");
     std::fs::write(
@@ -290,19 +257,7 @@ fn admin_server_serves_metrics_health_and_readiness() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::Read;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let status = buf.split(' ').nth(1)?.parse().ok()?;
-        Some((status, buf))
-    };
+    let get = |path: &str| http(port, "GET", path);
     let deadline = Instant::now() + Duration::from_secs(10);
     while get("/ready").map(|r| r.0) != Some(200) {
         assert!(Instant::now() < deadline, "never became ready");

@@ -4,26 +4,16 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
+    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{free_port, http, json_lines, repo_root, sluice, stderr};
 use sluice::plugin::test_guests::{PANIC, marker_guest, packed_guest};
-
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.current_dir(repo_root()).env_remove("RUST_LOG");
-    c
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// A first-party plugin built by `scripts/build-plugins`.
 fn dist(name: &str) -> PathBuf {
@@ -43,38 +33,6 @@ fn assemble(path: &Path, wat: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, wat::parse_str(wat).unwrap()).unwrap();
     std::fs::rename(tmp, path).unwrap();
-}
-
-fn json_lines(p: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some((buf.split(' ').nth(1)?.parse().ok()?, buf))
 }
 
 #[test]

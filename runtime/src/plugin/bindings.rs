@@ -5,19 +5,64 @@ pub mod interceptor {
     wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/interceptor" });
 }
 
+// The other worlds reuse the interceptor world's `types` and `host` bindings, so there is one
+// `Event` type and one host implementation for all of them.
+
 /// The packed interceptor world (one byte buffer each way; see `wit/PACKED.md`).
 pub mod packed {
-    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/packed-interceptor" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sluice:plugin/packed-interceptor",
+        with: {
+            "sluice:plugin/types": super::interceptor::sluice::plugin::types,
+            "sluice:plugin/host": super::interceptor::sluice::plugin::host,
+        },
+    });
 }
 
 /// The codec world.
 pub mod serde {
-    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/serde" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sluice:plugin/serde",
+        with: {
+            "sluice:plugin/types": super::interceptor::sluice::plugin::types,
+            "sluice:plugin/host": super::interceptor::sluice::plugin::host,
+        },
+    });
 }
 
 /// The selector world.
 pub mod selector {
-    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/selector" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sluice:plugin/selector",
+        with: {
+            "sluice:plugin/types": super::interceptor::sluice::plugin::types,
+            "sluice:plugin/host": super::interceptor::sluice::plugin::host,
+        },
+    });
+}
+
+pub use interceptor::sluice::plugin::types;
+
+/// Copies an event into the typed bindings (typed worlds only; the packed world avoids this).
+pub fn to_typed(e: &crate::event::Event) -> types::Event {
+    types::Event {
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        body: e.body.to_vec(),
+    }
+}
+
+pub fn from_typed(e: types::Event) -> crate::event::Event {
+    crate::event::Event {
+        headers: e.headers.into_iter().collect(),
+        body: e.body.into(),
+    }
 }
 
 /// Every world imports the same `host` interface; one implementation serves them all.
@@ -45,4 +90,4 @@ macro_rules! impl_host {
     )*};
 }
 
-impl_host!(interceptor, packed, serde, selector);
+impl_host!(interceptor);

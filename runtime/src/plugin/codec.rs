@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use super::{
-    bindings::serde::sluice::plugin::types as typed,
+    bindings::{from_typed, to_typed, types as typed},
     slot::{Bound, Live, PluginSlot},
 };
-use crate::event::{Event, Headers};
+use crate::event::Event;
 
 pub struct WasmCodec {
     slot: Arc<PluginSlot>,
@@ -79,23 +79,5 @@ impl WasmCodec {
                 Err(format!("codec `{}` failed: {f}", slot.name))
             }
         }
-    }
-}
-
-fn to_typed(e: &Event) -> typed::Event {
-    typed::Event {
-        headers: e
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        body: e.body.to_vec(),
-    }
-}
-
-fn from_typed(e: typed::Event) -> Event {
-    Event {
-        headers: e.headers.into_iter().collect::<Headers>(),
-        body: e.body.into(),
     }
 }

@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use super::{
     CallFailure,
-    bindings::interceptor::sluice::plugin::types as typed,
+    bindings::{from_typed, to_typed, types as typed},
     packed,
     slot::{Bound, Live, PluginSlot},
 };
 use crate::{
     dlq::DeadLetter,
-    event::{Event, Headers},
+    event::Event,
     interceptor::{InterceptError, Interceptor},
 };
 
@@ -196,24 +196,6 @@ impl Interceptor for WasmInterceptor {
         self.run(events, &mut out, rejected, &mut failures_left)?;
         *batch = out;
         Ok(())
-    }
-}
-
-fn to_typed(e: &Event) -> typed::Event {
-    typed::Event {
-        headers: e
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        body: e.body.to_vec(),
-    }
-}
-
-fn from_typed(e: typed::Event) -> Event {
-    Event {
-        headers: e.headers.into_iter().collect::<Headers>(),
-        body: e.body.into(),
     }
 }
 

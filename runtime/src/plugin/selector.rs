@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{
     CallFailure,
-    bindings::selector::sluice::plugin::types as typed,
+    bindings::{to_typed, types as typed},
     slot::{Bound, Live, PluginSlot},
 };
 use crate::{
@@ -46,17 +46,7 @@ impl WasmSelector {
             .live
             .as_mut()
             .ok_or_else(|| CallFailure::bad_output("no instance"))?;
-        let input: Vec<typed::Event> = events
-            .iter()
-            .map(|e| typed::Event {
-                headers: e
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-                body: e.body.to_vec(),
-            })
-            .collect();
+        let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
         let r = slot
             .call(live, |store, bound| match bound {
                 Bound::Selector(b) => b.call_select(store, &input),

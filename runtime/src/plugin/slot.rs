@@ -188,51 +188,27 @@ impl PluginSlot {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks);
         let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
+        // Instantiate through the world's bindings, then call its `init` with `args`.
+        macro_rules! bind {
+            ($pre:ty, $variant:ident, $($arg:expr),*) => {{
+                let b = <$pre>::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
+                let init = b.call_init(&mut store, $($arg),*).map_err(fail)?.map(|_| ());
+                (Bound::$variant(b), init)
+            }};
+        }
+        let config = self.config_json.as_str();
         let (bound, init) = match loaded.world {
-            World::Interceptor => {
-                let b = interceptor::InterceptorPre::new(loaded.pre.clone())
-                    .map_err(fail)?
-                    .instantiate(&mut store)
-                    .map_err(fail)?;
-                let r = b
-                    .call_init(&mut store, &self.config_json)
-                    .map_err(fail)?
-                    .map(|_| ());
-                (Bound::Typed(b), r)
-            }
+            World::Interceptor => bind!(interceptor::InterceptorPre<StoreState>, Typed, config),
             World::PackedInterceptor => {
-                let b = packed::PackedInterceptorPre::new(loaded.pre.clone())
-                    .map_err(fail)?
-                    .instantiate(&mut store)
-                    .map_err(fail)?;
-                let r = b
-                    .call_init(&mut store, &self.config_json)
-                    .map_err(fail)?
-                    .map(|_| ());
-                (Bound::Packed(b), r)
+                bind!(packed::PackedInterceptorPre<StoreState>, Packed, config)
             }
-            World::Serde => {
-                let b = serde::SerdePre::new(loaded.pre.clone())
-                    .map_err(fail)?
-                    .instantiate(&mut store)
-                    .map_err(fail)?;
-                let r = b
-                    .call_init(&mut store, &self.config_json)
-                    .map_err(fail)?
-                    .map(|_| ());
-                (Bound::Serde(b), r)
-            }
-            World::Selector => {
-                let b = selector::SelectorPre::new(loaded.pre.clone())
-                    .map_err(fail)?
-                    .instantiate(&mut store)
-                    .map_err(fail)?;
-                let r = b
-                    .call_init(&mut store, channels, &self.config_json)
-                    .map_err(fail)?
-                    .map(|_| ());
-                (Bound::Selector(b), r)
-            }
+            World::Serde => bind!(serde::SerdePre<StoreState>, Serde, config),
+            World::Selector => bind!(
+                selector::SelectorPre<StoreState>,
+                Selector,
+                channels,
+                config
+            ),
         };
         init.map_err(PluginError::Init)?;
         Ok(Live {
