@@ -82,6 +82,38 @@ pub fn decode_line(codec: CodecName, line: &[u8]) -> Result<Event, String> {
     }
 }
 
+/// A codec in use: built in, or a Wasm `serde` plugin instance.
+pub enum Codec {
+    Builtin(CodecName),
+    Plugin(crate::plugin::codec::WasmCodec),
+}
+
+impl Codec {
+    /// One payload (a line, a request body) into events; the error is a dead-letter reason.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
+        match self {
+            Codec::Builtin(c) => decode_line(*c, payload).map(|e| vec![e]),
+            Codec::Plugin(p) => p.decode(payload, "text/plain"),
+        }
+    }
+
+    /// A batch into bytes appended to `out`.
+    pub fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Codec::Builtin(c) => {
+                for e in events {
+                    encode_into(*c, e, out);
+                }
+                Ok(())
+            }
+            Codec::Plugin(p) => {
+                out.extend_from_slice(&p.encode(events)?);
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,37 +151,5 @@ mod tests {
             &decode_line(CodecName::Lines, b"xy").unwrap().body[..],
             b"xy"
         );
-    }
-}
-
-/// A codec in use: built in, or a Wasm `serde` plugin instance.
-pub enum Codec {
-    Builtin(CodecName),
-    Plugin(crate::plugin::codec::WasmCodec),
-}
-
-impl Codec {
-    /// One payload (a line, a request body) into events; the error is a dead-letter reason.
-    pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
-        match self {
-            Codec::Builtin(c) => decode_line(*c, payload).map(|e| vec![e]),
-            Codec::Plugin(p) => p.decode(payload, "text/plain"),
-        }
-    }
-
-    /// A batch into bytes appended to `out`.
-    pub fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
-        match self {
-            Codec::Builtin(c) => {
-                for e in events {
-                    encode_into(*c, e, out);
-                }
-                Ok(())
-            }
-            Codec::Plugin(p) => {
-                out.extend_from_slice(&p.encode(events)?);
-                Ok(())
-            }
-        }
     }
 }
