@@ -1,6 +1,8 @@
 //! The memory channel: a bounded in-process queue with put/take transactions.
 //!
 //! Capacity counts events held — queued plus leased — so a rollback always fits back in.
+//! Queued events carry an arrival number, so rolled-back events return to their original
+//! place even when several leases are rolled back in any order.
 //! Nothing here survives a crash; durable channels live in their own modules.
 
 use std::{
@@ -31,7 +33,9 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Event>,
+    /// Visible events with their arrival numbers, in arrival order.
+    queue: VecDeque<(u64, Event)>,
+    next_seq: u64,
     held_events: usize,
     held_bytes: usize,
     in_flight: usize,
@@ -64,7 +68,9 @@ impl Inner {
     fn append(&self, s: &mut State, batch: Vec<Event>, bytes: usize) {
         s.held_events += batch.len();
         s.held_bytes += bytes;
-        s.queue.extend(batch);
+        let first = s.next_seq;
+        s.next_seq += batch.len() as u64;
+        s.queue.extend((first..).zip(batch));
         self.data.notify_waiters();
     }
 }
@@ -143,12 +149,21 @@ impl Channel for MemoryChannel {
                 let mut s = self.inner.lock();
                 if !s.queue.is_empty() {
                     let n = max.max(1).min(s.queue.len());
-                    let events: Vec<Event> = s.queue.drain(..n).collect();
+                    let mut seqs = Vec::with_capacity(n);
+                    let events: Vec<Event> = s
+                        .queue
+                        .drain(..n)
+                        .map(|(seq, e)| {
+                            seqs.push(seq);
+                            e
+                        })
+                        .collect();
                     s.in_flight += n;
                     return Ok(Some(Box::new(MemoryLease {
                         inner: Arc::clone(&self.inner),
                         bytes: batch_size_bytes(&events),
                         events,
+                        seqs,
                         done: false,
                     })));
                 }
@@ -179,6 +194,8 @@ impl Channel for MemoryChannel {
 struct MemoryLease {
     inner: Arc<Inner>,
     events: Vec<Event>,
+    /// Arrival numbers of `events`, ascending.
+    seqs: Vec<u64>,
     bytes: usize,
     done: bool,
 }
@@ -197,8 +214,11 @@ impl MemoryLease {
             drop(s);
             self.inner.space.notify_waiters();
         } else {
-            for e in self.events.drain(..).rev() {
-                s.queue.push_front(e);
+            // Usually the lease goes back in front of everything (one comparison per event);
+            // after out-of-order rollbacks it interleaves with what is queued.
+            for (seq, e) in self.seqs.drain(..).zip(self.events.drain(..)).rev() {
+                let i = s.queue.partition_point(|(q, _)| *q < seq);
+                s.queue.insert(i, (seq, e));
             }
             drop(s);
             self.inner.data.notify_waiters();
@@ -262,6 +282,23 @@ mod tests {
         c.commit().await.unwrap();
         assert_eq!(ch.stats().events, 3);
         assert_eq!(ch.stats().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn leases_rolled_back_in_any_order_restore_the_original_order() {
+        let ch = MemoryChannel::new(100, None);
+        ch.put((0..8).map(ev).collect()).await.unwrap();
+        let a = ch.take(1, NOW).await.unwrap().unwrap(); // 0
+        let b = ch.take(4, NOW).await.unwrap().unwrap(); // 1..5
+        b.rollback().await.unwrap();
+        let c = ch.take(2, NOW).await.unwrap().unwrap(); // 1, 2
+        let d = ch.take(1, NOW).await.unwrap().unwrap(); // 3
+        drop(a);
+        assert_eq!(bodies(&*c), ["1", "2"]);
+        d.rollback().await.unwrap();
+        c.rollback().await.unwrap();
+        let all = ch.take(100, NOW).await.unwrap().unwrap();
+        assert_eq!(bodies(&*all), ["0", "1", "2", "3", "4", "5", "6", "7"]);
     }
 
     #[tokio::test]
