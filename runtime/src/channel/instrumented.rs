@@ -16,6 +16,8 @@ impl<C: Channel> Instrumented<C> {
     pub fn new(inner: C, metrics: ChannelMetrics) -> Self {
         let s = inner.stats();
         metrics.capacity.set(s.capacity_events as i64);
+        // A durable channel may reopen holding events.
+        refresh(&metrics, s);
         Instrumented { inner, metrics }
     }
 }
@@ -64,6 +66,10 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     fn close(&self) {
         self.inner.close()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.inner.health()
     }
 }
 

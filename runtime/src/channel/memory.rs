@@ -91,6 +91,29 @@ impl MemoryChannel {
     }
 }
 
+impl MemoryChannel {
+    /// Like [`Channel::try_put`], but hands a refused batch back (the spillable channel sends
+    /// it to its disk tier instead).
+    pub(crate) fn try_put_or_return(
+        &self,
+        batch: Vec<Event>,
+    ) -> Result<(), (ChannelError, Vec<Event>)> {
+        let bytes = batch_size_bytes(&batch);
+        if let Some(e) = self.inner.too_large(batch.len(), bytes) {
+            return Err((e, batch));
+        }
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err((ChannelError::Closed, batch));
+        }
+        if !self.inner.fits(&s, batch.len(), bytes) {
+            return Err((ChannelError::Full, batch));
+        }
+        self.inner.append(&mut s, batch, bytes);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Channel for MemoryChannel {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
@@ -121,19 +144,7 @@ impl Channel for MemoryChannel {
     }
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
-        let bytes = batch_size_bytes(&batch);
-        if let Some(e) = self.inner.too_large(batch.len(), bytes) {
-            return Err(e);
-        }
-        let mut s = self.inner.lock();
-        if s.closed {
-            return Err(ChannelError::Closed);
-        }
-        if !self.inner.fits(&s, batch.len(), bytes) {
-            return Err(ChannelError::Full);
-        }
-        self.inner.append(&mut s, batch, bytes);
-        Ok(())
+        self.try_put_or_return(batch).map_err(|(e, _)| e)
     }
 
     async fn take(

@@ -7,6 +7,8 @@
 
 pub mod instrumented;
 pub mod memory;
+pub mod rocks;
+pub mod spillable;
 
 use std::time::Duration;
 
@@ -64,6 +66,12 @@ pub trait Channel: Send + Sync {
 
     /// Stops accepting puts (takes continue so sinks can drain). Idempotent.
     fn close(&self);
+
+    /// `Err(why)` while the channel cannot accept puts because its storage failed (a full
+    /// disk); takes still work. Feeds the admin server's `/ready`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Events taken from a channel, invisible to other takers until committed or rolled back.
