@@ -94,6 +94,7 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
         metrics: Arc::clone(&metrics),
         ready: false.into(),
         plugins: plugins.clone(),
+        channels: channels.clone(),
     });
     let admin_stop = CancellationToken::new();
     crate::plugin::watch::spawn(plugins, admin_stop.clone());

@@ -95,7 +95,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
     };
     // Building catches what only construction can (regexes, templates); nothing is started.
     let metrics = crate::metrics::Metrics::new();
-    match crate::topology::build(&p, &metrics) {
+    match crate::topology::check(&p, &metrics) {
         Ok(_) => {
             println!(
                 "{}: ok ({} sources, {} channels, {} sinks, {} sink groups)",

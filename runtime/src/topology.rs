@@ -8,11 +8,17 @@ use std::{
 };
 
 use crate::{
-    channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
+    channel::{
+        Channel,
+        instrumented::Instrumented,
+        memory::MemoryChannel,
+        rocks::{Fsync, RocksChannel, RocksOptions, StorageCounters},
+        spillable::SpillableChannel,
+    },
     config::{
-        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, InterceptorRef, Named,
-        Pipeline, Pos, SelectorConfig, SinkConfig, SinkGroupKind, SinkKind, SourceConfig,
-        SourceKind,
+        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, FsyncConfig,
+        InterceptorRef, Named, Pipeline, Pos, SelectorConfig, SinkConfig, SinkGroupKind,
+        SinkKind, SourceConfig, SourceKind, units::ByteSize,
     },
     dlq::DeadLetters,
     event::codec::Codec,
@@ -128,7 +134,83 @@ impl Builder<'_> {
 }
 
 /// Builds everything; returns all problems found, each at its component's position.
+/// Durable channels are opened (and their directories created).
 pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, Storage::Open)
+}
+
+/// Builds everything as [`build`] does, to find errors, but opens no storage: durable channels
+/// are stood in for by memory channels, so `sluice validate` neither creates directories nor
+/// takes the lock of a running agent's channel.
+pub fn check(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, Storage::Skip)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    Open,
+    Skip,
+}
+
+fn rocks_options(
+    capacity: usize,
+    max_bytes: Option<ByteSize>,
+    fsync: FsyncConfig,
+    m: &crate::metrics::ChannelMetrics,
+) -> RocksOptions {
+    RocksOptions {
+        capacity,
+        max_bytes: max_bytes.map(|b| b.0),
+        fsync: match fsync {
+            FsyncConfig::PerCommit => Fsync::PerCommit,
+            FsyncConfig::Interval(d) => Fsync::Interval(d.0),
+            FsyncConfig::Never => Fsync::Never,
+        },
+        counters: StorageCounters {
+            corrupt: m.corrupt.clone(),
+            fsyncs: m.fsyncs.clone(),
+        },
+        statistics: false,
+    }
+}
+
+/// Opens one channel; `Err` is a message for the channel's config error.
+fn build_channel(
+    spec: &ChannelConfig,
+    m: crate::metrics::ChannelMetrics,
+    storage: Storage,
+) -> Result<Arc<dyn Channel>, String> {
+    if let (Storage::Skip, Some(path)) = (storage, spec.path()) {
+        if path.exists() && !path.is_dir() {
+            return Err(format!(
+                "`{}` exists and is not a directory",
+                path.display()
+            ));
+        }
+        return Ok(Arc::new(MemoryChannel::new(1, None)));
+    }
+    Ok(match spec {
+        ChannelConfig::Memory(c) => Arc::new(Instrumented::new(
+            MemoryChannel::new(c.capacity, c.max_bytes.map(|b| b.0)),
+            m,
+        )),
+        ChannelConfig::Rocksdb(c) => {
+            let opts = rocks_options(c.capacity, c.max_bytes, c.fsync, &m);
+            let disk = RocksChannel::open(&c.path, opts).map_err(|e| e.to_string())?;
+            Arc::new(Instrumented::new(disk, m))
+        }
+        ChannelConfig::Spillable(c) => {
+            let opts = rocks_options(c.disk_capacity, c.max_bytes, c.fsync, &m);
+            let disk = RocksChannel::open(&c.path, opts).map_err(|e| e.to_string())?;
+            Arc::new(Instrumented::new(
+                SpillableChannel::new(c.memory_capacity, disk),
+                m,
+            ))
+        }
+    })
+}
+
+fn build_with(p: &Pipeline, metrics: &Metrics, storage: Storage) -> Result<Topology, ConfigErrors> {
     let mut b = Builder {
         p,
         metrics,
@@ -139,11 +221,12 @@ pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> 
     load_plugins(&mut b);
     let mut channels = Vec::new();
     for c in &p.channels {
-        let ch: Arc<dyn Channel> = match &c.spec {
-            ChannelConfig::Memory(m) => Arc::new(Instrumented::new(
-                MemoryChannel::new(m.capacity, m.max_bytes.map(|b| b.0)),
-                metrics.channel(&c.name),
-            )),
+        let ch = match build_channel(&c.spec, metrics.channel(&c.name), storage) {
+            Ok(ch) => ch,
+            Err(e) => {
+                b.err(c.pos, format!("channels.{}", c.name), e);
+                continue;
+            }
         };
         b.channels.insert(c.name.clone(), Arc::clone(&ch));
         channels.push((c.name.clone(), ch));

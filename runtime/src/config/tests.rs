@@ -43,7 +43,9 @@ shutdown_timeout: 5s
 fn a_good_pipeline_loads() {
     let p = load(GOOD).unwrap();
     assert_eq!(p.channels.len(), 2);
-    let ChannelConfig::Memory(m) = &p.channels[0].spec;
+    let ChannelConfig::Memory(m) = &p.channels[0].spec else {
+        panic!("a memory channel")
+    };
     assert_eq!(m.capacity, 500, "${{CAP}} interpolated into a number");
     assert_eq!(m.max_bytes.unwrap().0, 64 << 20);
     assert_eq!(p.sources[0].spec.common.interceptors.len(), 2);
@@ -148,7 +150,7 @@ fn unknown_types_and_keys() {
     assert!(
         errs[0]
             .3
-            .contains("unknown type `postgres`, expected one of: memory")
+            .contains("unknown type `postgres`, expected one of: memory, rocksdb, spillable")
     );
     assert_eq!((errs[1].0, errs[1].1), (3, 1));
     assert!(errs[1].3.contains("unknown top-level key `sourcez`"));
@@ -196,5 +198,75 @@ fn display_names_file_line_column_and_component() {
     assert!(
         text.starts_with("error: p.yaml:2:32: channels.a: "),
         "{text}"
+    );
+}
+
+#[test]
+fn durable_channels_load_with_defaults_and_fsync_modes() {
+    let p = load(
+        "\
+channels:
+  disk: { type: rocksdb, path: ./data/disk }
+  fast: { type: rocksdb, path: ./data/fast, capacity: 5000, max_bytes: 1GiB, fsync: never }
+  tick: { type: rocksdb, path: ./data/tick, fsync: { interval: 10ms } }
+  spill: { type: spillable, memory_capacity: 100, path: ./data/spill, disk_capacity: 9, fsync: per_commit }
+",
+    )
+    .unwrap();
+    let rocks = |i: usize| match &p.channels[i].spec {
+        ChannelConfig::Rocksdb(r) => r.clone(),
+        other => panic!("not rocksdb: {other:?}"),
+    };
+    let d = rocks(0);
+    assert_eq!(d.path, std::path::Path::new("./data/disk"));
+    assert_eq!(
+        (d.capacity, d.max_bytes, d.fsync),
+        (1_000_000, None, FsyncConfig::PerCommit)
+    );
+    let f = rocks(1);
+    assert_eq!(
+        (f.capacity, f.max_bytes.unwrap().0, f.fsync),
+        (5000, 1 << 30, FsyncConfig::Never)
+    );
+    assert_eq!(
+        rocks(2).fsync,
+        FsyncConfig::Interval(units::HumanDuration(std::time::Duration::from_millis(10)))
+    );
+    let ChannelConfig::Spillable(s) = &p.channels[3].spec else {
+        panic!("spillable")
+    };
+    assert_eq!((s.memory_capacity, s.disk_capacity), (100, 9));
+    assert_eq!(s.fsync, FsyncConfig::PerCommit);
+}
+
+#[test]
+fn durable_channel_mistakes_are_reported_with_positions() {
+    let errs = errors(
+        "\
+channels:
+  a: { type: rocksdb }
+  b: { type: rocksdb, path: x, fsync: always }
+  c: { type: spillable, path: x, capacity: 5 }
+  d: { type: rocksdb, path: y, fsync: { interval: 10 } }
+",
+    );
+    let find = |line: usize| {
+        errs.iter()
+            .find(|e| e.0 == line)
+            .unwrap_or_else(|| panic!("no error on line {line}: {errs:#?}"))
+            .3
+            .clone()
+    };
+    assert!(find(2).contains("missing field `path`"), "{errs:#?}");
+    assert!(find(3).contains("unknown variant `always`"), "{errs:#?}");
+    assert!(find(4).contains("unknown field `capacity`"), "{errs:#?}");
+    assert!(find(5).contains("unit is required"), "{errs:#?}");
+
+    let errs =
+        errors("channels:\n  a: { type: rocksdb, path: p }\n  b: { type: spillable, path: p }\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.0 == 3 && e.3.contains("path `p` is already used by channel `a`")),
+        "{errs:#?}"
     );
 }

@@ -102,6 +102,19 @@ pub struct PluginLimits {
 #[derive(Debug, Clone)]
 pub enum ChannelConfig {
     Memory(MemoryChannelConfig),
+    Rocksdb(RocksChannelConfig),
+    Spillable(SpillableChannelConfig),
+}
+
+impl ChannelConfig {
+    /// The directory a durable channel stores its events in.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            ChannelConfig::Memory(_) => None,
+            ChannelConfig::Rocksdb(c) => Some(&c.path),
+            ChannelConfig::Spillable(c) => Some(&c.path),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +129,56 @@ pub struct MemoryChannelConfig {
 
 fn default_capacity() -> usize {
     10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RocksChannelConfig {
+    /// Directory of the channel's RocksDB database; created if missing. One channel per path.
+    pub path: PathBuf,
+    /// Most events held (queued plus taken but not yet committed).
+    #[serde(default = "default_durable_capacity")]
+    pub capacity: usize,
+    /// Most stored record bytes held; unlimited (up to the disk) when absent.
+    pub max_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub fsync: FsyncConfig,
+}
+
+/// A memory tier in front of a RocksDB tier, one FIFO across both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpillableChannelConfig {
+    /// Events held in memory before new events spill to disk.
+    #[serde(default = "default_capacity")]
+    pub memory_capacity: usize,
+    /// Directory of the disk tier.
+    pub path: PathBuf,
+    /// Most events held by the disk tier.
+    #[serde(default = "default_durable_capacity")]
+    pub disk_capacity: usize,
+    /// Most stored record bytes held by the disk tier.
+    pub max_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub fsync: FsyncConfig,
+}
+
+fn default_durable_capacity() -> usize {
+    1_000_000
+}
+
+/// When a durable channel acknowledges a put: `per_commit` (synced, default), `never`, or
+/// `{ interval: 10ms }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncConfig {
+    /// After a synced write; concurrent puts share one sync.
+    #[default]
+    PerCommit,
+    /// After the write; the log is synced at least this often.
+    Interval(HumanDuration),
+    /// After the write; never synced explicitly (survives a crash, not a power loss).
+    Never,
 }
 
 // ---------------------------------------------------------------- sources
@@ -678,10 +741,14 @@ fn list_refs(node: &Node, key: &str, kind: RefKind, component: &str, refs: &mut 
 
 fn read_channel(name: &str, node: &Node, cx: &mut Collector) -> Option<ChannelConfig> {
     let component = format!("channels.{name}");
-    let ty = component_type(node, &component, &["memory"], cx)?;
+    let ty = component_type(node, &component, &["memory", "rocksdb", "spillable"], cx)?;
     let body = node.filter_keys(|k| k != "type");
     match ty {
         "memory" => cx.read(&body, Some(&component)).map(ChannelConfig::Memory),
+        "rocksdb" => cx.read(&body, Some(&component)).map(ChannelConfig::Rocksdb),
+        "spillable" => cx
+            .read(&body, Some(&component))
+            .map(ChannelConfig::Spillable),
         _ => None,
     }
 }

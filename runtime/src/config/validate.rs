@@ -68,6 +68,23 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         }
     }
 
+    // RocksDB locks its directory: two channels on one path could never both open.
+    let mut paths: BTreeMap<&std::path::Path, &str> = BTreeMap::new();
+    for c in &p.channels {
+        if let Some(path) = c.spec.path() {
+            if let Some(first) = paths.insert(path, &c.name) {
+                cx.push(
+                    c.pos,
+                    Some(&format!("channels.{}", c.name)),
+                    format!(
+                        "path `{}` is already used by channel `{first}`",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+
     for s in &p.sources {
         let component = format!("sources.{}", s.name);
         let c = &s.spec.common;

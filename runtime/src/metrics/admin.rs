@@ -1,4 +1,7 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/health`, `/ready`.
+//!
+//! `/ready` is 200 only while the pipeline runs and every channel can accept puts, so a load
+//! balancer stops sending to an agent whose durable channel cannot write (a full disk).
 
 use std::{
     net::SocketAddr,
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 use crate::plugin::{slot::Reloaded, watch::Registry};
+use crate::channel::Channel;
 
 /// What the admin endpoints report on.
 pub struct AdminState {
@@ -26,6 +30,8 @@ pub struct AdminState {
     /// True while the pipeline accepts events (cleared when shutdown starts).
     pub ready: AtomicBool,
     pub plugins: Registry,
+    /// Channels whose health `/ready` reports.
+    pub channels: Vec<(String, Arc<dyn Channel>)>,
 }
 
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound address (useful with
@@ -64,10 +70,25 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if !s.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    let failing: Vec<String> = s
+        .channels
+        .iter()
+        .filter_map(|(name, ch)| {
+            ch.health()
+                .err()
+                .map(|why| format!("channel {name}: {why}\n"))
+        })
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}", failing.concat()),
+        )
     }
 }
 

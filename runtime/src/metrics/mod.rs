@@ -70,6 +70,8 @@ pub struct Metrics {
     channel_put: Family<ComponentLabel, Counter>,
     channel_take: Family<ComponentLabel, Counter>,
     channel_rollbacks: Family<ComponentLabel, Counter>,
+    channel_corrupt: Family<ComponentLabel, Counter>,
+    channel_fsyncs: Family<ComponentLabel, Counter>,
     sink_drained: Family<ComponentLabel, Counter>,
     sink_batch_duration: Hist,
     sink_retries: Family<ComponentLabel, Counter>,
@@ -116,6 +118,8 @@ impl Metrics {
             channel_put: Family::default(),
             channel_take: Family::default(),
             channel_rollbacks: Family::default(),
+            channel_corrupt: Family::default(),
+            channel_fsyncs: Family::default(),
             sink_drained: Family::default(),
             sink_batch_duration: Family::new_with_constructor(batch_buckets),
             sink_retries: Family::default(),
@@ -180,6 +184,16 @@ impl Metrics {
             "channel_rollbacks",
             "Events returned to a channel by rollback",
             m.channel_rollbacks.clone(),
+        );
+        r.register(
+            "channel_corrupt_records",
+            "Stored records that failed verification and were moved to the quarantine",
+            m.channel_corrupt.clone(),
+        );
+        r.register(
+            "channel_fsyncs",
+            "Synced writes of a durable channel (concurrent puts share one)",
+            m.channel_fsyncs.clone(),
         );
         r.register(
             "sink_events_drained",
@@ -260,6 +274,8 @@ impl Metrics {
             put: self.channel_put.get_or_create(&l).clone(),
             take: self.channel_take.get_or_create(&l).clone(),
             rollbacks: self.channel_rollbacks.get_or_create(&l).clone(),
+            corrupt: self.channel_corrupt.get_or_create(&l).clone(),
+            fsyncs: self.channel_fsyncs.get_or_create(&l).clone(),
         }
     }
 
@@ -337,6 +353,10 @@ pub struct ChannelMetrics {
     pub put: Counter,
     pub take: Counter,
     pub rollbacks: Counter,
+    /// Durable channels only: records quarantined.
+    pub corrupt: Counter,
+    /// Durable channels only: synced writes.
+    pub fsyncs: Counter,
 }
 
 #[derive(Clone)]
