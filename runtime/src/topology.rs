@@ -37,7 +37,7 @@ use crate::{
         null::NullSink,
         runner::SinkRunner,
     },
-    source::{ChannelProcessor, Source, generator::Generator, stdin::Stdin},
+    source::{ChannelProcessor, Source, generator::Generator, stdin::Stdin, tail::FileSource},
 };
 
 pub struct BuiltSource {
@@ -526,6 +526,16 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
         SourceKind::Stdin(cfg) => {
             let codec = codec(b, &cfg.codec, s.pos, &component)?;
             (Box::new(Stdin::new(cfg.clone(), c.batch_size, codec)), None)
+        }
+        SourceKind::File(cfg) => {
+            let codec = codec(b, &cfg.codec, s.pos, &component)?;
+            match FileSource::new(cfg, c.batch_size, codec) {
+                Ok(source) => (Box::new(source), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
         }
     };
     Some(BuiltSource {

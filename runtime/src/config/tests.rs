@@ -270,3 +270,56 @@ channels:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_file_source_loads_with_defaults() {
+    let p = load(
+        "channels:\n  mem: { type: memory }\nsources:\n  logs:\n    type: file\n    paths: ['/var/log/app/*.log']\n    position_file: /var/lib/sluice/app.json\n    multiline: { start: '^\\S' }\n    headers: { file: ~, offset: byte_offset }\n    channels: [mem]\n",
+    )
+    .unwrap();
+    let SourceKind::File(f) = &p.sources[0].spec.kind else {
+        panic!("not a file source");
+    };
+    assert_eq!(f.paths, vec!["/var/log/app/*.log"]);
+    assert_eq!(f.start_at, StartAt::Beginning);
+    assert_eq!(f.poll_interval.0, std::time::Duration::from_millis(250));
+    assert_eq!(f.rotate_wait.0, std::time::Duration::from_secs(5));
+    assert_eq!(f.max_line_bytes.0, 1 << 20);
+    let m = f.multiline.as_ref().unwrap();
+    assert_eq!((m.start.as_str(), m.timeout.0.as_secs()), ("^\\S", 1));
+    assert_eq!(f.headers.file, None, "`file: ~` turns the path header off");
+    assert_eq!(f.headers.offset.as_deref(), Some("byte_offset"));
+    assert_eq!(f.codec, CodecRef::Builtin(CodecName::Lines));
+    assert_eq!(FileHeaders::default().file.as_deref(), Some("file"));
+}
+
+#[test]
+fn file_source_errors_have_positions() {
+    let text = "\
+channels:
+  mem: { type: memory }
+sources:
+  a: { type: file, paths: [x.log], position_file: p.json, channels: [mem] }
+  b: { type: file, paths: [], position_file: p.json, max_line_bytes: 0, channels: [mem] }
+  c: { type: file, paths: [y.log], position_file: c.json, channels: [mem], poll_interval: 5 }
+  d: { type: file, paths: [z.log], position_file: d.json, follow: true, channels: [mem] }
+  e: { type: file, paths: [z.log], position_file: e.json, start_at: middle, channels: [mem] }
+  f: { type: file, paths: [q.log], channels: [mem] }
+";
+    let errs = errors(text);
+    let find = |line: usize, frag: &str| {
+        assert!(
+            errs.iter()
+                .any(|e| e.0 == line && e.3.contains(frag) && e.2.is_some()),
+            "no error on line {line} containing {frag:?} in {errs:#?}"
+        );
+    };
+    find(5, "`paths` needs at least one glob pattern");
+    find(5, "max_line_bytes must be at least 1");
+    find(5, "position_file `p.json` is also used by source `a`");
+    find(6, "a unit is required");
+    find(7, "unknown field `follow`");
+    find(8, "unknown variant `middle`");
+    find(9, "missing field `position_file`");
+    assert!(!errs.iter().any(|e| e.0 == 4), "{errs:#?}");
+}

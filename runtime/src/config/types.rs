@@ -213,6 +213,7 @@ fn default_batch_size() -> usize {
 pub enum SourceKind {
     Generator(GeneratorConfig),
     Stdin(StdinConfig),
+    File(FileSourceConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +259,91 @@ pub struct StdinConfig {
 
 fn default_linger() -> HumanDuration {
     HumanDuration(Duration::from_millis(100))
+}
+
+/// The `file` source: follows files matching globs as they grow (`tail -F`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Glob patterns (`*`, `?`, `[..]`, `**`). Relative ones are relative to the working
+    /// directory, like the file sink's paths.
+    pub paths: Vec<String>,
+    /// JSON file recording how far each file has been committed (one per source).
+    pub position_file: PathBuf,
+    /// Where to start in files found on the very first run (no position file yet).
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// How often to look for new, rotated and grown files (change notifications come sooner).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// How long a file renamed out of the globs or deleted keeps being read after it last grew.
+    #[serde(default = "default_rotate_wait")]
+    pub rotate_wait: HumanDuration,
+    /// Join lines into events: a line matching `start` begins one.
+    pub multiline: Option<MultilineConfig>,
+    /// Longest event body; longer lines are split into pieces of this size.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: ByteSize,
+    /// Header names for the file's path and the line's byte offset (`null`: no header).
+    #[serde(default)]
+    pub headers: FileHeaders,
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (each line is one payload).
+    #[serde(default)]
+    pub codec: CodecRef,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// Read files found on the first run from their start.
+    #[default]
+    Beginning,
+    /// Skip the complete lines files already hold on the first run.
+    End,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineConfig {
+    /// Regex a line must match to begin a new event; other lines continue the current one.
+    pub start: String,
+    /// An event is complete when no line has been added to it for this long.
+    #[serde(default = "default_multiline_timeout")]
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaders {
+    #[serde(default = "default_file_header")]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub offset: Option<String>,
+}
+
+impl Default for FileHeaders {
+    fn default() -> Self {
+        FileHeaders {
+            file: default_file_header(),
+            offset: None,
+        }
+    }
+}
+
+fn default_poll_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
+}
+fn default_rotate_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_multiline_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_max_line_bytes() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_file_header() -> Option<String> {
+    Some("file".into())
 }
 
 /// Built-in codecs (Wasm serde plugins come later).
@@ -762,7 +848,7 @@ fn read_source(
     refs: &mut Vec<Reference>,
 ) -> Option<SourceConfig> {
     let component = format!("sources.{name}");
-    let ty = component_type(node, &component, &["generator", "stdin"], cx);
+    let ty = component_type(node, &component, &["generator", "stdin", "file"], cx);
     let common_node = node.filter_keys(|k| SOURCE_COMMON.contains(&k) && k != "interceptors");
     let common: Option<SourceCommon> = cx.read(&common_node, Some(&component));
     let interceptors = read_interceptors(node.get("interceptors"), &component, cx, refs);
@@ -784,6 +870,7 @@ fn read_source(
     let kind = match ty? {
         "generator" => SourceKind::Generator(cx.read(&body, Some(&component))?),
         "stdin" => SourceKind::Stdin(cx.read(&body, Some(&component))?),
+        "file" => SourceKind::File(cx.read(&body, Some(&component))?),
         _ => return None,
     };
     let mut common = common?;

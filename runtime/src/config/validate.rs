@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     Collector,
-    types::{Pipeline, RefKind, SelectorConfig},
+    types::{Pipeline, RefKind, SelectorConfig, SourceKind},
 };
 
 pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
@@ -130,6 +130,38 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
                     );
                 }
             }
+        }
+    }
+
+    // Two file sources sharing a position file would overwrite each other's positions.
+    let mut position_files: BTreeMap<&std::path::Path, &str> = BTreeMap::new();
+    for s in &p.sources {
+        let SourceKind::File(f) = &s.spec.kind else {
+            continue;
+        };
+        let component = format!("sources.{}", s.name);
+        if f.paths.is_empty() {
+            cx.push(
+                s.pos,
+                Some(&component),
+                "`paths` needs at least one glob pattern",
+            );
+        }
+        if f.max_line_bytes.0 == 0 {
+            cx.push(s.pos, Some(&component), "max_line_bytes must be at least 1");
+        }
+        if f.poll_interval.0.is_zero() {
+            cx.push(s.pos, Some(&component), "poll_interval must be more than 0");
+        }
+        if let Some(other) = position_files.insert(&f.position_file, &s.name) {
+            cx.push(
+                s.pos,
+                Some(&component),
+                format!(
+                    "position_file `{}` is also used by source `{other}`",
+                    f.position_file.display()
+                ),
+            );
         }
     }
 

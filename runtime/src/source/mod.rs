@@ -3,11 +3,13 @@
 //! A source produces batches and hands each to its [`ChannelProcessor`]; it acknowledges
 //! upstream (when it has an upstream) only after `process` returned Ok, which means the batch
 //! is committed to every required channel. A source that ends (a generator with a count,
-//! stdin at EOF) returns from `run`; the agent then drains and exits.
+//! stdin at EOF) returns from `run`; the agent then drains and exits. Unbounded sources (the
+//! file tailer) run until the agent is stopped.
 
 pub mod generator;
 pub mod processor;
 pub mod stdin;
+pub mod tail;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
