@@ -6,6 +6,7 @@
 //! stdin at EOF) returns from `run`; the agent then drains and exits.
 
 pub mod generator;
+pub mod http;
 pub mod processor;
 pub mod stdin;
 
