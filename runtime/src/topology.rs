@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    path::PathBuf,
     sync::Arc,
 };
 
@@ -17,8 +18,8 @@ use crate::{
     },
     config::{
         BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, FsyncConfig,
-        InterceptorRef, Named, Pipeline, Pos, SelectorConfig, SinkConfig, SinkGroupKind,
-        SinkKind, SourceConfig, SourceKind, units::ByteSize,
+        HttpCodecRef, InterceptorRef, Named, Pipeline, Pos, SelectorConfig, SinkConfig,
+        SinkGroupKind, SinkKind, SourceConfig, SourceKind, units::ByteSize,
     },
     dlq::DeadLetters,
     event::codec::Codec,
@@ -34,10 +35,17 @@ use crate::{
         console::{LoggerSink, StdoutSink},
         file::FileSink,
         group::{Member, Policy, SinkSet},
+        http::{self as http_sink, HttpSink},
         null::NullSink,
         runner::SinkRunner,
     },
-    source::{ChannelProcessor, Source, generator::Generator, stdin::Stdin, tail::FileSource},
+    source::{
+        ChannelProcessor, Source,
+        generator::Generator,
+        http::{HttpSource, decode::Decoder},
+        stdin::Stdin,
+        tail::FileSource,
+    },
 };
 
 pub struct BuiltSource {
@@ -112,6 +120,15 @@ impl Builder<'_> {
 
     fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
         self.channels.get(name).cloned()
+    }
+
+    /// Where relative paths in the pipeline file (TLS files) start from.
+    fn base_dir(&self) -> PathBuf {
+        self.p
+            .file
+            .parent()
+            .map(|d| d.to_owned())
+            .unwrap_or_default()
     }
 
     /// The DLQ of a component: its own `dlq`, else the pipeline's — except for a sink that
@@ -388,17 +405,24 @@ fn load_plugins(b: &mut Builder<'_>) {
 fn codec(b: &mut Builder<'_>, r: &CodecRef, pos: Pos, component: &str) -> Option<Codec> {
     match r {
         CodecRef::Builtin(c) => Some(Codec::Builtin(*c)),
-        CodecRef::Plugin(name) => {
-            let slot = b.plugin(name, "a codec", |w| w == World::Serde, pos, component)?;
-            match WasmCodec::new(slot) {
-                Ok(c) => Some(Codec::Plugin(c)),
-                Err(e) => {
-                    b.err(pos, component.to_owned(), e.to_string());
-                    None
-                }
-            }
+        CodecRef::Plugin(name) => wasm_codec(b, name, pos, component).map(Codec::Plugin),
+    }
+}
+
+fn wasm_codec(b: &mut Builder<'_>, name: &str, pos: Pos, component: &str) -> Option<WasmCodec> {
+    let slot = b.plugin(name, "a codec", |w| w == World::Serde, pos, component)?;
+    match WasmCodec::new(slot) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            b.err(pos, component.to_owned(), e.to_string());
+            None
         }
     }
+}
+
+/// Secrets (`secret_env`) are read from the process environment when the pipeline is built.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn build_sink(
@@ -416,6 +440,15 @@ fn build_sink(
         }
         SinkKind::Logger(c) => Box::new(LoggerSink::new(name, c.max_body)),
         SinkKind::File(c) => Box::new(FileSink::new(c)?),
+        SinkKind::Http(c) => {
+            let format = match &c.format {
+                HttpCodecRef::Builtin(f) => http_sink::Format::Builtin(*f),
+                HttpCodecRef::Plugin(p) => http_sink::Format::Plugin(Codec::Plugin(
+                    wasm_codec(b, p, pos, &component).ok_or("codec unavailable")?,
+                )),
+            };
+            Box::new(HttpSink::new(name, c, format, &b.base_dir(), &process_env)?)
+        }
     })
 }
 
@@ -531,6 +564,23 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             let codec = codec(b, &cfg.codec, s.pos, &component)?;
             match FileSource::new(cfg, c.batch_size, codec) {
                 Ok(source) => (Box::new(source), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
+        }
+        SourceKind::Http(cfg) => {
+            let decoder = match &cfg.codec {
+                HttpCodecRef::Builtin(codec) => Decoder::Builtin(*codec),
+                HttpCodecRef::Plugin(p) => {
+                    let codec = wasm_codec(b, p, s.pos, &component)?;
+                    Decoder::Plugin(Box::new(tokio::sync::Mutex::new(codec)))
+                }
+            };
+            let base = b.base_dir();
+            match HttpSource::new(cfg, c.batch_size, decoder, &base, &process_env) {
+                Ok(src) => (Box::new(src), None),
                 Err(e) => {
                     b.err(s.pos, component.clone(), e);
                     return None;

@@ -6,6 +6,7 @@
 //! dispatched by hand so that positions survive (see [`de`]).
 
 pub mod de;
+pub mod http;
 pub mod node;
 pub mod types;
 pub mod units;
@@ -16,6 +17,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use self::http::{
+    AuthConfig, AuthKind, HttpCodec, HttpCodecRef, HttpSinkConfig, HttpSinkMode, HttpSourceConfig,
+    Secret, TlsClientConfig, TlsServerConfig,
+};
 pub use node::{Node, Pos};
 pub use types::*;
 

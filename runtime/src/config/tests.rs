@@ -323,3 +323,89 @@ sources:
     find(9, "missing field `position_file`");
     assert!(!errs.iter().any(|e| e.0 == 4), "{errs:#?}");
 }
+
+#[test]
+fn http_source_and_sink_load_and_secrets_never_show() {
+    let text = "\
+channels:
+  mem: { type: memory }
+sources:
+  hook:
+    type: http
+    listen: 8080
+    paths: [/a, /b]
+    codec: json
+    auth: { type: hmac, secret: \"${HOOK}\" }
+    channels: [mem]
+sinks:
+  out:
+    type: http
+    channel: mem
+    url: 'https://example.com/%{tenant}'
+    mode: batch
+    format: ndjson
+    auth: { type: bearer, secret_env: TOKEN }
+";
+    let env = |n: &str| (n == "HOOK").then(|| "s3cret-value".to_owned());
+    let p = load_str(Path::new("p.yaml"), text, &env).unwrap();
+    let SourceKind::Http(h) = &p.sources[0].spec.kind else {
+        panic!("not an http source")
+    };
+    assert_eq!(
+        h.listen.0,
+        "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap(),
+        "a bare port listens on 127.0.0.1"
+    );
+    assert_eq!(h.codec, HttpCodecRef::Builtin(HttpCodec::Json));
+    assert_eq!((h.max_body.0, h.busy_status), (1 << 20, 503));
+    let SinkKind::Http(s) = &p.sinks[0].spec.kind else {
+        panic!("not an http sink")
+    };
+    assert_eq!(s.mode, HttpSinkMode::Batch);
+    let debug = format!("{p:?}");
+    assert!(!debug.contains("s3cret-value"), "{debug}");
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn http_settings_are_checked_where_they_are_written() {
+    let text = "\
+channels:
+  mem: { type: memory }
+sources:
+  hook:
+    type: http
+    listen: nowhere
+    channels: [mem]
+  hook2:
+    type: http
+    listen: 9000
+    paths: [/a, nope, /a]
+    busy_status: 418
+    auth: { type: basic, secret: x }
+    channels: [mem]
+sinks:
+  out:
+    type: http
+    channel: mem
+    url: 'not a url'
+    mode: batch
+    auth: { type: timestamped, secret: x }
+";
+    let errs = errors(text);
+    let has = |line: usize, frag: &str| errs.iter().any(|e| e.0 == line && e.3.contains(frag));
+    assert!(has(6, "invalid listen address"), "{errs:#?}");
+    assert!(has(11, "path \"nope\" must start with `/`"), "{errs:#?}");
+    assert!(has(11, "path \"/a\" is listed twice"), "{errs:#?}");
+    assert!(has(12, "busy_status must be 429 or 503"), "{errs:#?}");
+    assert!(has(13, "basic auth needs `username`"), "{errs:#?}");
+    assert!(has(19, "invalid url"), "{errs:#?}");
+    assert!(
+        has(21, "auth type `timestamped` is not available on a sink"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.3.contains("with `mode: batch`")),
+        "{errs:#?}"
+    );
+}

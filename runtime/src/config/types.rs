@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{
     Collector,
+    http::{self, HTTP_CODECS, HttpSinkConfig, HttpSourceConfig},
     node::{Node, NodeKind, Pos},
     units::{ByteSize, HumanDuration},
 };
@@ -214,6 +215,8 @@ pub enum SourceKind {
     Generator(GeneratorConfig),
     Stdin(StdinConfig),
     File(FileSourceConfig),
+    /// Boxed: far larger than the other kinds.
+    Http(Box<HttpSourceConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -538,6 +541,8 @@ pub enum SinkKind {
     Stdout(StdoutSinkConfig),
     Logger(LoggerSinkConfig),
     File(FileSinkConfig),
+    /// Boxed: far larger than the other kinds.
+    Http(Box<HttpSinkConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -848,7 +853,7 @@ fn read_source(
     refs: &mut Vec<Reference>,
 ) -> Option<SourceConfig> {
     let component = format!("sources.{name}");
-    let ty = component_type(node, &component, &["generator", "stdin", "file"], cx);
+    let ty = component_type(node, &component, &["generator", "stdin", "file", "http"], cx);
     let common_node = node.filter_keys(|k| SOURCE_COMMON.contains(&k) && k != "interceptors");
     let common: Option<SourceCommon> = cx.read(&common_node, Some(&component));
     let interceptors = read_interceptors(node.get("interceptors"), &component, cx, refs);
@@ -865,12 +870,24 @@ fn read_source(
     if let Some(sel) = node.get("selector") {
         selector_refs(sel, &component, refs);
     }
-    codec_ref(node, "codec", &component, refs);
+    let builtin_codecs = if ty == Some("http") {
+        HTTP_CODECS
+    } else {
+        CODECS
+    };
+    codec_ref(node, "codec", builtin_codecs, &component, refs);
     let body = node.filter_keys(|k| k != "type" && !SOURCE_COMMON.contains(&k));
     let kind = match ty? {
         "generator" => SourceKind::Generator(cx.read(&body, Some(&component))?),
         "stdin" => SourceKind::Stdin(cx.read(&body, Some(&component))?),
         "file" => SourceKind::File(cx.read(&body, Some(&component))?),
+        "http" => {
+            let cfg: HttpSourceConfig = cx.read(&body, Some(&component))?;
+            if !http::check_source(&cfg, &body, &component, cx) {
+                return None;
+            }
+            SourceKind::Http(Box::new(cfg))
+        }
         _ => return None,
     };
     let mut common = common?;
@@ -878,10 +895,19 @@ fn read_source(
     Some(SourceConfig { common, kind })
 }
 
-/// A `codec`/`format` value naming neither built-in codec refers to a plugin.
-fn codec_ref(node: &Node, key: &str, component: &str, refs: &mut Vec<Reference>) {
+/// Built-in codecs of `stdin` and `stdout`.
+const CODECS: &[&str] = &["lines", "ndjson"];
+
+/// A `codec`/`format` value naming no built-in codec refers to a plugin.
+fn codec_ref(
+    node: &Node,
+    key: &str,
+    builtins: &[&str],
+    component: &str,
+    refs: &mut Vec<Reference>,
+) {
     if let Some(v) = node.get(key) {
-        if let Some(name) = v.as_str().filter(|n| !matches!(*n, "lines" | "ndjson")) {
+        if let Some(name) = v.as_str().filter(|n| !builtins.contains(n)) {
             push_ref(refs, RefKind::Plugin, name, v.pos, component);
         }
     }
@@ -989,7 +1015,12 @@ fn read_sink(
     refs: &mut Vec<Reference>,
 ) -> Option<SinkConfig> {
     let component = format!("sinks.{name}");
-    let ty = component_type(node, &component, &["null", "stdout", "logger", "file"], cx);
+    let ty = component_type(
+        node,
+        &component,
+        &["null", "stdout", "logger", "file", "http"],
+        cx,
+    );
     let common: Option<SinkCommon> = cx.read(
         &node.filter_keys(|k| SINK_COMMON.contains(&k)),
         Some(&component),
@@ -1005,8 +1036,10 @@ fn read_sink(
             );
         }
     }
-    if ty == Some("stdout") {
-        codec_ref(node, "format", &component, refs);
+    match ty {
+        Some("stdout") => codec_ref(node, "format", CODECS, &component, refs),
+        Some("http") => codec_ref(node, "format", HTTP_CODECS, &component, refs),
+        _ => {}
     }
     let body = node.filter_keys(|k| k != "type" && !SINK_COMMON.contains(&k));
     let kind = match ty? {
@@ -1017,6 +1050,13 @@ fn read_sink(
         "stdout" => SinkKind::Stdout(cx.read(&body, Some(&component))?),
         "logger" => SinkKind::Logger(cx.read(&body, Some(&component))?),
         "file" => SinkKind::File(cx.read(&body, Some(&component))?),
+        "http" => {
+            let cfg: HttpSinkConfig = cx.read(&body, Some(&component))?;
+            if !http::check_sink(&cfg, &body, &component, cx) {
+                return None;
+            }
+            SinkKind::Http(Box::new(cfg))
+        }
         _ => return None,
     };
     Some(SinkConfig {

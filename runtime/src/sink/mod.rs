@@ -7,6 +7,7 @@
 pub mod console;
 pub mod file;
 pub mod group;
+pub mod http;
 pub mod null;
 pub mod runner;
 

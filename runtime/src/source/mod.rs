@@ -7,6 +7,7 @@
 //! file tailer) run until the agent is stopped.
 
 pub mod generator;
+pub mod http;
 pub mod processor;
 pub mod stdin;
 pub mod tail;
