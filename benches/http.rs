@@ -65,28 +65,45 @@ fn body_1k() -> Bytes {
     Bytes::from(b)
 }
 
-fn pipeline(port: u16, hmac: bool) -> String {
+/// One measured configuration: authentication and channel kind.
+#[derive(Clone, Copy)]
+struct Case {
+    label: &'static str,
+    hmac: bool,
+    /// A rocksdb channel (fsync per commit) instead of memory.
+    durable: bool,
+}
+
+fn pipeline(port: u16, dir: &Path, Case { hmac, durable, .. }: Case) -> String {
     let auth = if hmac {
         "auth: { type: hmac, secret_env: BENCH_SECRET }"
     } else {
         ""
     };
+    let channel = if durable {
+        format!(
+            "{{ type: rocksdb, path: '{}', capacity: 100000 }}",
+            dir.join("channel").display()
+        )
+    } else {
+        "{ type: memory, capacity: 100000 }".to_owned()
+    };
     format!(
-        "channels:\n  mem: {{ type: memory, capacity: 100000 }}\n\
+        "channels:\n  mem: {channel}\n\
          sources:\n  hook:\n    type: http\n    listen: '127.0.0.1:{port}'\n    paths: [/hook]\n    max_concurrent_requests: 4096\n    batch_size: 1000\n    {auth}\n    channels: [mem]\n\
          sinks:\n  out: {{ type: null, channel: mem, batch_size: 1000 }}\n"
     )
 }
 
-fn start_agent(dir: &Path, hmac: bool) -> (Child, u16) {
+fn start_agent(dir: &Path, case: Case) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let file = dir.join(format!("bench-{hmac}.yaml"));
-    std::fs::write(&file, pipeline(port, hmac)).unwrap();
-    let log = std::fs::File::create(dir.join(format!("bench-{hmac}.log"))).unwrap();
+    let file = dir.join(format!("bench-{}.yaml", case.label));
+    std::fs::write(&file, pipeline(port, dir, case)).unwrap();
+    let log = std::fs::File::create(dir.join(format!("bench-{}.log", case.label))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("-p")
         .arg(file)
@@ -155,13 +172,13 @@ async fn connection(
 fn run(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
-    hmac: bool,
+    case: Case,
     conns: usize,
     (warmup, secs): (Duration, u64),
 ) {
-    let (mut child, port) = start_agent(dir, hmac);
+    let (mut child, port) = start_agent(dir, case);
     let body = body_1k();
-    let signature = hmac.then(|| {
+    let signature = case.hmac.then(|| {
         let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
         m.update(&body);
         format!("sha256={}", hex::encode(m.finalize().into_bytes()))
@@ -208,7 +225,7 @@ fn run(
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let status = child.wait().unwrap();
-    let summary = std::fs::read_to_string(dir.join(format!("bench-{hmac}.log"))).unwrap();
+    let summary = std::fs::read_to_string(dir.join(format!("bench-{}.log", case.label))).unwrap();
     assert!(status.success(), "{summary}");
     let accepted: u64 = summary
         .split("accepted ")
@@ -221,8 +238,8 @@ fn run(
     );
 
     println!(
-        "  {:<8} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  agent {:.2} cores ({:.1} µs/req)  load generator {:.2} cores  non-200: {other}",
-        if hmac { "hmac" } else { "no auth" },
+        "  {:<12} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  agent {:.2} cores ({:.1} µs/req)  load generator {:.2} cores  non-200: {other}",
+        case.label,
         rps,
         pct(0.50),
         pct(0.99),
@@ -248,10 +265,15 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "http: webhook source -> memory -> null, 1 KiB JSON bodies, {conns} keep-alive connections, {secs} s (+{warmup:?} warm-up), {} cores, load generator on {threads} thread(s)",
+        "http: webhook source -> memory|rocksdb -> null, 1 KiB JSON bodies, {conns} keep-alive connections, {secs} s (+{warmup:?} warm-up), {} cores, load generator on {threads} thread(s)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for hmac in [false, true] {
-        run(&rt, dir.path(), hmac, conns, (warmup, secs));
+    let cases = [
+        Case { label: "memory", hmac: false, durable: false },
+        Case { label: "memory+hmac", hmac: true, durable: false },
+        Case { label: "rocksdb", hmac: false, durable: true },
+    ];
+    for case in cases {
+        run(&rt, dir.path(), case, conns, (warmup, secs));
     }
 }
