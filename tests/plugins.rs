@@ -175,6 +175,33 @@ fn a_hostile_plugin_is_contained_and_the_pipeline_beside_it_keeps_flowing() {
 }
 
 #[test]
+fn the_file_sink_encodes_through_a_plugin_codec_per_resolved_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("filecodec.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  json: {{ path: '{}', config: {{ format: ndjson }} }}\n\
+             channels:\n  mem: {{ type: memory }}\n\
+             sources:\n  gen: {{ type: generator, count: 100, batch_size: 7, body: '{{\"a\": 1}}', cycle: {{ header: kind, values: [x, y] }}, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, batch_size: 10, path: '{}/%{{kind}}.ndjson', format: json }}\n",
+            dist("json").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for kind in ["x", "y"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{kind}.ndjson"))).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 50, "{kind}: {text}");
+        // The plugin re-encodes each body compactly (the space is gone), one per line.
+        assert!(lines.iter().all(|l| *l == "{\"a\":1}"), "{kind}: {text}");
+    }
+}
+
+#[test]
 fn the_plugin_flag_adds_a_plugin_named_by_its_file_stem() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("flag.yaml");

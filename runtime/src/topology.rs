@@ -439,7 +439,10 @@ fn build_sink(
             Box::new(StdoutSink::new(codec))
         }
         SinkKind::Logger(c) => Box::new(LoggerSink::new(name, c.max_body)),
-        SinkKind::File(c) => Box::new(FileSink::new(c)?),
+        SinkKind::File(c) => {
+            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
+            Box::new(FileSink::new(c, codec)?)
+        }
         SinkKind::Http(c) => {
             let format = match &c.format {
                 HttpCodecRef::Builtin(f) => http_sink::Format::Builtin(*f),

@@ -570,8 +570,10 @@ fn default_max_body() -> usize {
 pub struct FileSinkConfig {
     /// Path template: `%{header}` and strftime escapes such as `%Y-%m-%d`.
     pub path: String,
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (one call per run of events going to
+    /// the same file).
     #[serde(default)]
-    pub format: CodecName,
+    pub format: CodecRef,
     /// Start a new file after this many bytes.
     pub roll_size: Option<ByteSize>,
     /// Start a new file after this many events.
@@ -1037,7 +1039,7 @@ fn read_sink(
         }
     }
     match ty {
-        Some("stdout") => codec_ref(node, "format", CODECS, &component, refs),
+        Some("stdout" | "file") => codec_ref(node, "format", CODECS, &component, refs),
         Some("http") => codec_ref(node, "format", HTTP_CODECS, &component, refs),
         _ => {}
     }

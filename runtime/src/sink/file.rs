@@ -18,8 +18,12 @@ use async_trait::async_trait;
 
 use super::{DeliveryError, Sink};
 use crate::{
-    config::{CodecName, FileSinkConfig},
-    event::{Event, codec, template::Template},
+    config::FileSinkConfig,
+    event::{
+        Event,
+        codec::{self, Codec},
+        template::Template,
+    },
 };
 
 /// Files kept open at once; the least recently opened is closed beyond this.
@@ -27,7 +31,7 @@ const MAX_OPEN: usize = 64;
 
 pub struct FileSink {
     template: Template,
-    codec: CodecName,
+    codec: Codec,
     roll_size: Option<u64>,
     roll_count: Option<u64>,
     roll_interval: Option<Duration>,
@@ -51,10 +55,10 @@ struct OpenFile {
 }
 
 impl FileSink {
-    pub fn new(cfg: &FileSinkConfig) -> Result<Self, String> {
+    pub fn new(cfg: &FileSinkConfig, codec: Codec) -> Result<Self, String> {
         Ok(FileSink {
             template: Template::parse(&cfg.path)?,
-            codec: cfg.format,
+            codec,
             roll_size: cfg.roll_size.map(|b| b.0),
             roll_count: cfg.roll_count,
             roll_interval: cfg.roll_interval.map(|d| d.0),
@@ -93,6 +97,51 @@ impl FileSink {
             events: 0,
             opened: Instant::now(),
         })
+    }
+
+    /// Delivery through a plugin codec: one encode call per run of consecutive events going to
+    /// the same file, all encoded before anything is written so a failing encode (the events
+    /// are poison) leaves the files untouched. Rolls happen between runs, so a file may pass
+    /// `roll_size`/`roll_count` by up to one run.
+    fn deliver_runs(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+        let Codec::Plugin(plugin) = &mut self.codec else {
+            unreachable!("only plugin codecs deliver in runs")
+        };
+        let mut runs: Vec<(String, usize, Vec<u8>)> = Vec::new();
+        let mut start = 0;
+        let mut path = String::new();
+        while start < batch.len() {
+            path.clear();
+            self.template.render(&batch[start], &mut path);
+            let mut end = start + 1;
+            let mut next = String::new();
+            while end < batch.len() && !self.template.is_constant() {
+                next.clear();
+                self.template.render(&batch[end], &mut next);
+                if next != path {
+                    break;
+                }
+                end += 1;
+            }
+            if self.template.is_constant() {
+                end = batch.len();
+            }
+            let bytes = plugin
+                .encode(&batch[start..end])
+                .map_err(DeliveryError::Permanent)?;
+            runs.push((path.clone(), end - start, bytes));
+            start = end;
+        }
+        for (path, events, bytes) in runs {
+            self.path = path;
+            let fsync = self.fsync;
+            let f = self.file_for_current_path()?;
+            f.pending.extend_from_slice(&bytes);
+            f.events += events as u64;
+            finish(f, fsync)?;
+        }
+        self.roll_expired()?;
+        Ok(())
     }
 
     /// Finds (or opens) the file for `self.path`, rolling it first if it is full.
@@ -207,6 +256,9 @@ fn highest_index(resolved: &str) -> Option<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+        if matches!(self.codec, Codec::Plugin(_)) {
+            return self.deliver_runs(batch);
+        }
         let constant = self.template.is_constant();
         for (i, e) in batch.iter().enumerate() {
             if !constant || i == 0 {
@@ -214,7 +266,9 @@ impl Sink for FileSink {
                 self.template.render(e, &mut path);
                 self.path = path;
             }
-            let codec = self.codec;
+            let Codec::Builtin(codec) = self.codec else {
+                unreachable!("plugin codecs take deliver_runs")
+            };
             let fsync = self.fsync;
             let roll_count = self.roll_count;
             let roll_size = self.roll_size;
@@ -252,12 +306,15 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::{ByteSize, HumanDuration};
+    use crate::config::{
+        CodecName, CodecRef,
+        units::{ByteSize, HumanDuration},
+    };
 
     fn cfg(path: &Path) -> FileSinkConfig {
         FileSinkConfig {
             path: path.to_string_lossy().into_owned(),
-            format: CodecName::Lines,
+            format: CodecRef::Builtin(CodecName::Lines),
             roll_size: None,
             roll_count: None,
             roll_interval: None,
@@ -274,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(&dir.path().join("out.log"));
         c.roll_count = Some(3);
-        let mut s = FileSink::new(&c).unwrap();
+        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
         let evs: Vec<Event> = (0..7).map(|i| Event::new(format!("e{i}"))).collect();
         s.deliver(&evs).await.unwrap();
         s.close().await.unwrap();
@@ -283,7 +340,7 @@ mod tests {
         assert_eq!(read(p(1)), "e3\ne4\ne5\n");
         assert_eq!(read(p(2)), "e6\n");
         // A restarted sink continues the highest file.
-        let mut s = FileSink::new(&c).unwrap();
+        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
         s.deliver(&[Event::new("e7")]).await.unwrap();
         s.close().await.unwrap();
         assert_eq!(read(p(2)), "e6\ne7\n");
@@ -295,7 +352,7 @@ mod tests {
         let mut c = cfg(&dir.path().join("%{kind}/x"));
         c.roll_size = Some(ByteSize(6));
         c.roll_interval = Some(HumanDuration(Duration::from_millis(50)));
-        let mut s = FileSink::new(&c).unwrap();
+        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
         let evs = [
             Event::new("aa").with_header("kind", "k1"),
             Event::new("bb").with_header("kind", "k2"),
@@ -320,7 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn write_errors_are_retriable() {
-        let mut s = FileSink::new(&cfg(Path::new("/dev/full"))).unwrap();
+        let mut s = FileSink::new(&cfg(Path::new("/dev/full")), Codec::Builtin(CodecName::Lines)).unwrap();
         let e = s.deliver(&[Event::new("x")]).await.unwrap_err();
         assert!(matches!(e, DeliveryError::Retriable { .. }), "{e:?}");
     }
