@@ -269,9 +269,21 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let cases = [
-        Case { label: "memory", hmac: false, durable: false },
-        Case { label: "memory+hmac", hmac: true, durable: false },
-        Case { label: "rocksdb", hmac: false, durable: true },
+        Case {
+            label: "memory",
+            hmac: false,
+            durable: false,
+        },
+        Case {
+            label: "memory+hmac",
+            hmac: true,
+            durable: false,
+        },
+        Case {
+            label: "rocksdb",
+            hmac: false,
+            durable: true,
+        },
     ];
     for case in cases {
         run(&rt, dir.path(), case, conns, (warmup, secs));

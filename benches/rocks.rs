@@ -154,7 +154,11 @@ fn main() {
                 rate(s.fsyncs, f.elapsed),
                 f.put_p99,
                 f.commit_p99,
-                if payload > 0.0 { written / payload } else { 0.0 },
+                if payload > 0.0 {
+                    written / payload
+                } else {
+                    0.0
+                },
             );
         }
     }
@@ -183,7 +187,9 @@ fn main() {
         let ch: Arc<dyn Channel> = Arc::new(SpillableChannel::new(1_000_000, disk));
         let f = rt.block_on(run(ch, batch, secs));
         let r = rate(f.events, f.elapsed);
-        let vs = memory.map_or(String::new(), |m| format!("  ({:.0}% of memory)", 100.0 * r / m));
+        let vs = memory.map_or(String::new(), |m| {
+            format!("  ({:.0}% of memory)", 100.0 * r / m)
+        });
         println!(
             "{name:<34} {r:>12.0} {:>10} {:>12?} {:>12?}{vs}",
             "-", f.put_p99, f.commit_p99

@@ -855,7 +855,12 @@ fn read_source(
     refs: &mut Vec<Reference>,
 ) -> Option<SourceConfig> {
     let component = format!("sources.{name}");
-    let ty = component_type(node, &component, &["generator", "stdin", "file", "http"], cx);
+    let ty = component_type(
+        node,
+        &component,
+        &["generator", "stdin", "file", "http"],
+        cx,
+    );
     let common_node = node.filter_keys(|k| SOURCE_COMMON.contains(&k) && k != "interceptors");
     let common: Option<SourceCommon> = cx.read(&common_node, Some(&component));
     let interceptors = read_interceptors(node.get("interceptors"), &component, cx, refs);

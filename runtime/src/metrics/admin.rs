@@ -21,8 +21,8 @@ use axum::{
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
-use crate::plugin::{slot::Reloaded, watch::Registry};
 use crate::channel::Channel;
+use crate::plugin::{slot::Reloaded, watch::Registry};
 
 /// What the admin endpoints report on.
 pub struct AdminState {

@@ -377,7 +377,11 @@ mod tests {
 
     #[tokio::test]
     async fn write_errors_are_retriable() {
-        let mut s = FileSink::new(&cfg(Path::new("/dev/full")), Codec::Builtin(CodecName::Lines)).unwrap();
+        let mut s = FileSink::new(
+            &cfg(Path::new("/dev/full")),
+            Codec::Builtin(CodecName::Lines),
+        )
+        .unwrap();
         let e = s.deliver(&[Event::new("x")]).await.unwrap_err();
         assert!(matches!(e, DeliveryError::Retriable { .. }), "{e:?}");
     }

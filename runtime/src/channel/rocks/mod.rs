@@ -595,7 +595,7 @@ impl Channel for RocksChannel {
         };
         // A non-blocking put cannot wait for the disk: it is queued and becomes visible when
         // written. Callers that need durability before acknowledging use `put`.
-        let _ = self.submit_put(first, &batch, bytes);
+        drop(self.submit_put(first, &batch, bytes));
         Ok(())
     }
 
