@@ -12,7 +12,10 @@
 //! 2). Not a criterion bench: the figures wanted are not per-iteration timings.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -49,8 +52,10 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 async fn run(ch: Arc<dyn Channel>, batch: usize, secs: Duration) -> Figures {
     let body = Bytes::from(vec![b'x'; BODY]);
     let start = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
     let producer = {
         let ch = Arc::clone(&ch);
+        let done = Arc::clone(&done);
         tokio::spawn(async move {
             let mut lat = Vec::new();
             while start.elapsed() < secs {
@@ -59,7 +64,7 @@ async fn run(ch: Arc<dyn Channel>, batch: usize, secs: Duration) -> Figures {
                 ch.put(events).await.expect("put");
                 lat.push(t.elapsed());
             }
-            ch.close();
+            done.store(true, Ordering::Release);
             lat
         })
     };
@@ -70,11 +75,17 @@ async fn run(ch: Arc<dyn Channel>, batch: usize, secs: Duration) -> Figures {
             let mut events = 0u64;
             // Takes up to the put batch size (at least 100), as a sink with that batch would.
             let take = batch.max(100);
-            while let Some(lease) = ch
-                .take(take, Duration::from_millis(50))
-                .await
-                .expect("take")
-            {
+            loop {
+                let Some(lease) = ch
+                    .take(take, Duration::from_millis(50))
+                    .await
+                    .expect("take")
+                else {
+                    if done.load(Ordering::Acquire) && ch.stats().events == 0 {
+                        break;
+                    }
+                    continue;
+                };
                 let n = lease.events().len() as u64;
                 if n == 0 {
                     continue;
@@ -104,11 +115,13 @@ fn rate(n: u64, d: Duration) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument picks cases by name.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // Under `cargo test` (no `--bench`) each case runs briefly, as a smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
     let secs = Duration::from_secs_f64(
         std::env::var("SLUICE_BENCH_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(2.0),
+            .unwrap_or(if benching { 2.0 } else { 0.02 }),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -181,10 +181,10 @@ fn the_file_sink_encodes_through_a_plugin_codec_per_resolved_file() {
     std::fs::write(
         &p,
         format!(
-            "plugins:\n  json: {{ path: '{}', config: {{ format: ndjson }} }}\n\
+            "plugins:\n  json: {{ path: '{}', config: {{ format: array }} }}\n\
              channels:\n  mem: {{ type: memory }}\n\
-             sources:\n  gen: {{ type: generator, count: 100, batch_size: 7, body: '{{\"a\": 1}}', cycle: {{ header: kind, values: [x, y] }}, channels: [mem] }}\n\
-             sinks:\n  out: {{ type: file, channel: mem, batch_size: 10, path: '{}/%{{kind}}.ndjson', format: json }}\n",
+             sources:\n  gen: {{ type: generator, count: 100, batch_size: 20, body: '{{\"a\":1}}', cycle: {{ header: kind, values: [x, y] }}, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, batch_size: 20, path: '{}/%{{kind}}.json', format: json }}\n",
             dist("json").display(),
             dir.path().display()
         ),
@@ -193,11 +193,19 @@ fn the_file_sink_encodes_through_a_plugin_codec_per_resolved_file() {
     let o = sluice().arg("-p").arg(&p).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     for kind in ["x", "y"] {
-        let text = std::fs::read_to_string(dir.path().join(format!("{kind}.ndjson"))).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 50, "{kind}: {text}");
-        // The plugin re-encodes each body compactly (the space is gone), one per line.
-        assert!(lines.iter().all(|l| *l == "{\"a\":1}"), "{kind}: {text}");
+        let text = std::fs::read_to_string(dir.path().join(format!("{kind}.json"))).unwrap();
+        // One JSON array per encode call: one per file per delivered batch, not per event.
+        let arrays: Vec<Vec<serde_json::Value>> = serde_json::Deserializer::from_str(&text)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{kind}: {e}: {text}"));
+        let events: usize = arrays.iter().map(Vec::len).sum();
+        assert_eq!(events, 50, "{kind}: {text}");
+        assert!(arrays.len() < 50, "{kind}: one array per event: {text}");
+        assert!(
+            arrays.iter().flatten().all(|v| v["a"] == 1),
+            "{kind}: {text}"
+        );
     }
 }
 

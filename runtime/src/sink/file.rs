@@ -99,40 +99,46 @@ impl FileSink {
         })
     }
 
-    /// Delivery through a plugin codec: one encode call per run of consecutive events going to
-    /// the same file, all encoded before anything is written so a failing encode (the events
-    /// are poison) leaves the files untouched. Rolls happen between runs, so a file may pass
-    /// `roll_size`/`roll_count` by up to one run.
-    fn deliver_runs(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    /// Delivery through a plugin codec: one encode call per file the batch goes to (events
+    /// keep their order within a file), all encoded before anything is written so a failing
+    /// encode (the events are poison) leaves the files untouched. Rolls happen between calls,
+    /// so a file may pass `roll_size`/`roll_count` by up to one batch.
+    fn deliver_per_file(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
         let Codec::Plugin(plugin) = &mut self.codec else {
-            unreachable!("only plugin codecs deliver in runs")
+            unreachable!("only plugin codecs deliver per file")
         };
-        let mut runs: Vec<(String, usize, Vec<u8>)> = Vec::new();
-        let mut start = 0;
-        let mut path = String::new();
-        while start < batch.len() {
-            path.clear();
-            self.template.render(&batch[start], &mut path);
-            let mut end = start + 1;
-            let mut next = String::new();
-            while end < batch.len() && !self.template.is_constant() {
-                next.clear();
-                self.template.render(&batch[end], &mut next);
-                if next != path {
-                    break;
+        // Resolved path → indices of its events, in first-seen order.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        if self.template.is_constant() {
+            let mut path = String::new();
+            if let Some(first) = batch.first() {
+                self.template.render(first, &mut path);
+            }
+            groups.push((path, (0..batch.len()).collect()));
+        } else {
+            let mut path = String::new();
+            for (i, e) in batch.iter().enumerate() {
+                path.clear();
+                self.template.render(e, &mut path);
+                match groups.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, idx)) => idx.push(i),
+                    None => groups.push((path.clone(), vec![i])),
                 }
-                end += 1;
             }
-            if self.template.is_constant() {
-                end = batch.len();
-            }
-            let bytes = plugin
-                .encode(&batch[start..end])
-                .map_err(DeliveryError::Permanent)?;
-            runs.push((path.clone(), end - start, bytes));
-            start = end;
         }
-        for (path, events, bytes) in runs {
+        let mut encoded = Vec::with_capacity(groups.len());
+        for (path, idx) in groups {
+            let contiguous = idx.last().zip(idx.first()).map(|(l, f)| l - f + 1) == Some(idx.len());
+            let bytes = if contiguous {
+                plugin.encode(&batch[idx[0]..idx[0] + idx.len()])
+            } else {
+                let events: Vec<Event> = idx.iter().map(|&i| batch[i].clone()).collect();
+                plugin.encode(&events)
+            }
+            .map_err(DeliveryError::Permanent)?;
+            encoded.push((path, idx.len(), bytes));
+        }
+        for (path, events, bytes) in encoded {
             self.path = path;
             let fsync = self.fsync;
             let f = self.file_for_current_path()?;
@@ -257,7 +263,7 @@ fn highest_index(resolved: &str) -> Option<u64> {
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
         if matches!(self.codec, Codec::Plugin(_)) {
-            return self.deliver_runs(batch);
+            return self.deliver_per_file(batch);
         }
         let constant = self.template.is_constant();
         for (i, e) in batch.iter().enumerate() {
@@ -267,7 +273,7 @@ impl Sink for FileSink {
                 self.path = path;
             }
             let Codec::Builtin(codec) = self.codec else {
-                unreachable!("plugin codecs take deliver_runs")
+                unreachable!("plugin codecs take deliver_per_file")
             };
             let fsync = self.fsync;
             let roll_count = self.roll_count;

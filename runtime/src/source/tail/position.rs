@@ -76,7 +76,8 @@ impl Fingerprint {
     /// fingerprint was taken of. A file shorter than that was truncated.
     pub fn matches(&self, prefix: &[u8]) -> bool {
         let n = self.len as usize;
-        prefix.len() >= n && Fingerprint::of(&prefix[..n]).hash == self.hash
+        // Nothing was seen (an empty file): any content may follow.
+        n == 0 || (prefix.len() >= n && Fingerprint::of(&prefix[..n]).hash == self.hash)
     }
 }
 
