@@ -1,5 +1,6 @@
-//! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`, and
-//! `sluice channel inspect|fsck|purge <dir>` on a durable channel's directory.
+//! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`,
+//! `sluice channel inspect|fsck|purge <dir>` on a durable channel's directory, and
+//! `sluice plugin push|pull|inspect|new|test` ([`crate::cli_plugin`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage (clap), 78 invalid configuration
 //! (EX_CONFIG from sysexits.h), so scripts can tell a typo from an outage.
@@ -38,7 +39,8 @@ struct RunArgs {
     #[arg(long, short = 'p', value_name = "FILE")]
     pipeline: Option<PathBuf>,
 
-    /// Wasm plugin to load: `path.wasm` (named by its file stem) or `name=path.wasm`;
+    /// Wasm plugin to load: `path.wasm` (named by its file stem), `name=path.wasm`, or an
+    /// `oci://registry/repo:tag` (named by the repository's last part, or `name=oci://…`);
     /// overrides a plugin of the same name in the pipeline file. Repeatable.
     #[arg(long = "plugin", value_name = "PLUGIN")]
     plugins: Vec<String>,
@@ -54,6 +56,9 @@ enum Command {
     /// Look into a durable (rocksdb or spillable) channel's directory.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Write, test, inspect and distribute Wasm plugins (OCI registries).
+    #[command(subcommand)]
+    Plugin(crate::cli_plugin::PluginCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +99,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { pipeline }) => validate(&pipeline),
         Some(Command::Channel(cmd)) => channel(cmd),
+        Some(Command::Plugin(cmd)) => crate::cli_plugin::run(cmd),
         None => match cli.run.pipeline {
             Some(p) => run(&p, &cli.run.plugins),
             None => {
@@ -152,11 +158,25 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 /// Parses `--plugin path.wasm` (named by its file stem) and `--plugin name=path.wasm`.
-/// Paths on the command line are relative to the working directory.
+/// Paths on the command line are relative to the working directory; an `oci://` reference
+/// is kept as it is (named by its repository's last part).
 fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    use crate::plugin::oci;
     flags
         .iter()
         .map(|flag| {
+            if flag.starts_with(oci::SCHEME) {
+                let r = oci::OciRef::parse(flag).map_err(|e| format!("--plugin {flag}: {e}"))?;
+                let name = r.repository.rsplit('/').next().unwrap_or_default();
+                return Ok((name.to_owned(), PathBuf::from(flag)));
+            }
+            if let Some((n, r)) = flag
+                .split_once('=')
+                .filter(|(n, r)| !n.is_empty() && r.starts_with(oci::SCHEME))
+            {
+                oci::OciRef::parse(r).map_err(|e| format!("--plugin {flag}: {e}"))?;
+                return Ok((n.to_owned(), PathBuf::from(r)));
+            }
             let (name, path) = match flag.split_once('=') {
                 Some((n, p)) if !n.is_empty() => (n.to_owned(), PathBuf::from(p)),
                 _ => {

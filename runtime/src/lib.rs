@@ -7,6 +7,7 @@
 pub mod app;
 pub mod channel;
 pub mod cli;
+pub mod cli_plugin;
 pub mod config;
 pub mod dlq;
 pub mod event;

@@ -26,8 +26,12 @@ use crate::{
     interceptor::{self, Interceptor},
     metrics::{Metrics, SinkMetrics, SourceMetrics},
     plugin::{
-        World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector,
-        slot::PluginSlot, watch::Registry,
+        World,
+        codec::WasmCodec,
+        interceptor::WasmInterceptor,
+        selector::WasmSelector,
+        slot::{PluginSlot, Source},
+        watch::Registry,
     },
     selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
     sink::{
@@ -375,10 +379,16 @@ fn load_plugins(b: &mut Builder<'_>) {
     let dir = b.p.file.parent().map(|d| d.to_owned()).unwrap_or_default();
     for pc in &b.p.plugins {
         let spec = &pc.spec;
-        let path = if spec.path.is_absolute() {
-            spec.path.clone()
-        } else {
-            dir.join(&spec.path)
+        let source = match crate::plugin::oci::path_ref(&spec.path) {
+            Some(r) => match crate::plugin::oci::OciRef::parse(r) {
+                Ok(r) => Source::Oci(r),
+                Err(e) => {
+                    b.err(pc.pos, format!("plugins.{}", pc.name), e);
+                    continue;
+                }
+            },
+            None if spec.path.is_absolute() => Source::File(spec.path.clone()),
+            None => Source::File(dir.join(&spec.path)),
         };
         let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
         let memory = spec
@@ -386,12 +396,12 @@ fn load_plugins(b: &mut Builder<'_>) {
             .memory
             .map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
         let deadline = spec.limits.deadline.map(|d| d.0);
-        match PluginSlot::load(
+        match PluginSlot::load_from(
             &pc.name,
-            path,
+            source,
             &config,
-            memory,
-            deadline,
+            (memory, deadline),
+            spec.refresh.map(|d| d.0),
             b.metrics.plugin(&pc.name),
         ) {
             Ok(slot) => {

@@ -125,6 +125,7 @@ fn load_str_with_plugins(
                     pos: Pos::default(),
                     spec: PluginConfig {
                         path: path.clone(),
+                        refresh: None,
                         config: Default::default(),
                         limits: Default::default(),
                     },

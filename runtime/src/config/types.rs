@@ -84,7 +84,12 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
+    /// A component file (relative to the pipeline file), or `oci://registry/repo:tag` or
+    /// `oci://registry/repo@sha256:<digest>` (pulled, verified and cached).
     pub path: PathBuf,
+    /// For an `oci://` tag: re-resolve it this often and swap in a new digest.
+    #[serde(default)]
+    pub refresh: Option<HumanDuration>,
     #[serde(default)]
     pub config: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
@@ -696,6 +701,20 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector) -> Pipeline {
     for (name, pos, node) in section(root, "plugins", cx) {
         let component = format!("plugins.{name}");
         if let Some(spec) = cx.read::<PluginConfig>(node, Some(&component)) {
+            let at = node.get("path").map_or(pos, |n| n.pos);
+            match crate::plugin::oci::path_ref(&spec.path) {
+                Some(r) => {
+                    if let Err(e) = crate::plugin::oci::OciRef::parse(r) {
+                        cx.push(at, Some(&component), e);
+                    }
+                }
+                None if spec.refresh.is_some() => cx.push(
+                    at,
+                    Some(&component),
+                    "`refresh` applies to `oci://` plugins (a plugin file is watched for changes)",
+                ),
+                None => {}
+            }
             p.plugins.push(Named { name, pos, spec });
         }
     }

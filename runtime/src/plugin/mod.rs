@@ -10,10 +10,12 @@ pub mod bindings;
 pub mod codec;
 pub mod engine;
 pub mod interceptor;
+pub mod oci;
 pub mod packed;
 pub mod sandbox;
 pub mod selector;
 pub mod slot;
+pub mod template;
 #[doc(hidden)]
 pub mod test_guests;
 pub mod watch;
@@ -50,6 +52,8 @@ impl World {
 pub enum PluginError {
     #[error("cannot read plugin file {path}: {error}")]
     Read { path: String, error: String },
+    #[error("cannot fetch plugin {reference}: {error}")]
+    Fetch { reference: String, error: String },
     #[error("{0}")]
     Invalid(String),
     #[error("plugin init failed: {0}")]

@@ -33,7 +33,8 @@ impl WasmSelector {
         })
     }
 
-    fn routes(&mut self, events: &[Event]) -> Result<Vec<typed::Route>, CallFailure> {
+    /// One route per event (also used by `sluice plugin test`).
+    pub fn routes(&mut self, events: &[Event]) -> Result<Vec<typed::Route>, CallFailure> {
         let slot = Arc::clone(&self.slot);
         let v = slot.version();
         if self.live.as_ref().is_none_or(|l| l.version != v) {

@@ -2,7 +2,8 @@
 //!
 //! A reload compiles, links and `init`s the new version off the hot path; only when all of
 //! that worked is it published (a version bump), and users switch between batches. A version
-//! that fails any step is refused and the old one keeps running.
+//! that fails any step is refused and the old one keeps running. A plugin comes from a file or
+//! from an OCI registry ([`Source`]); a reload re-reads the file or re-resolves the tag first.
 
 use std::{
     path::PathBuf,
@@ -22,8 +23,26 @@ use super::{
     CallFailure, PluginError, PluginMetrics, World,
     bindings::{interceptor, packed, selector, serde},
     engine::{EPOCH_TICK, PluginEngine},
+    oci::{self, OciRef},
     sandbox::{self, StoreState},
 };
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// `oci://…`: a tag is re-resolved on every reload, a digest is fixed.
+    Oci(OciRef),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Oci(r) => write!(f, "{}{r}", oci::SCHEME),
+        }
+    }
+}
 
 /// Consecutive failed calls after which a plugin is reported unhealthy.
 pub const UNHEALTHY_AFTER: u64 = 5;
@@ -66,7 +85,13 @@ struct Stats {
 
 pub struct PluginSlot {
     pub name: Arc<str>,
+    /// The file loaded (for an OCI plugin, the component in the cache at start).
     pub path: PathBuf,
+    pub source: Source,
+    /// How often an OCI tag is re-resolved (a new digest is swapped in).
+    pub refresh: Option<Duration>,
+    /// The manifest digest an OCI plugin's current version came from.
+    manifest_digest: Mutex<Option<String>>,
     config_json: String,
     memory_limit: usize,
     deadline_ticks: u64,
@@ -101,6 +126,20 @@ impl PluginSlot {
         deadline: Option<Duration>,
         metrics: PluginMetrics,
     ) -> Result<Arc<PluginSlot>, PluginError> {
+        let limits = (memory_limit, deadline);
+        Self::load_from(name, Source::File(path), config, limits, None, metrics)
+    }
+
+    /// Loads the plugin from `source` (an OCI reference is fetched first, or taken from the
+    /// cache), checking that it compiles, links and `init`s. `limits` is (memory, deadline).
+    pub fn load_from(
+        name: &str,
+        source: Source,
+        config: &serde_json::Value,
+        (memory_limit, deadline): (Option<usize>, Option<Duration>),
+        refresh: Option<Duration>,
+        metrics: PluginMetrics,
+    ) -> Result<Arc<PluginSlot>, PluginError> {
         let engine = PluginEngine::shared()?;
         let linker = Arc::new(sandbox::linker(&engine.engine)?);
         let memory_limit = memory_limit
@@ -109,11 +148,15 @@ impl PluginSlot {
         let deadline = deadline.unwrap_or(DEFAULT_DEADLINE);
         let deadline_ticks = (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+        let (path, fetched) = locate(name, &source, true)?;
         let bytes = read(&path)?;
         let loaded = prepare(&engine, &linker, &bytes)?;
         let slot = PluginSlot {
             name: name.into(),
             path,
+            source,
+            refresh,
+            manifest_digest: Mutex::new(fetched.map(|f| f.manifest_digest)),
             config_json,
             memory_limit,
             deadline_ticks,
@@ -290,10 +333,18 @@ impl PluginSlot {
     }
 
     fn try_reload(&self) -> Result<Reloaded, PluginError> {
-        let bytes = read(&self.path)?;
+        let (path, fetched) = locate(&self.name, &self.source, false)?;
+        let bytes = read(&path)?;
         let old = self.current();
         let loaded = prepare(&self.engine, &self.linker, &bytes)?;
         if loaded.digest == old.digest {
+            // Same component (perhaps re-pushed with other annotations): nothing to swap.
+            if let Some(f) = fetched {
+                *self
+                    .manifest_digest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(f.manifest_digest);
+            }
             return Ok(Reloaded::Unchanged);
         }
         let same_role = loaded.world == old.world
@@ -313,6 +364,12 @@ impl PluginSlot {
         self.instantiate_version(&loaded, 0, &channels)?;
         let to = loaded.digest.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        if let Some(f) = fetched {
+            *self
+                .manifest_digest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(f.manifest_digest);
+        }
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(Reloaded::Swapped {
             from: old.digest.clone(),
@@ -325,7 +382,8 @@ impl PluginSlot {
         let c = self.current();
         serde_json::json!({
             "name": &*self.name,
-            "path": self.path.display().to_string(),
+            "path": self.source.to_string(),
+            "manifest_digest": self.manifest_digest.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "world": c.world.name(),
             "digest": c.digest,
             "version": self.version(),
@@ -355,6 +413,30 @@ fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// The local file holding `source`'s component: the file itself, or the verified component
+/// fetched into the OCI cache. With `offline_ok`, an unreachable registry falls back to what a
+/// tag last resolved to (starting an agent); without, it is an error (a reload keeps the
+/// running version and says why).
+fn locate(
+    name: &str,
+    source: &Source,
+    offline_ok: bool,
+) -> Result<(PathBuf, Option<oci::Fetched>), PluginError> {
+    let r = match source {
+        Source::File(p) => return Ok((p.clone(), None)),
+        Source::Oci(r) => r,
+    };
+    let fail = |error: String| PluginError::Fetch {
+        reference: format!("{}{r}", oci::SCHEME),
+        error,
+    };
+    let cache = oci::cache::Cache::open_default().map_err(fail)?;
+    let opts = oci::Options::default();
+    let fetched = oci::block_on(oci::client::fetch(r, &cache, &opts, offline_ok)).map_err(fail)?;
+    tracing::debug!(plugin = name, reference = %r, manifest = %fetched.manifest_digest, offline = fetched.offline, "OCI plugin located");
+    Ok((fetched.path.clone(), Some(fetched)))
+}
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
     std::fs::read(path).map_err(|e| PluginError::Read {
         path: path.display().to_string(),
@@ -377,7 +459,10 @@ fn prepare(
     Ok(Loaded { digest, world, pre })
 }
 
-fn detect_world(engine: &PluginEngine, component: &Component) -> Result<World, PluginError> {
+pub(crate) fn detect_world(
+    engine: &PluginEngine,
+    component: &Component,
+) -> Result<World, PluginError> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(&engine.engine).map(|(n, _)| n).collect();
     let has = |n: &str| exports.contains(&n);

@@ -1,12 +1,13 @@
-//! Hot-swap triggers: a changed plugin file, or SIGHUP. (The admin server's
-//! `POST /plugins/<name>/reload` calls [`Registry::reload`] directly.)
+//! Hot-swap triggers: a changed plugin file, SIGHUP, or an OCI plugin's `refresh` period
+//! (its tag is re-resolved; a new digest is swapped in like a changed file). (The admin
+//! server's `POST /plugins/<name>/reload` calls [`Registry::reload`] directly.)
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use notify::{RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::slot::{PluginSlot, Reloaded};
+use super::slot::{PluginSlot, Reloaded, Source};
 
 /// Every configured plugin, by name.
 #[derive(Clone, Default)]
@@ -54,13 +55,30 @@ pub fn spawn(registry: Registry, stop: CancellationToken) {
     let by_path: Vec<(std::path::PathBuf, String)> = registry
         .slots
         .iter()
-        .map(|(n, s)| {
-            (
-                std::fs::canonicalize(&s.path).unwrap_or_else(|_| s.path.clone()),
+        .filter_map(|(n, s)| match &s.source {
+            Source::File(path) => Some((
+                std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
                 n.clone(),
-            )
+            )),
+            Source::Oci(_) => None,
         })
         .collect();
+    for (name, slot) in &registry.slots {
+        if let Some(every) = slot.refresh {
+            let (tx, stop, name) = (tx.clone(), stop.clone(), name.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { let _ = tx.send(Some(name.clone())); }
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            });
+        }
+    }
     let file_tx = tx.clone();
     let paths = by_path.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
