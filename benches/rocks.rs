@@ -120,7 +120,11 @@ async fn lockstep(ch: Arc<dyn Channel>, batch: usize, secs: Duration) -> Figures
         let t = Instant::now();
         ch.put(batch_events).await.expect("put");
         put_lat.push(t.elapsed());
-        let lease = ch.take(batch, Duration::ZERO).await.expect("take").expect("a batch");
+        let lease = ch
+            .take(batch, Duration::ZERO)
+            .await
+            .expect("take")
+            .expect("a batch");
         events += lease.events().len() as u64;
         let t = Instant::now();
         lease.commit().await.expect("commit");

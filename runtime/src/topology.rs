@@ -30,7 +30,7 @@ use crate::{
         codec::WasmCodec,
         interceptor::WasmInterceptor,
         selector::WasmSelector,
-        slot::{PluginSlot, Source},
+        slot::{PluginSlot, PluginSource},
         watch::Registry,
     },
     selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
@@ -381,14 +381,14 @@ fn load_plugins(b: &mut Builder<'_>) {
         let spec = &pc.spec;
         let source = match crate::plugin::oci::path_ref(&spec.path) {
             Some(r) => match crate::plugin::oci::OciRef::parse(r) {
-                Ok(r) => Source::Oci(r),
+                Ok(r) => PluginSource::Oci(r),
                 Err(e) => {
                     b.err(pc.pos, format!("plugins.{}", pc.name), e);
                     continue;
                 }
             },
-            None if spec.path.is_absolute() => Source::File(spec.path.clone()),
-            None => Source::File(dir.join(&spec.path)),
+            None if spec.path.is_absolute() => PluginSource::File(spec.path.clone()),
+            None => PluginSource::File(dir.join(&spec.path)),
         };
         let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
         let memory = spec

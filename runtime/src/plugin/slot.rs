@@ -3,7 +3,7 @@
 //! A reload compiles, links and `init`s the new version off the hot path; only when all of
 //! that worked is it published (a version bump), and users switch between batches. A version
 //! that fails any step is refused and the old one keeps running. A plugin comes from a file or
-//! from an OCI registry ([`Source`]); a reload re-reads the file or re-resolves the tag first.
+//! from an OCI registry ([`PluginSource`]); a reload re-reads the file or re-resolves the tag first.
 
 use std::{
     path::PathBuf,
@@ -29,17 +29,17 @@ use super::{
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum PluginSource {
     File(PathBuf),
     /// `oci://…`: a tag is re-resolved on every reload, a digest is fixed.
     Oci(OciRef),
 }
 
-impl std::fmt::Display for Source {
+impl std::fmt::Display for PluginSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::File(p) => write!(f, "{}", p.display()),
-            Source::Oci(r) => write!(f, "{}{r}", oci::SCHEME),
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Oci(r) => write!(f, "{}{r}", oci::SCHEME),
         }
     }
 }
@@ -87,7 +87,7 @@ pub struct PluginSlot {
     pub name: Arc<str>,
     /// The file loaded (for an OCI plugin, the component in the cache at start).
     pub path: PathBuf,
-    pub source: Source,
+    pub source: PluginSource,
     /// How often an OCI tag is re-resolved (a new digest is swapped in).
     pub refresh: Option<Duration>,
     /// The manifest digest an OCI plugin's current version came from.
@@ -127,14 +127,21 @@ impl PluginSlot {
         metrics: PluginMetrics,
     ) -> Result<Arc<PluginSlot>, PluginError> {
         let limits = (memory_limit, deadline);
-        Self::load_from(name, Source::File(path), config, limits, None, metrics)
+        Self::load_from(
+            name,
+            PluginSource::File(path),
+            config,
+            limits,
+            None,
+            metrics,
+        )
     }
 
     /// Loads the plugin from `source` (an OCI reference is fetched first, or taken from the
     /// cache), checking that it compiles, links and `init`s. `limits` is (memory, deadline).
     pub fn load_from(
         name: &str,
-        source: Source,
+        source: PluginSource,
         config: &serde_json::Value,
         (memory_limit, deadline): (Option<usize>, Option<Duration>),
         refresh: Option<Duration>,
@@ -419,12 +426,12 @@ fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// running version and says why).
 fn locate(
     name: &str,
-    source: &Source,
+    source: &PluginSource,
     offline_ok: bool,
 ) -> Result<(PathBuf, Option<oci::Fetched>), PluginError> {
     let r = match source {
-        Source::File(p) => return Ok((p.clone(), None)),
-        Source::Oci(r) => r,
+        PluginSource::File(p) => return Ok((p.clone(), None)),
+        PluginSource::Oci(r) => r,
     };
     let fail = |error: String| PluginError::Fetch {
         reference: format!("{}{r}", oci::SCHEME),

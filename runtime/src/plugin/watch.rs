@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use notify::{RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::slot::{PluginSlot, Reloaded, Source};
+use super::slot::{PluginSlot, PluginSource, Reloaded};
 
 /// Every configured plugin, by name.
 #[derive(Clone, Default)]
@@ -56,11 +56,11 @@ pub fn spawn(registry: Registry, stop: CancellationToken) {
         .slots
         .iter()
         .filter_map(|(n, s)| match &s.source {
-            Source::File(path) => Some((
+            PluginSource::File(path) => Some((
                 std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
                 n.clone(),
             )),
-            Source::Oci(_) => None,
+            PluginSource::Oci(_) => None,
         })
         .collect();
     for (name, slot) in &registry.slots {

@@ -62,7 +62,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     };
     let exports: Vec<String> = ty
         .exports(&engine.engine)
-        .map(|(n, i)| describe(n, &i))
+        .map(|(n, i)| describe(n, &i.ty))
         .collect();
     let import_names: Vec<String> = ty
         .imports(&engine.engine)
@@ -75,7 +75,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
     });
     let imports = ty
         .imports(&engine.engine)
-        .map(|(n, i)| describe(n, &i))
+        .map(|(n, i)| describe(n, &i.ty))
         .collect();
     Ok(ComponentInfo {
         world: world.name(),
