@@ -566,3 +566,56 @@ fn plugin_new_writes_a_project() {
         "an existing project is never overwritten"
     );
 }
+
+/// Every kind `plugin new` writes builds as is into a component of the right world.
+#[test]
+fn plugin_new_projects_build_into_components_of_their_world() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first-party plugins' target dir: the SDK is already built there for wasm32-wasip2.
+    let target = std::env::var_os("SLUICE_PLUGINS_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/sluice-plugins-target")
+        });
+    for (kind, world) in [
+        ("interceptor", "packed-interceptor"),
+        ("serde", "serde"),
+        ("selector", "selector"),
+    ] {
+        let name = format!("new-{kind}");
+        let o = run({
+            let mut c = sluice_in(&dir.path().join("cache"));
+            c.args(["plugin", "new", &name, "--kind", kind, "--dir"])
+                .arg(dir.path());
+            c
+        });
+        let root = PathBuf::from(ok(&o));
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let wasm = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let o = run({
+            let mut c = sluice_in(&dir.path().join("cache"));
+            c.args(["plugin", "inspect"]).arg(&wasm);
+            c
+        });
+        let text = ok(&o);
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.split_whitespace().eq(["world", world])),
+            "{kind}: {text}"
+        );
+    }
+}
