@@ -14,7 +14,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Channel, ChannelError, ChannelStats, Lease};
+use super::{Channel, ChannelError, ChannelStats, Lease, limits::Limits};
 use crate::event::{Event, batch_size_bytes};
 
 pub struct MemoryChannel {
@@ -27,8 +27,7 @@ struct Inner {
     space: Notify,
     /// Signalled when events arrive (put, rollback) so waiting takers can retry.
     data: Notify,
-    capacity: usize,
-    max_bytes: usize,
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -50,19 +49,11 @@ impl Inner {
     }
 
     fn fits(&self, s: &State, events: usize, bytes: usize) -> bool {
-        s.held_events + events <= self.capacity && s.held_bytes + bytes <= self.max_bytes
+        self.limits.fits(s.held_events, s.held_bytes, events, bytes)
     }
 
     fn too_large(&self, events: usize, bytes: usize) -> Option<ChannelError> {
-        (events > self.capacity || bytes > self.max_bytes).then(|| ChannelError::BatchTooLarge {
-            events,
-            bytes,
-            capacity: if self.max_bytes == usize::MAX {
-                format!("{} events", self.capacity)
-            } else {
-                format!("{} events, {} bytes", self.capacity, self.max_bytes)
-            },
-        })
+        self.limits.too_large(events, bytes)
     }
 
     fn append(&self, s: &mut State, batch: Vec<Event>, bytes: usize) {
@@ -78,14 +69,12 @@ impl Inner {
 impl MemoryChannel {
     /// `max_bytes: None` means no byte limit.
     pub fn new(capacity: usize, max_bytes: Option<u64>) -> Self {
-        let max_bytes = max_bytes.map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
         MemoryChannel {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 space: Notify::new(),
                 data: Notify::new(),
-                capacity: capacity.max(1),
-                max_bytes,
+                limits: Limits::new(capacity, max_bytes, "bytes"),
             }),
         }
     }
@@ -191,7 +180,7 @@ impl Channel for MemoryChannel {
         ChannelStats {
             events: s.held_events,
             bytes: s.held_bytes,
-            capacity_events: self.inner.capacity,
+            capacity_events: self.inner.limits.capacity,
             in_flight: s.in_flight,
         }
     }

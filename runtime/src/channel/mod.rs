@@ -6,6 +6,7 @@
 //! This trait names no storage engine; implementations live in child modules.
 
 pub mod instrumented;
+mod limits;
 pub mod memory;
 pub mod rocks;
 pub mod spillable;

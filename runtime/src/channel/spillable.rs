@@ -45,6 +45,22 @@ impl SpillableChannel {
         self.disk.stats().events > 0
     }
 
+    /// Puts `batch` into the memory tier when the order allows it and there is room (`None`);
+    /// otherwise hands it back for the disk tier.
+    fn put_in_memory(&self, batch: Vec<Event>) -> Result<Option<Vec<Event>>, ChannelError> {
+        if self.disk_in_use() {
+            return Ok(Some(batch));
+        }
+        match self.memory.try_put_or_return(batch) {
+            Ok(()) => {
+                self.data.notify_waiters();
+                Ok(None)
+            }
+            Err((ChannelError::Closed, _)) => Err(ChannelError::Closed),
+            Err((_, batch)) => Ok(Some(batch)),
+        }
+    }
+
     fn wrap(&self, lease: Box<dyn Lease>) -> Box<dyn Lease> {
         Box::new(SpillLease {
             inner: Some(lease),
@@ -56,17 +72,8 @@ impl SpillableChannel {
 #[async_trait]
 impl Channel for SpillableChannel {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
-        let batch = if self.disk_in_use() {
-            batch
-        } else {
-            match self.memory.try_put_or_return(batch) {
-                Ok(()) => {
-                    self.data.notify_waiters();
-                    return Ok(());
-                }
-                Err((ChannelError::Closed, _)) => return Err(ChannelError::Closed),
-                Err((_, batch)) => batch,
-            }
+        let Some(batch) = self.put_in_memory(batch)? else {
+            return Ok(());
         };
         self.disk.put(batch).await?;
         self.data.notify_waiters();
@@ -74,17 +81,8 @@ impl Channel for SpillableChannel {
     }
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
-        let batch = if self.disk_in_use() {
-            batch
-        } else {
-            match self.memory.try_put_or_return(batch) {
-                Ok(()) => {
-                    self.data.notify_waiters();
-                    return Ok(());
-                }
-                Err((ChannelError::Closed, _)) => return Err(ChannelError::Closed),
-                Err((_, batch)) => batch,
-            }
+        let Some(batch) = self.put_in_memory(batch)? else {
+            return Ok(());
         };
         self.disk.try_put(batch)
     }

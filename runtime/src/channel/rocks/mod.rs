@@ -37,7 +37,7 @@ use self::{
     record::{RecordError, key, seq_of},
     writer::{Op, Request},
 };
-use super::{Channel, ChannelError, ChannelStats, Lease};
+use super::{Channel, ChannelError, ChannelStats, Lease, limits::Limits};
 use crate::event::Event;
 
 /// Column family holding queued events, keyed by sequence number.
@@ -188,8 +188,7 @@ struct Core {
     space: Notify,
     /// Signalled when events become visible (written, rolled back), so waiting takers retry.
     data: Notify,
-    capacity: usize,
-    max_bytes: usize,
+    limits: Limits,
     counters: StorageCounters,
     /// Test hook: every write fails as if the disk were full.
     #[cfg(test)]
@@ -209,19 +208,11 @@ impl Core {
     }
 
     fn fits(&self, s: &State, events: usize, bytes: usize) -> bool {
-        s.held_events + events <= self.capacity && s.held_bytes + bytes <= self.max_bytes
+        self.limits.fits(s.held_events, s.held_bytes, events, bytes)
     }
 
     fn too_large(&self, events: usize, bytes: usize) -> Option<ChannelError> {
-        (events > self.capacity || bytes > self.max_bytes).then(|| ChannelError::BatchTooLarge {
-            events,
-            bytes,
-            capacity: if self.max_bytes == usize::MAX {
-                format!("{} events", self.capacity)
-            } else {
-                format!("{} events, {} stored bytes", self.capacity, self.max_bytes)
-            },
-        })
+        self.limits.too_large(events, bytes)
     }
 
     /// Reads and decodes the records of `spans` (run on a blocking thread).
@@ -440,10 +431,7 @@ impl RocksChannel {
             }),
             space: Notify::new(),
             data: Notify::new(),
-            capacity: opts.capacity.max(1),
-            max_bytes: opts
-                .max_bytes
-                .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+            limits: Limits::new(opts.capacity, opts.max_bytes, "stored bytes"),
             counters: opts.counters,
             #[cfg(test)]
             fail_writes: false.into(),
@@ -649,7 +637,7 @@ impl Channel for RocksChannel {
         ChannelStats {
             events: s.held_events,
             bytes: s.held_bytes,
-            capacity_events: self.shared.core.capacity,
+            capacity_events: self.shared.core.limits.capacity,
             in_flight: s.in_flight,
         }
     }
