@@ -81,7 +81,12 @@ fn fanout_routes_by_header_and_fails_over_to_the_backup() {
 
 #[test]
 fn examples_validate() {
-    for ex in ["quickstart.yaml", "fanout.yaml"] {
+    for ex in [
+        "quickstart.yaml",
+        "fanout.yaml",
+        "kafka-to-redis.yaml",
+        "rabbitmq-to-kafka.yaml",
+    ] {
         let o = sluice()
             .args(["validate", &format!("examples/{ex}")])
             .output()

@@ -111,8 +111,10 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
+    // lapin logs every broker-closed channel (e.g. a 404 while an exchange is missing) at
+    // error level on its own; the RabbitMQ connectors log those outcomes once, with context.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},lapin=off")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

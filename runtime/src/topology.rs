@@ -9,6 +9,7 @@ use std::{
 };
 
 use crate::{
+    channel::kafka::KafkaChannel,
     channel::{
         Channel,
         instrumented::Instrumented,
@@ -197,6 +198,7 @@ fn rocks_options(
 
 /// Opens one channel; `Err` is a message for the channel's config error.
 fn build_channel(
+    name: &str,
     spec: &ChannelConfig,
     m: crate::metrics::ChannelMetrics,
     storage: Storage,
@@ -228,6 +230,8 @@ fn build_channel(
                 m,
             ))
         }
+        // Opening connects to nothing: clients are made on the first put or take.
+        ChannelConfig::Kafka(c) => Arc::new(Instrumented::new(KafkaChannel::open(name, c)?, m)),
     })
 }
 
@@ -242,7 +246,7 @@ fn build_with(p: &Pipeline, metrics: &Metrics, storage: Storage) -> Result<Topol
     load_plugins(&mut b);
     let mut channels = Vec::new();
     for c in &p.channels {
-        let ch = match build_channel(&c.spec, metrics.channel(&c.name), storage) {
+        let ch = match build_channel(&c.name, &c.spec, metrics.channel(&c.name), storage) {
             Ok(ch) => ch,
             Err(e) => {
                 b.err(c.pos, format!("channels.{}", c.name), e);
@@ -462,6 +466,9 @@ fn build_sink(
             };
             Box::new(HttpSink::new(name, c, format, &b.base_dir(), &process_env)?)
         }
+        SinkKind::Kafka(c) => Box::new(crate::sink::kafka::KafkaSink::new(name, c)?),
+        SinkKind::Rabbitmq(c) => Box::new(crate::sink::rabbitmq::RabbitSink::new(name, c)?),
+        SinkKind::Redis(c) => Box::new(crate::sink::redis::RedisSink::new(name, c)?),
     })
 }
 
@@ -593,6 +600,33 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             };
             let base = b.base_dir();
             match HttpSource::new(cfg, c.batch_size, decoder, &base, &process_env) {
+                Ok(src) => (Box::new(src), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
+        }
+        SourceKind::Kafka(cfg) => {
+            match crate::source::kafka::KafkaSource::new(&s.name, cfg, c.batch_size) {
+                Ok(src) => (Box::new(src), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
+        }
+        SourceKind::Rabbitmq(cfg) => {
+            match crate::source::rabbitmq::RabbitSource::new(&s.name, cfg, c.batch_size) {
+                Ok(src) => (Box::new(src), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
+        }
+        SourceKind::Redis(cfg) => {
+            match crate::source::redis::RedisSource::new(&s.name, cfg, c.batch_size) {
                 Ok(src) => (Box::new(src), None),
                 Err(e) => {
                     b.err(s.pos, component.clone(), e);

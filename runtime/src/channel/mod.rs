@@ -6,6 +6,7 @@
 //! This trait names no storage engine; implementations live in child modules.
 
 pub mod instrumented;
+pub mod kafka;
 mod limits;
 pub mod memory;
 pub mod rocks;

@@ -7,7 +7,10 @@
 
 pub mod de;
 pub mod http;
+pub mod kafka;
 pub mod node;
+pub mod rabbitmq;
+pub mod redis;
 pub mod types;
 pub mod units;
 mod validate;
@@ -21,6 +24,9 @@ pub use self::http::{
     AuthConfig, AuthKind, HttpCodec, HttpCodecRef, HttpSinkConfig, HttpSinkMode, HttpSourceConfig,
     Secret, TlsClientConfig, TlsServerConfig,
 };
+pub use self::kafka::{KafkaChannelConfig, KafkaSinkConfig, KafkaSourceConfig};
+pub use self::rabbitmq::{RabbitSinkConfig, RabbitSourceConfig};
+pub use self::redis::{RedisSinkConfig, RedisSourceConfig};
 pub use node::{Node, Pos};
 pub use types::*;
 

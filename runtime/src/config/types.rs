@@ -11,7 +11,10 @@ use serde::Deserialize;
 use super::{
     Collector,
     http::{self, HTTP_CODECS, HttpSinkConfig, HttpSourceConfig},
+    kafka::{KafkaChannelConfig, KafkaSinkConfig, KafkaSourceConfig},
     node::{Node, NodeKind, Pos},
+    rabbitmq::{RabbitSinkConfig, RabbitSourceConfig},
+    redis::{RedisSinkConfig, RedisSourceConfig},
     units::{ByteSize, HumanDuration},
 };
 
@@ -110,13 +113,15 @@ pub enum ChannelConfig {
     Memory(MemoryChannelConfig),
     Rocksdb(RocksChannelConfig),
     Spillable(SpillableChannelConfig),
+    /// Boxed: far larger than the other kinds.
+    Kafka(Box<KafkaChannelConfig>),
 }
 
 impl ChannelConfig {
     /// The directory a durable channel stores its events in.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            ChannelConfig::Memory(_) => None,
+            ChannelConfig::Memory(_) | ChannelConfig::Kafka(_) => None,
             ChannelConfig::Rocksdb(c) => Some(&c.path),
             ChannelConfig::Spillable(c) => Some(&c.path),
         }
@@ -222,6 +227,9 @@ pub enum SourceKind {
     File(FileSourceConfig),
     /// Boxed: far larger than the other kinds.
     Http(Box<HttpSourceConfig>),
+    Kafka(Box<KafkaSourceConfig>),
+    Rabbitmq(Box<RabbitSourceConfig>),
+    Redis(Box<RedisSourceConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -548,6 +556,9 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// Boxed: far larger than the other kinds.
     Http(Box<HttpSinkConfig>),
+    Kafka(Box<KafkaSinkConfig>),
+    Rabbitmq(Box<RabbitSinkConfig>),
+    Redis(Box<RedisSinkConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -853,7 +864,12 @@ fn list_refs(node: &Node, key: &str, kind: RefKind, component: &str, refs: &mut 
 
 fn read_channel(name: &str, node: &Node, cx: &mut Collector) -> Option<ChannelConfig> {
     let component = format!("channels.{name}");
-    let ty = component_type(node, &component, &["memory", "rocksdb", "spillable"], cx)?;
+    let ty = component_type(
+        node,
+        &component,
+        &["memory", "rocksdb", "spillable", "kafka"],
+        cx,
+    )?;
     let body = node.filter_keys(|k| k != "type");
     match ty {
         "memory" => cx.read(&body, Some(&component)).map(ChannelConfig::Memory),
@@ -861,6 +877,9 @@ fn read_channel(name: &str, node: &Node, cx: &mut Collector) -> Option<ChannelCo
         "spillable" => cx
             .read(&body, Some(&component))
             .map(ChannelConfig::Spillable),
+        "kafka" => cx
+            .read(&body, Some(&component))
+            .map(|c| ChannelConfig::Kafka(Box::new(c))),
         _ => None,
     }
 }
@@ -877,7 +896,15 @@ fn read_source(
     let ty = component_type(
         node,
         &component,
-        &["generator", "stdin", "file", "http"],
+        &[
+            "generator",
+            "stdin",
+            "file",
+            "http",
+            "kafka",
+            "rabbitmq",
+            "redis",
+        ],
         cx,
     );
     let common_node = node.filter_keys(|k| SOURCE_COMMON.contains(&k) && k != "interceptors");
@@ -914,6 +941,9 @@ fn read_source(
             }
             SourceKind::Http(Box::new(cfg))
         }
+        "kafka" => SourceKind::Kafka(Box::new(cx.read(&body, Some(&component))?)),
+        "rabbitmq" => SourceKind::Rabbitmq(Box::new(cx.read(&body, Some(&component))?)),
+        "redis" => SourceKind::Redis(Box::new(cx.read(&body, Some(&component))?)),
         _ => return None,
     };
     let mut common = common?;
@@ -1044,7 +1074,9 @@ fn read_sink(
     let ty = component_type(
         node,
         &component,
-        &["null", "stdout", "logger", "file", "http"],
+        &[
+            "null", "stdout", "logger", "file", "http", "kafka", "rabbitmq", "redis",
+        ],
         cx,
     );
     let common: Option<SinkCommon> = cx.read(
@@ -1083,6 +1115,9 @@ fn read_sink(
             }
             SinkKind::Http(Box::new(cfg))
         }
+        "kafka" => SinkKind::Kafka(Box::new(cx.read(&body, Some(&component))?)),
+        "rabbitmq" => SinkKind::Rabbitmq(Box::new(cx.read(&body, Some(&component))?)),
+        "redis" => SinkKind::Redis(Box::new(cx.read(&body, Some(&component))?)),
         _ => return None,
     };
     Some(SinkConfig {

@@ -8,7 +8,10 @@ pub mod console;
 pub mod file;
 pub mod group;
 pub mod http;
+pub mod kafka;
 pub mod null;
+pub mod rabbitmq;
+pub mod redis;
 pub mod runner;
 
 use std::time::Duration;

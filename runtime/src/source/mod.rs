@@ -8,7 +8,10 @@
 
 pub mod generator;
 pub mod http;
+pub mod kafka;
 pub mod processor;
+pub mod rabbitmq;
+pub mod redis;
 pub mod stdin;
 pub mod tail;
 
