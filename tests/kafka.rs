@@ -11,9 +11,7 @@ mod common;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    fs::File,
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -31,7 +29,7 @@ use sluice::{
     event::Event,
 };
 
-use common::sluice;
+use common::Agent;
 
 fn broker() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -167,7 +165,8 @@ async fn read_until(
     (out, finished)
 }
 
-/// Records in a topic: the sum of its partitions' high watermarks.
+/// Progress of a topic: the sum of its partitions' high watermarks (tansu counts record
+/// batches there, Kafka counts records; either way, > 0 means output has begun).
 struct Watermarks(BaseConsumer);
 
 impl Watermarks {
@@ -188,52 +187,6 @@ impl Watermarks {
                     .map_or(0, |(_, high)| high)
             })
             .sum()
-    }
-}
-
-/// A `sluice` process with its log in the test's directory.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path, name: &str, pipeline: &str) -> Agent {
-        let file = dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, pipeline).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = sluice()
-            .arg("-p")
-            .arg(&file)
-            .args(["--log-level", "info"])
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start sluice");
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("sluice exited ({status}):\n{}", self.log());
-        }
-    }
-
-    /// SIGKILL: no shutdown, no final commit.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -395,7 +348,7 @@ sinks:
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     first.kill();
-    eprintln!("killed the agent (SIGKILL) when {at_kill} of {N} records were out");
+    eprintln!("killed the agent (SIGKILL) at high watermark {at_kill}, {N} records in");
 
     let mut second = Agent::start(dir.path(), "second", &pipeline);
     let want: HashSet<String> = input.iter().map(|r| r.body.clone()).collect();

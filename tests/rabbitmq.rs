@@ -17,9 +17,7 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::File,
-    path::{Path, PathBuf},
-    process::{Child, Command},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -27,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::sluice;
+use common::Agent;
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -142,89 +140,6 @@ async fn cleanup(ch: &Channel, queues: &[&str], exchanges: &[&str]) {
 }
 
 // ---------------------------------------------------------------- the agent
-
-/// A running `sluice -p`, killed if the test ends without stopping it.
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    /// Writes `<name>.yaml` into `dir` and runs it, logging to `<name>.log`.
-    fn start(dir: &Path, name: &str, pipeline: &str) -> Agent {
-        let file = dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, pipeline).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = sluice()
-            .arg("-p")
-            .arg(&file)
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let cut = text.len().saturating_sub(12_000);
-        let cut = (cut..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        text[cut..].to_owned()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            panic!("sluice exited ({status}):\n{}", self.log());
-        }
-    }
-
-    /// SIGKILL: no chance to acknowledge, close or flush anything.
-    fn kill9(mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM, then a clean exit within 30 s; returns the log.
-    async fn stop(mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("sluice did not stop in 30s:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let log = self.log();
-        assert!(status.success(), "sluice exited with {status}:\n{log}");
-        log
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Polls `cond` every 20 ms until it holds; fails after `limit` with the agent's log.
 async fn wait_until<F, Fut>(what: &str, limit: Duration, agent: &mut Agent, mut cond: F)
@@ -503,7 +418,7 @@ sinks:
         move || async move { ready(chan, input).await <= two_thirds },
     )
     .await;
-    first.kill9();
+    first.kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = ready(&ch, &qin).await;
     eprintln!("killed with {left} of {N} messages still in the input queue");

@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 use std::{
+    fs::File,
     io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 /// The `sluice` binary, run from the repository root, with `RUST_LOG` unset.
@@ -67,4 +69,91 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some((buf.split(' ').nth(1)?.parse().ok()?, buf))
+}
+
+/// A `sluice` agent in the background on a pipeline written to `<dir>/<name>.yaml`, its log
+/// in `<dir>/<name>.log`; killed when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, name: &str, pipeline: &str) -> Agent {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, pipeline).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = sluice()
+            .arg("-p")
+            .arg(&file)
+            .args(["--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice");
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The end of the log (the last 12 kB), for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let cut = text.len().saturating_sub(12_000);
+        let cut = (cut..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[cut..].to_owned()
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("sluice exited ({status}):\n{}", self.log());
+        }
+    }
+
+    /// SIGKILL: no chance to acknowledge, commit, close or flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then a clean exit within 30 s (polled without blocking the runtime); returns
+    /// the log.
+    pub async fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("agent already stopped");
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice did not stop in 30s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log = self.log();
+        assert!(status.success(), "sluice exited with {status}:\n{log}");
+        log
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
