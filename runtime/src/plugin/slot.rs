@@ -49,6 +49,9 @@ pub const UNHEALTHY_AFTER: u64 = 5;
 
 pub const DEFAULT_MEMORY: usize = 64 << 20;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+/// Budget for instantiation plus `init`: off the hot path, and interpreters compiled to Wasm
+/// (componentize-py) start slowly, so it is larger than a call's; a runaway `init` still ends.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A compiled, linked version of a plugin.
 pub struct Loaded {
@@ -236,7 +239,8 @@ impl PluginSlot {
             StoreState::new(&self.name, self.memory_limit, self.metrics.clone()),
         );
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks);
+        let init_ticks = (INIT_DEADLINE.as_micros() / EPOCH_TICK.as_micros()) as u64;
+        store.set_epoch_deadline(self.deadline_ticks.max(init_ticks));
         let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
         // Instantiate through the world's bindings, then call its `init` with `args`.
         macro_rules! bind {
