@@ -85,3 +85,50 @@ need_rabbitmq() {
   $sudo rabbitmq-server -detached >/dev/null 2>&1 || true
   wait_port 5672 120
 }
+
+# moto_server on 127.0.0.1:4566: an in-memory implementation of the S3, SQS, DynamoDB and
+# Kinesis APIs (PyPI `moto[server]`), for tests/s3.rs, tests/aws_streams.rs and the benches.
+# Port 4566 is the one LocalStack uses, so either can serve the tests (SLUICE_TEST_AWS).
+need_moto() {
+  need_apt python3-venv
+  if [ ! -x "$TOOLS/venv/bin/python" ]; then python3 -m venv "$TOOLS/venv"; fi
+  [ -x "$TOOLS/venv/bin/moto_server" ] \
+    || { log "installing moto (PyPI moto[server])"; "$TOOLS/venv/bin/pip" install -q 'moto[server]==5.2.5'; }
+  port_open 4566 && return 0
+  log "starting moto_server on 127.0.0.1:4566 (log: $TOOLS/moto.log)"
+  setsid nohup "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p 4566 \
+    >"$TOOLS/moto.log" 2>&1 </dev/null &
+  wait_port 4566 60
+}
+
+# PostgreSQL on 127.0.0.1:5432 with database `test`, user `postgres` trusted on loopback
+# (tests/sql.rs). Left alone when something already listens there (the database is created
+# when missing).
+need_postgres() {
+  if ! port_open 5432; then
+    need_apt postgresql
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    local v; v="$(ls /etc/postgresql | sort -V | tail -1)"
+    log "starting PostgreSQL $v on 127.0.0.1:5432 (loopback connections trusted)"
+    $sudo sed -i -E 's#^(host\s+all\s+all\s+(127\.0\.0\.1/32|::1/128)\s+)\S+#\1trust#' \
+      "/etc/postgresql/$v/main/pg_hba.conf"
+    $sudo pg_ctlcluster "$v" main start
+    wait_port 5432 60
+  fi
+  psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" \
+    | grep -q 1 || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
+}
+
+# MariaDB on 127.0.0.1:3306 with database `test`, root without a password (tests/sql.rs).
+# Left alone when something already listens there.
+need_mariadb() {
+  port_open 3306 && return 0
+  need_apt mariadb-server
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  log "starting MariaDB on 127.0.0.1:3306 (root without a password, database test)"
+  $sudo mkdir -p /run/mysqld && $sudo chown mysql:mysql /run/mysqld
+  $sudo sh -c 'setsid nohup mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 </dev/null &'
+  wait_port 3306 60
+  $sudo mariadb -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('');
+    CREATE DATABASE IF NOT EXISTS test"
+}

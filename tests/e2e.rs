@@ -86,6 +86,9 @@ fn examples_validate() {
         "fanout.yaml",
         "kafka-to-redis.yaml",
         "rabbitmq-to-kafka.yaml",
+        "webhook-kafka-s3.yaml",
+        "kafka-to-dynamodb.yaml",
+        "sqs-to-mysql.yaml",
     ] {
         let o = sluice()
             .args(["validate", &format!("examples/{ex}")])

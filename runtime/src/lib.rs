@@ -5,6 +5,7 @@
 //! tests and benchmarks can drive the same code.
 
 pub mod app;
+pub mod aws;
 pub mod channel;
 pub mod cli;
 pub mod cli_plugin;

@@ -469,6 +469,21 @@ fn build_sink(
         SinkKind::Kafka(c) => Box::new(crate::sink::kafka::KafkaSink::new(name, c)?),
         SinkKind::Rabbitmq(c) => Box::new(crate::sink::rabbitmq::RabbitSink::new(name, c)?),
         SinkKind::Redis(c) => Box::new(crate::sink::redis::RedisSink::new(name, c)?),
+        SinkKind::S3(c) => {
+            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
+            Box::new(crate::sink::s3::S3Sink::new(name, c, codec)?)
+        }
+        SinkKind::Dynamodb(c) => {
+            let sink = crate::sink::dynamodb::DynamoSink::new(name, c)?;
+            Box::new(match &c.format {
+                Some(CodecRef::Plugin(p)) => sink.with_codec(Codec::Plugin(
+                    wasm_codec(b, p, pos, &component).ok_or("codec unavailable")?,
+                )),
+                _ => sink,
+            })
+        }
+        SinkKind::Kinesis(c) => Box::new(crate::sink::kinesis::KinesisSink::new(name, c)?),
+        SinkKind::Sql(c) => Box::new(crate::sink::sql::SqlSink::new(name, c)?),
     })
 }
 
@@ -627,6 +642,15 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
         }
         SourceKind::Redis(cfg) => {
             match crate::source::redis::RedisSource::new(&s.name, cfg, c.batch_size) {
+                Ok(src) => (Box::new(src), None),
+                Err(e) => {
+                    b.err(s.pos, component.clone(), e);
+                    return None;
+                }
+            }
+        }
+        SourceKind::Sqs(cfg) => {
+            match crate::source::sqs::SqsSource::new(&s.name, cfg, c.batch_size) {
                 Ok(src) => (Box::new(src), None),
                 Err(e) => {
                     b.err(s.pos, component.clone(), e);

@@ -84,6 +84,10 @@ impl Lease for InstrumentedLease {
         self.inner.events()
     }
 
+    fn position(&self) -> Option<u64> {
+        self.inner.position()
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), ChannelError> {
         let n = self.inner.events().len() as u64;
         self.inner.commit().await?;

@@ -41,6 +41,15 @@ struct State {
     closed: bool,
 }
 
+/// Where a new channel's numbering starts: the clock in nanoseconds, so positions (which
+/// sinks name output after) do not repeat when the process restarts or another memory
+/// channel writes to the same place; one event per nanosecond is far beyond any channel.
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue half-updated (every
@@ -71,7 +80,10 @@ impl MemoryChannel {
     pub fn new(capacity: usize, max_bytes: Option<u64>) -> Self {
         MemoryChannel {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    next_seq: first_seq(),
+                    ..State::default()
+                }),
                 space: Notify::new(),
                 data: Notify::new(),
                 limits: Limits::new(capacity, max_bytes, "bytes"),
@@ -230,6 +242,10 @@ impl MemoryLease {
 impl Lease for MemoryLease {
     fn events(&self) -> &[Event] {
         &self.events
+    }
+
+    fn position(&self) -> Option<u64> {
+        self.seqs.first().copied()
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {

@@ -81,6 +81,13 @@ pub trait Channel: Send + Sync {
 pub trait Lease: Send {
     fn events(&self) -> &[Event];
 
+    /// The channel's sequence number of the first leased event, when the channel numbers its
+    /// events; the same events leased again (after a rollback or a restart) report the same
+    /// position. Sinks use it to name output deterministically.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
     /// Removes the leased events for good.
     async fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 

@@ -5,12 +5,18 @@
 //! file, line, column and component. Components are closed enums per kind (`type: memory`),
 //! dispatched by hand so that positions survive (see [`de`]).
 
+pub mod aws;
 pub mod de;
+pub mod dynamodb;
 pub mod http;
 pub mod kafka;
+pub mod kinesis;
 pub mod node;
 pub mod rabbitmq;
 pub mod redis;
+pub mod s3;
+pub mod sql;
+pub mod sqs;
 pub mod types;
 pub mod units;
 mod validate;

@@ -10,11 +10,17 @@ use serde::Deserialize;
 
 use super::{
     Collector,
+    aws::{AWS_KEYS, AwsConnection},
+    dynamodb::DynamoSinkConfig,
     http::{self, HTTP_CODECS, HttpSinkConfig, HttpSourceConfig},
     kafka::{KafkaChannelConfig, KafkaSinkConfig, KafkaSourceConfig},
+    kinesis::KinesisSinkConfig,
     node::{Node, NodeKind, Pos},
     rabbitmq::{RabbitSinkConfig, RabbitSourceConfig},
     redis::{RedisSinkConfig, RedisSourceConfig},
+    s3::S3SinkConfig,
+    sql::SqlSinkConfig,
+    sqs::SqsSourceConfig,
     units::{ByteSize, HumanDuration},
 };
 
@@ -230,6 +236,7 @@ pub enum SourceKind {
     Kafka(Box<KafkaSourceConfig>),
     Rabbitmq(Box<RabbitSourceConfig>),
     Redis(Box<RedisSourceConfig>),
+    Sqs(Box<SqsSourceConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -559,6 +566,10 @@ pub enum SinkKind {
     Kafka(Box<KafkaSinkConfig>),
     Rabbitmq(Box<RabbitSinkConfig>),
     Redis(Box<RedisSinkConfig>),
+    S3(Box<S3SinkConfig>),
+    Dynamodb(Box<DynamoSinkConfig>),
+    Kinesis(Box<KinesisSinkConfig>),
+    Sql(Box<SqlSinkConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -904,6 +915,7 @@ fn read_source(
             "kafka",
             "rabbitmq",
             "redis",
+            "sqs",
         ],
         cx,
     );
@@ -944,6 +956,12 @@ fn read_source(
         "kafka" => SourceKind::Kafka(Box::new(cx.read(&body, Some(&component))?)),
         "rabbitmq" => SourceKind::Rabbitmq(Box::new(cx.read(&body, Some(&component))?)),
         "redis" => SourceKind::Redis(Box::new(cx.read(&body, Some(&component))?)),
+        "sqs" => SourceKind::Sqs(read_aws(
+            &body,
+            &component,
+            cx,
+            |c: &mut SqsSourceConfig| &mut c.aws,
+        )?),
         _ => return None,
     };
     let mut common = common?;
@@ -1075,7 +1093,8 @@ fn read_sink(
         node,
         &component,
         &[
-            "null", "stdout", "logger", "file", "http", "kafka", "rabbitmq", "redis",
+            "null", "stdout", "logger", "file", "http", "kafka", "rabbitmq", "redis", "s3",
+            "dynamodb", "kinesis", "sql",
         ],
         cx,
     );
@@ -1095,7 +1114,9 @@ fn read_sink(
         }
     }
     match ty {
-        Some("stdout" | "file") => codec_ref(node, "format", CODECS, &component, refs),
+        Some("stdout" | "file" | "s3" | "dynamodb") => {
+            codec_ref(node, "format", CODECS, &component, refs)
+        }
         Some("http") => codec_ref(node, "format", HTTP_CODECS, &component, refs),
         _ => {}
     }
@@ -1118,6 +1139,22 @@ fn read_sink(
         "kafka" => SinkKind::Kafka(Box::new(cx.read(&body, Some(&component))?)),
         "rabbitmq" => SinkKind::Rabbitmq(Box::new(cx.read(&body, Some(&component))?)),
         "redis" => SinkKind::Redis(Box::new(cx.read(&body, Some(&component))?)),
+        "s3" => SinkKind::S3(read_aws(&body, &component, cx, |c: &mut S3SinkConfig| {
+            &mut c.aws
+        })?),
+        "dynamodb" => SinkKind::Dynamodb(read_aws(
+            &body,
+            &component,
+            cx,
+            |c: &mut DynamoSinkConfig| &mut c.aws,
+        )?),
+        "kinesis" => SinkKind::Kinesis(read_aws(
+            &body,
+            &component,
+            cx,
+            |c: &mut KinesisSinkConfig| &mut c.aws,
+        )?),
+        "sql" => SinkKind::Sql(Box::new(cx.read(&body, Some(&component))?)),
         _ => return None,
     };
     Some(SinkConfig {
@@ -1129,6 +1166,32 @@ fn read_sink(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// Reads an AWS connector: the shared connection keys ([`AWS_KEYS`]) into an
+/// [`AwsConnection`], the rest into the connector's own struct, which `aws` points into.
+fn read_aws<T: serde::de::DeserializeOwned>(
+    body: &Node,
+    component: &str,
+    cx: &mut Collector,
+    aws: impl FnOnce(&mut T) -> &mut AwsConnection,
+) -> Option<Box<T>> {
+    let conn: Option<AwsConnection> = cx.read(
+        &body.filter_keys(|k| AWS_KEYS.contains(&k)),
+        Some(component),
+    );
+    let own: Option<T> = cx.read(
+        &body.filter_keys(|k| !AWS_KEYS.contains(&k)),
+        Some(component),
+    );
+    let conn = conn?;
+    if let Err(e) = conn.check() {
+        cx.push(body.pos, Some(component), e);
+        return None;
+    }
+    let mut own = own?;
+    *aws(&mut own) = conn;
+    Some(Box::new(own))
+}
 
 fn read_sink_group(
     name: &str,

@@ -149,6 +149,18 @@ impl SinkSet {
         Err(last_err.unwrap_or_else(|| DeliveryError::retriable("no sink delivered the batch")))
     }
 
+    /// Passes the lease's channel position to every member (see [`Sink::set_position`]).
+    pub fn set_position(&mut self, position: Option<u64>) {
+        for m in &mut self.members {
+            m.sink.set_position(position);
+        }
+    }
+
+    /// The longest linger any member asks for (see [`Sink::linger`]).
+    pub fn linger(&self) -> Option<Duration> {
+        self.members.iter().filter_map(|m| m.sink.linger()).max()
+    }
+
     pub async fn idle(&mut self) {
         for m in &mut self.members {
             if let Err(e) = m.sink.idle().await {

@@ -5,14 +5,18 @@
 //! and is the only code that commits or rolls back.
 
 pub mod console;
+pub mod dynamodb;
 pub mod file;
 pub mod group;
 pub mod http;
 pub mod kafka;
+pub mod kinesis;
 pub mod null;
 pub mod rabbitmq;
 pub mod redis;
 pub mod runner;
+pub mod s3;
+pub mod sql;
 
 use std::time::Duration;
 
@@ -60,6 +64,20 @@ impl From<std::io::Error> for DeliveryError {
 pub trait Sink: Send {
     /// Delivers the whole batch, or says what went wrong.
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError>;
+
+    /// The channel position of the lease about to be delivered: the sequence number of its
+    /// first event, stable across a crash and restart for channels that store one (rocksdb,
+    /// memory), `None` otherwise. The runner calls this before every `deliver` of a lease
+    /// (retries included), so a sink can name its output after it and a retried batch
+    /// overwrites its own output instead of duplicating it (the `s3` sink does).
+    fn set_position(&mut self, _position: Option<u64>) {}
+
+    /// How long the runner may let the channel fill up to the batch size before taking, so
+    /// a sink that writes one object per batch gets full objects (the `s3` sink's
+    /// `roll_interval`). `None`: take whatever is there at once.
+    fn linger(&self) -> Option<Duration> {
+        None
+    }
 
     /// Called when the channel has been empty for a while: time-based rolling, flushes.
     async fn idle(&mut self) -> Result<(), DeliveryError> {

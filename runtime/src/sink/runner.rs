@@ -24,6 +24,9 @@ use crate::{
 /// How long a take waits before the runner does idle housekeeping and checks for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// How often a lingering runner looks at the channel's counts.
+const LINGER_POLL: Duration = Duration::from_millis(20);
+
 /// Signals from the agent to a runner.
 #[derive(Clone, Default)]
 pub struct RunnerControl {
@@ -40,6 +43,8 @@ pub struct SinkRunner {
     dead: DeadLetters,
     batch_size: usize,
     retry: RetryConfig,
+    /// From the sinks (see [`crate::sink::Sink::linger`]).
+    linger: Option<Duration>,
 }
 
 /// What became of one lease.
@@ -61,6 +66,7 @@ impl SinkRunner {
         SinkRunner {
             name: name.to_owned(),
             channel,
+            linger: sinks.linger(),
             sinks,
             dead,
             batch_size,
@@ -73,8 +79,17 @@ impl SinkRunner {
             if ctl.abort.is_cancelled() {
                 break;
             }
+            // A lingering sink takes only what `fill_up` saw queued, without waiting: waiting in
+            // `take` would hand it the first event that trickles in as a batch of one.
+            let wait = match self.linger {
+                Some(linger) => tokio::select! {
+                    _ = fill_up(self.channel.as_ref(), self.batch_size, linger, &ctl) => Duration::ZERO,
+                    _ = ctl.abort.cancelled() => break,
+                },
+                None => IDLE_WAIT,
+            };
             let lease = tokio::select! {
-                r = self.channel.take(self.batch_size, IDLE_WAIT) => r,
+                r = self.channel.take(self.batch_size, wait) => r,
                 _ = ctl.abort.cancelled() => break,
             };
             match lease {
@@ -102,6 +117,7 @@ impl SinkRunner {
 
     async fn handle(&mut self, lease: Box<dyn Lease>, ctl: &RunnerControl) -> Outcome {
         let started = Instant::now();
+        self.sinks.set_position(lease.position());
         let events = lease.events();
         let total = events.len();
         let mut backoff = ExponentialBuilder::default()
@@ -233,6 +249,33 @@ impl SinkRunner {
         }
         debug_assert!(total > 0);
         Outcome::Committed
+    }
+}
+
+/// Waits until the channel holds a full batch, `linger` has passed since the first queued
+/// event was seen, the channel stayed empty for [`IDLE_WAIT`] (so idle housekeeping and the
+/// drain check still run), or the agent drains: sinks that write one object per batch (S3)
+/// get full objects instead of one per trickle. Polls the channel's counts (one lock each).
+async fn fill_up(channel: &dyn Channel, batch_size: usize, linger: Duration, ctl: &RunnerControl) {
+    let started = Instant::now();
+    let mut since: Option<Instant> = None;
+    loop {
+        let s = channel.stats();
+        let n = s.events.saturating_sub(s.in_flight);
+        // A channel too small for a whole batch is taken from once it is full, or its sources
+        // would wait on it for the whole linger.
+        let full = s.capacity_events > 0 && s.events >= s.capacity_events;
+        if n >= batch_size || full || ctl.drain.is_cancelled() {
+            return;
+        }
+        if n > 0 {
+            if since.get_or_insert_with(Instant::now).elapsed() >= linger {
+                return;
+            }
+        } else if started.elapsed() >= IDLE_WAIT {
+            return;
+        }
+        tokio::time::sleep(LINGER_POLL.min(linger)).await;
     }
 }
 
@@ -392,5 +435,72 @@ mod tests {
         task.await.unwrap();
         assert_eq!(ch.stats().events, 1);
         assert_eq!(ch.stats().in_flight, 0, "the event is visible again");
+    }
+
+    /// Each delivered batch's size and position.
+    type Batches = Arc<Mutex<Vec<(usize, Option<u64>)>>>;
+
+    /// Records each batch's size and position; asks the runner to linger.
+    struct Lingering {
+        batches: Batches,
+        position: Option<u64>,
+    }
+
+    #[async_trait]
+    impl Sink for Lingering {
+        fn set_position(&mut self, position: Option<u64>) {
+            self.position = position;
+        }
+        fn linger(&self) -> Option<Duration> {
+            Some(Duration::from_millis(400))
+        }
+        async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push((batch.len(), self.position));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lingering_sink_gets_a_trickle_as_one_batch_with_its_position() {
+        let m = Metrics::new();
+        let ch = Arc::new(MemoryChannel::new(100, None));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let sink = Lingering {
+            batches: batches.clone(),
+            position: None,
+        };
+        let set = SinkSet::single(Member::new("s", Box::new(sink), m.sink("s"), 0));
+        let runner = SinkRunner::new(
+            "s",
+            ch.clone(),
+            set,
+            DeadLetters::new(None, m.dlq(), "s"),
+            4,
+            retry(3),
+        );
+        let ctl = RunnerControl::default();
+        let task = tokio::spawn(runner.run(ctl.clone()));
+        for i in 0..3 {
+            ch.put(vec![Event::new(format!("{i}"))]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // A full batch is taken at once, without lingering.
+        ch.put((3..7).map(|i| Event::new(format!("{i}"))).collect())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ctl.drain.cancel();
+        task.await.unwrap();
+        let batches = batches.lock().unwrap().clone();
+        let base = batches[0].1.expect("memory leases have positions");
+        assert_eq!(
+            batches,
+            [(3, Some(base)), (4, Some(base + 3))],
+            "the trickle is one batch; the full batch did not wait"
+        );
     }
 }

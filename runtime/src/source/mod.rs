@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod processor;
 pub mod rabbitmq;
 pub mod redis;
+pub mod sqs;
 pub mod stdin;
 pub mod tail;
 

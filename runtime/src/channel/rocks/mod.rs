@@ -47,6 +47,9 @@ pub const CF_QUARANTINE: &str = "quarantine";
 /// Column family holding the channel's own metadata (the format version).
 pub const CF_META: &str = "meta";
 const META_FORMAT: &[u8] = b"format";
+/// The next sequence number as of the last commit, so a channel reopened empty goes on
+/// numbering where it left off: positions never repeat (sinks name output after them).
+pub(super) const META_NEXT_SEQ: &[u8] = b"next_seq";
 
 /// After a failed write, puts are refused for this long before one is tried again.
 const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
@@ -381,6 +384,14 @@ fn scan(db: &DB) -> Result<Scan, String> {
         it.next();
     }
     it.status().map_err(|e| e.to_string())?;
+    let meta = db
+        .cf_handle(CF_META)
+        .ok_or("column family `meta` is missing")?;
+    if let Some(v) = db.get_cf(meta, META_NEXT_SEQ).map_err(|e| e.to_string())? {
+        if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+            s.next_seq = s.next_seq.max(u64::from_be_bytes(b));
+        }
+    }
     // Never reuse a quarantined sequence number.
     let q = db
         .cf_handle(CF_QUARANTINE)
@@ -766,6 +777,10 @@ impl RocksLease {
 impl Lease for RocksLease {
     fn events(&self) -> &[Event] {
         &self.events
+    }
+
+    fn position(&self) -> Option<u64> {
+        self.spans.first().map(|s| s.start)
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {

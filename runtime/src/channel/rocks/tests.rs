@@ -267,8 +267,39 @@ async fn corrupt_records_are_quarantined_and_counted_and_the_rest_delivered() {
     drop(ch);
     let i = tools::inspect(dir.path(), 0).unwrap();
     assert_eq!((i.events, i.quarantined), (0, 3));
-    // A new event never reuses a quarantined sequence number.
+    // A new event never reuses a quarantined or a delivered sequence number.
     let ch = open(dir.path());
     ch.put(vec![ev(6)]).await.unwrap();
-    assert_eq!(ch.shared.core.lock().visible[0].start, 5);
+    assert_eq!(ch.shared.core.lock().visible[0].start, 6);
+}
+
+#[tokio::test]
+async fn positions_survive_restarts_and_never_repeat_after_a_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = open(dir.path());
+        ch.put((0..5).map(ev).collect()).await.unwrap();
+        let l = ch.take(3, NOW).await.unwrap().unwrap();
+        assert_eq!(l.position(), Some(0));
+        drop(l); // rolled back: the same events, the same position
+        let l = ch.take(3, NOW).await.unwrap().unwrap();
+        assert_eq!(l.position(), Some(0));
+        l.commit().await.unwrap();
+        ch.close();
+    }
+    {
+        // Reopened with events stored: the rest keeps its numbers.
+        let ch = open(dir.path());
+        let l = ch.take(10, NOW).await.unwrap().unwrap();
+        assert_eq!((l.position(), bodies(&*l)), (Some(3), vec![3, 4]));
+        l.commit().await.unwrap();
+        ch.close();
+    }
+    {
+        // Reopened empty: numbering goes on instead of starting at 0 again.
+        let ch = open(dir.path());
+        ch.put(vec![ev(9)]).await.unwrap();
+        let l = ch.take(10, NOW).await.unwrap().unwrap();
+        assert_eq!(l.position(), Some(5));
+    }
 }

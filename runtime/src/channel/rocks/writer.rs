@@ -16,7 +16,9 @@ use std::{
 use rocksdb::{ColumnFamily, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 
-use super::{CF_EVENTS, CF_QUARANTINE, Core, Fsync, Span, insert_span, record::key};
+use super::{
+    CF_EVENTS, CF_META, CF_QUARANTINE, Core, Fsync, META_NEXT_SEQ, Span, insert_span, record::key,
+};
 
 /// Most requests merged into one write.
 const MAX_GROUP: usize = 4096;
@@ -230,6 +232,8 @@ impl Writer {
                     for span in spans {
                         delete(&mut batch, events, *span);
                     }
+                    let next = self.core.lock().next_seq;
+                    batch.put_cf(self.core.cf(CF_META)?, META_NEXT_SEQ, next.to_be_bytes());
                 }
                 Op::Quarantine(records) => {
                     let q = self.core.cf(CF_QUARANTINE)?;

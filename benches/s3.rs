@@ -1,0 +1,312 @@
+//! S3 sink throughput: generator → memory channel → `s3` sink, 256-byte events into 8 MiB
+//! objects, against the S3 API at `SLUICE_TEST_AWS` (default http://127.0.0.1:4566, the
+//! moto_server `scripts/test` starts), beside a raw loop of the SDK's PutObject on the same
+//! bytes.
+//!
+//! - raw: `SLUICE_BENCH_S3_EVENTS` (default 400,000) generator-style lines built in memory
+//!   first, then uploaded as 8 MiB objects with PutObject, 4 at a time (what the sink does);
+//! - sluice, lines: the binary with a generator of as many 256-byte events, a memory channel
+//!   and the `s3` sink with `batch_size: 32640` (32,640 lines of 257 bytes are just under
+//!   8 MiB: an object never spans two takes, so a take is one object), `roll_size: 8MiB` and
+//!   `roll_interval: 1s`;
+//! - sluice, lines + zstd: the same with `compression: zstd`.
+//!
+//! Sluice runs are timed from the agent's start to its exit (it exits once the generator is
+//! done and the channel drained), so they include start-up (a fraction of a second). MiB/s
+//! counts event bodies. The uncompressed run is checked: its objects hold every line.
+//! Without `--bench` (under `cargo test`) a 20,000-event smoke run checks that every case
+//! still completes.
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aws_sdk_s3::{Client, primitives::ByteStream};
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use sluice::config::{Secret, aws::AwsConnection};
+
+const BODY: usize = 256;
+/// Lines per object (and per take): 32,640 × 257 bytes is just under 8 MiB.
+const PER_OBJECT: usize = 32_640;
+/// A run that has not finished after this long is reported as failed.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn endpoint() -> String {
+    std::env::var("SLUICE_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn client() -> Client {
+    let conn = AwsConnection {
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint()),
+        access_key_id: Some(Secret::new("test")),
+        secret_access_key: Some(Secret::new("test")),
+        force_path_style: true,
+        ..AwsConnection::default()
+    };
+    let sdk = sluice::aws::sdk_config(&conn, Duration::from_secs(120)).await;
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Every object under `prefix`: `(count, total bytes)`.
+async fn listing(c: &Client, bucket: &str, prefix: &str) -> (usize, i64) {
+    let (mut count, mut bytes) = (0, 0);
+    let mut token: Option<String> = None;
+    loop {
+        let page = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("listing {bucket}: {}", sluice::aws::describe(&e)));
+        for o in page.contents() {
+            count += 1;
+            bytes += o.size().unwrap_or(0);
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => return (count, bytes),
+        }
+    }
+}
+
+/// Deletes every object and the bucket (moto keeps objects in memory).
+async fn remove(c: &Client, bucket: &str) {
+    // Bounded: a delete that keeps failing must not spin forever.
+    for _ in 0..1000 {
+        let page = match c.list_objects_v2().bucket(bucket).send().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        for k in keys {
+            let _ = c.delete_object().bucket(bucket).key(k).send().await;
+        }
+    }
+    let _ = c.delete_bucket().bucket(bucket).send().await;
+}
+
+/// One timed run.
+struct Measure {
+    events: u64,
+    objects: usize,
+    elapsed: Duration,
+}
+
+impl Measure {
+    fn per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The raw loop: the generator's lines, built up front, PutObject'ed 4 at a time.
+async fn raw_puts(c: &Client, bucket: &str, n: u64) -> Measure {
+    let mut payloads = Vec::new();
+    let mut seq = 0u64;
+    while seq < n {
+        let k = (n - seq).min(PER_OBJECT as u64);
+        let mut buf = Vec::with_capacity(k as usize * (BODY + 1));
+        for s in seq..seq + k {
+            writeln!(buf, "{s:.<BODY$}").unwrap();
+        }
+        payloads.push(Bytes::from(buf));
+        seq += k;
+    }
+    let t0 = Instant::now();
+    let results: Vec<_> = stream::iter(payloads.iter().enumerate())
+        .map(|(i, p)| {
+            c.put_object()
+                .bucket(bucket)
+                .key(format!("raw/{i:06}"))
+                .body(ByteStream::from(p.clone()))
+                .send()
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let elapsed = t0.elapsed();
+    for r in results {
+        if let Err(e) = r {
+            panic!("raw PutObject: {}", sluice::aws::describe(&e));
+        }
+    }
+    Measure {
+        events: n,
+        objects: payloads.len(),
+        elapsed,
+    }
+}
+
+/// The agent writing `n` events under `<label>/`; `None` when it failed or ran too long.
+async fn sluice_run(
+    dir: &Path,
+    c: &Client,
+    bucket: &str,
+    label: &str,
+    n: u64,
+    compression: &str,
+) -> Option<Measure> {
+    let pipeline = format!(
+        "channels:
+  mem: {{ type: memory, capacity: 100000 }}
+sources:
+  gen: {{ type: generator, count: {n}, body_size: {BODY}, channels: [mem] }}
+sinks:
+  s3:
+    type: s3
+    channel: mem
+    bucket: {bucket}
+    key: {label}/
+    compression: {compression}
+    roll_size: 8MiB
+    batch_size: {PER_OBJECT}
+    roll_interval: 1s
+    region: us-east-1
+    endpoint: \"{endpoint}\"
+    access_key_id: test
+    secret_access_key: test
+    force_path_style: true
+",
+        endpoint = endpoint(),
+    );
+    let file = dir.join(format!("{label}.yaml"));
+    std::fs::write(&file, pipeline).unwrap();
+    let log_path = dir.join(format!("{label}.log"));
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("-p")
+        .arg(&file)
+        .args(["--log-level", "warn"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start sluice");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "{label}: still running after {RUN_LIMIT:?}:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let elapsed = t0.elapsed();
+    if !status.success() {
+        eprintln!(
+            "{label}: sluice failed ({status}):\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        return None;
+    }
+    let (objects, bytes) = listing(c, bucket, &format!("{label}/")).await;
+    if compression == "none" {
+        let want = n as i64 * (BODY as i64 + 1);
+        assert_eq!(bytes, want, "{label}: bytes stored");
+    }
+    Some(Measure {
+        events: n,
+        objects,
+        elapsed,
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` a small smoke run checks that every
+    // case still completes.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: u64 = env_or(
+        "SLUICE_BENCH_S3_EVENTS",
+        if benching { 400_000 } else { 20_000 },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let c = client().await;
+        let bucket = unique("sluice-bench");
+        if let Err(e) = c.create_bucket().bucket(&bucket).send().await {
+            panic!(
+                "creating bucket {bucket} at {} (is moto_server running? scripts/test starts it): {}",
+                endpoint(),
+                sluice::aws::describe(&e)
+            );
+        }
+        println!(
+            "s3: {n} events of {BODY} bytes into 8 MiB objects ({PER_OBJECT} per object) at {}",
+            endpoint()
+        );
+        let raw = raw_puts(&c, &bucket, n).await;
+        let plain = sluice_run(dir.path(), &c, &bucket, "lines", n, "none").await;
+        let zstd = sluice_run(dir.path(), &c, &bucket, "zstd", n, "zstd").await;
+        let rows = [
+            ("raw SDK PutObject x4", Some(raw)),
+            ("sluice, lines", plain),
+            ("sluice, lines + zstd", zstd),
+        ];
+
+        let raw = rows[0].1.as_ref().map(Measure::per_second);
+        println!(
+            "  {:<22} {:>12} {:>9} {:>8} {:>8}",
+            "case", "events/s", "MiB/s", "objects", "vs raw"
+        );
+        for (label, m) in &rows {
+            match m {
+                Some(x) => {
+                    let rate = x.per_second();
+                    let ratio = raw.map_or(String::from("-"), |r| format!("{:.0}%", rate / r * 100.0));
+                    println!(
+                        "  {label:<22} {rate:>12.0} {:>9.1} {:>8} {ratio:>8}   ({} events in {:.2?})",
+                        rate * BODY as f64 / (1 << 20) as f64,
+                        x.objects,
+                        x.events,
+                        x.elapsed
+                    );
+                }
+                None => println!("  {label:<22} {:>12}", "failed"),
+            }
+        }
+        remove(&c, &bucket).await;
+        assert!(
+            rows.iter().all(|(_, m)| m.is_some()),
+            "a case failed (see above)"
+        );
+    });
+}

@@ -1,0 +1,354 @@
+//! SQL sink throughput: rows per second into PostgreSQL and MariaDB/MySQL, batches of 1,000.
+//!
+//! `SLUICE_BENCH_SQL_ROWS` (default 200,000; 2,000 in the smoke run under `cargo test`) JSON
+//! events of about 150 bytes, each one row of six typed columns (bigint key, text, decimal,
+//! boolean, timestamp, JSON). For each database (`SLUICE_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/test`; `SLUICE_TEST_MYSQL`, default
+//! `mysql://root@127.0.0.1:3306/test`), three cases:
+//! - raw sqlx: the sink's statement shape (1,000-row INSERT, values bound as text, one
+//!   transaction each) from a loop in this process, with the values already split out: the
+//!   ceiling for the sink;
+//! - sluice insert: the binary reading the events from stdin (a file) into a memory channel,
+//!   the `sql` sink inserting batches of 1,000 into an empty table;
+//! - sluice upsert: other values for the same ids into the now full table, `mode: upsert`, so
+//!   every row is updated.
+//!
+//! Sluice runs are timed from process start to exit after draining (start-up, about 50 ms, is
+//! included), and checked: every row present (insert) or updated (upsert).
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sqlx::{MySqlPool, PgPool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Postgres,
+    MySql,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Postgres => "postgres",
+            Flavor::MySql => "mysql",
+        }
+    }
+
+    fn url(self) -> String {
+        match self {
+            Flavor::Postgres => std::env::var("SLUICE_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            Flavor::MySql => std::env::var("SLUICE_TEST_MYSQL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+        }
+    }
+
+    fn create(self, table: &str) -> String {
+        match self {
+            Flavor::Postgres => format!(
+                "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2),
+                 active boolean, created timestamp, doc jsonb)"
+            ),
+            Flavor::MySql => format!(
+                "CREATE TABLE {table} (id bigint PRIMARY KEY, name varchar(100) NOT NULL,
+                 amount decimal(12,2), active boolean, created datetime, doc json)
+                 DEFAULT CHARSET=utf8mb4"
+            ),
+        }
+    }
+}
+
+const BATCH: usize = 1000;
+const COLUMNS: [&str; 6] = ["id", "name", "amount", "active", "created", "doc"];
+const CASTS: [&str; 6] = ["bigint", "text", "numeric", "boolean", "timestamp", "jsonb"];
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Event `i` of a run whose names start with `label`, as a JSON line.
+fn event(i: usize, label: &str) -> String {
+    format!(
+        r#"{{"id":{i},"name":"{label} {i}","amount":{}.{:02},"active":{},"created":"2024-03-01 12:{:02}:{:02}","doc":{{"k":{i},"tags":["a","b"]}}}}"#,
+        i % 100_000,
+        i % 100,
+        i % 2 == 0,
+        (i / 60) % 60,
+        i % 60
+    )
+}
+
+/// The values of event `i` as the sink binds them.
+fn values(f: Flavor, i: usize) -> [String; 6] {
+    let active = match (f, i % 2 == 0) {
+        (Flavor::Postgres, b) => b.to_string(),
+        (Flavor::MySql, b) => u8::from(b).to_string(),
+    };
+    [
+        i.to_string(),
+        format!("raw {i}"),
+        format!("{}.{:02}", i % 100_000, i % 100),
+        active,
+        format!("2024-03-01 12:{:02}:{:02}", (i / 60) % 60, i % 60),
+        format!(r#"{{"k":{i},"tags":["a","b"]}}"#),
+    ]
+}
+
+/// The sink's statement shape for `rows` rows.
+fn statement(f: Flavor, table: &str, rows: usize) -> String {
+    let mut s = format!("INSERT INTO {table} ({}) VALUES ", COLUMNS.join(", "));
+    let mut n = 0;
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for (c, cast) in CASTS.iter().enumerate() {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            n += 1;
+            match f {
+                Flavor::Postgres => {
+                    let _ = write!(s, "CAST(${n} AS {cast})");
+                }
+                Flavor::MySql => s.push('?'),
+            }
+        }
+        s.push(')');
+    }
+    s
+}
+
+enum Db {
+    Pg(PgPool),
+    My(MySqlPool),
+}
+
+impl Db {
+    async fn connect(f: Flavor) -> Db {
+        let url = f.url();
+        let db = match f {
+            Flavor::Postgres => PgPool::connect(&url).await.map(Db::Pg),
+            Flavor::MySql => MySqlPool::connect(&url).await.map(Db::My),
+        };
+        db.unwrap_or_else(|e| panic!("{f:?} at {url}: {e}"))
+    }
+
+    async fn exec(&self, sql: &str) {
+        let r = match self {
+            Db::Pg(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+            Db::My(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
+        };
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let r = match self {
+            Db::Pg(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+            Db::My(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+        };
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The raw loop: 1,000-row INSERTs, one transaction each.
+    async fn raw_loop(&self, f: Flavor, table: &str, m: usize) -> Duration {
+        let rows: Vec<[String; 6]> = (0..m).map(|i| values(f, i)).collect();
+        let full = statement(f, table, BATCH);
+        let t0 = Instant::now();
+        for chunk in rows.chunks(BATCH) {
+            let short;
+            let sql: &str = if chunk.len() == BATCH {
+                &full
+            } else {
+                short = statement(f, table, chunk.len());
+                &short
+            };
+            match self {
+                Db::Pg(p) => {
+                    let mut tx = p.begin().await.unwrap();
+                    let mut q = sqlx::query(sql);
+                    for v in chunk.iter().flatten() {
+                        q = q.bind(v.as_str());
+                    }
+                    q.execute(&mut *tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+                Db::My(p) => {
+                    let mut tx = p.begin().await.unwrap();
+                    let mut q = sqlx::query(sql);
+                    for v in chunk.iter().flatten() {
+                        q = q.bind(v.as_str());
+                    }
+                    q.execute(&mut *tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }
+        }
+        t0.elapsed()
+    }
+}
+
+/// Runs the binary on `pipeline` with `input` as stdin until it exits; its wall time.
+fn run_sluice(dir: &Path, label: &str, pipeline: &str, input: &Path) -> Option<Duration> {
+    let file = dir.join(format!("{label}.yaml"));
+    std::fs::write(&file, pipeline).unwrap();
+    let log_path = dir.join(format!("{label}.log"));
+    let t0 = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("-p")
+        .arg(&file)
+        .args(["--log-level", "warn"])
+        .env_remove("RUST_LOG")
+        .stdin(std::fs::File::open(input).unwrap())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .status()
+        .expect("start sluice");
+    let elapsed = t0.elapsed();
+    if status.success() {
+        Some(elapsed)
+    } else {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        eprintln!("{label}: sluice failed ({status}):\n{log}");
+        None
+    }
+}
+
+fn pipeline(f: Flavor, table: &str, upsert: bool) -> String {
+    let mode = if upsert {
+        "\n    mode: upsert\n    key: [id]"
+    } else {
+        ""
+    };
+    format!(
+        "channels:
+  mem: {{ type: memory, capacity: 20000 }}
+sources:
+  in: {{ type: stdin, codec: lines, batch_size: {BATCH}, channels: [mem] }}
+sinks:
+  out:
+    type: sql
+    channel: mem
+    batch_size: {BATCH}
+    url: \"{url}\"
+    table: {table}{mode}
+    columns:
+      id: {{ json: /id }}
+      name: {{ json: /name }}
+      amount: {{ json: /amount }}
+      active: {{ json: /active }}
+      created: {{ json: /created }}
+      doc: {{ json: /doc }}
+",
+        url = f.url()
+    )
+}
+
+fn write_input(path: &Path, m: usize, label: &str) {
+    let mut text = String::with_capacity(m * 160);
+    for i in 0..m {
+        text += &event(i, label);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` a small smoke run checks that every
+    // case still completes.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let m: usize = env_or(
+        "SLUICE_BENCH_SQL_ROWS",
+        if benching { 200_000 } else { 2_000 },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("insert.ndjson");
+    let second = dir.path().join("upsert.ndjson");
+    write_input(&first, m, "user");
+    write_input(&second, m, "again");
+    println!("sql: {m} rows of 6 columns per case, batches of {BATCH}");
+
+    let mut rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
+    rt.block_on(async {
+        for f in [Flavor::Postgres, Flavor::MySql] {
+            let db = Db::connect(f).await;
+            let raw_table = unique("bench_raw");
+            db.exec(&f.create(&raw_table)).await;
+            let raw = db.raw_loop(f, &raw_table, m).await;
+            let raw_rate = m as f64 / raw.as_secs_f64();
+            db.exec(&format!("DROP TABLE {raw_table}")).await;
+            rows.push((
+                format!("{} raw sqlx loop", f.name()),
+                Some(raw_rate),
+                Some(raw_rate),
+            ));
+
+            let table = unique("bench_sink");
+            db.exec(&f.create(&table)).await;
+            // MySQL's COUNT(*) may come back unsigned: made a signed BIGINT in both.
+            let count = match f {
+                Flavor::Postgres => "COUNT(*)",
+                Flavor::MySql => "CAST(COUNT(*) AS SIGNED)",
+            };
+            for (case, input, upsert, check) in [
+                (
+                    "insert",
+                    &first,
+                    false,
+                    format!("SELECT {count} FROM {table}"),
+                ),
+                (
+                    "upsert",
+                    &second,
+                    true,
+                    format!("SELECT {count} FROM {table} WHERE name LIKE 'again %'"),
+                ),
+            ] {
+                let label = format!("{}-{case}", f.name());
+                let p = pipeline(f, &table, upsert);
+                let (d, input) = (dir.path().to_owned(), input.clone());
+                let took = tokio::task::spawn_blocking(move || run_sluice(&d, &label, &p, &input))
+                    .await
+                    .unwrap();
+                let n = db.count(&check).await;
+                let rate = match took {
+                    Some(t) if n == m as i64 => Some(m as f64 / t.as_secs_f64()),
+                    Some(_) => {
+                        eprintln!("{} {case}: {n} of {m} rows found", f.name());
+                        None
+                    }
+                    None => None,
+                };
+                rows.push((format!("{} sluice {case}", f.name()), rate, Some(raw_rate)));
+            }
+            db.exec(&format!("DROP TABLE {table}")).await;
+        }
+    });
+
+    println!("  {:<28} {:>10} {:>8}", "case", "rows/s", "vs raw");
+    for (label, rate, raw) in &rows {
+        match (rate, raw) {
+            (Some(r), Some(raw)) => {
+                println!("  {label:<28} {r:>10.0} {:>7.0}%", r / raw * 100.0);
+            }
+            _ => println!("  {label:<28} {:>10}", "failed"),
+        }
+    }
+    if rows.iter().any(|(_, rate, _)| rate.is_none()) {
+        std::process::exit(1);
+    }
+}
