@@ -370,7 +370,7 @@ impl Sink for DynamoSink {
             // valid one wins.
             retriable.extend_from_slice(&writes[w].covers);
         }
-        outcome(batch.len(), rejected, retriable, v.reason)
+        DeliveryError::outcome(batch.len(), rejected, retriable, v.reason)
     }
 }
 
@@ -467,31 +467,6 @@ async fn write_chunk(
             }
         }
     }
-}
-
-/// The delivery result from the events refused and those to retry.
-fn outcome(
-    n: usize,
-    mut rejected: Vec<(usize, String)>,
-    mut retriable: Vec<usize>,
-    reason: Option<String>,
-) -> Result<(), DeliveryError> {
-    if rejected.is_empty() && retriable.is_empty() {
-        return Ok(());
-    }
-    retriable.sort_unstable();
-    retriable.dedup();
-    if rejected.is_empty() && retriable.len() == n {
-        return Err(DeliveryError::Retriable {
-            reason: reason.unwrap_or_else(|| "nothing was written".into()),
-            retry_after: None,
-        });
-    }
-    rejected.sort_unstable_by_key(|(i, _)| *i);
-    Err(DeliveryError::Partial {
-        rejected,
-        retriable,
-    })
 }
 
 /// Writes the item's key into `out` (type and length tagged, so distinct keys never look
@@ -820,12 +795,12 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        assert!(outcome(3, vec![], vec![], None).is_ok());
+        assert!(DeliveryError::outcome(3, vec![], vec![], None).is_ok());
         assert!(matches!(
-            outcome(2, vec![], vec![1, 0, 1], Some("slow".into())),
+            DeliveryError::outcome(2, vec![], vec![1, 0, 1], Some("slow".into())),
             Err(DeliveryError::Retriable { reason, .. }) if reason == "slow"
         ));
-        let r = outcome(
+        let r = DeliveryError::outcome(
             4,
             vec![(3, "bad".into()), (0, "worse".into())],
             vec![2, 2],

@@ -242,7 +242,7 @@ impl Sink for KinesisSink {
                 }
             }
         }
-        outcome(batch.len(), rejected, retriable, reason)
+        DeliveryError::outcome(batch.len(), rejected, retriable, reason)
     }
 }
 
@@ -288,31 +288,6 @@ fn requests(pending: &[usize], size: impl Fn(usize) -> usize) -> Vec<Range<usize
         out.push(start..pending.len());
     }
     out
-}
-
-/// The delivery result from the events refused and those to retry.
-fn outcome(
-    n: usize,
-    mut rejected: Vec<(usize, String)>,
-    mut retriable: Vec<usize>,
-    reason: Option<String>,
-) -> Result<(), DeliveryError> {
-    if rejected.is_empty() && retriable.is_empty() {
-        return Ok(());
-    }
-    retriable.sort_unstable();
-    retriable.dedup();
-    if rejected.is_empty() && retriable.len() == n {
-        return Err(DeliveryError::Retriable {
-            reason: reason.unwrap_or_else(|| "no record was written".into()),
-            retry_after: None,
-        });
-    }
-    rejected.sort_unstable_by_key(|(i, _)| *i);
-    Err(DeliveryError::Partial {
-        rejected,
-        retriable,
-    })
 }
 
 #[cfg(test)]
@@ -406,13 +381,13 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        assert!(outcome(2, vec![], vec![], None).is_ok());
+        assert!(DeliveryError::outcome(2, vec![], vec![], None).is_ok());
         assert!(matches!(
-            outcome(2, vec![], vec![0, 1], None),
+            DeliveryError::outcome(2, vec![], vec![0, 1], None),
             Err(DeliveryError::Retriable { .. })
         ));
         assert!(matches!(
-            outcome(3, vec![(1, "big".into())], vec![2], None),
+            DeliveryError::outcome(3, vec![(1, "big".into())], vec![2], None),
             Err(DeliveryError::Partial { rejected, retriable }) if rejected.len() == 1 && retriable == [2]
         ));
     }

@@ -51,6 +51,33 @@ impl DeliveryError {
             retry_after: None,
         }
     }
+
+    /// The result of delivering `n` events of which some were refused for good and some are
+    /// to be retried (indices into the batch): `Ok` when neither, a plain `Retriable` when
+    /// every event is to be retried (with `reason`, else a generic one), `Partial` otherwise.
+    pub fn outcome(
+        n: usize,
+        mut rejected: Vec<(usize, String)>,
+        mut retriable: Vec<usize>,
+        reason: Option<String>,
+    ) -> Result<(), DeliveryError> {
+        if rejected.is_empty() && retriable.is_empty() {
+            return Ok(());
+        }
+        retriable.sort_unstable();
+        retriable.dedup();
+        if rejected.is_empty() && retriable.len() == n {
+            return Err(DeliveryError::Retriable {
+                reason: reason.unwrap_or_else(|| "nothing was delivered".into()),
+                retry_after: None,
+            });
+        }
+        rejected.sort_unstable_by_key(|(i, _)| *i);
+        Err(DeliveryError::Partial {
+            rejected,
+            retriable,
+        })
+    }
 }
 
 impl From<std::io::Error> for DeliveryError {
