@@ -469,8 +469,9 @@ async fn write_chunk(
     }
 }
 
-/// Writes the item's key into `out` (type and length tagged, so distinct keys never look
-/// alike), or says why the item has no usable key.
+/// Writes the item's key into `out` (each part type-tagged, and length-prefixed or ended by
+/// `;`, so distinct keys never look alike; numbers canonical, as DynamoDB compares them), or
+/// says why the item has no usable key.
 fn key_signature(item: &Item, key: &[String], out: &mut String) -> Result<(), String> {
     out.clear();
     for name in key {
@@ -480,7 +481,9 @@ fn key_signature(item: &Item, key: &[String], out: &mut String) -> Result<(), St
                 let _ = write!(out, "S{}:{s}", s.len());
             }
             Some(AttributeValue::N(n)) => {
-                let _ = write!(out, "N{}:{n}", n.len());
+                out.push('N');
+                canonical_number(n, out);
+                out.push(';');
             }
             Some(AttributeValue::B(b)) => {
                 let bytes: &[u8] = b.as_ref();
@@ -495,6 +498,43 @@ fn key_signature(item: &Item, key: &[String], out: &mut String) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Writes a number so that equal numbers read alike, as DynamoDB compares keys (`10`, `1e1`,
+/// `10.0` and `010` are one key): the significant digits, then `e` and the exponent, with no
+/// leading or trailing zeros (`1e1`); zero is `0`. Text that is not a number is written as it
+/// is (DynamoDB refuses it anyway). Only digits, `-` and `e` are written.
+fn canonical_number(n: &str, out: &mut String) {
+    let (neg, unsigned) = match n.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, n.strip_prefix('+').unwrap_or(n)),
+    };
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], unsigned[i + 1..].parse::<i64>().ok()),
+        None => (unsigned, Some(0)),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = || int.bytes().chain(frac.bytes());
+    let (Some(exp), true) = (
+        exp,
+        !mantissa.is_empty() && digits().all(|b| b.is_ascii_digit()),
+    ) else {
+        out.push_str(n);
+        return;
+    };
+    let total = int.len() + frac.len();
+    let Some(first) = digits().position(|b| b != b'0') else {
+        out.push('0');
+        return;
+    };
+    let last = total - 1 - digits().rev().position(|b| b != b'0').unwrap_or(0);
+    if neg {
+        out.push('-');
+    }
+    out.extend(digits().skip(first).take(last + 1 - first).map(char::from));
+    // The value is digits[first..=last] × 10^(exp - frac.len() + trailing zeros).
+    let scale = exp - frac.len() as i64 + (total - 1 - last) as i64;
+    let _ = write!(out, "e{scale}");
 }
 
 /// Parses an item's JSON (`what` names it in errors): a JSON object whose members become
@@ -706,12 +746,33 @@ mod tests {
     }
 
     #[test]
+    fn equal_numbers_have_one_canonical_form() {
+        let canon = |n: &str| {
+            let mut out = String::new();
+            canonical_number(n, &mut out);
+            out
+        };
+        for same in ["10", "1e1", "10.0", "010", "1.0E+1", "+10", "100e-1"] {
+            assert_eq!(canon(same), "1e1", "{same}");
+        }
+        for zero in ["0", "-0", "0.000", "0e5"] {
+            assert_eq!(canon(zero), "0", "{zero}");
+        }
+        assert_eq!(canon("-1.50"), "-15e-1");
+        assert_eq!(canon("0.001"), "1e-3");
+        assert_eq!(canon("123"), "123e0");
+        assert_ne!(canon("12"), canon("1.2"));
+        assert_eq!(canon("abc"), "abc", "not a number: as it is");
+        assert_eq!(canon("1e"), "1e", "a bad exponent: as it is");
+    }
+
+    #[test]
     fn key_signatures() {
         let key = ["pk".to_owned(), "sk".to_owned()];
         let mut out = String::new();
         let item: Item = [("pk".to_owned(), s("a")), ("sk".to_owned(), n("1"))].into();
         key_signature(&item, &key, &mut out).unwrap();
-        assert_eq!(out, "S1:aN1:1");
+        assert_eq!(out, "S1:aN1e0;");
         let other: Item = [("pk".to_owned(), s("aN1:1")), ("sk".to_owned(), s(""))].into();
         let mut out2 = String::new();
         key_signature(&other, &key, &mut out2).unwrap();
