@@ -27,7 +27,11 @@ use std::{
 use aws_sdk_s3::{Client, primitives::ByteStream};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use sluice::config::{Secret, aws::AwsConnection};
+
+/// The test server's endpoint and clients, shared with the tests.
+#[path = "../tests/common/aws.rs"]
+mod test_server;
+use test_server::{endpoint, unique};
 
 const BODY: usize = 256;
 /// Lines per object (and per take): 32,640 × 257 bytes is just under 8 MiB.
@@ -42,29 +46,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn endpoint() -> String {
-    std::env::var("SLUICE_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 async fn client() -> Client {
-    let conn = AwsConnection {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint()),
-        access_key_id: Some(Secret::new("test")),
-        secret_access_key: Some(Secret::new("test")),
-        force_path_style: true,
-        ..AwsConnection::default()
-    };
-    let sdk = sluice::aws::sdk_config(&conn, Duration::from_secs(120)).await;
-    Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
+    test_server::s3(Duration::from_secs(120)).await
 }
 
 /// Every object under `prefix`: `(count, total bytes)`.

@@ -21,7 +21,11 @@ use aws_sdk_sqs::{
     Client,
     types::{DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry},
 };
-use sluice::config::{Secret, aws::AwsConnection};
+
+/// The test server's endpoint and clients, shared with the tests.
+#[path = "../tests/common/aws.rs"]
+mod test_server;
+use test_server::{endpoint, unique};
 
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.
@@ -34,23 +38,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn endpoint() -> String {
-    std::env::var("SLUICE_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 async fn client() -> Client {
-    let c = AwsConnection {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint()),
-        access_key_id: Some(Secret::new("test")),
-        secret_access_key: Some(Secret::new("test")),
-        ..AwsConnection::default()
-    };
-    Client::new(&sluice::aws::sdk_config(&c, Duration::from_secs(60)).await)
+    Client::new(&test_server::sdk(Duration::from_secs(60)).await)
 }
 
 /// A fresh queue holding `m` numbered messages of [`BODY`] bytes; its URL.

@@ -35,27 +35,15 @@ use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageB
 use aws_smithy_types::{Blob, error::display::DisplayErrorContext};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use sluice::config::{Secret, aws::AwsConnection};
 
-use common::{Agent, sluice};
-
-fn endpoint() -> String {
-    std::env::var("SLUICE_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+use common::{
+    Agent,
+    aws::{endpoint, unique},
+    sluice,
+};
 
 async fn sdk() -> aws_config::SdkConfig {
-    let c = AwsConnection {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint()),
-        access_key_id: Some(Secret::new("test")),
-        secret_access_key: Some(Secret::new("test")),
-        ..AwsConnection::default()
-    };
-    sluice::aws::sdk_config(&c, Duration::from_secs(30)).await
+    common::aws::sdk(Duration::from_secs(30)).await
 }
 
 /// The common AWS keys of a connector block (indented for a component's settings).

@@ -19,36 +19,17 @@ use std::{
 };
 
 use aws_sdk_s3::Client;
-use sluice::config::{Secret, aws::AwsConnection};
 
-use common::Agent;
+use common::{
+    Agent,
+    aws::{endpoint, unique},
+};
 
 const COLORS: [&str; 3] = ["red", "green", "blue"];
 
-fn endpoint() -> String {
-    std::env::var("SLUICE_TEST_AWS").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 /// A client for the test server, built the way the agent builds its own.
 async fn client() -> Client {
-    let conn = AwsConnection {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint()),
-        access_key_id: Some(Secret::new("test")),
-        secret_access_key: Some(Secret::new("test")),
-        force_path_style: true,
-        ..AwsConnection::default()
-    };
-    let sdk = sluice::aws::sdk_config(&conn, Duration::from_secs(60)).await;
-    Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
+    common::aws::s3(Duration::from_secs(60)).await
 }
 
 /// A fresh bucket; panics (naming the endpoint) when the server is not there.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::{
     fs::File,
     io::{Read, Write},
