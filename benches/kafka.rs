@@ -20,7 +20,7 @@
 //! `SLUICE_TEST_KAFKA` (default 127.0.0.1:9092).
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -32,23 +32,17 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
+/// Helpers shared by the benches.
+#[path = "common/mod.rs"]
+mod common;
+use common::{Measure, agent_log, env_or, spawn_agent, unique};
+
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn broker() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 async fn create_topic(name: &str, partitions: i32) {
@@ -101,20 +95,9 @@ async fn preproduce(topic: &str, m: usize, partitions: i32) {
     }
 }
 
-/// One timed run: records per second from the first record in the output to the last.
-struct Measure {
-    records: i64,
-    elapsed: Duration,
-}
-
-impl Measure {
-    fn per_second(&self) -> f64 {
-        self.records as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
 /// Watches `topic` on a thread of its own until it holds `m` records, counted by reading
-/// them (tansu's high watermarks count record batches, not records).
+/// them (tansu's high watermarks count record batches, not records); the rate from the first
+/// record in it to the last.
 fn watch(topic: String, partitions: i32, m: usize) -> std::thread::JoinHandle<Option<Measure>> {
     std::thread::spawn(move || {
         let c: BaseConsumer = ClientConfig::new()
@@ -139,12 +122,7 @@ fn watch(topic: String, partitions: i32, m: usize) -> std::thread::JoinHandle<Op
                 let t0 = *first.get_or_insert(now);
                 if n >= m {
                     // Keep the first record out of the rate, as it marks the start.
-                    return Some(Measure {
-                        records: (n - 1) as i64,
-                        elapsed: now
-                            .saturating_duration_since(t0)
-                            .max(Duration::from_millis(1)),
-                    });
+                    return Some(Measure::between((n - 1) as u64, t0, now));
                 }
             }
             if Instant::now() > limit {
@@ -231,22 +209,6 @@ sinks:
     spawn_agent(dir, label, &pipeline)
 }
 
-/// The `sluice` binary on `pipeline`, its log in `<dir>/<label>.log`.
-fn spawn_agent(dir: &std::path::Path, label: &str, pipeline: &str) -> Child {
-    let file = dir.join(format!("{label}.yaml"));
-    std::fs::write(&file, pipeline).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{label}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "warn"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start sluice")
-}
-
 fn redis_url() -> String {
     std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
@@ -298,12 +260,7 @@ sinks:
         }
         if n >= m as i64 {
             let (t0, n0) = first.unwrap_or((now, n));
-            break Some(Measure {
-                records: n - n0,
-                elapsed: now
-                    .saturating_duration_since(t0)
-                    .max(Duration::from_millis(1)),
-            });
+            break Some(Measure::between((n - n0) as u64, t0, now));
         }
         if now > limit {
             eprintln!("gave up: {n} of {m} entries in {key} after {RUN_LIMIT:?}");
@@ -451,8 +408,7 @@ fn main() {
             let _ = agent.kill();
             let _ = agent.wait();
             if measured.is_none() {
-                let log = std::fs::read_to_string(dir.path().join(format!("{out}.log")));
-                eprintln!("{label} log:\n{}", log.unwrap_or_default());
+                eprintln!("{label} log:\n{}", agent_log(dir.path(), &out));
             }
             rows.push((label, measured));
         }
@@ -480,7 +436,7 @@ fn main() {
                     println!(
                         "  {label:<24} {rate:>12.0} {:>9.1} {ratio:>8}   ({} records in {:.2?})",
                         rate * BODY as f64 / (1 << 20) as f64,
-                        x.records,
+                        x.count,
                         x.elapsed
                     );
                 }

@@ -20,7 +20,7 @@
 use std::{
     io::Write,
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -28,9 +28,13 @@ use aws_sdk_s3::{Client, primitives::ByteStream};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
+/// Helpers shared by the benches.
+#[path = "common/mod.rs"]
+mod common;
 /// The test server's endpoint and clients, shared with the tests.
 #[path = "../tests/common/aws.rs"]
 mod test_server;
+use common::{Measure, agent, agent_log, env_or};
 use test_server::{endpoint, unique};
 
 const BODY: usize = 256;
@@ -38,13 +42,6 @@ const BODY: usize = 256;
 const PER_OBJECT: usize = 32_640;
 /// A run that has not finished after this long is reported as failed.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn client() -> Client {
     test_server::s3(Duration::from_secs(120)).await
@@ -97,21 +94,9 @@ async fn remove(c: &Client, bucket: &str) {
     let _ = c.delete_bucket().bucket(bucket).send().await;
 }
 
-/// One timed run.
-struct Measure {
-    events: u64,
-    objects: usize,
-    elapsed: Duration,
-}
-
-impl Measure {
-    fn per_second(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// The raw loop: the generator's lines, built up front, PutObject'ed 4 at a time.
-async fn raw_puts(c: &Client, bucket: &str, n: u64) -> Measure {
+/// The raw loop: the generator's lines, built up front, PutObject'ed 4 at a time; the run
+/// and the number of objects written.
+async fn raw_puts(c: &Client, bucket: &str, n: u64) -> (Measure, usize) {
     let mut payloads = Vec::new();
     let mut seq = 0u64;
     while seq < n {
@@ -141,14 +126,11 @@ async fn raw_puts(c: &Client, bucket: &str, n: u64) -> Measure {
             panic!("raw PutObject: {}", sluice::aws::describe(&e));
         }
     }
-    Measure {
-        events: n,
-        objects: payloads.len(),
-        elapsed,
-    }
+    (Measure { count: n, elapsed }, payloads.len())
 }
 
-/// The agent writing `n` events under `<label>/`; `None` when it failed or ran too long.
+/// The agent writing `n` events under `<label>/`: the run and the number of objects it wrote;
+/// `None` when it failed or ran too long.
 async fn sluice_run(
     dir: &Path,
     c: &Client,
@@ -156,7 +138,7 @@ async fn sluice_run(
     label: &str,
     n: u64,
     compression: &str,
-) -> Option<Measure> {
+) -> Option<(Measure, usize)> {
     let pipeline = format!(
         "channels:
   mem: {{ type: memory, capacity: 100000 }}
@@ -180,20 +162,9 @@ sinks:
 ",
         endpoint = endpoint(),
     );
-    let file = dir.join(format!("{label}.yaml"));
-    std::fs::write(&file, pipeline).unwrap();
-    let log_path = dir.join(format!("{label}.log"));
+    let mut cmd = agent(dir, label, &pipeline);
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "warn"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start sluice");
+    let mut child = cmd.stdin(Stdio::null()).spawn().expect("start sluice");
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -203,7 +174,7 @@ sinks:
             let _ = child.wait();
             eprintln!(
                 "{label}: still running after {RUN_LIMIT:?}:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
+                agent_log(dir, label)
             );
             return None;
         }
@@ -213,7 +184,7 @@ sinks:
     if !status.success() {
         eprintln!(
             "{label}: sluice failed ({status}):\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
+            agent_log(dir, label)
         );
         return None;
     }
@@ -222,11 +193,7 @@ sinks:
         let want = n as i64 * (BODY as i64 + 1);
         assert_eq!(bytes, want, "{label}: bytes stored");
     }
-    Some(Measure {
-        events: n,
-        objects,
-        elapsed,
-    })
+    Some((Measure { count: n, elapsed }, objects))
 }
 
 fn main() {
@@ -265,21 +232,21 @@ fn main() {
             ("sluice, lines + zstd", zstd),
         ];
 
-        let raw = rows[0].1.as_ref().map(Measure::per_second);
+        let raw = rows[0].1.as_ref().map(|(x, _)| x.per_second());
         println!(
             "  {:<22} {:>12} {:>9} {:>8} {:>8}",
             "case", "events/s", "MiB/s", "objects", "vs raw"
         );
         for (label, m) in &rows {
             match m {
-                Some(x) => {
+                Some((x, objects)) => {
                     let rate = x.per_second();
                     let ratio = raw.map_or(String::from("-"), |r| format!("{:.0}%", rate / r * 100.0));
                     println!(
                         "  {label:<22} {rate:>12.0} {:>9.1} {:>8} {ratio:>8}   ({} events in {:.2?})",
                         rate * BODY as f64 / (1 << 20) as f64,
-                        x.objects,
-                        x.events,
+                        objects,
+                        x.count,
                         x.elapsed
                     );
                 }

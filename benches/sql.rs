@@ -19,11 +19,15 @@
 use std::{
     fmt::Write as _,
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use sqlx::{MySqlPool, PgPool};
+
+/// Helpers shared by the benches.
+#[path = "common/mod.rs"]
+mod common;
+use common::{agent, agent_log, env_or};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
@@ -67,13 +71,7 @@ const BATCH: usize = 1000;
 const COLUMNS: [&str; 6] = ["id", "name", "amount", "active", "created", "doc"];
 const CASTS: [&str; 6] = ["bigint", "text", "numeric", "boolean", "timestamp", "jsonb"];
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
+/// `prefix_<random>`: `common::unique` joins with `-`, which table names cannot hold unquoted.
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
@@ -200,25 +198,15 @@ impl Db {
 
 /// Runs the binary on `pipeline` with `input` as stdin until it exits; its wall time.
 fn run_sluice(dir: &Path, label: &str, pipeline: &str, input: &Path) -> Option<Duration> {
-    let file = dir.join(format!("{label}.yaml"));
-    std::fs::write(&file, pipeline).unwrap();
-    let log_path = dir.join(format!("{label}.log"));
+    let mut cmd = agent(dir, label, pipeline);
+    cmd.stdin(std::fs::File::open(input).unwrap());
     let t0 = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "warn"])
-        .env_remove("RUST_LOG")
-        .stdin(std::fs::File::open(input).unwrap())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .status()
-        .expect("start sluice");
+    let status = cmd.status().expect("start sluice");
     let elapsed = t0.elapsed();
     if status.success() {
         Some(elapsed)
     } else {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = agent_log(dir, label);
         eprintln!("{label}: sluice failed ({status}):\n{log}");
         None
     }

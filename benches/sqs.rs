@@ -13,7 +13,7 @@
 //! Without `--bench` (under `cargo test`) a small smoke run checks that every case completes.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -22,21 +22,18 @@ use aws_sdk_sqs::{
     types::{DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry},
 };
 
+/// Helpers shared by the benches.
+#[path = "common/mod.rs"]
+mod common;
 /// The test server's endpoint and clients, shared with the tests.
 #[path = "../tests/common/aws.rs"]
 mod test_server;
+use common::{Measure, agent_log, env_or, spawn_agent};
 use test_server::{endpoint, unique};
 
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn client() -> Client {
     Client::new(&test_server::sdk(Duration::from_secs(60)).await)
@@ -108,19 +105,7 @@ async fn remaining(sqs: &Client, url: &str) -> u64 {
         .sum()
 }
 
-/// One timed run: messages per second from the first message taken to the queue's end.
-struct Measure {
-    messages: u64,
-    elapsed: Duration,
-}
-
-impl Measure {
-    fn per_second(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// Polls the queue until it is empty; the rate from the first change on.
+/// Polls the queue until it is empty; the rate from the first message taken to the end.
 async fn watch(sqs: &Client, url: &str, m: u64) -> Option<Measure> {
     let limit = Instant::now() + RUN_LIMIT;
     let mut first: Option<(Instant, u64)> = None;
@@ -132,12 +117,7 @@ async fn watch(sqs: &Client, url: &str, m: u64) -> Option<Measure> {
         }
         if left == 0 {
             let (t0, left0) = first.unwrap_or((now, 0));
-            return Some(Measure {
-                messages: left0,
-                elapsed: now
-                    .saturating_duration_since(t0)
-                    .max(Duration::from_millis(1)),
-            });
+            return Some(Measure::between(left0, t0, now));
         }
         if now > limit {
             eprintln!("gave up: {left} of {m} messages still in {url} after {RUN_LIMIT:?}");
@@ -203,18 +183,7 @@ sinks:
 ",
         endpoint = endpoint()
     );
-    let file = dir.join(format!("{label}.yaml"));
-    std::fs::write(&file, pipeline).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{label}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "warn"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start sluice")
+    spawn_agent(dir, label, &pipeline)
 }
 
 fn main() {
@@ -264,8 +233,7 @@ fn main() {
             let _ = agent.kill();
             let _ = agent.wait();
             if measured.is_none() {
-                let log = std::fs::read_to_string(dir.path().join(format!("{name}.log")));
-                eprintln!("{label} log:\n{}", log.unwrap_or_default());
+                eprintln!("{label} log:\n{}", agent_log(dir.path(), &name));
             }
             rows.push((label, measured));
             let _ = sqs.delete_queue().queue_url(&url).send().await;
@@ -281,7 +249,7 @@ fn main() {
                         raw.map_or(String::from("-"), |r| format!("{:.0}%", rate / r * 100.0));
                     println!(
                         "  {label:<26} {rate:>12.0} {ratio:>8}   ({} messages in {:.2?})",
-                        x.messages, x.elapsed
+                        x.count, x.elapsed
                     );
                 }
                 None => println!("  {label:<26} {:>12}", "failed"),

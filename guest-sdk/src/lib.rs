@@ -145,8 +145,8 @@ pub mod __private {
         e.0
     }
 
-    /// An event as the host sent it (unchanged until modified).
+    /// An event handed over whole (a codec's or selector's input).
     pub fn event(headers: Vec<(String, String)>, body: Vec<u8>) -> crate::Event {
-        crate::Event::received(headers, body)
+        crate::Event::from_parts(headers, body)
     }
 }

@@ -1,8 +1,10 @@
 //! The packed batch layout of the `packed-interceptor` world (see `wit/PACKED.md`), guest side.
 
+use std::sync::Arc;
+
 use crate::{
-    Error,
-    event::{Event, HeaderOp, Verdict},
+    Error, Verdict,
+    event::{Event, Received, Repr},
 };
 
 struct Reader<'a> {
@@ -33,28 +35,87 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String, Error> {
-        Ok(std::str::from_utf8(self.bytes()?)?.to_owned())
+    /// Checks a string without copying it.
+    fn skip_str(&mut self) -> Result<(), Error> {
+        std::str::from_utf8(self.bytes()?)?;
+        Ok(())
     }
 }
 
-/// Decodes the host's batch into events.
-pub fn decode_batch(buf: &[u8]) -> Result<Vec<Event>, Error> {
-    let mut r = Reader { buf, at: 0 };
-    let n = r.u32()? as usize;
-    let mut out = Vec::with_capacity(n.min(buf.len()));
-    for _ in 0..n {
-        let nh = r.u16()? as usize;
-        let mut headers = Vec::with_capacity(nh);
-        for _ in 0..nh {
-            let k = r.string()?;
-            let v = r.string()?;
-            headers.push((k, v));
-        }
-        let body = r.bytes()?.to_vec();
-        out.push(Event::received(headers, body));
+/// The events of a host batch, decoded one at a time as ranges into the batch (no copies).
+pub struct Events {
+    batch: Arc<Vec<u8>>,
+    at: usize,
+    left: u32,
+}
+
+impl Events {
+    pub fn new(batch: Vec<u8>) -> Result<Events, Error> {
+        let mut r = Reader { buf: &batch, at: 0 };
+        let left = r.u32()?;
+        let at = r.at;
+        Ok(Events {
+            batch: Arc::new(batch),
+            at,
+            left,
+        })
     }
-    Ok(out)
+
+    /// How many events the host sent.
+    pub fn len(&self) -> usize {
+        self.left as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    fn decode_next(&mut self) -> Result<Event, Error> {
+        let mut r = Reader {
+            buf: &self.batch,
+            at: self.at,
+        };
+        let header_count = r.u16()?;
+        let start = r.at;
+        for _ in 0..header_count {
+            r.skip_str()?;
+            r.skip_str()?;
+        }
+        let headers = (start, r.at);
+        let len = r.u32()? as usize;
+        let body = (r.at, r.at + len);
+        r.take(len)?;
+        self.at = r.at;
+        Ok(Event(Repr::Received(Received {
+            batch: Arc::clone(&self.batch),
+            headers,
+            header_count,
+            body,
+            ops: Vec::new(),
+            op_count: 0,
+            new_body: None,
+        })))
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<Event, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let e = self.decode_next();
+        if e.is_err() {
+            self.left = 0;
+        }
+        Some(e)
+    }
+}
+
+/// Decodes the host's whole batch into events (which refer into it, uncopied).
+pub fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, Error> {
+    Events::new(batch)?.collect()
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -62,33 +123,78 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Encodes a whole event (input layout); used by hosts' tests and split/replace verdicts.
-pub fn encode_event(out: &mut Vec<u8>, headers: &[(String, String)], body: &[u8]) {
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
-    for (k, v) in headers {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
+/// Encodes a whole event (input layout), as split and replace verdicts carry them.
+pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
+    match &e.0 {
+        Repr::Received(r) if r.op_count == 0 => {
+            // The header block goes back as the host wrote it.
+            out.extend_from_slice(&r.header_count.to_le_bytes());
+            out.extend_from_slice(&r.batch[r.headers.0..r.headers.1]);
+        }
+        _ => {
+            let count = out.len();
+            out.extend_from_slice(&[0, 0]);
+            let mut n = 0u16;
+            for (k, v) in e.headers() {
+                put_bytes(out, k.as_bytes());
+                put_bytes(out, v.as_bytes());
+                n += 1;
+            }
+            out[count..count + 2].copy_from_slice(&n.to_le_bytes());
+        }
     }
-    put_bytes(out, body);
+    put_bytes(out, e.body());
 }
 
-/// Encodes a batch (input layout), for tests.
+/// Encodes a batch (input layout), as the host does; for tests.
 pub fn encode_batch(events: &[Event]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
     for e in events {
-        let h: Vec<(String, String)> = e
-            .headers()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        encode_event(&mut out, &h, e.body());
+        encode_event(&mut out, e);
     }
     out
 }
 
-fn encode_whole(out: &mut Vec<u8>, e: Event) {
-    let (h, b) = e.into_parts();
-    encode_event(out, &h, &b);
+/// Appends one verdict in the output layout.
+pub fn encode_verdict(out: &mut Vec<u8>, v: Verdict) {
+    match v {
+        Verdict::Keep(e) => match &e.0 {
+            Repr::Received(r) if r.op_count == 0 && r.new_body.is_none() => out.push(0),
+            Repr::Received(r) => {
+                out.push(1);
+                out.extend_from_slice(&r.op_count.to_le_bytes());
+                out.extend_from_slice(&r.ops);
+                match &r.new_body {
+                    Some(b) => {
+                        out.push(1);
+                        put_bytes(out, b);
+                    }
+                    None => out.push(0),
+                }
+            }
+            Repr::Fresh { .. } => {
+                out.push(2);
+                encode_event(out, &e);
+            }
+        },
+        Verdict::Drop => out.push(3),
+        Verdict::Reject(r) => {
+            out.push(4);
+            put_bytes(out, r.as_bytes());
+        }
+        Verdict::Retry(r) => {
+            out.push(5);
+            put_bytes(out, r.as_bytes());
+        }
+        Verdict::Split(events) => {
+            out.push(6);
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            for e in &events {
+                encode_event(out, e);
+            }
+        }
+    }
 }
 
 /// Encodes one verdict per input event.
@@ -96,72 +202,29 @@ pub fn encode_verdicts(verdicts: Vec<Verdict>) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + verdicts.len() * 8);
     out.extend_from_slice(&(verdicts.len() as u32).to_le_bytes());
     for v in verdicts {
-        match v {
-            Verdict::Keep(e) if e.is_unchanged() => out.push(0),
-            Verdict::Keep(e) if e.fresh => {
-                out.push(2);
-                encode_whole(&mut out, e);
-            }
-            Verdict::Keep(e) => {
-                out.push(1);
-                out.extend_from_slice(&(e.ops.len() as u16).to_le_bytes());
-                for op in &e.ops {
-                    match op {
-                        HeaderOp::Set(k, v) => {
-                            out.push(0);
-                            put_bytes(&mut out, k.as_bytes());
-                            put_bytes(&mut out, v.as_bytes());
-                        }
-                        HeaderOp::Remove(k) => {
-                            out.push(1);
-                            put_bytes(&mut out, k.as_bytes());
-                        }
-                    }
-                }
-                if e.body_changed {
-                    out.push(1);
-                    put_bytes(&mut out, e.body());
-                } else {
-                    out.push(0);
-                }
-            }
-            Verdict::Drop => out.push(3),
-            Verdict::Reject(r) => {
-                out.push(4);
-                put_bytes(&mut out, r.as_bytes());
-            }
-            Verdict::Retry(r) => {
-                out.push(5);
-                put_bytes(&mut out, r.as_bytes());
-            }
-            Verdict::Split(events) => {
-                out.push(6);
-                out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-                for e in events {
-                    encode_whole(&mut out, e);
-                }
-            }
-        }
+        encode_verdict(&mut out, v);
     }
     out
 }
 
-/// Runs a per-event interceptor over a packed batch.
+/// Runs a per-event interceptor over a packed batch: each event is decoded, handed over and
+/// its verdict encoded before the next, so no list of events or verdicts is built.
 pub fn run_per_event(
-    batch: &[u8],
+    batch: Vec<u8>,
     mut f: impl FnMut(Event) -> Result<Verdict, Error>,
 ) -> Result<Vec<u8>, Error> {
-    let events = decode_batch(batch)?;
-    let verdicts = events
-        .into_iter()
-        .map(&mut f)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(encode_verdicts(verdicts))
+    let events = Events::new(batch)?;
+    let mut out = Vec::with_capacity(4 + events.len() * 8);
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for e in events {
+        encode_verdict(&mut out, f(e?)?);
+    }
+    Ok(out)
 }
 
 /// Runs a batch interceptor over a packed batch.
 pub fn run_batch(
-    batch: &[u8],
+    batch: Vec<u8>,
     f: impl FnOnce(Vec<Event>) -> Result<Vec<Verdict>, Error>,
 ) -> Result<Vec<u8>, Error> {
     let events = decode_batch(batch)?;
@@ -183,7 +246,7 @@ mod tests {
     #[test]
     fn unchanged_events_cost_one_byte_and_patches_carry_only_changes() {
         let batch = encode_batch(&[Event::new("a").with_header("k", "v"), Event::new("b")]);
-        let out = run_per_event(&batch, |mut e| {
+        let out = run_per_event(batch, |mut e| {
             if e.body() == b"b" {
                 e.set_header("x", "1");
             }
@@ -206,14 +269,14 @@ mod tests {
     fn truncated_input_is_an_error_not_a_panic() {
         let batch = encode_batch(&[Event::new("abc")]);
         for cut in 0..batch.len() {
-            assert!(decode_batch(&batch[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_batch(batch[..cut].to_vec()).is_err(), "cut at {cut}");
         }
     }
 
     #[test]
     fn batch_form_checks_the_verdict_count() {
         let batch = encode_batch(&[Event::new("a"), Event::new("b")]);
-        let e = run_batch(&batch, |_| Ok(vec![Verdict::Drop])).unwrap_err();
+        let e = run_batch(batch, |_| Ok(vec![Verdict::Drop])).unwrap_err();
         assert!(e.0.contains("1 verdicts for 2 events"));
     }
 }

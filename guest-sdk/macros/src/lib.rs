@@ -125,9 +125,9 @@ pub fn interceptor(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     });
     let run = if args.batch {
-        quote!(::sluice_guest::packed::run_batch(&batch, super::#name))
+        quote!(::sluice_guest::packed::run_batch(batch, super::#name))
     } else {
-        quote!(::sluice_guest::packed::run_per_event(&batch, super::#name))
+        quote!(::sluice_guest::packed::run_per_event(batch, super::#name))
     };
     quote! {
         #func

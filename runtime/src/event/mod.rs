@@ -60,6 +60,15 @@ impl Headers {
         }
     }
 
+    /// [`insert`](Self::insert) from borrowed text: allocates the key only when it is new and
+    /// reuses the old value's buffer when it fits.
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => value.clone_into(&mut slot.1),
+            None => self.0.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let i = self.0.iter().position(|(k, _)| k == key)?;
         Some(self.0.remove(i).1)

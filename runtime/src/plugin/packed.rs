@@ -101,8 +101,11 @@ pub struct Applied {
 /// One decoded verdict, not yet applied.
 enum Action<'a> {
     Keep,
+    /// `ops` are `count` checked header changes, still in the wire layout: replaying them
+    /// from the buffer costs no allocation per event.
     Patch {
-        ops: Vec<(&'a str, Option<&'a str>)>,
+        ops: &'a [u8],
+        count: u16,
         body: Option<&'a [u8]>,
     },
     Replace(Vec<Event>),
@@ -123,19 +126,25 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
         actions.push(match r.u8()? {
             0 => Action::Keep,
             1 => {
-                let n_ops = r.u16()?;
-                let mut ops = Vec::with_capacity(n_ops as usize);
-                for _ in 0..n_ops {
+                let count = r.u16()?;
+                let start = r.at;
+                for _ in 0..count {
                     match r.u8()? {
-                        0 => ops.push((r.str()?, Some(r.str()?))),
-                        1 => ops.push((r.str()?, None)),
+                        0 => {
+                            r.str()?;
+                            r.str()?;
+                        }
+                        1 => {
+                            r.str()?;
+                        }
                         op => {
                             return Err(CallFailure::bad_output(format!("unknown header op {op}")));
                         }
                     }
                 }
+                let ops = &r.buf[start..r.at];
                 let body = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
-                Action::Patch { ops, body }
+                Action::Patch { ops, count, body }
             }
             2 => Action::Replace(vec![r.event(whole)?]),
             3 => Action::Drop,
@@ -187,13 +196,17 @@ pub fn apply(
     for (mut e, action) in inputs.into_iter().zip(actions) {
         match action {
             Action::Keep => kept.push(e),
-            Action::Patch { ops, body } => {
-                for (k, v) in ops {
-                    match v {
-                        Some(v) => e.headers.insert(k, v),
-                        None => {
-                            e.headers.remove(k);
-                        }
+            Action::Patch { ops, count, body } => {
+                let mut r = Reader { buf: ops, at: 0 };
+                for _ in 0..count {
+                    // Checked by `decode`: these reads cannot fail.
+                    let (Ok(op), Ok(k)) = (r.u8(), r.str()) else {
+                        break;
+                    };
+                    if op == 0 {
+                        e.headers.set(k, r.str().unwrap_or_default());
+                    } else {
+                        e.headers.remove(k);
                     }
                 }
                 if let Some(b) = body {
