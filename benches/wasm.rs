@@ -113,10 +113,21 @@ fn main() {
     println!(
         "pipeline: generator -> interceptor -> memory -> null, 256-byte bodies + 2 headers, {events} events, one thread"
     );
-    for batch in [1usize, 64, 256, 1024] {
+    // SLUICE_BENCH_BATCHES=256 (comma-separated) runs only those sizes, e.g. under `perf`.
+    let batches: Vec<usize> = std::env::var("SLUICE_BENCH_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 64, 256, 1024]);
+    // SLUICE_BENCH_ONLY_WASM=1 skips the native runs (to profile the Wasm path alone).
+    let only_wasm = std::env::var_os("SLUICE_BENCH_ONLY_WASM").is_some();
+    for batch in batches {
         let n = if batch == 1 { events / 10 } else { events };
         let mut row = Vec::new();
         for wasm in [false, true] {
+            if only_wasm && !wasm {
+                row.push((f64::NAN, f64::NAN));
+                continue;
+            }
             let text = pipeline(n, batch, wasm, &plugin);
             let p = sluice::config::load_str(Path::new("bench.yaml"), &text, &|_| None).unwrap();
             let (cpu0, t0) = (cpu_seconds(), Instant::now());

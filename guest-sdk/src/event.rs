@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::Error;
+use crate::{Error, recycled::RecycledBuf};
 
 /// Header change tags, as in a patch verdict (`wit/PACKED.md`).
 pub(crate) const OP_SET: u8 = 0;
@@ -37,14 +37,15 @@ pub(crate) struct Received {
     pub(crate) header_count: u16,
     pub(crate) body: (usize, usize),
     /// Header changes in the patch layout (`0 name value` sets, `1 name` removes), in order.
-    pub(crate) ops: Vec<u8>,
+    pub(crate) ops: RecycledBuf,
     pub(crate) op_count: u16,
     pub(crate) new_body: Option<Vec<u8>>,
 }
 
-/// Reads one length-prefixed string from the front of `b`. The host's batch is checked when it
-/// is decoded and ops are written by this module, so a short or non-UTF-8 field cannot occur;
-/// it would read as empty rather than panic.
+/// Reads one length-prefixed string from the front of `b`. The host's batch is bounds-checked
+/// when it is decoded and ops are written by this module, so a short field cannot occur. The
+/// host only sends UTF-8 (its headers are Rust strings); were a field not UTF-8, it would read
+/// as empty rather than panic.
 pub(crate) fn next_str<'a>(b: &mut &'a [u8]) -> &'a str {
     let Some((len, rest)) = b.split_first_chunk::<4>() else {
         *b = &[];
@@ -202,10 +203,11 @@ impl Event {
                 None => headers.push((name.to_owned(), value.to_owned())),
             },
             Repr::Received(r) => {
-                r.ops.reserve(9 + name.len() + value.len());
-                r.ops.push(OP_SET);
-                put_str(&mut r.ops, name);
-                put_str(&mut r.ops, value);
+                let ops = r.ops.get_mut();
+                ops.reserve(9 + name.len() + value.len());
+                ops.push(OP_SET);
+                put_str(ops, name);
+                put_str(ops, value);
                 r.op_count += 1;
             }
         }
@@ -221,8 +223,9 @@ impl Event {
             }
             Repr::Received(r) => {
                 let old = r.header(name)?.to_owned();
-                r.ops.push(OP_REMOVE);
-                put_str(&mut r.ops, name);
+                let ops = r.ops.get_mut();
+                ops.push(OP_REMOVE);
+                put_str(ops, name);
                 r.op_count += 1;
                 Some(old)
             }

@@ -26,8 +26,13 @@
 //! Functions are plain Rust, so native unit tests call them directly (see [`testing`]).
 //! `println!` output goes to the agent's log.
 
+// Guest code runs once per event: an error value built eagerly on the success path (an
+// `ok_or(Error::new(..))`) once cost an allocation per field read.
+#![warn(clippy::or_fun_call)]
+
 mod event;
 pub mod packed;
+mod recycled;
 pub mod testing;
 
 pub use event::{Event, Route, Verdict};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::{
     Error, Verdict,
     event::{Event, Received, Repr},
+    recycled::RecycledBuf,
 };
 
 struct Reader<'a> {
@@ -18,7 +19,7 @@ impl<'a> Reader<'a> {
             .at
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or(Error::new("packed batch truncated"))?;
+            .ok_or_else(|| Error::new("packed batch truncated"))?;
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
@@ -35,10 +36,10 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    /// Checks a string without copying it.
-    fn skip_str(&mut self) -> Result<(), Error> {
-        std::str::from_utf8(self.bytes()?)?;
-        Ok(())
+    /// Steps over a length-prefixed field. Header text is UTF-8-checked where it is read
+    /// (most plugins never read most headers), not here.
+    fn skip_field(&mut self) -> Result<(), Error> {
+        self.bytes().map(drop)
     }
 }
 
@@ -78,20 +79,21 @@ impl Events {
         let header_count = r.u16()?;
         let start = r.at;
         for _ in 0..header_count {
-            r.skip_str()?;
-            r.skip_str()?;
+            r.skip_field()?;
+            r.skip_field()?;
         }
         let headers = (start, r.at);
         let len = r.u32()? as usize;
-        let body = (r.at, r.at + len);
+        let body_start = r.at;
         r.take(len)?;
+        let body = (body_start, r.at);
         self.at = r.at;
         Ok(Event(Repr::Received(Received {
             batch: Arc::clone(&self.batch),
             headers,
             header_count,
             body,
-            ops: Vec::new(),
+            ops: RecycledBuf::default(),
             op_count: 0,
             new_body: None,
         })))

@@ -60,6 +60,10 @@ impl PluginEngine {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(1 << 20);
+        if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
+            // Names JIT-compiled plugin functions for `perf` (writes /tmp/perf-<pid>.map).
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let weak = engine.weak();
