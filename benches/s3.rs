@@ -31,11 +31,11 @@ use futures_util::stream::{self, StreamExt};
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
-/// The test server's endpoint and clients, shared with the tests.
+/// The test server's endpoint, clients, bucket set-up and listing, shared with the tests.
 #[path = "../tests/common/aws.rs"]
 mod test_server;
 use common::{Measure, agent, agent_log, env_or};
-use test_server::{endpoint, unique};
+use test_server::{create_bucket, endpoint, list_objects};
 
 const BODY: usize = 256;
 /// Lines per object (and per take): 32,640 × 257 bytes is just under 8 MiB.
@@ -45,30 +45,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 async fn client() -> Client {
     test_server::s3(Duration::from_secs(120)).await
-}
-
-/// Every object under `prefix`: `(count, total bytes)`.
-async fn listing(c: &Client, bucket: &str, prefix: &str) -> (usize, i64) {
-    let (mut count, mut bytes) = (0, 0);
-    let mut token: Option<String> = None;
-    loop {
-        let page = c
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("listing {bucket}: {}", sluice::aws::describe(&e)));
-        for o in page.contents() {
-            count += 1;
-            bytes += o.size().unwrap_or(0);
-        }
-        match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-            _ => return (count, bytes),
-        }
-    }
 }
 
 /// Deletes every object and the bucket (moto keeps objects in memory).
@@ -188,7 +164,8 @@ sinks:
         );
         return None;
     }
-    let (objects, bytes) = listing(c, bucket, &format!("{label}/")).await;
+    let listed = list_objects(c, bucket, &format!("{label}/")).await;
+    let (objects, bytes) = (listed.len(), listed.values().sum::<i64>());
     if compression == "none" {
         let want = n as i64 * (BODY as i64 + 1);
         assert_eq!(bytes, want, "{label}: bytes stored");
@@ -211,14 +188,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let c = client().await;
-        let bucket = unique("sluice-bench");
-        if let Err(e) = c.create_bucket().bucket(&bucket).send().await {
-            panic!(
-                "creating bucket {bucket} at {} (is moto_server running? scripts/test starts it): {}",
-                endpoint(),
-                sluice::aws::describe(&e)
-            );
-        }
+        let bucket = create_bucket(&c, "sluice-bench").await;
         println!(
             "s3: {n} events of {BODY} bytes into 8 MiB objects ({PER_OBJECT} per object) at {}",
             endpoint()

@@ -22,36 +22,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{MySqlPool, PgPool};
-
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
+/// The database servers' URLs and a connection of the bench's own, shared with the tests.
+#[path = "../tests/common/sql.rs"]
+mod test_server;
 use common::{agent, agent_log, env_or};
+use test_server::{Db, Flavor, unique_table};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    Postgres,
-    MySql,
-}
-
+/// This bench's part of the shared `Flavor`.
 impl Flavor {
-    fn name(self) -> &'static str {
-        match self {
-            Flavor::Postgres => "postgres",
-            Flavor::MySql => "mysql",
-        }
-    }
-
-    fn url(self) -> String {
-        match self {
-            Flavor::Postgres => std::env::var("SLUICE_TEST_POSTGRES")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-            Flavor::MySql => std::env::var("SLUICE_TEST_MYSQL")
-                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
-        }
-    }
-
+    /// The bench's table, in this flavor's dialect.
     fn create(self, table: &str) -> String {
         match self {
             Flavor::Postgres => format!(
@@ -70,11 +52,6 @@ impl Flavor {
 const BATCH: usize = 1000;
 const COLUMNS: [&str; 6] = ["id", "name", "amount", "active", "created", "doc"];
 const CASTS: [&str; 6] = ["bigint", "text", "numeric", "boolean", "timestamp", "jsonb"];
-
-/// `prefix_<random>`: `common::unique` joins with `-`, which table names cannot hold unquoted.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
 
 /// Event `i` of a run whose names start with `label`, as a JSON line.
 fn event(i: usize, label: &str) -> String {
@@ -127,37 +104,8 @@ fn statement(f: Flavor, table: &str, rows: usize) -> String {
     s
 }
 
-enum Db {
-    Pg(PgPool),
-    My(MySqlPool),
-}
-
+/// This bench's part of the shared `Db`.
 impl Db {
-    async fn connect(f: Flavor) -> Db {
-        let url = f.url();
-        let db = match f {
-            Flavor::Postgres => PgPool::connect(&url).await.map(Db::Pg),
-            Flavor::MySql => MySqlPool::connect(&url).await.map(Db::My),
-        };
-        db.unwrap_or_else(|e| panic!("{f:?} at {url}: {e}"))
-    }
-
-    async fn exec(&self, sql: &str) {
-        let r = match self {
-            Db::Pg(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-            Db::My(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-        };
-        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let r = match self {
-            Db::Pg(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
-            Db::My(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
-        };
-        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
     /// The raw loop: 1,000-row INSERTs, one transaction each.
     async fn raw_loop(&self, f: Flavor, table: &str, m: usize) -> Duration {
         let rows: Vec<[String; 6]> = (0..m).map(|i| values(f, i)).collect();
@@ -274,7 +222,7 @@ fn main() {
     rt.block_on(async {
         for f in [Flavor::Postgres, Flavor::MySql] {
             let db = Db::connect(f).await;
-            let raw_table = unique("bench_raw");
+            let raw_table = unique_table("bench_raw");
             db.exec(&f.create(&raw_table)).await;
             let raw = db.raw_loop(f, &raw_table, m).await;
             let raw_rate = m as f64 / raw.as_secs_f64();
@@ -285,7 +233,7 @@ fn main() {
                 Some(raw_rate),
             ));
 
-            let table = unique("bench_sink");
+            let table = unique_table("bench_sink");
             db.exec(&f.create(&table)).await;
             // MySQL's COUNT(*) may come back unsigned: made a signed BIGINT in both.
             let count = match f {

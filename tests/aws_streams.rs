@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use common::{
     Agent,
     aws::{endpoint, unique},
-    sluice,
+    sluice, wait_until,
 };
 
 async fn sdk() -> aws_config::SdkConfig {
@@ -180,19 +180,26 @@ async fn queue_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
 
 /// Waits until the queue holds no message, visible or in flight.
 async fn wait_empty(sqs: &aws_sdk_sqs::Client, url: &str, agent_log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (visible, in_flight) = queue_counts(sqs, url).await;
-        if visible + in_flight == 0 {
-            return;
+    let (limit, poll) = (Duration::from_secs(30), Duration::from_millis(100));
+    wait_until(limit, poll, agent_log, async || {
+        match queue_counts(sqs, url).await {
+            (0, 0) => Ok(()),
+            (visible, in_flight) => Err(format!(
+                "the queue still holds {visible} visible and {in_flight} in-flight messages"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the queue still holds {visible} visible and {in_flight} in-flight messages:\n{}",
-            agent_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until `path` has at least `n` lines, polling every `poll`.
+async fn wait_lines(agent: &mut Agent, path: &Path, n: usize, limit: Duration, poll: Duration) {
+    agent
+        .wait_until(limit, poll, async || match count_lines(path) {
+            have if have >= n => Ok(()),
+            have => Err(format!("{have} of {n} lines written to {}", path.display())),
+        })
+        .await
 }
 
 /// Sends one `SendMessageBatch`; `(entry id, message id)` of each message.
@@ -265,6 +272,35 @@ sources:
     )
 }
 
+/// An agent on `queue` (the source's `queue_name` or `queue_url` key) with `source_extra`
+/// writing to a file through a memory channel, until `n` lines are written and the queue is
+/// empty; the events written and the agent's log.
+async fn drain_to_file(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    queue: &str,
+    source_extra: &str,
+    n: usize,
+) -> (Vec<Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let pipeline = sqs_pipeline(
+        queue,
+        source_extra,
+        &format!(
+            "  out: {{ type: file, channel: ch, path: '{}', format: ndjson }}\n",
+            out.display()
+        ),
+        "{ type: memory }",
+    );
+    let mut agent = Agent::start(dir.path(), "agent", &pipeline);
+    let (limit, poll) = (Duration::from_secs(90), Duration::from_millis(100));
+    wait_lines(&mut agent, &out, n, limit, poll).await;
+    wait_empty(sqs, url, || agent.log()).await;
+    let log = agent.stop().await;
+    (events(&out), log)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqs_to_file_end_to_end() {
     // moto spends 15-20 ms per message in a batch call: small counts keep the test short.
@@ -308,33 +344,8 @@ async fn sqs_to_file_end_to_end() {
     }
     let t1 = now_ms();
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.ndjson");
-    let pipeline = sqs_pipeline(
-        &format!("queue_name: {name}"),
-        "    batch_size: 100\n",
-        &format!(
-            "  out: {{ type: file, channel: ch, path: '{}', format: ndjson }}\n",
-            out.display()
-        ),
-        "{ type: memory }",
-    );
-    let mut agent = Agent::start(dir.path(), "agent", &pipeline);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while count_lines(&out) < N {
-        agent.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "{} of {N} messages written:\n{}",
-            count_lines(&out),
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    wait_empty(&sqs, &url, || agent.log()).await;
-    let log = agent.stop().await;
-
-    let events = events(&out);
+    let queue = format!("queue_name: {name}");
+    let (events, log) = drain_to_file(&sqs, &url, &queue, "    batch_size: 100\n", N).await;
     // Message id → the receive counts it arrived with (SQS delivers at least once: a copy
     // beyond the first must be a redelivery, counted as such).
     let mut receives: HashMap<String, Vec<u32>> = HashMap::new();
@@ -439,24 +450,22 @@ async fn sqs_kill_9_redelivers_none_lost() {
     // Receives give partial batches, so the channel takes a few more small ones before the
     // batch in hand no longer fits: held means the counts stopped moving with messages in
     // flight (moto's counts are approximate, so no exact number is expected).
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = (0, 0);
     let mut since = Instant::now();
-    loop {
-        let now = queue_counts(&sqs, &url).await;
-        if now != last {
-            (last, since) = (now, Instant::now());
-        } else if now.1 > 0 && since.elapsed() >= Duration::from_millis(1500) {
-            break;
-        }
-        first.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "the source never held a batch: (visible, in flight) = {now:?}:\n{}",
-            first.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(60), Duration::from_millis(100));
+    first
+        .wait_until(limit, poll, async || {
+            let now = queue_counts(&sqs, &url).await;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if now.1 > 0 && since.elapsed() >= Duration::from_millis(1500) {
+                return Ok(());
+            }
+            Err(format!(
+                "the source never held a batch: (visible, in flight) = {now:?}"
+            ))
+        })
+        .await;
     let held = queue_counts(&sqs, &url).await;
     // Well past the 2 s visibility timeout, the held batch is still hidden: extended.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
@@ -480,17 +489,8 @@ async fn sqs_kill_9_redelivers_none_lost() {
     // 2. A working sink on the same channel, killed mid-stream.
     let out2 = dir.path().join("out-2.ndjson");
     let mut second = Agent::start(dir.path(), "second", &pipeline(&out2));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while count_lines(&out2) < N / 2 {
-        second.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "{} events written by the second agent:\n{}",
-            count_lines(&out2),
-            second.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(90), Duration::from_millis(20));
+    wait_lines(&mut second, &out2, N / 2, limit, poll).await;
     second.kill();
     let at_kill = count_lines(&out2);
 
@@ -507,18 +507,17 @@ async fn sqs_kill_9_redelivers_none_lost() {
         }
         got.len()
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while distinct() < N {
-        third.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "{} of {N} distinct messages arrived:\n--- second:\n{}\n--- third:\n{}",
-            distinct(),
-            second.log(),
-            third.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The second agent is dead: its log is final.
+    let second_log = second.log();
+    let (limit, poll) = (Duration::from_secs(120), Duration::from_millis(100));
+    third
+        .wait_until(limit, poll, async || match distinct() {
+            n if n >= N => Ok(()),
+            n => Err(format!(
+                "{n} of {N} distinct messages arrived:\n--- second:\n{second_log}\n--- third"
+            )),
+        })
+        .await;
     wait_empty(&sqs, &url, || third.log()).await;
     third.stop().await;
 
@@ -581,35 +580,12 @@ async fn sqs_fifo_keeps_group_order() {
         send_batch(&sqs, &url, entries).await;
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.ndjson");
-    let pipeline = sqs_pipeline(
-        &format!("queue_url: '{url}'"),
-        "    batch_size: 25\n",
-        &format!(
-            "  out: {{ type: file, channel: ch, path: '{}', format: ndjson }}\n",
-            out.display()
-        ),
-        "{ type: memory }",
-    );
-    let mut agent = Agent::start(dir.path(), "agent", &pipeline);
+    let queue = format!("queue_url: '{url}'");
     let total = GROUPS * PER_GROUP;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while count_lines(&out) < total {
-        agent.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "{} of {total} messages written:\n{}",
-            count_lines(&out),
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    wait_empty(&sqs, &url, || agent.log()).await;
-    agent.stop().await;
+    let (events, _) = drain_to_file(&sqs, &url, &queue, "    batch_size: 25\n", total).await;
 
     let mut per_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for e in events(&out) {
+    for e in events {
         let body = e["body"].as_str().unwrap();
         let (g, i) = body.split_once('-').unwrap();
         assert_eq!(header(&e, "sqs.group_id"), Some(g), "{e}");
@@ -848,23 +824,24 @@ async fn kinesis_records_read_back_from_shard() {
         .send()
         .await
         .unwrap_or_else(|e| no_server("creating a Kinesis stream", e));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    // No agent yet: no log to show.
+    let (limit, poll) = (Duration::from_secs(30), Duration::from_millis(200));
+    wait_until(limit, poll, String::new, async || {
         let out = kin
             .describe_stream_summary()
             .stream_name(&stream)
             .send()
             .await
             .unwrap_or_else(|e| no_server("DescribeStreamSummary", e));
-        let status = out
+        match out
             .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            break;
+            .map(|s| s.stream_status().clone())
+        {
+            Some(StreamStatus::Active) => Ok(()),
+            status => Err(format!("stream still {status:?}")),
         }
-        assert!(Instant::now() < deadline, "stream still {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     // (partition key, data) in input order; every 50th body is binary.
     let b64 = base64::engine::general_purpose::STANDARD;

@@ -22,7 +22,7 @@ use aws_sdk_s3::Client;
 
 use common::{
     Agent,
-    aws::{endpoint, unique},
+    aws::{create_bucket, endpoint, list_objects},
 };
 
 const COLORS: [&str; 3] = ["red", "green", "blue"];
@@ -30,45 +30,6 @@ const COLORS: [&str; 3] = ["red", "green", "blue"];
 /// A client for the test server, built the way the agent builds its own.
 async fn client() -> Client {
     common::aws::s3(Duration::from_secs(60)).await
-}
-
-/// A fresh bucket; panics (naming the endpoint) when the server is not there.
-async fn bucket(c: &Client) -> String {
-    let name = unique("sluice-test");
-    if let Err(e) = c.create_bucket().bucket(&name).send().await {
-        panic!(
-            "creating bucket {name} at {} (is moto_server running? scripts/test starts it): {}",
-            endpoint(),
-            sluice::aws::describe(&e)
-        );
-    }
-    name
-}
-
-/// Every object under `prefix`: key → size, sorted by key.
-async fn list(c: &Client, bucket: &str, prefix: &str) -> BTreeMap<String, i64> {
-    let mut out = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = c
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("listing {bucket}: {}", sluice::aws::describe(&e)));
-        for o in page.contents() {
-            out.insert(
-                o.key().unwrap_or_default().to_owned(),
-                o.size().unwrap_or(0),
-            );
-        }
-        match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-            _ => return out,
-        }
-    }
 }
 
 /// An object's bytes, `Content-Encoding` and ETag.
@@ -88,7 +49,7 @@ async fn get(c: &Client, bucket: &str, key: &str) -> (Vec<u8>, Option<String>, S
 
 /// Deletes what a test wrote (moto keeps objects in memory).
 async fn remove(c: &Client, bucket: &str) {
-    for key in list(c, bucket, "").await.keys() {
+    for key in list_objects(c, bucket, "").await.keys() {
         let _ = c.delete_object().bucket(bucket).key(key).send().await;
     }
     let _ = c.delete_bucket().bucket(bucket).send().await;
@@ -205,7 +166,7 @@ async fn s3_objects_by_key_and_roll_count() {
     const ROLL: usize = 100;
     const BODY: usize = 24;
     let c = client().await;
-    let bucket = bucket(&c).await;
+    let bucket = create_bucket(&c, "sluice-test").await;
     let dir = tempfile::tempdir().unwrap();
     // One put of N events; the sink lingers until it holds a full batch, so it takes exactly
     // two batches, at positions 0 and BATCH.
@@ -253,7 +214,7 @@ sinks:
         }
     }
 
-    let listed = list(&c, &bucket, "").await;
+    let listed = list_objects(&c, &bucket, "").await;
     // A memory channel numbers from the clock: positions are compared relative to the first.
     let base = listed
         .keys()
@@ -312,7 +273,7 @@ async fn s3_compression_gzip_and_zstd() {
     const ROLL: usize = 250;
     const BODY: usize = 40;
     let c = client().await;
-    let bucket = bucket(&c).await;
+    let bucket = create_bucket(&c, "sluice-test").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = |name: &str, channel: &str, compression: &str| {
         format!(
@@ -353,7 +314,7 @@ sinks:
         .collect();
     assert_eq!(want.len(), 3);
     for (prefix, ext, encoding) in [("gz/", ".gz", "gzip"), ("zs/", ".zst", "zstd")] {
-        let listed = list(&c, &bucket, prefix).await;
+        let listed = list_objects(&c, &bucket, prefix).await;
         assert_eq!(
             listed.len(),
             want.len(),
@@ -395,7 +356,7 @@ async fn s3_multipart_large_objects() {
     const BODY: usize = 64 << 10;
     const ROLL_SIZE: u64 = 12 << 20;
     let c = client().await;
-    let bucket = bucket(&c).await;
+    let bucket = create_bucket(&c, "sluice-test").await;
     let dir = tempfile::tempdir().unwrap();
     let pipeline = format!(
         "channels:
@@ -428,7 +389,7 @@ sinks:
         want.iter().map(|w| w.len()).collect::<Vec<_>>(),
         [192, 192, 16]
     );
-    let listed = list(&c, &bucket, "big/").await;
+    let listed = list_objects(&c, &bucket, "big/").await;
     assert_eq!(listed.len(), want.len(), "{listed:?}");
     let base = name_parts(listed.keys().next().expect("objects"), "").1;
     for (chunk, key) in listed.keys().enumerate() {
@@ -459,7 +420,7 @@ async fn s3_crash_between_upload_and_commit_leaves_no_duplicates() {
     const BODY: usize = 100;
     let objects = N as usize / ROLL;
     let c = client().await;
-    let bucket = bucket(&c).await;
+    let bucket = create_bucket(&c, "sluice-test").await;
     let dir = tempfile::tempdir().unwrap();
     let sink = format!(
         "sinks:
@@ -493,23 +454,20 @@ async fn s3_crash_between_upload_and_commit_leaves_no_duplicates() {
 {sink}"
     );
     let mut agent = Agent::start(dir.path(), "first", &first);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if !list(&c, &bucket, "crash/").await.is_empty() {
-            break;
-        }
-        agent.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no object within 120 s:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(120), Duration::from_millis(5));
+    agent
+        .wait_until(limit, poll, async || {
+            if list_objects(&c, &bucket, "crash/").await.is_empty() {
+                Err("no object yet".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
     agent.kill();
     // Requests the server had already received may still complete.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let at_kill = list(&c, &bucket, "crash/").await;
+    let at_kill = list_objects(&c, &bucket, "crash/").await;
     assert!(
         !at_kill.is_empty() && at_kill.len() < objects,
         "the kill was meant to land while the batch was uploading, but {} of {objects} objects exist:\n{}",
@@ -526,7 +484,7 @@ async fn s3_crash_between_upload_and_commit_leaves_no_duplicates() {
     let second = format!("{channel}{sink}");
     run_to_end(dir.path(), "second", &second, Duration::from_secs(180)).await;
 
-    let listed = list(&c, &bucket, "crash/").await;
+    let listed = list_objects(&c, &bucket, "crash/").await;
     for key in at_kill.keys() {
         assert!(listed.contains_key(key), "{key} from the first run is gone");
     }

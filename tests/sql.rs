@@ -22,82 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{json_lines, sluice};
+use common::{
+    json_lines, sluice,
+    sql::{Db, Flavor, unique_table},
+};
 use serde_json::{Value, json};
-use sqlx::{MySqlPool, PgPool, Row};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    Postgres,
-    MySql,
-}
-
-fn url(f: Flavor) -> String {
-    match f {
-        Flavor::Postgres => std::env::var("SLUICE_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-        Flavor::MySql => std::env::var("SLUICE_TEST_MYSQL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
-    }
-}
-
-/// The test's own connection to the database, to set up tables and read rows back.
-enum Db {
-    Pg(PgPool),
-    My(MySqlPool),
-}
-
-impl Db {
-    async fn connect(f: Flavor) -> Db {
-        let url = url(f);
-        let db = match f {
-            Flavor::Postgres => PgPool::connect(&url).await.map(Db::Pg),
-            Flavor::MySql => MySqlPool::connect(&url).await.map(Db::My),
-        };
-        db.unwrap_or_else(|e| panic!("{f:?} at {url}: {e}"))
-    }
-
-    async fn exec(&self, sql: &str) {
-        let r = match self {
-            Db::Pg(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-            Db::My(p) => sqlx::raw_sql(sql).execute(p).await.map(drop),
-        };
-        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// Every row of `sql`, each column read as text (the query casts them).
-    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        match self {
-            Db::Pg(p) => sqlx::query(sql)
-                .fetch_all(p)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect(),
-            Db::My(p) => sqlx::query(sql)
-                .fetch_all(p)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                .iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<Option<String>, _>(i))
-                        .collect()
-                })
-                .collect(),
-        }
-    }
-}
-
-/// A table name of this test's own.
-fn table(prefix: &str) -> String {
-    format!("sluice_{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
 
 /// Runs the binary on `pipeline` with `input` on stdin until it has drained and exited.
 fn run_stdin(dir: &Path, pipeline: &str, input: &str) -> String {
@@ -230,7 +159,7 @@ sinks:
 
 async fn insert_and_dlq(f: Flavor) {
     let db = Db::connect(f).await;
-    let t = table("ins");
+    let t = unique_table("sluice_ins");
     db.exec(&match f {
         Flavor::Postgres => format!(
             "CREATE TABLE {t} (
@@ -278,7 +207,7 @@ async fn insert_and_dlq(f: Flavor) {
     assert_eq!(input.lines().count(), 1000);
 
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = insert_pipeline(dir.path(), &url(f), &t);
+    let pipeline = insert_pipeline(dir.path(), &f.url(), &t);
     let input_for_agent = input.clone();
     let path = dir.path().to_owned();
     tokio::task::spawn_blocking(move || run_stdin(&path, &pipeline, &input_for_agent))
@@ -410,7 +339,7 @@ fn upsert_lines(
 
 async fn upsert(f: Flavor) {
     let db = Db::connect(f).await;
-    let t = table("ups");
+    let t = unique_table("sluice_ups");
     db.exec(&match f {
         Flavor::Postgres => format!(
             "CREATE TABLE {t} (id integer PRIMARY KEY, name text NOT NULL, amount numeric(12,2))"
@@ -421,7 +350,7 @@ async fn upsert(f: Flavor) {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = upsert_pipeline(dir.path(), &url(f), &t);
+    let pipeline = upsert_pipeline(dir.path(), &f.url(), &t);
 
     // First run: ids 1..=50. Second run: ids 1..=100 twice, so most ids appear twice in
     // one batch as well as in the table already.

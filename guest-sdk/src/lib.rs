@@ -30,6 +30,8 @@
 // `ok_or(Error::new(..))`) once cost an allocation per field read.
 #![warn(clippy::or_fun_call)]
 
+#[cfg(test)]
+mod counting_alloc;
 mod event;
 pub mod packed;
 mod recycled;

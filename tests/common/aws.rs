@@ -1,11 +1,12 @@
 //! The AWS-compatible test server (moto, started by `scripts/test`) as the tests and benches
-//! reach it: its endpoint, unique resource names, and SDK clients built the way the agent
-//! builds its own (`sluice::aws::sdk_config`). Benches include this file by path.
+//! reach it: its endpoint, unique resource names, SDK clients built the way the agent builds
+//! its own (`sluice::aws::sdk_config`), and the S3 bucket set-up and listing both need.
+//! Benches include this file by path.
 
 // Each test or bench uses only some of it.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use sluice::config::{Secret, aws::AwsConnection};
 
@@ -43,4 +44,48 @@ pub async fn s3(timeout: Duration) -> aws_sdk_s3::Client {
             .force_path_style(true)
             .build(),
     )
+}
+
+/// A fresh bucket named `prefix` plus a random suffix; panics naming the endpoint when the
+/// server is not there (the first request a test or bench makes, so it fails loudly there).
+pub async fn create_bucket(c: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    if let Err(e) = c.create_bucket().bucket(&name).send().await {
+        panic!(
+            "creating bucket {name} at {} (is moto_server running? scripts/test starts it): {}",
+            endpoint(),
+            sluice::aws::describe(&e)
+        );
+    }
+    name
+}
+
+/// Every object under `prefix`, all pages of the listing: key → size, sorted by key.
+pub async fn list_objects(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("listing {bucket}: {}", sluice::aws::describe(&e)));
+        for o in page.contents() {
+            out.insert(
+                o.key().unwrap_or_default().to_owned(),
+                o.size().unwrap_or(0),
+            );
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => return out,
+        }
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod sql;
 
 use std::{
     fs::File,
@@ -101,12 +102,28 @@ impl Agent {
 
     /// The end of the log (the last 12 kB), for failure messages.
     pub fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let cut = text.len().saturating_sub(12_000);
-        let cut = (cut..text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        text[cut..].to_owned()
+        log_tail(&self.log)
+    }
+
+    /// [`wait_until`] with this agent's log in the panic message, which also fails at once,
+    /// with the agent's exit status, when the agent has exited while `check` is still waiting.
+    pub async fn wait_until<T>(
+        &mut self,
+        limit: Duration,
+        every: Duration,
+        mut check: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        // The log is read by path: the check below holds the agent mutably.
+        let path = self.log.clone();
+        let log = move || log_tail(&path);
+        wait_until(limit, every, log, async || {
+            let r = check().await;
+            if r.is_err() {
+                self.assert_running();
+            }
+            r
+        })
+        .await
     }
 
     pub fn assert_running(&mut self) {
@@ -157,5 +174,38 @@ impl Drop for Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// The last 12 kB of the log at `path` (empty if there is none).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let cut = text.len().saturating_sub(12_000);
+    let cut = (cut..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[cut..].to_owned()
+}
+
+/// Polls `check` every `every` until it gives `Ok`, and returns that. `Err` says what is still
+/// awaited (and how far it got); after `limit` that and `log()` (the agent's log, say) are the
+/// panic message, so a test that times out shows why without a rerun.
+pub async fn wait_until<T>(
+    limit: Duration,
+    every: Duration,
+    log: impl Fn() -> String,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(t) => return t,
+            Err(pending) => assert!(
+                Instant::now() < deadline,
+                "after {limit:?}: {pending}:\n{}",
+                log()
+            ),
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -30,6 +30,9 @@ pub struct PluginEngine {
     pub engine: Engine,
     cache_dir: Option<PathBuf>,
     engine_hash: String,
+    /// Profiling: code must live in anonymous memory, where `perf` consults the perf map (it
+    /// attributes samples in a mapped cache file to the file instead).
+    perfmap: bool,
 }
 
 static SHARED: OnceLock<Result<Arc<PluginEngine>, String>> = OnceLock::new();
@@ -60,8 +63,9 @@ impl PluginEngine {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(1 << 20);
-        if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
-            // Names JIT-compiled plugin functions for `perf` (writes /tmp/perf-<pid>.map).
+        let perfmap = std::env::var_os("SLUICE_WASM_PERFMAP").is_some();
+        if perfmap {
+            // Names compiled plugin functions for `perf` (writes /tmp/perf-<pid>.map).
             cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -89,6 +93,7 @@ impl PluginEngine {
             engine,
             cache_dir,
             engine_hash,
+            perfmap,
         })
     }
 
@@ -104,7 +109,14 @@ impl PluginEngine {
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `precompile_component` of an engine with the same
             // compatibility hash (it is in the name), into a directory only this tool writes.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+            let loaded = if self.perfmap {
+                std::fs::read(path)
+                    .map_err(wasmtime::Error::from)
+                    .and_then(|b| unsafe { Component::deserialize(&self.engine, b) })
+            } else {
+                unsafe { Component::deserialize_file(&self.engine, path) }
+            };
+            match loaded {
                 Ok(c) => return Ok((c, digest)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry")
