@@ -391,11 +391,14 @@ async fn sqs_to_file_end_to_end() {
     );
     let mut duplicates = 0;
     for (id, counts) in &mut receives {
+        // Every copy beyond the first must be a redelivery (a receive count above 1). The
+        // counts need not be 1, 2, 3…: when moto hands one message to two concurrent receives,
+        // both answers carry the count after both (seen: [2, 2]). Two copies of count 1 would
+        // be one receive written twice.
         counts.sort_unstable();
-        let firsts: Vec<u32> = (1..=counts.len() as u32).collect();
-        assert_eq!(
-            counts, &firsts,
-            "{id} written more often than it was received"
+        assert!(
+            counts.iter().skip(1).all(|&c| c > 1),
+            "{id} written more often than it was received: receive counts {counts:?}"
         );
         duplicates += counts.len() - 1;
     }
