@@ -24,13 +24,11 @@ impl RecycledBuf {
     /// The buffer to append to, taken from the free list on first use.
     pub(crate) fn get_mut(&mut self) -> &mut Vec<u8> {
         if self.0.capacity() == 0 {
-            if let Some(spare) = SPARE
-                .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            self.0 = SPARE
+                .try_with(|s| s.borrow_mut().pop())
                 .ok()
                 .flatten()
-            {
-                self.0 = spare;
-            }
+                .unwrap_or_default();
         }
         &mut self.0
     }
@@ -59,10 +57,9 @@ impl Drop for RecycledBuf {
         buf.clear();
         // During thread teardown (no free list any more) the buffer is simply freed.
         let _ = SPARE.try_with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                if s.len() < MAX_SPARE {
-                    s.push(buf);
-                }
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE {
+                s.push(buf);
             }
         });
     }
