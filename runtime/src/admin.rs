@@ -20,16 +20,18 @@ use axum::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::Metrics;
-use crate::channel::Channel;
-use crate::plugin::{slot::Reloaded, watch::Registry};
+use sluice_core::{
+    channel::Channel,
+    metrics::Metrics,
+    plugin::{PluginHost, ReloadOutcome},
+};
 
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// True while the pipeline accepts events (cleared when shutdown starts).
     pub ready: AtomicBool,
-    pub plugins: Registry,
+    pub plugins: Arc<dyn PluginHost>,
     /// Channels whose health `/ready` reports.
     pub channels: Vec<(String, Arc<dyn Channel>)>,
 }
@@ -94,13 +96,7 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// 200 while every plugin is healthy; 503 naming the unhealthy ones otherwise.
 async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let sick: Vec<&str> = s
-        .plugins
-        .slots
-        .iter()
-        .filter(|(_, p)| !p.healthy())
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let sick = s.plugins.unhealthy();
     if sick.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
@@ -112,33 +108,27 @@ async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn plugins(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    Json(
-        s.plugins
-            .slots
-            .values()
-            .map(|p| p.describe())
-            .collect::<Vec<_>>(),
-    )
+    Json(s.plugins.describe())
 }
 
 async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
     match s.plugins.reload(&name).await {
-        None => (
+        ReloadOutcome::NotFound => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "error": format!("no plugin named `{name}`") })),
         ),
-        Some(Ok(Reloaded::Unchanged)) => (
+        ReloadOutcome::Unchanged => (
             StatusCode::OK,
             Json(serde_json::json!({ "result": "unchanged" })),
         ),
-        Some(Ok(Reloaded::Swapped { from, to })) => (
+        ReloadOutcome::Swapped { from, to } => (
             StatusCode::OK,
             Json(serde_json::json!({ "result": "swapped", "from": from, "to": to })),
         ),
-        Some(Err(e)) => (
+        ReloadOutcome::Refused(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(
-                serde_json::json!({ "error": e.to_string(), "result": "refused; the previous version keeps running" }),
+                serde_json::json!({ "error": e, "result": "refused; the previous version keeps running" }),
             ),
         ),
     }

@@ -23,17 +23,63 @@ pub const HEADER_ATTEMPTS: &str = "sluice.dlq.attempts";
 pub const HEADER_CLASS: &str = "sluice.dlq.class";
 
 /// Where in the flow an event was found to be poison.
-pub const STAGES: &[&str] = &["source", "interceptor", "sink"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Source,
+    Interceptor,
+    Sink,
+}
 
-/// The bounded set of reason classes used as a metric label (the full text goes in headers).
-pub const REASON_CLASSES: &[&str] = &[
-    "malformed",
-    "rejected",
-    "permanent",
-    "attempts_exhausted",
-    "plugin_trap",
-    "too_large",
-];
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Source, Stage::Interceptor, Stage::Sink];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Source => "source",
+            Stage::Interceptor => "interceptor",
+            Stage::Sink => "sink",
+        }
+    }
+}
+
+/// Why, as a bounded set usable as a metric label (the full text goes in headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The payload could not be decoded.
+    Malformed,
+    /// An interceptor rejected it, or no channel takes it.
+    Rejected,
+    /// The destination refused it for good.
+    Permanent,
+    /// Every delivery attempt failed.
+    AttemptsExhausted,
+    /// A plugin failed on it.
+    PluginTrap,
+    /// Larger than the component accepts.
+    TooLarge,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Class::Malformed,
+        Class::Rejected,
+        Class::Permanent,
+        Class::AttemptsExhausted,
+        Class::PluginTrap,
+        Class::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Malformed => "malformed",
+            Class::Rejected => "rejected",
+            Class::Permanent => "permanent",
+            Class::AttemptsExhausted => "attempts_exhausted",
+            Class::PluginTrap => "plugin_trap",
+            Class::TooLarge => "too_large",
+        }
+    }
+}
 
 /// One poison event and why.
 pub struct DeadLetter {
@@ -82,8 +128,8 @@ impl DeadLetters {
     /// committed to the DLQ (or discarded and counted when there is none).
     pub async fn send(
         &self,
-        stage: &'static str,
-        class: &'static str,
+        stage: Stage,
+        class: Class,
         attempts: u32,
         letters: Vec<DeadLetter>,
     ) -> Result<Disposition, ChannelError> {
@@ -96,7 +142,8 @@ impl DeadLetters {
             // Log the first few and then every 1000th, so a poison flood cannot flood the log.
             if total <= 10 || total % 1000 < n {
                 tracing::error!(
-                    component = %self.component, stage, class, discarded_total = total,
+                    component = %self.component, stage = stage.as_str(),
+                    class = class.as_str(), discarded_total = total,
                     reason = %letters[0].reason,
                     "poison events discarded: no dead-letter channel configured (set `dlq:`)"
                 );
@@ -108,17 +155,18 @@ impl DeadLetters {
             .into_iter()
             .map(|DeadLetter { mut event, reason }| {
                 event.headers.insert(HEADER_REASON, reason);
-                event.headers.insert(HEADER_STAGE, stage);
+                event.headers.insert(HEADER_STAGE, stage.as_str());
                 event
                     .headers
                     .insert(HEADER_COMPONENT, self.component.as_str());
-                event.headers.insert(HEADER_CLASS, class);
+                event.headers.insert(HEADER_CLASS, class.as_str());
                 event.headers.insert(HEADER_ATTEMPTS, attempts.as_str());
                 event
             })
             .collect();
         channel.put(batch).await?;
-        self.metrics.add(&self.component, stage, class, n);
+        self.metrics
+            .add(&self.component, stage.as_str(), class.as_str(), n);
         Ok(Disposition::Sent)
     }
 }

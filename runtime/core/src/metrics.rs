@@ -4,7 +4,6 @@
 //! one atomic add per batch and never looks a label set up. The same counters feed the
 //! end-of-run summary, so the summary and `/metrics` can never disagree.
 
-pub mod admin;
 
 use std::sync::atomic::AtomicU64;
 
@@ -384,15 +383,15 @@ impl DlqMetrics {
     /// Events sent to a DLQ by `component`, all stages and reasons.
     pub fn total_for(&self, component: &str) -> u64 {
         // Family has no public iteration; the summary asks per known reason class instead.
-        crate::dlq::REASON_CLASSES
+        crate::dlq::Class::ALL
             .iter()
-            .flat_map(|r| crate::dlq::STAGES.iter().map(move |s| (r, s)))
+            .flat_map(|r| crate::dlq::Stage::ALL.iter().map(move |s| (r, s)))
             .map(|(r, s)| {
                 self.0
                     .get(&DlqLabels {
                         component: component.into(),
-                        stage: (*s).into(),
-                        reason: (*r).into(),
+                        stage: s.as_str().into(),
+                        reason: r.as_str().into(),
                     })
                     .map_or(0, |c| c.get())
             })

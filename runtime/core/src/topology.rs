@@ -9,48 +9,23 @@ use std::{
 };
 
 use crate::{
-    channel::kafka::KafkaChannel,
-    channel::{
-        Channel,
-        instrumented::Instrumented,
-        memory::MemoryChannel,
-        rocks::{Fsync, RocksChannel, RocksOptions, StorageCounters},
-        spillable::SpillableChannel,
-    },
+    channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
     config::{
-        BalanceOrder, ChannelConfig, CodecRef, ConfigError, ConfigErrors, FsyncConfig,
-        HttpCodecRef, InterceptorRef, Named, Pipeline, Pos, SelectorConfig, SinkConfig,
-        SinkGroupKind, SinkKind, SourceConfig, SourceKind, units::ByteSize,
+        BalanceOrder, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline, Pos,
+        SelectorConfig, SinkConfig, SinkGroupKind, SourceConfig,
     },
     dlq::DeadLetters,
-    event::codec::Codec,
     interceptor::{self, Interceptor},
     metrics::{Metrics, SinkMetrics, SourceMetrics},
-    plugin::{
-        World,
-        codec::WasmCodec,
-        interceptor::WasmInterceptor,
-        selector::WasmSelector,
-        slot::{PluginSlot, PluginSource},
-        watch::Registry,
-    },
+    plugin::{NoPlugins, PluginHost},
+    registry::{BuildCx, ChannelCx, Registry},
     selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
     sink::{
         Sink,
-        console::{LoggerSink, StdoutSink},
-        file::FileSink,
         group::{Member, Policy, SinkSet},
-        http::{self as http_sink, HttpSink},
-        null::NullSink,
         runner::SinkRunner,
     },
-    source::{
-        ChannelProcessor, Source,
-        generator::Generator,
-        http::{HttpSource, decode::Decoder},
-        stdin::Stdin,
-        tail::FileSource,
-    },
+    source::{ChannelProcessor, Source},
 };
 
 pub struct BuiltSource {
@@ -75,14 +50,17 @@ pub struct Topology {
     /// Runners reading a channel that is some component's DLQ; they drain last.
     pub dlq_runner: Vec<bool>,
     pub sinks: Vec<BuiltSink>,
-    pub plugins: Registry,
+    /// The plugins the pipeline loaded (for hot swap and the admin server).
+    pub plugins: Arc<dyn PluginHost>,
 }
 
 struct Builder<'a> {
     p: &'a Pipeline,
     metrics: &'a Metrics,
     channels: HashMap<String, Arc<dyn Channel>>,
-    plugins: Registry,
+    plugins: Box<dyn PluginHost>,
+    /// Plugins that failed to load (reported once, on their definition).
+    failed_plugins: BTreeSet<String>,
     errors: Vec<ConfigError>,
 }
 
@@ -94,33 +72,6 @@ impl Builder<'_> {
             component: Some(component),
             message: message.into(),
         });
-    }
-
-    /// The plugin `name` if it implements a world accepted by `ok` (else an error at `pos`).
-    fn plugin(
-        &mut self,
-        name: &str,
-        role: &str,
-        ok: fn(World) -> bool,
-        pos: Pos,
-        component: &str,
-    ) -> Option<Arc<PluginSlot>> {
-        // A plugin that failed to load was reported on its own definition.
-        let slot = Arc::clone(self.plugins.get(name)?);
-        let world = slot.world();
-        if ok(world) {
-            Some(slot)
-        } else {
-            self.err(
-                pos,
-                component.to_owned(),
-                format!(
-                    "plugin `{name}` is a `{}` component; {role} needs another kind",
-                    world.name()
-                ),
-            );
-            None
-        }
     }
 
     fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
@@ -155,17 +106,17 @@ impl Builder<'_> {
     }
 }
 
-/// Builds everything; returns all problems found, each at its component's position.
-/// Durable channels are opened (and their directories created).
-pub fn build(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
-    build_with(p, metrics, Storage::Open)
+/// Builds everything with `registry`'s component types; returns all problems found, each at
+/// its component's position. Durable channels are opened (and their directories created).
+pub fn build(p: &Pipeline, metrics: &Metrics, registry: &Registry) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, registry, Storage::Open)
 }
 
 /// Builds everything as [`build`] does, to find errors, but opens no storage: durable channels
 /// are stood in for by memory channels, so `sluice validate` neither creates directories nor
 /// takes the lock of a running agent's channel.
-pub fn check(p: &Pipeline, metrics: &Metrics) -> Result<Topology, ConfigErrors> {
-    build_with(p, metrics, Storage::Skip)
+pub fn check(p: &Pipeline, metrics: &Metrics, registry: &Registry) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, registry, Storage::Skip)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -174,36 +125,13 @@ enum Storage {
     Skip,
 }
 
-fn rocks_options(
-    capacity: usize,
-    max_bytes: Option<ByteSize>,
-    fsync: FsyncConfig,
-    m: &crate::metrics::ChannelMetrics,
-) -> RocksOptions {
-    RocksOptions {
-        capacity,
-        max_bytes: max_bytes.map(|b| b.0),
-        fsync: match fsync {
-            FsyncConfig::PerCommit => Fsync::PerCommit,
-            FsyncConfig::Interval(d) => Fsync::Interval(d.0),
-            FsyncConfig::Never => Fsync::Never,
-        },
-        counters: StorageCounters {
-            corrupt: m.corrupt.clone(),
-            fsyncs: m.fsyncs.clone(),
-        },
-        statistics: false,
-    }
-}
-
 /// Opens one channel; `Err` is a message for the channel's config error.
-fn build_channel(
-    name: &str,
-    spec: &ChannelConfig,
+fn open_channel(
+    c: &Named<Arc<dyn crate::registry::ChannelSpec>>,
     m: crate::metrics::ChannelMetrics,
     storage: Storage,
 ) -> Result<Arc<dyn Channel>, String> {
-    if let (Storage::Skip, Some(path)) = (storage, spec.path()) {
+    if let (Storage::Skip, Some(path)) = (storage, c.spec.storage_dir()) {
         if path.exists() && !path.is_dir() {
             return Err(format!(
                 "`{}` exists and is not a directory",
@@ -212,41 +140,36 @@ fn build_channel(
         }
         return Ok(Arc::new(MemoryChannel::new(1, None)));
     }
-    Ok(match spec {
-        ChannelConfig::Memory(c) => Arc::new(Instrumented::new(
-            MemoryChannel::new(c.capacity, c.max_bytes.map(|b| b.0)),
-            m,
-        )),
-        ChannelConfig::Rocksdb(c) => {
-            let opts = rocks_options(c.capacity, c.max_bytes, c.fsync, &m);
-            let disk = RocksChannel::open(&c.path, opts).map_err(|e| e.to_string())?;
-            Arc::new(Instrumented::new(disk, m))
-        }
-        ChannelConfig::Spillable(c) => {
-            let opts = rocks_options(c.disk_capacity, c.max_bytes, c.fsync, &m);
-            let disk = RocksChannel::open(&c.path, opts).map_err(|e| e.to_string())?;
-            Arc::new(Instrumented::new(
-                SpillableChannel::new(c.memory_capacity, disk),
-                m,
-            ))
-        }
-        // Opening connects to nothing: clients are made on the first put or take.
-        ChannelConfig::Kafka(c) => Arc::new(Instrumented::new(KafkaChannel::open(name, c)?, m)),
-    })
+    let cx = ChannelCx {
+        name: &c.name,
+        metrics: &m,
+    };
+    let inner = c.spec.open(&cx)?;
+    Ok(Arc::new(Instrumented::new(inner, m)))
 }
 
-fn build_with(p: &Pipeline, metrics: &Metrics, storage: Storage) -> Result<Topology, ConfigErrors> {
+fn build_with(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+    storage: Storage,
+) -> Result<Topology, ConfigErrors> {
+    let plugins = match (&registry.plugins, p.plugins.is_empty()) {
+        (Some(support), false) => (support.new_host)(),
+        _ => Box::new(NoPlugins),
+    };
     let mut b = Builder {
         p,
         metrics,
         channels: HashMap::new(),
-        plugins: Registry::default(),
+        plugins,
+        failed_plugins: BTreeSet::new(),
         errors: Vec::new(),
     };
     load_plugins(&mut b);
     let mut channels = Vec::new();
     for c in &p.channels {
-        let ch = match build_channel(&c.name, &c.spec, metrics.channel(&c.name), storage) {
+        let ch = match open_channel(c, metrics.channel(&c.name), storage) {
             Ok(ch) => ch,
             Err(e) => {
                 b.err(c.pos, format!("channels.{}", c.name), e);
@@ -290,7 +213,7 @@ fn build_with(p: &Pipeline, metrics: &Metrics, storage: Storage) -> Result<Topol
                 Some(&s.spec.common.channel),
             ),
         });
-        match build_sink(&mut b, &s.name, s.pos, &s.spec) {
+        match build_sink(&b, &s.name, &s.spec) {
             Ok(sink) => {
                 built_sinks.insert(&s.name, (sink, metrics));
             }
@@ -359,7 +282,7 @@ fn build_with(p: &Pipeline, metrics: &Metrics, storage: Storage) -> Result<Topol
             runners,
             dlq_runner,
             sinks,
-            plugins: b.plugins,
+            plugins: Arc::from(b.plugins),
         })
     } else {
         Err(ConfigErrors(b.errors))
@@ -378,113 +301,33 @@ fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Optio
     ))
 }
 
-/// Loads every configured plugin (compile, link, init), reporting failures at their position.
+/// Loads every configured plugin (fetch, compile, link, init), reporting failures at their
+/// position.
 fn load_plugins(b: &mut Builder<'_>) {
-    let dir = b.p.file.parent().map(|d| d.to_owned()).unwrap_or_default();
+    let dir = b.base_dir();
     for pc in &b.p.plugins {
-        let spec = &pc.spec;
-        let source = match crate::plugin::oci::path_ref(&spec.path) {
-            Some(r) => match crate::plugin::oci::OciRef::parse(r) {
-                Ok(r) => PluginSource::Oci(r),
-                Err(e) => {
-                    b.err(pc.pos, format!("plugins.{}", pc.name), e);
-                    continue;
-                }
-            },
-            None if spec.path.is_absolute() => PluginSource::File(spec.path.clone()),
-            None => PluginSource::File(dir.join(&spec.path)),
-        };
-        let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
-        let memory = spec
-            .limits
-            .memory
-            .map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
-        let deadline = spec.limits.deadline.map(|d| d.0);
-        match PluginSlot::load_from(
-            &pc.name,
-            source,
-            &config,
-            (memory, deadline),
-            spec.refresh.map(|d| d.0),
-            b.metrics.plugin(&pc.name),
-        ) {
-            Ok(slot) => {
-                b.plugins.slots.insert(pc.name.clone(), slot);
-            }
-            Err(e) => b.err(pc.pos, format!("plugins.{}", pc.name), e.to_string()),
+        let m = b.metrics.plugin(&pc.name);
+        if let Err(e) = b.plugins.load(&pc.name, &pc.spec, &dir, m) {
+            b.err(pc.pos, format!("plugins.{}", pc.name), e);
+            b.failed_plugins.insert(pc.name.clone());
         }
     }
 }
 
-fn codec(b: &mut Builder<'_>, r: &CodecRef, pos: Pos, component: &str) -> Option<Codec> {
-    match r {
-        CodecRef::Builtin(c) => Some(Codec::Builtin(*c)),
-        CodecRef::Plugin(name) => wasm_codec(b, name, pos, component).map(Codec::Plugin),
+fn build_cx<'a>(b: &'a Builder<'_>, name: &'a str, batch_size: usize, base: &'a std::path::Path) -> BuildCx<'a> {
+    BuildCx {
+        name,
+        batch_size,
+        base_dir: base,
+        metrics: b.metrics,
+        plugins: b.plugins.as_ref(),
     }
 }
 
-fn wasm_codec(b: &mut Builder<'_>, name: &str, pos: Pos, component: &str) -> Option<WasmCodec> {
-    let slot = b.plugin(name, "a codec", |w| w == World::Serde, pos, component)?;
-    match WasmCodec::new(slot) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            b.err(pos, component.to_owned(), e.to_string());
-            None
-        }
-    }
-}
-
-/// Secrets (`secret_env`) are read from the process environment when the pipeline is built.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-fn build_sink(
-    b: &mut Builder<'_>,
-    name: &str,
-    pos: Pos,
-    spec: &SinkConfig,
-) -> Result<Box<dyn Sink>, String> {
-    let component = format!("sinks.{name}");
-    Ok(match &spec.kind {
-        SinkKind::Null => Box::new(NullSink),
-        SinkKind::Stdout(c) => {
-            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
-            Box::new(StdoutSink::new(codec))
-        }
-        SinkKind::Logger(c) => Box::new(LoggerSink::new(name, c.max_body)),
-        SinkKind::File(c) => {
-            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
-            Box::new(FileSink::new(c, codec)?)
-        }
-        SinkKind::Http(c) => {
-            let format = match &c.format {
-                HttpCodecRef::Builtin(f) => http_sink::Format::Builtin(*f),
-                HttpCodecRef::Plugin(p) => http_sink::Format::Plugin(Codec::Plugin(
-                    wasm_codec(b, p, pos, &component).ok_or("codec unavailable")?,
-                )),
-            };
-            Box::new(HttpSink::new(name, c, format, &b.base_dir(), &process_env)?)
-        }
-        SinkKind::Kafka(c) => Box::new(crate::sink::kafka::KafkaSink::new(name, c)?),
-        SinkKind::Rabbitmq(c) => Box::new(crate::sink::rabbitmq::RabbitSink::new(name, c)?),
-        SinkKind::Redis(c) => Box::new(crate::sink::redis::RedisSink::new(name, c)?),
-        SinkKind::S3(c) => {
-            let codec = codec(b, &c.format, pos, &component).ok_or("codec unavailable")?;
-            Box::new(crate::sink::s3::S3Sink::new(name, c, codec)?)
-        }
-        SinkKind::Dynamodb(c) => {
-            let sink = crate::sink::dynamodb::DynamoSink::new(name, c)?;
-            Box::new(match &c.format {
-                Some(CodecRef::Plugin(p)) => sink.with_codec(Codec::Plugin(
-                    wasm_codec(b, p, pos, &component).ok_or("codec unavailable")?,
-                )),
-                _ => sink,
-            })
-        }
-        SinkKind::Kinesis(c) => Box::new(crate::sink::kinesis::KinesisSink::new(name, c)?),
-        SinkKind::Sql(c) => Box::new(crate::sink::sql::SqlSink::new(name, c)?),
-    })
+fn build_sink(b: &Builder<'_>, name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+    let base = b.base_dir();
+    spec.spec
+        .build(&build_cx(b, name, spec.common.batch_size, &base))
 }
 
 fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSource> {
@@ -498,21 +341,12 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
                 Ok(i) => interceptors.push(i),
                 Err(e) => b.err(s.pos, component.clone(), e.to_string()),
             },
-            InterceptorRef::Plugin(name) => {
-                let Some(slot) = b.plugin(
-                    name,
-                    "an interceptor chain",
-                    World::is_interceptor,
-                    s.pos,
-                    &component,
-                ) else {
-                    continue;
-                };
-                match WasmInterceptor::new(slot) {
-                    Ok(i) => interceptors.push(Box::new(i)),
-                    Err(e) => b.err(s.pos, component.clone(), e.to_string()),
-                }
-            }
+            // A plugin that failed to load was reported on its own definition.
+            InterceptorRef::Plugin(name) if b.failed_plugins.contains(name) => {}
+            InterceptorRef::Plugin(name) => match b.plugins.interceptor(name) {
+                Ok(i) => interceptors.push(i),
+                Err(e) => b.err(s.pos, component.clone(), e),
+            },
         }
     }
 
@@ -561,22 +395,14 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
             };
             Box::new(Multiplexing::new(header.clone(), targets, default))
         }
-        SelectorConfig::Wasm { plugin } => {
-            let slot = b.plugin(
-                plugin,
-                "a selector",
-                |w| w == World::Selector,
-                s.pos,
-                &component,
-            )?;
-            match WasmSelector::new(slot, names.clone()) {
-                Ok(sel) => Box::new(sel),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e.to_string());
-                    return None;
-                }
+        SelectorConfig::Wasm { plugin } if b.failed_plugins.contains(plugin) => return None,
+        SelectorConfig::Wasm { plugin } => match b.plugins.selector(plugin, names.clone()) {
+            Ok(sel) => sel,
+            Err(e) => {
+                b.err(s.pos, component.clone(), e);
+                return None;
             }
-        }
+        },
     };
     let channels: Vec<(String, Arc<dyn Channel>)> = names
         .iter()
@@ -589,76 +415,15 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     let metrics = b.metrics.source(&s.name);
     let dead = b.dead_letters(c.dlq.as_ref(), &s.name, None);
     let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
-    let (source, expected): (Box<dyn Source>, _) = match &s.spec.kind {
-        SourceKind::Generator(g) => (Box::new(Generator::new(g.clone(), c.batch_size)), g.count),
-        SourceKind::Stdin(cfg) => {
-            let codec = codec(b, &cfg.codec, s.pos, &component)?;
-            (Box::new(Stdin::new(cfg.clone(), c.batch_size, codec)), None)
-        }
-        SourceKind::File(cfg) => {
-            let codec = codec(b, &cfg.codec, s.pos, &component)?;
-            match FileSource::new(cfg, c.batch_size, codec) {
-                Ok(source) => (Box::new(source), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
-        }
-        SourceKind::Http(cfg) => {
-            let decoder = match &cfg.codec {
-                HttpCodecRef::Builtin(codec) => Decoder::Builtin(*codec),
-                HttpCodecRef::Plugin(p) => {
-                    let codec = wasm_codec(b, p, s.pos, &component)?;
-                    Decoder::Plugin(Box::new(tokio::sync::Mutex::new(codec)))
-                }
-            };
-            let base = b.base_dir();
-            match HttpSource::new(cfg, c.batch_size, decoder, &base, &process_env) {
-                Ok(src) => (Box::new(src), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
-        }
-        SourceKind::Kafka(cfg) => {
-            match crate::source::kafka::KafkaSource::new(&s.name, cfg, c.batch_size) {
-                Ok(src) => (Box::new(src), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
-        }
-        SourceKind::Rabbitmq(cfg) => {
-            match crate::source::rabbitmq::RabbitSource::new(&s.name, cfg, c.batch_size) {
-                Ok(src) => (Box::new(src), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
-        }
-        SourceKind::Redis(cfg) => {
-            match crate::source::redis::RedisSource::new(&s.name, cfg, c.batch_size) {
-                Ok(src) => (Box::new(src), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
-        }
-        SourceKind::Sqs(cfg) => {
-            match crate::source::sqs::SqsSource::new(&s.name, cfg, c.batch_size) {
-                Ok(src) => (Box::new(src), None),
-                Err(e) => {
-                    b.err(s.pos, component.clone(), e);
-                    return None;
-                }
-            }
+    let base = b.base_dir();
+    let source = match s.spec.spec.build(&build_cx(b, &s.name, c.batch_size, &base)) {
+        Ok(source) => source,
+        Err(e) => {
+            b.err(s.pos, component, e);
+            return None;
         }
     };
+    let expected = s.spec.spec.expected_events();
     Some(BuiltSource {
         name: s.name.clone(),
         source,

@@ -11,8 +11,15 @@
 //!
 //! After a write error (a full disk) puts are refused with [`ChannelError::Storage`] and
 //! [`Channel::health`] reports it, while takes keep draining what is stored.
+//!
+//! This crate is the only one of the workspace that links RocksDB: the `rocksdb` and
+//! `spillable` channel types ([`config`]) and the `sluice channel` tools ([`tools`]).
 
+pub mod config;
 pub mod record;
+/// The RocksDB binding this crate uses, for tools and tests that open a channel's directory.
+pub use rocksdb;
+pub mod spillable;
 pub mod tools;
 mod writer;
 
@@ -37,8 +44,10 @@ use self::{
     record::{RecordError, key, seq_of},
     writer::{Op, Request},
 };
-use super::{Channel, ChannelError, ChannelStats, Lease, limits::Limits};
-use crate::event::Event;
+use sluice_core::{
+    channel::{Channel, ChannelError, ChannelStats, Lease, limits::Limits},
+    event::Event,
+};
 
 /// Column family holding queued events, keyed by sequence number.
 pub const CF_EVENTS: &str = "events";

@@ -15,7 +15,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::event::{Event, Headers};
+use sluice_core::event::{Event, Headers};
 
 /// The record format this build writes.
 pub const FORMAT_VERSION: u8 = 1;

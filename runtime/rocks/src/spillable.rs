@@ -13,10 +13,12 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{
-    Channel, ChannelError, ChannelStats, Lease, memory::MemoryChannel, rocks::RocksChannel,
+use sluice_core::{
+    channel::{Channel, ChannelError, ChannelStats, Lease, memory::MemoryChannel},
+    event::Event,
 };
-use crate::event::Event;
+
+use crate::RocksChannel;
 
 pub struct SpillableChannel {
     memory: MemoryChannel,
@@ -180,7 +182,7 @@ impl Drop for SpillLease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::rocks::RocksOptions;
+    use crate::RocksOptions;
 
     fn ev(i: usize) -> Event {
         Event::new(format!("{i}"))

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 
 use super::{CF_EVENTS, CF_META, CF_QUARANTINE, META_FORMAT, db_options, open_db, record};
-use crate::{channel::ChannelError, event::Event};
+use sluice_core::{channel::ChannelError, event::Event};
 
 /// A summary of what a channel directory holds.
 #[derive(Debug)]

@@ -1,15 +1,20 @@
 //! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`,
 //! `sluice channel inspect|fsck|purge <dir>` on a durable channel's directory, and
-//! `sluice plugin push|pull|inspect|new|test` ([`crate::cli_plugin`]).
+//! `sluice plugin push|pull|inspect|new|test` ([`plugin`]). The `channel` and `plugin`
+//! commands exist when the build has the `rocksdb` and `wasm` features.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage (clap), 78 invalid configuration
 //! (EX_CONFIG from sysexits.h), so scripts can tell a typo from an outage.
 
+#[cfg(feature = "rocksdb")]
+mod channel;
+#[cfg(feature = "wasm")]
+pub mod plugin;
+
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::config;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use sluice_core::{config, metrics::Metrics, topology};
 
 pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_CONFIG: u8 = 78;
@@ -54,52 +59,42 @@ enum Command {
         pipeline: PathBuf,
     },
     /// Look into a durable (rocksdb or spillable) channel's directory.
+    #[cfg(feature = "rocksdb")]
     #[command(subcommand)]
-    Channel(ChannelCommand),
+    Channel(channel::ChannelCommand),
     /// Write, test, inspect and distribute Wasm plugins (OCI registries).
+    #[cfg(feature = "wasm")]
     #[command(subcommand)]
-    Plugin(crate::cli_plugin::PluginCommand),
+    Plugin(plugin::PluginCommand),
 }
 
-#[derive(Subcommand, Debug)]
-enum ChannelCommand {
-    /// Events, stored bytes, sequence range, quarantine and the oldest few events. Read-only:
-    /// safe beside a running agent.
-    Inspect {
-        /// The channel's `path`.
-        path: PathBuf,
-        /// How many of the oldest events to show.
-        #[arg(long, default_value_t = 3)]
-        samples: usize,
-    },
-    /// Verify every record's format version and checksum and list the corrupt ones. Exits 1
-    /// if corrupt records remain in the queue.
-    Fsck {
-        path: PathBuf,
-        /// Move corrupt records to the quarantine (the agent must be stopped).
-        #[arg(long)]
-        quarantine: bool,
-    },
-    /// Delete every queued event (the agent must be stopped). Without `--yes`, only says what
-    /// it would delete.
-    Purge {
-        path: PathBuf,
-        /// Also delete the quarantined records.
-        #[arg(long)]
-        include_quarantine: bool,
-        /// Really delete.
-        #[arg(long)]
-        yes: bool,
-    },
+/// `--version`: the version and the optional features compiled in.
+fn version() -> String {
+    let features = crate::features();
+    format!(
+        "{} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        if features.is_empty() {
+            "none".to_owned()
+        } else {
+            features.join(", ")
+        }
+    )
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().version(version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(&cli.log_level);
     match cli.command {
         Some(Command::Validate { pipeline }) => validate(&pipeline),
-        Some(Command::Channel(cmd)) => channel(cmd),
-        Some(Command::Plugin(cmd)) => crate::cli_plugin::run(cmd),
+        #[cfg(feature = "rocksdb")]
+        Some(Command::Channel(cmd)) => channel::run(cmd),
+        #[cfg(feature = "wasm")]
+        Some(Command::Plugin(cmd)) => plugin::run(cmd),
         None => match cli.run.pipeline {
             Some(p) => run(&p, &cli.run.plugins),
             None => {
@@ -126,7 +121,7 @@ fn load(
     path: &std::path::Path,
     plugins: &[(String, PathBuf)],
 ) -> Result<config::Pipeline, ExitCode> {
-    config::load_file_with_plugins(path, plugins).map_err(|errors| {
+    config::load_file_with_plugins(path, plugins, crate::registry()).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
         ExitCode::from(EXIT_CONFIG)
@@ -139,8 +134,8 @@ fn validate(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     // Building catches what only construction can (regexes, templates); nothing is started.
-    let metrics = crate::metrics::Metrics::new();
-    match crate::topology::check(&p, &metrics) {
+    let metrics = Metrics::new();
+    match topology::check(&p, &metrics, crate::registry()) {
         Ok(_) => {
             println!(
                 "{}: ok ({} sources, {} channels, {} sinks, {} sink groups)",
@@ -163,21 +158,12 @@ fn validate(path: &std::path::Path) -> ExitCode {
 /// Paths on the command line are relative to the working directory; an `oci://` reference
 /// is kept as it is (named by its repository's last part).
 fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
-    use crate::plugin::oci;
     flags
         .iter()
         .map(|flag| {
-            if flag.starts_with(oci::SCHEME) {
-                let r = oci::OciRef::parse(flag).map_err(|e| format!("--plugin {flag}: {e}"))?;
-                let name = r.repository.rsplit('/').next().unwrap_or_default();
-                return Ok((name.to_owned(), PathBuf::from(flag)));
-            }
-            if let Some((n, r)) = flag
-                .split_once('=')
-                .filter(|(n, r)| !n.is_empty() && r.starts_with(oci::SCHEME))
-            {
-                oci::OciRef::parse(r).map_err(|e| format!("--plugin {flag}: {e}"))?;
-                return Ok((n.to_owned(), PathBuf::from(r)));
+            #[cfg(feature = "wasm")]
+            if let Some(named) = oci_flag(flag)? {
+                return Ok(named);
             }
             let (name, path) = match flag.split_once('=') {
                 Some((n, p)) if !n.is_empty() => (n.to_owned(), PathBuf::from(p)),
@@ -201,128 +187,23 @@ fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
         .collect()
 }
 
-fn channel(cmd: ChannelCommand) -> ExitCode {
-    use crate::channel::rocks::tools;
-    let result = match cmd {
-        ChannelCommand::Inspect { path, samples } => {
-            tools::inspect(&path, samples).map(|i| print_inspection(&path, &i))
-        }
-        ChannelCommand::Fsck { path, quarantine } => {
-            tools::fsck(&path, quarantine).map(|r| print_fsck(&path, &r, quarantine))
-        }
-        ChannelCommand::Purge {
-            path,
-            include_quarantine,
-            yes: false,
-        } => tools::inspect(&path, 0).map(|i| {
-            let q = if include_quarantine {
-                format!(" and {} quarantined records", i.quarantined)
-            } else {
-                String::new()
-            };
-            println!(
-                "{}: would delete {} events{q}; nothing done (re-run with --yes)",
-                path.display(),
-                i.events
-            );
-            ExitCode::from(EXIT_RUNTIME)
-        }),
-        ChannelCommand::Purge {
-            path,
-            include_quarantine,
-            yes: true,
-        } => tools::purge(&path, include_quarantine).map(|p| {
-            println!(
-                "{}: deleted {} events and {} quarantined records",
-                path.display(),
-                p.events,
-                p.quarantined
-            );
-            ExitCode::SUCCESS
-        }),
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
-}
-
-fn print_inspection(
-    path: &std::path::Path,
-    i: &crate::channel::rocks::tools::Inspection,
-) -> ExitCode {
-    let format = match i.format.as_deref() {
-        Some([v]) => v.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => "unset".into(),
-    };
-    println!(
-        "{}: rocksdb channel, record format {format}",
-        path.display()
-    );
-    println!(
-        "  events       {} ({} stored)",
-        i.events,
-        bytesize::ByteSize(i.bytes)
-    );
-    if let (Some(a), Some(b)) = (i.oldest, i.newest) {
-        println!("  sequence     {a} ..= {b}");
+/// `--plugin oci://…` (named by the repository's last part) or `--plugin name=oci://…`.
+#[cfg(feature = "wasm")]
+fn oci_flag(flag: &str) -> Result<Option<(String, PathBuf)>, String> {
+    use sluice_wasm::oci;
+    if flag.starts_with(oci::SCHEME) {
+        let r = oci::OciRef::parse(flag).map_err(|e| format!("--plugin {flag}: {e}"))?;
+        let name = r.repository.rsplit('/').next().unwrap_or_default();
+        return Ok(Some((name.to_owned(), PathBuf::from(flag))));
     }
-    println!(
-        "  quarantined  {} ({})",
-        i.quarantined,
-        bytesize::ByteSize(i.quarantined_bytes)
-    );
-    if !i.samples.is_empty() {
-        println!("  oldest {}:", i.samples.len());
+    if let Some((n, r)) = flag
+        .split_once('=')
+        .filter(|(n, r)| !n.is_empty() && r.starts_with(oci::SCHEME))
+    {
+        oci::OciRef::parse(r).map_err(|e| format!("--plugin {flag}: {e}"))?;
+        return Ok(Some((n.to_owned(), PathBuf::from(r))));
     }
-    for (seq, e) in &i.samples {
-        match e {
-            Ok(event) => {
-                let mut line = Vec::new();
-                crate::event::codec::encode_into(config::CodecName::Ndjson, event, &mut line);
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end();
-                let shown: String = text.chars().take(200).collect();
-                let more = if shown.len() < text.len() { "…" } else { "" };
-                println!("    {seq:>12}  {shown}{more}");
-            }
-            Err(why) => println!("    {seq:>12}  CORRUPT: {why}"),
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-fn print_fsck(
-    path: &std::path::Path,
-    r: &crate::channel::rocks::tools::FsckReport,
-    quarantine: bool,
-) -> ExitCode {
-    println!(
-        "{}: checked {} records: {} ok, {} corrupt",
-        path.display(),
-        r.checked,
-        r.checked - r.corrupt.len() as u64,
-        r.corrupt.len()
-    );
-    for (key, why) in r.corrupt.iter().take(100) {
-        match crate::channel::rocks::record::seq_of(key) {
-            Ok(seq) => println!("  {seq:>12}  {why}"),
-            Err(_) => println!("  key {}  {why}", hex::encode(key)),
-        }
-    }
-    if r.corrupt.len() > 100 {
-        println!("  … and {} more", r.corrupt.len() - 100);
-    }
-    if r.corrupt.is_empty() {
-        ExitCode::SUCCESS
-    } else if quarantine {
-        println!("moved {} records to the quarantine", r.quarantined);
-        ExitCode::SUCCESS
-    } else {
-        println!("re-run with --quarantine (agent stopped) to move them aside");
-        ExitCode::from(EXIT_RUNTIME)
-    }
+    Ok(None)
 }
 
 fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {

@@ -12,25 +12,21 @@ use std::{
 
 use clap::{Subcommand, ValueEnum};
 
-use crate::{
-    cli::EXIT_RUNTIME,
-    config::CodecName,
-    event::codec::{decode_line, encode_into},
-    plugin::{
-        World,
-        codec::WasmCodec,
-        interceptor::WasmInterceptor,
-        oci::{self, OciRef, Options, cache::Cache, inspect::inspect},
-        selector::WasmSelector,
-        slot::PluginSlot,
-        template::Kind,
-    },
+use sluice_core::event::codec::{Codec as _, CodecName, decode_line, encode_into};
+#[cfg(feature = "oci")]
+use sluice_wasm::oci::{self, OciRef, Options, cache::Cache, inspect::inspect};
+use sluice_wasm::{
+    World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector,
+    slot::PluginSlot, template::Kind,
 };
+
+use crate::cli::EXIT_RUNTIME;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
     /// Validate a plugin component and push it to an OCI registry (CNCF Wasm layout); prints
     /// the manifest digest to pin with `oci://registry/repo@<digest>`.
+    #[cfg(feature = "oci")]
     Push {
         /// The component (`.wasm`).
         file: PathBuf,
@@ -49,6 +45,7 @@ pub enum PluginCommand {
         net: NetArgs,
     },
     /// Pull a plugin (verified, and kept in the offline cache) and write the component.
+    #[cfg(feature = "oci")]
     Pull {
         /// `registry/repo:tag` or `registry/repo@sha256:<digest>`.
         reference: String,
@@ -59,6 +56,7 @@ pub enum PluginCommand {
         net: NetArgs,
     },
     /// Describe a plugin: world, exports, imports, WIT version, size, digests, annotations.
+    #[cfg(feature = "oci")]
     Inspect {
         /// A `.wasm` file, or a registry reference.
         target: String,
@@ -100,6 +98,7 @@ pub enum PluginCommand {
     },
 }
 
+#[cfg(feature = "oci")]
 #[derive(clap::Args, Debug)]
 pub struct NetArgs {
     /// Reach this registry (`host` or `host:port`) over plain HTTP. Loopback registries and
@@ -108,6 +107,7 @@ pub struct NetArgs {
     insecure: Vec<String>,
 }
 
+#[cfg(feature = "oci")]
 impl NetArgs {
     fn options(&self) -> Options {
         Options {
@@ -124,6 +124,7 @@ pub enum SerdeMode {
 
 pub fn run(cmd: PluginCommand) -> ExitCode {
     let result = match cmd {
+        #[cfg(feature = "oci")]
         PluginCommand::Push {
             file,
             reference,
@@ -139,14 +140,16 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
             &annotations,
             &net.options(),
         ),
+        #[cfg(feature = "oci")]
         PluginCommand::Pull {
             reference,
             output,
             net,
         } => pull(&reference, output, &net.options()),
+        #[cfg(feature = "oci")]
         PluginCommand::Inspect { target, json, net } => show(&target, json, &net.options()),
         PluginCommand::New { name, kind, dir } => {
-            crate::plugin::template::create(&dir, &name, kind)
+            sluice_wasm::template::create(&dir, &name, kind)
                 .map(|path| println!("{}", path.display()))
         }
         PluginCommand::Test {
@@ -167,10 +170,12 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
     }
 }
 
+#[cfg(feature = "oci")]
 fn parse_ref(s: &str) -> Result<OciRef, String> {
     OciRef::parse(s)
 }
 
+#[cfg(feature = "oci")]
 fn push(
     file: &Path,
     reference: &str,
@@ -216,6 +221,7 @@ fn push(
     Ok(())
 }
 
+#[cfg(feature = "oci")]
 fn pull(reference: &str, output: Option<PathBuf>, opts: &Options) -> Result<(), String> {
     let r = parse_ref(reference)?;
     let cache = Cache::open_default()?;
@@ -231,6 +237,7 @@ fn pull(reference: &str, output: Option<PathBuf>, opts: &Options) -> Result<(), 
     Ok(())
 }
 
+#[cfg(feature = "oci")]
 fn show(target: &str, json: bool, opts: &Options) -> Result<(), String> {
     let path = Path::new(target);
     let local = path.exists() || (oci::path_ref(path).is_none() && !looks_remote(target));
@@ -286,6 +293,7 @@ fn show(target: &str, json: bool, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "oci")]
 /// A target that is not an existing file but parses as a registry reference.
 fn looks_remote(target: &str) -> bool {
     OciRef::parse(target).is_ok()
@@ -317,7 +325,7 @@ fn test(
             .map_err(|e| format!("{} line {}: {e}", input.display(), i + 1))?;
         events.push(e);
     }
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = sluice_core::metrics::Metrics::new();
     let slot: Arc<PluginSlot> = PluginSlot::load(
         "test",
         file.to_owned(),
@@ -327,7 +335,7 @@ fn test(
         metrics.plugin("test"),
     )
     .map_err(|e| e.to_string())?;
-    let ndjson = |e: &crate::event::Event| -> serde_json::Value {
+    let ndjson = |e: &sluice_core::event::Event| -> serde_json::Value {
         let mut out = Vec::new();
         encode_into(CodecName::Ndjson, e, &mut out);
         serde_json::from_slice(&out).unwrap_or_default()
@@ -335,7 +343,7 @@ fn test(
     let emit = |v: serde_json::Value| println!("{v}");
     match slot.world() {
         w if w.is_interceptor() => {
-            use crate::interceptor::Interceptor as _;
+            use sluice_core::interceptor::Interceptor as _;
             let mut ic = WasmInterceptor::new(slot).map_err(|e| e.to_string())?;
             for (i, e) in events.into_iter().enumerate() {
                 let mut batch = vec![e];
@@ -365,7 +373,7 @@ fn test(
             match serde {
                 SerdeMode::Decode => {
                     for (i, e) in events.iter().enumerate() {
-                        emit(match codec.decode(&e.body, content_type) {
+                        emit(match codec.decode_with_type(&e.body, content_type) {
                             Ok(out) => serde_json::json!({
                                 "input": i, "events": out.iter().map(ndjson).collect::<Vec<_>>(),
                             }),
@@ -373,7 +381,7 @@ fn test(
                         });
                     }
                 }
-                SerdeMode::Encode => emit(match codec.encode(&events) {
+                SerdeMode::Encode => emit(match encode_all(&mut codec, &events) {
                     Ok(bytes) => serde_json::json!({
                         "payload": String::from_utf8_lossy(&bytes),
                     }),
@@ -408,4 +416,10 @@ fn test(
         }
     }
     Ok(())
+}
+
+fn encode_all(codec: &mut WasmCodec, events: &[sluice_core::event::Event]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    codec.encode(events, &mut out)?;
+    Ok(out)
 }

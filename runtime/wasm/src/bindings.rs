@@ -47,7 +47,7 @@ pub mod selector {
 pub use interceptor::sluice::plugin::types;
 
 /// Copies an event into the typed bindings (typed worlds only; the packed world avoids this).
-pub fn to_typed(e: &crate::event::Event) -> types::Event {
+pub fn to_typed(e: &sluice_core::event::Event) -> types::Event {
     types::Event {
         headers: e
             .headers
@@ -58,8 +58,8 @@ pub fn to_typed(e: &crate::event::Event) -> types::Event {
     }
 }
 
-pub fn from_typed(e: types::Event) -> crate::event::Event {
-    crate::event::Event {
+pub fn from_typed(e: types::Event) -> sluice_core::event::Event {
+    sluice_core::event::Event {
         headers: e.headers.into_iter().collect(),
         body: e.body.into(),
     }

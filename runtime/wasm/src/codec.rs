@@ -8,7 +8,7 @@ use super::{
     bindings::{from_typed, to_typed, types as typed},
     slot::{Bound, Live, PluginSlot},
 };
-use crate::event::Event;
+use sluice_core::event::{Event, codec::Codec};
 
 pub struct WasmCodec {
     slot: Arc<PluginSlot>,
@@ -38,8 +38,15 @@ impl WasmCodec {
             .ok_or_else(|| "plugin instance missing".to_owned())
     }
 
+}
+
+impl Codec for WasmCodec {
+    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
+        self.decode_with_type(payload, "text/plain")
+    }
+
     /// Decodes one payload; the error is the reason to dead-letter it.
-    pub fn decode(&mut self, payload: &[u8], content_type: &str) -> Result<Vec<Event>, String> {
+    fn decode_with_type(&mut self, payload: &[u8], content_type: &str) -> Result<Vec<Event>, String> {
         let slot = Arc::clone(&self.slot);
         let live = self.live()?;
         let r = slot.call(live, |store, bound| match bound {
@@ -59,8 +66,8 @@ impl WasmCodec {
         }
     }
 
-    /// Encodes a batch into one payload.
-    pub fn encode(&mut self, events: &[Event]) -> Result<Vec<u8>, String> {
+    /// Encodes a batch into one payload, appended to `out`.
+    fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
         let slot = Arc::clone(&self.slot);
         let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
         let live = self.live()?;
@@ -71,7 +78,12 @@ impl WasmCodec {
         match r {
             Ok(Ok(bytes)) => {
                 slot.record_success();
-                Ok(bytes)
+                if out.is_empty() {
+                    *out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                Ok(())
             }
             Ok(Err(reason)) => Err(format!("codec `{}`: {reason}", slot.name)),
             Err(f) => {

@@ -14,7 +14,7 @@ use super::{
     packed,
     slot::{Bound, Live, PluginSlot},
 };
-use crate::{
+use sluice_core::{
     dlq::DeadLetter,
     event::Event,
     interceptor::{InterceptError, Interceptor},

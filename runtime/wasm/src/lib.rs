@@ -1,4 +1,6 @@
-//! Wasm plugins: sandboxed components implementing interceptors, codecs and selectors.
+//! Sluice's plugin host: Wasm components implementing interceptors, codecs and selectors,
+//! sandboxed (deadlines, memory caps, deny-all WASI) and hot-swapped. [`host::WasmHost`] is
+//! what the engine sees (its `PluginHost`); everything else is how it works.
 //!
 //! A [`slot::PluginSlot`] is one configured plugin: the current compiled version plus what is
 //! needed to swap in a new one. Users (an interceptor chain, a codec, a selector) hold their
@@ -9,6 +11,7 @@
 pub mod bindings;
 pub mod codec;
 pub mod engine;
+pub mod host;
 pub mod interceptor;
 pub mod oci;
 pub mod packed;
@@ -20,7 +23,7 @@ pub mod template;
 pub mod test_guests;
 pub mod watch;
 
-pub use crate::metrics::PluginMetrics;
+pub use sluice_core::metrics::PluginMetrics;
 
 /// Which world a component implements (found from its exports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::CallFailure;
-use crate::{
+use sluice_core::{
     dlq::DeadLetter,
     event::{Event, Headers},
 };

@@ -11,7 +11,7 @@ use super::{
     bindings::{to_typed, types as typed},
     slot::{Bound, Live, PluginSlot},
 };
-use crate::{
+use sluice_core::{
     dlq::DeadLetter,
     event::Event,
     selector::{Routed, Selector},

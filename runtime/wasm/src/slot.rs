@@ -428,6 +428,7 @@ fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// fetched into the OCI cache. With `offline_ok`, an unreachable registry falls back to what a
 /// tag last resolved to (starting an agent); without, it is an error (a reload keeps the
 /// running version and says why).
+#[cfg(feature = "oci")]
 fn locate(
     name: &str,
     source: &PluginSource,
@@ -446,6 +447,28 @@ fn locate(
     let fetched = oci::block_on(oci::client::fetch(r, &cache, &opts, offline_ok)).map_err(fail)?;
     tracing::debug!(plugin = name, reference = %r, manifest = %fetched.manifest_digest, offline = fetched.offline, "OCI plugin located");
     Ok((fetched.path.clone(), Some(fetched)))
+}
+
+/// Without the `oci` feature only files can be located.
+#[cfg(not(feature = "oci"))]
+fn locate(
+    _name: &str,
+    source: &PluginSource,
+    _offline_ok: bool,
+) -> Result<(PathBuf, Option<Fetched>), PluginError> {
+    match source {
+        PluginSource::File(p) => Ok((p.clone(), None)),
+        PluginSource::Oci(r) => Err(PluginError::Fetch {
+            reference: format!("{}{r}", oci::SCHEME),
+            error: "`oci://` plugins need the `oci` feature".into(),
+        }),
+    }
+}
+
+/// What a fetch reports (nothing can be fetched without the `oci` feature).
+#[cfg(not(feature = "oci"))]
+struct Fetched {
+    manifest_digest: String,
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {

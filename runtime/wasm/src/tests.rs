@@ -7,7 +7,7 @@ use super::{
     interceptor::WasmInterceptor,
     slot::{PluginSlot, Reloaded},
 };
-use crate::{event::Event, interceptor::Interceptor, metrics::Metrics};
+use sluice_core::{event::Event, interceptor::Interceptor, metrics::Metrics};
 
 use super::test_guests::{
     DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest,

@@ -4,7 +4,7 @@
 use super::ChannelError;
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Most events held (queued plus leased); at least 1.
     pub capacity: usize,
     /// Most bytes held; `usize::MAX` when unlimited.

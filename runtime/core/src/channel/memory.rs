@@ -14,8 +14,38 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use serde::Deserialize;
+
 use super::{Channel, ChannelError, ChannelStats, Lease, limits::Limits};
-use crate::event::{Event, batch_size_bytes};
+use crate::{
+    config::units::ByteSize,
+    event::{Event, batch_size_bytes},
+    registry::{ChannelCx, ChannelSpec},
+};
+
+/// `type: memory`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryChannelConfig {
+    /// Most events held (queued plus taken but not yet committed).
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// Most body+header bytes held; unlimited when absent.
+    pub max_bytes: Option<ByteSize>,
+}
+
+fn default_capacity() -> usize {
+    10_000
+}
+
+impl ChannelSpec for MemoryChannelConfig {
+    fn open(&self, _: &ChannelCx<'_>) -> Result<Arc<dyn Channel>, String> {
+        Ok(Arc::new(MemoryChannel::new(
+            self.capacity,
+            self.max_bytes.map(|b| b.0),
+        )))
+    }
+}
 
 pub struct MemoryChannel {
     inner: Arc<Inner>,

@@ -3,14 +3,12 @@
 //! A put is all-or-nothing for its batch and waits while the channel is full (backpressure).
 //! A take leases the oldest visible events; only [`Lease::commit`] removes them, while
 //! [`Lease::rollback`] — or dropping the lease — makes them visible again at the head, in order.
-//! This trait names no storage engine; implementations live in child modules.
+//! This trait names no storage engine: the memory channel lives here, durable ones in the
+//! crates that own their storage (`sluice-rocks`) or their broker (the Kafka connector).
 
 pub mod instrumented;
-pub mod kafka;
-mod limits;
+pub mod limits;
 pub mod memory;
-pub mod rocks;
-pub mod spillable;
 
 use std::time::Duration;
 

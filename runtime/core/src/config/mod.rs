@@ -2,22 +2,15 @@
 //!
 //! Loading never stops at the first mistake: each component is read on its own and all errors
 //! (syntax, unknown fields, bad values, dangling references) are collected, each naming the
-//! file, line, column and component. Components are closed enums per kind (`type: memory`),
-//! dispatched by hand so that positions survive (see [`de`]).
+//! file, line, column and component. A component's `type` is looked up in the
+//! [`Registry`](crate::registry::Registry) the caller passes, whose entry reads the type's own
+//! settings; positions survive deserialization (see [`de`]).
 
-pub mod aws;
 pub mod de;
-pub mod dynamodb;
-pub mod http;
-pub mod kafka;
-pub mod kinesis;
+pub mod model;
 pub mod node;
-pub mod rabbitmq;
-pub mod redis;
-pub mod s3;
-pub mod sql;
-pub mod sqs;
-pub mod types;
+mod read;
+mod secret;
 pub mod units;
 mod validate;
 
@@ -26,15 +19,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use self::http::{
-    AuthConfig, AuthKind, HttpCodec, HttpCodecRef, HttpSinkConfig, HttpSinkMode, HttpSourceConfig,
-    Secret, TlsClientConfig, TlsServerConfig,
-};
-pub use self::kafka::{KafkaChannelConfig, KafkaSinkConfig, KafkaSourceConfig};
-pub use self::rabbitmq::{RabbitSinkConfig, RabbitSourceConfig};
-pub use self::redis::{RedisSinkConfig, RedisSourceConfig};
+pub use model::*;
 pub use node::{Node, Pos};
-pub use types::*;
+pub use secret::Secret;
+
+use crate::registry::Registry;
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,9 +63,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates a pipeline file, resolving `${ENV}` from the process environment.
-pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
-    load_file_with_plugins(path, &[])
+/// Reads and validates a pipeline file, resolving `${ENV}` from the process environment and
+/// component types from `registry`.
+pub fn load_file(path: &Path, registry: &Registry) -> Result<Pipeline, ConfigErrors> {
+    load_file_with_plugins(path, &[], registry)
 }
 
 /// Like [`load_file`], with plugins added or re-pointed from the command line
@@ -84,6 +74,7 @@ pub fn load_file(path: &Path) -> Result<Pipeline, ConfigErrors> {
 pub fn load_file_with_plugins(
     path: &Path,
     extra: &[(String, PathBuf)],
+    registry: &Registry,
 ) -> Result<Pipeline, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -93,7 +84,13 @@ pub fn load_file_with_plugins(
             message: format!("cannot read pipeline file: {e}"),
         }])
     })?;
-    load_str_with_plugins(path, &text, &|name| std::env::var(name).ok(), extra)
+    load_str_with_plugins(
+        path,
+        &text,
+        &|name| std::env::var(name).ok(),
+        extra,
+        registry,
+    )
 }
 
 /// Parses and validates pipeline text; `file` is only used in messages.
@@ -101,8 +98,9 @@ pub fn load_str(
     file: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
 ) -> Result<Pipeline, ConfigErrors> {
-    load_str_with_plugins(file, text, env, &[])
+    load_str_with_plugins(file, text, env, &[], registry)
 }
 
 fn load_str_with_plugins(
@@ -110,6 +108,7 @@ fn load_str_with_plugins(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     extra: &[(String, PathBuf)],
+    registry: &Registry,
 ) -> Result<Pipeline, ConfigErrors> {
     let mut cx = Collector {
         file: file.to_owned(),
@@ -124,14 +123,24 @@ fn load_str_with_plugins(
             return Err(ConfigErrors(cx.errors));
         }
     };
-    let mut pipeline = types::read_pipeline(&root, &mut cx);
+    let mut pipeline = read::read_pipeline(&root, &mut cx, registry);
+    if !extra.is_empty() && registry.plugins.is_none() {
+        cx.push(
+            Pos::default(),
+            None,
+            format!(
+                "--plugin needs the `wasm` feature; this build has: {}",
+                registry.features_list()
+            ),
+        );
+    }
     for (name, path) in extra {
         match pipeline.plugins.iter_mut().find(|p| &p.name == name) {
             Some(existing) => existing.spec.path = path.clone(),
             None => {
                 pipeline
                     .declared
-                    .push((types::RefKind::Plugin, name.clone()));
+                    .push((model::RefKind::Plugin, name.clone()));
                 pipeline.plugins.push(Named {
                     name: name.clone(),
                     pos: Pos::default(),

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     Collector,
-    types::{Pipeline, RefKind, SelectorConfig, SourceKind},
+    model::{Pipeline, RefKind, SelectorConfig},
 };
 
 pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
@@ -68,20 +68,31 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         }
     }
 
-    // RocksDB locks its directory: two channels on one path could never both open.
-    let mut paths: BTreeMap<&std::path::Path, &str> = BTreeMap::new();
-    for c in &p.channels {
-        if let Some(path) = c.spec.path() {
-            if let Some(first) = paths.insert(path, &c.name) {
-                cx.push(
-                    c.pos,
-                    Some(&format!("channels.{}", c.name)),
-                    format!(
-                        "path `{}` is already used by channel `{first}`",
-                        path.display()
-                    ),
-                );
-            }
+    // A durable channel locks its directory, and a file source's position file is its own:
+    // two components on one path could never both work.
+    let mut paths: BTreeMap<&std::path::Path, String> = BTreeMap::new();
+    let claims = p
+        .channels
+        .iter()
+        .filter_map(|c| {
+            let dir = c.spec.storage_dir()?;
+            Some(("channels", &c.name, c.pos, "path", dir))
+        })
+        .chain(p.sources.iter().flat_map(|s| {
+            s.spec
+                .spec
+                .exclusive_paths()
+                .into_iter()
+                .map(|(field, path)| ("sources", &s.name, s.pos, field, path))
+        }));
+    for (section, name, pos, field, path) in claims {
+        let kind = section.trim_end_matches('s');
+        if let Some(first) = paths.insert(path, format!("{kind} `{name}`")) {
+            cx.push(
+                pos,
+                Some(&format!("{section}.{name}")),
+                format!("{field} `{}` is already used by {first}", path.display()),
+            );
         }
     }
 
@@ -130,38 +141,6 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
                     );
                 }
             }
-        }
-    }
-
-    // Two file sources sharing a position file would overwrite each other's positions.
-    let mut position_files: BTreeMap<&std::path::Path, &str> = BTreeMap::new();
-    for s in &p.sources {
-        let SourceKind::File(f) = &s.spec.kind else {
-            continue;
-        };
-        let component = format!("sources.{}", s.name);
-        if f.paths.is_empty() {
-            cx.push(
-                s.pos,
-                Some(&component),
-                "`paths` needs at least one glob pattern",
-            );
-        }
-        if f.max_line_bytes.0 == 0 {
-            cx.push(s.pos, Some(&component), "max_line_bytes must be at least 1");
-        }
-        if f.poll_interval.0.is_zero() {
-            cx.push(s.pos, Some(&component), "poll_interval must be more than 0");
-        }
-        if let Some(other) = position_files.insert(&f.position_file, &s.name) {
-            cx.push(
-                s.pos,
-                Some(&component),
-                format!(
-                    "position_file `{}` is also used by source `{other}`",
-                    f.position_file.display()
-                ),
-            );
         }
     }
 

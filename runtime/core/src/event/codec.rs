@@ -1,4 +1,8 @@
-//! Built-in codecs: how events become bytes in files and streams, and back.
+//! Codecs: how events become bytes in files and streams, and back.
+//!
+//! [`Codec`] is what components that read or write payloads hold; the built-in codecs
+//! ([`CodecName`]) implement it here and a plugin host implements it for its plugins, so
+//! nothing here knows how a plugin runs.
 //!
 //! `lines`: the body is the line. `ndjson`: one JSON object per line, either the envelope
 //! `{"headers":{..},"body":"..."}` (a non-UTF-8 body is written as `body_base64`) or, when
@@ -8,8 +12,49 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use serde::Deserialize;
+
 use super::{Event, Headers};
-use crate::config::CodecName;
+
+/// Built-in codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodecName {
+    /// One event per line; the line is the body.
+    #[default]
+    Lines,
+    /// One JSON object per line: `{"headers":{..},"body":"..."}`, or any other object as the body.
+    Ndjson,
+}
+
+impl CodecName {
+    /// The names a `codec:`/`format:` field accepts for the built-in codecs.
+    pub const NAMES: &[&str] = &["lines", "ndjson"];
+}
+
+/// A built-in codec or a `serde` plugin by name, as written in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecRef {
+    Builtin(CodecName),
+    Plugin(String),
+}
+
+impl Default for CodecRef {
+    fn default() -> Self {
+        CodecRef::Builtin(CodecName::Lines)
+    }
+}
+
+impl<'de> Deserialize<'de> for CodecRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "lines" => CodecRef::Builtin(CodecName::Lines),
+            "ndjson" => CodecRef::Builtin(CodecName::Ndjson),
+            _ => CodecRef::Plugin(s),
+        })
+    }
+}
 
 /// Appends the encoding of `event` (with its trailing newline) to `out`.
 pub fn encode_into(codec: CodecName, event: &Event, out: &mut Vec<u8>) {
@@ -82,35 +127,42 @@ pub fn decode_line(codec: CodecName, line: &[u8]) -> Result<Event, String> {
     }
 }
 
-/// A codec in use: built in, or a Wasm `serde` plugin instance.
-pub enum Codec {
-    Builtin(CodecName),
-    Plugin(crate::plugin::codec::WasmCodec),
-}
-
-impl Codec {
+/// A codec in use: payloads into events and events into payloads.
+pub trait Codec: Send {
     /// One payload (a line, a request body) into events; the error is a dead-letter reason.
-    pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
-        match self {
-            Codec::Builtin(c) => decode_line(*c, payload).map(|e| vec![e]),
-            Codec::Plugin(p) => p.decode(payload, "text/plain"),
-        }
-    }
+    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String>;
 
     /// A batch into bytes appended to `out`.
-    pub fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
-        match self {
-            Codec::Builtin(c) => {
-                for e in events {
-                    encode_into(*c, e, out);
-                }
-                Ok(())
-            }
-            Codec::Plugin(p) => {
-                out.extend_from_slice(&p.encode(events)?);
-                Ok(())
-            }
+    fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// [`decode`](Self::decode) for a payload whose media type is known (an HTTP request's
+    /// `Content-Type`); codecs that read it (plugins) override this.
+    fn decode_with_type(&mut self, payload: &[u8], content_type: &str) -> Result<Vec<Event>, String> {
+        let _ = content_type;
+        self.decode(payload)
+    }
+
+    /// The built-in codec this is, for callers with a faster path for one (the file source
+    /// splits `lines` without a call per line).
+    fn builtin(&self) -> Option<CodecName> {
+        None
+    }
+}
+
+impl Codec for CodecName {
+    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
+        decode_line(*self, payload).map(|e| vec![e])
+    }
+
+    fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
+        for e in events {
+            encode_into(*self, e, out);
         }
+        Ok(())
+    }
+
+    fn builtin(&self) -> Option<CodecName> {
+        Some(*self)
     }
 }
 

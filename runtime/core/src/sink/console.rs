@@ -3,16 +3,65 @@
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
+use serde::Deserialize;
+
 use super::{DeliveryError, Sink};
-use crate::event::{Event, codec::Codec};
+use crate::{
+    event::{
+        Event,
+        codec::{Codec, CodecName, CodecRef},
+    },
+    registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
+};
+
+/// `type: stdout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (one payload per batch).
+    #[serde(default)]
+    pub format: CodecRef,
+}
+
+/// `type: logger`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerSinkConfig {
+    /// Bytes of body shown per event.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+}
+
+fn default_max_body() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+
+pub(crate) fn read_stdout(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
+    cx.codec_field("format", CodecName::NAMES);
+    plain_sink::<StdoutSinkConfig>(cx)
+}
+
+impl SinkSpec for StdoutSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(StdoutSink::new(cx.codec(&self.format)?)))
+    }
+}
+
+impl SinkSpec for LoggerSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(LoggerSink::new(cx.name, self.max_body)))
+    }
+}
 
 pub struct StdoutSink {
-    codec: Codec,
+    codec: Box<dyn Codec>,
     buf: Vec<u8>,
 }
 
 impl StdoutSink {
-    pub fn new(codec: Codec) -> Self {
+    pub fn new(codec: Box<dyn Codec>) -> Self {
         StdoutSink {
             codec,
             buf: Vec::new(),

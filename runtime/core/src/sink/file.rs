@@ -16,22 +16,58 @@ use std::{
 
 use async_trait::async_trait;
 
+use serde::Deserialize;
+
 use super::{DeliveryError, Sink};
 use crate::{
-    config::FileSinkConfig,
+    config::units::{ByteSize, HumanDuration},
     event::{
         Event,
-        codec::{self, Codec},
+        codec::{self, Codec, CodecName, CodecRef},
         template::Template,
     },
+    registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
 };
+
+/// `type: file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Path template: `%{header}` and strftime escapes such as `%Y-%m-%d`.
+    pub path: String,
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (one call per run of events going to
+    /// the same file).
+    #[serde(default)]
+    pub format: CodecRef,
+    /// Start a new file after this many bytes.
+    pub roll_size: Option<ByteSize>,
+    /// Start a new file after this many events.
+    pub roll_count: Option<u64>,
+    /// Start a new file after this long.
+    pub roll_interval: Option<HumanDuration>,
+    /// fsync after every batch (slower; survives power loss).
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
+    cx.codec_field("format", CodecName::NAMES);
+    plain_sink::<FileSinkConfig>(cx)
+}
+
+impl SinkSpec for FileSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(FileSink::new(self, cx.codec(&self.format)?)?))
+    }
+}
 
 /// Files kept open at once; the least recently opened is closed beyond this.
 const MAX_OPEN: usize = 64;
 
 pub struct FileSink {
     template: Template,
-    codec: Codec,
+    codec: Box<dyn Codec>,
     roll_size: Option<u64>,
     roll_count: Option<u64>,
     roll_interval: Option<Duration>,
@@ -55,7 +91,7 @@ struct OpenFile {
 }
 
 impl FileSink {
-    pub fn new(cfg: &FileSinkConfig, codec: Codec) -> Result<Self, String> {
+    pub fn new(cfg: &FileSinkConfig, codec: Box<dyn Codec>) -> Result<Self, String> {
         Ok(FileSink {
             template: Template::parse(&cfg.path)?,
             codec,
@@ -104,9 +140,6 @@ impl FileSink {
     /// encode (the events are poison) leaves the files untouched. Rolls happen between calls,
     /// so a file may pass `roll_size`/`roll_count` by up to one batch.
     fn deliver_per_file(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
-        let Codec::Plugin(plugin) = &mut self.codec else {
-            unreachable!("only plugin codecs deliver per file")
-        };
         // Resolved path → indices of its events, in first-seen order.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         if self.template.is_constant() {
@@ -130,10 +163,14 @@ impl FileSink {
         for (path, idx) in groups {
             let contiguous = idx.last().zip(idx.first()).map(|(l, f)| l - f + 1) == Some(idx.len());
             let bytes = if contiguous {
-                plugin.encode(&batch[idx[0]..idx[0] + idx.len()])
+                let mut bytes = Vec::new();
+                self.codec
+                    .encode(&batch[idx[0]..idx[0] + idx.len()], &mut bytes)
+                    .map(|()| bytes)
             } else {
                 let events: Vec<Event> = idx.iter().map(|&i| batch[i].clone()).collect();
-                plugin.encode(&events)
+                let mut bytes = Vec::new();
+                self.codec.encode(&events, &mut bytes).map(|()| bytes)
             }
             .map_err(DeliveryError::Permanent)?;
             encoded.push((path, idx.len(), bytes));
@@ -262,9 +299,9 @@ fn highest_index(resolved: &str) -> Option<u64> {
 #[async_trait]
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
-        if matches!(self.codec, Codec::Plugin(_)) {
+        let Some(codec) = self.codec.builtin() else {
             return self.deliver_per_file(batch);
-        }
+        };
         let constant = self.template.is_constant();
         for (i, e) in batch.iter().enumerate() {
             if !constant || i == 0 {
@@ -272,9 +309,6 @@ impl Sink for FileSink {
                 self.template.render(e, &mut path);
                 self.path = path;
             }
-            let Codec::Builtin(codec) = self.codec else {
-                unreachable!("plugin codecs take deliver_per_file")
-            };
             let fsync = self.fsync;
             let roll_count = self.roll_count;
             let roll_size = self.roll_size;
@@ -312,10 +346,6 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        CodecName, CodecRef,
-        units::{ByteSize, HumanDuration},
-    };
 
     fn cfg(path: &Path) -> FileSinkConfig {
         FileSinkConfig {
@@ -337,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(&dir.path().join("out.log"));
         c.roll_count = Some(3);
-        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
+        let mut s = FileSink::new(&c, Box::new(CodecName::Lines)).unwrap();
         let evs: Vec<Event> = (0..7).map(|i| Event::new(format!("e{i}"))).collect();
         s.deliver(&evs).await.unwrap();
         s.close().await.unwrap();
@@ -346,7 +376,7 @@ mod tests {
         assert_eq!(read(p(1)), "e3\ne4\ne5\n");
         assert_eq!(read(p(2)), "e6\n");
         // A restarted sink continues the highest file.
-        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
+        let mut s = FileSink::new(&c, Box::new(CodecName::Lines)).unwrap();
         s.deliver(&[Event::new("e7")]).await.unwrap();
         s.close().await.unwrap();
         assert_eq!(read(p(2)), "e6\ne7\n");
@@ -358,7 +388,7 @@ mod tests {
         let mut c = cfg(&dir.path().join("%{kind}/x"));
         c.roll_size = Some(ByteSize(6));
         c.roll_interval = Some(HumanDuration(Duration::from_millis(50)));
-        let mut s = FileSink::new(&c, Codec::Builtin(CodecName::Lines)).unwrap();
+        let mut s = FileSink::new(&c, Box::new(CodecName::Lines)).unwrap();
         let evs = [
             Event::new("aa").with_header("kind", "k1"),
             Event::new("bb").with_header("kind", "k2"),
@@ -385,7 +415,7 @@ mod tests {
     async fn write_errors_are_retriable() {
         let mut s = FileSink::new(
             &cfg(Path::new("/dev/full")),
-            Codec::Builtin(CodecName::Lines),
+            Box::new(CodecName::Lines),
         )
         .unwrap();
         let e = s.deliver(&[Event::new("x")]).await.unwrap_err();

@@ -5,18 +5,10 @@
 //! and is the only code that commits or rolls back.
 
 pub mod console;
-pub mod dynamodb;
 pub mod file;
 pub mod group;
-pub mod http;
-pub mod kafka;
-pub mod kinesis;
 pub mod null;
-pub mod rabbitmq;
-pub mod redis;
 pub mod runner;
-pub mod s3;
-pub mod sql;
 
 use std::time::Duration;
 

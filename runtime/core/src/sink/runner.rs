@@ -17,7 +17,7 @@ use super::{DeliveryError, group::SinkSet};
 use crate::{
     channel::{Channel, Lease},
     config::RetryConfig,
-    dlq::{DeadLetter, DeadLetters},
+    dlq::{Class, DeadLetter, DeadLetters, Stage},
     event::Event,
 };
 
@@ -130,7 +130,7 @@ impl SinkRunner {
         // Indices still to deliver; `None` means all of them (the common, allocation-free case).
         let mut pending: Option<Vec<usize>> = None;
         let mut dead: Vec<(usize, String)> = Vec::new();
-        let mut dead_class = "permanent";
+        let mut dead_class = Class::Permanent;
         let mut attempts = 0u32;
         let mut delivered_by: Vec<(usize, usize)> = Vec::new(); // (member, events)
         loop {
@@ -181,7 +181,7 @@ impl SinkRunner {
                     if attempts >= self.retry.max_attempts {
                         let why = format!("gave up after {attempts} attempts: {reason}");
                         dead.extend((0..batch.len()).map(|k| (in_batch(k), why.clone())));
-                        dead_class = "attempts_exhausted";
+                        dead_class = Class::AttemptsExhausted;
                         break;
                     }
                     tracing::warn!(sink = %self.name, attempt = attempts, error = %reason, "delivery failed; will retry");
@@ -195,7 +195,7 @@ impl SinkRunner {
                     idx.into_iter()
                         .map(|i| (i, format!("gave up after {attempts} attempts"))),
                 );
-                dead_class = "attempts_exhausted";
+                dead_class = Class::AttemptsExhausted;
                 break;
             }
             let delay = backoff
@@ -220,7 +220,7 @@ impl SinkRunner {
                 })
                 .collect();
             let n = letters.len() as u64;
-            match self.dead.send("sink", dead_class, attempts, letters).await {
+            match self.dead.send(Stage::Sink, dead_class, attempts, letters).await {
                 Ok(crate::dlq::Disposition::Sent) => {}
                 Ok(crate::dlq::Disposition::Discarded) => {
                     for m in self.sinks.members().iter().take(1) {

@@ -5,11 +5,56 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use serde::Deserialize;
+
 use super::{Source, SourceContext, SourceError};
 use crate::{
-    config::GeneratorConfig,
+    config::units::ByteSize,
     event::{Event, Headers},
+    registry::{BuildCx, SourceSpec},
 };
+
+/// `type: generator`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Events to emit before ending; runs forever when absent.
+    pub count: Option<u64>,
+    /// Events per second; as fast as the channel accepts when absent.
+    pub rate: Option<f64>,
+    /// Body length in bytes; the body starts with the sequence number.
+    #[serde(default = "default_body_size")]
+    pub body_size: ByteSize,
+    /// A fixed body for every event instead of the numbered one.
+    pub body: Option<String>,
+    /// Static headers on every event.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A header whose value cycles through a list, event by event (for routing demos).
+    pub cycle: Option<CycleHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleHeader {
+    pub header: String,
+    pub values: Vec<String>,
+}
+
+fn default_body_size() -> ByteSize {
+    ByteSize(256)
+}
+
+
+impl SourceSpec for GeneratorConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(Generator::new(self.clone(), cx.batch_size)))
+    }
+
+    fn expected_events(&self) -> Option<u64> {
+        self.count
+    }
+}
 
 pub struct Generator {
     cfg: GeneratorConfig,

@@ -7,12 +7,7 @@
 //! file tailer) run until the agent is stopped.
 
 pub mod generator;
-pub mod http;
-pub mod kafka;
 pub mod processor;
-pub mod rabbitmq;
-pub mod redis;
-pub mod sqs;
 pub mod stdin;
 pub mod tail;
 

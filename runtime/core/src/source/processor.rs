@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::{
     channel::{Channel, ChannelError},
-    dlq::{DeadLetter, DeadLetters},
+    dlq::{Class, DeadLetter, DeadLetters, Stage},
     event::Event,
     interceptor::{InterceptError, Interceptor},
     metrics::SourceMetrics,
@@ -77,7 +77,7 @@ impl ChannelProcessor {
         let n = letters.len() as u64;
         self.metrics.received.inc_by(n);
         self.dead
-            .send("source", "malformed", 1, letters)
+            .send(Stage::Source, Class::Malformed, 1, letters)
             .await
             .map_err(ProcessError::DeadLetter)?;
         Ok(())
@@ -114,11 +114,11 @@ impl ChannelProcessor {
 
         // Dead letters first: the batch counts as handled only when they are safe too.
         self.dead
-            .send("interceptor", "rejected", 1, rejected)
+            .send(Stage::Interceptor, Class::Rejected, 1, rejected)
             .await
             .map_err(ProcessError::DeadLetter)?;
         self.dead
-            .send("source", "rejected", 1, unroutable)
+            .send(Stage::Source, Class::Rejected, 1, unroutable)
             .await
             .map_err(ProcessError::DeadLetter)?;
 

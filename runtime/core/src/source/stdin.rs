@@ -5,21 +5,55 @@ use std::{io::BufRead, time::Duration};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use serde::Deserialize;
+
 use super::{Source, SourceContext, SourceError};
 use crate::{
-    config::StdinConfig,
+    config::units::HumanDuration,
     dlq::DeadLetter,
-    event::{Event, codec::Codec},
+    event::{
+        Event,
+        codec::{Codec, CodecName, CodecRef},
+    },
+    registry::{BuildCx, ReadCx, SourceSpec, plain_source},
 };
+
+/// `type: stdin`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdinConfig {
+    /// `lines`, `ndjson`, or the name of a `serde` plugin (each line is one payload).
+    #[serde(default)]
+    pub codec: CodecRef,
+    /// Hand a partial batch to the channel after this long without a new line.
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+}
+
+fn default_linger() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
+}
+
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>> {
+    cx.codec_field("codec", CodecName::NAMES);
+    plain_source::<StdinConfig>(cx)
+}
+
+impl SourceSpec for StdinConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        let codec = cx.codec(&self.codec)?;
+        Ok(Box::new(Stdin::new(self.clone(), cx.batch_size, codec)))
+    }
+}
 
 pub struct Stdin {
     cfg: StdinConfig,
     batch_size: usize,
-    codec: Codec,
+    codec: Box<dyn Codec>,
 }
 
 impl Stdin {
-    pub fn new(cfg: StdinConfig, batch_size: usize, codec: Codec) -> Self {
+    pub fn new(cfg: StdinConfig, batch_size: usize, codec: Box<dyn Codec>) -> Self {
         Stdin {
             cfg,
             batch_size,

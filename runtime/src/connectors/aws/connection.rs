@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::Secret;
+use sluice_core::config::Secret;
 
 /// The keys read into [`AwsConnection`]; every AWS connector accepts them.
 pub const AWS_KEYS: &[&str] = &[

@@ -2,7 +2,18 @@
 //! shared by the S3, SQS, DynamoDB and Kinesis connectors.
 //!
 //! The SDK's HTTP client is built here with rustls on the `ring` provider (the crypto the rest
-//! of the agent already uses), so the AWS SDK adds no second crypto stack.
+//! of the agent already uses), so the AWS SDK adds no second crypto stack. Each service is a
+//! folder of its own, behind its feature (`aws-s3`, `aws-sqs`, `aws-dynamodb`, `aws-kinesis`).
+
+pub mod connection;
+#[cfg(feature = "aws-dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "aws-kinesis")]
+pub mod kinesis;
+#[cfg(feature = "aws-s3")]
+pub mod s3;
+#[cfg(feature = "aws-sqs")]
+pub mod sqs;
 
 use std::time::Duration;
 
@@ -11,7 +22,9 @@ use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use aws_smithy_types::{error::metadata::ProvideErrorMetadata, timeout::TimeoutConfig};
 
-use crate::config::aws::AwsConnection;
+use sluice_core::registry::ReadCx;
+
+pub use self::connection::{AWS_KEYS, AwsConnection};
 
 /// Region used when neither the config nor the standard chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -142,4 +155,25 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// The region name the SDK will use, for logs.
 pub fn region_name(c: &SdkConfig) -> &str {
     c.region().map(|r| r.as_ref()).unwrap_or(FALLBACK_REGION)
+}
+
+/// Reads an AWS connector: the shared connection keys ([`AWS_KEYS`]) into an
+/// [`AwsConnection`], the rest into the connector's own settings `T`, whose connection
+/// `aws` points at.
+pub(crate) fn read_with_connection<T: serde::de::DeserializeOwned>(
+    cx: &mut ReadCx<'_>,
+    aws: impl FnOnce(&mut T) -> &mut AwsConnection,
+) -> Option<T> {
+    let conn_node = cx.body.filter_keys(|k| AWS_KEYS.contains(&k));
+    let own_node = cx.body.filter_keys(|k| !AWS_KEYS.contains(&k));
+    let conn: Option<AwsConnection> = cx.read_node(&conn_node);
+    let own: Option<T> = cx.read_node(&own_node);
+    let conn = conn?;
+    if let Err(e) = conn.check() {
+        cx.error(cx.body.pos, e);
+        return None;
+    }
+    let mut own = own?;
+    *aws(&mut own) = conn;
+    Some(own)
 }

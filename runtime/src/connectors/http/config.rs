@@ -16,34 +16,14 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::{
-    Collector,
-    node::{Node, Pos},
-    units::{ByteSize, HumanDuration},
+use sluice_core::{
+    config::{
+        Node, Pos, Secret,
+        node::NodeKind,
+        units::{ByteSize, HumanDuration},
+    },
+    event::template::Template,
 };
-use crate::event::template::Template;
-
-/// A secret value: never shown by `Debug`, and there is no `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that needs it (a MAC key, a header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// An address to listen on: `host:port`, or a bare port (on 127.0.0.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,7 +358,7 @@ fn at(node: &Node, key: &str) -> Pos {
 /// Position of item `i` of the list under `key`.
 fn item_at(node: &Node, key: &str, i: usize) -> Pos {
     match node.get(key).map(|n| &n.kind) {
-        Some(super::node::NodeKind::Seq(items)) => items.get(i).map_or(node.pos, |n| n.pos),
+        Some(NodeKind::Seq(items)) => items.get(i).map_or(node.pos, |n| n.pos),
         _ => at(node, key),
     }
 }
@@ -389,15 +369,10 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Checks an http source's settings; `node` is its mapping. True when all is well.
-pub(super) fn check_source(
-    cfg: &HttpSourceConfig,
-    node: &Node,
-    component: &str,
-    cx: &mut Collector,
-) -> bool {
-    let before = cx.errors.len();
-    let mut push = |pos: Pos, msg: String| cx.push(pos, Some(component), msg);
+/// Checks an http source's settings; `node` is its mapping. Returns the problems found.
+pub(super) fn check_source(cfg: &HttpSourceConfig, node: &Node) -> Vec<(Pos, String)> {
+    let mut errs = Vec::new();
+    let mut push = |pos: Pos, msg: String| errs.push((pos, msg));
     if cfg.paths.is_empty() {
         push(at(node, "paths"), "`paths` needs at least one path".into());
     }
@@ -477,20 +452,15 @@ pub(super) fn check_source(
         );
     }
     if let (Some(auth), Some(auth_node)) = (&cfg.auth, node.get("auth")) {
-        check_auth(auth, auth_node, true, component, cx);
+        check_auth(auth, auth_node, true, &mut errs);
     }
-    cx.errors.len() == before
+    errs
 }
 
-/// Checks an http sink's settings; `node` is its mapping. True when all is well.
-pub(super) fn check_sink(
-    cfg: &HttpSinkConfig,
-    node: &Node,
-    component: &str,
-    cx: &mut Collector,
-) -> bool {
-    let before = cx.errors.len();
-    let mut push = |pos: Pos, msg: String| cx.push(pos, Some(component), msg);
+/// Checks an http sink's settings; `node` is its mapping. Returns the problems found.
+pub(super) fn check_sink(cfg: &HttpSinkConfig, node: &Node) -> Vec<(Pos, String)> {
+    let mut errs = Vec::new();
+    let mut push = |pos: Pos, msg: String| errs.push((pos, msg));
     match Template::parse(&cfg.url) {
         Err(e) => push(at(node, "url"), format!("url: {e}")),
         Ok(t) if t.is_constant() => {
@@ -538,13 +508,13 @@ pub(super) fn check_sink(
         push(at(node, "timeout"), "timeout must be more than 0".into());
     }
     if let (Some(auth), Some(auth_node)) = (&cfg.auth, node.get("auth")) {
-        check_auth(auth, auth_node, false, component, cx);
+        check_auth(auth, auth_node, false, &mut errs);
     }
-    cx.errors.len() == before
+    errs
 }
 
-fn check_auth(auth: &AuthConfig, node: &Node, source: bool, component: &str, cx: &mut Collector) {
-    let mut push = |pos: Pos, msg: String| cx.push(pos, Some(component), msg);
+fn check_auth(auth: &AuthConfig, node: &Node, source: bool, errs: &mut Vec<(Pos, String)>) {
+    let mut push = |pos: Pos, msg: String| errs.push((pos, msg));
     let kind = auth.kind;
     let allowed: &[AuthKind] = if source {
         &[

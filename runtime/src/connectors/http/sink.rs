@@ -21,21 +21,25 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tokio::{task::JoinSet, time::Instant};
 
-use super::{DeliveryError, Sink};
-use crate::{
-    config::{AuthKind, CodecName, HttpCodec, HttpSinkConfig, HttpSinkMode, Secret},
+use sluice_core::{
+    config::Secret,
     event::{
         Event,
-        codec::{Codec, encode_into},
+        codec::{Codec, CodecName, encode_into},
         template::Template,
     },
-    source::http::auth::{HUB_SIGNATURE, hub_signature},
+    sink::{DeliveryError, Sink},
+};
+
+use super::{
+    config::{AuthConfig, AuthKind, HttpCodec, HttpSinkConfig, HttpSinkMode},
+    source::auth::{HUB_SIGNATURE, hub_signature},
 };
 
 /// How the events of one request become its body.
 pub enum Format {
     Builtin(HttpCodec),
-    Plugin(Codec),
+    Plugin(Box<dyn Codec>),
 }
 
 /// Credentials added to every request.
@@ -311,7 +315,7 @@ fn not_sent() -> Sent {
 }
 
 fn credentials(
-    a: &crate::config::AuthConfig,
+    a: &AuthConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Credentials, String> {
     let secret = a

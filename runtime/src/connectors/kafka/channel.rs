@@ -54,16 +54,35 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Channel, ChannelError, ChannelStats, Lease};
-use crate::{
-    config::kafka::{ClientSpec, KafkaChannelConfig, check_topic_name, client_config},
+use sluice_core::{
+    channel::{Channel, ChannelError, ChannelStats, Lease},
     event::{Event, Headers, template::Template},
-    sink::kafka::{
+    registry::{ChannelCx, ChannelSpec, ReadCx, plain_channel},
+};
+
+use super::{
+    client::{
+        ClientSpec, ConsumerCtx, Throttle, add_header, check_topic_name, client_config,
+        drop_detached, for_each_header,
+    },
+    config::KafkaChannelConfig,
+    producer::{
         Failures, HeaderFilter, KafkaProducer, Routing, create_producer, produce_batch,
         producer_config,
     },
-    source::kafka::{ConsumerCtx, Throttle, add_header, drop_detached, for_each_header},
 };
+
+/// `type: kafka` channels.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn ChannelSpec>> {
+    plain_channel::<KafkaChannelConfig>(cx)
+}
+
+impl ChannelSpec for KafkaChannelConfig {
+    /// Opening connects to nothing: clients are made on the first put or take.
+    fn open(&self, cx: &ChannelCx<'_>) -> Result<Arc<dyn Channel>, String> {
+        Ok(Arc::new(KafkaChannel::open(cx.name, self)?))
+    }
+}
 
 /// How long a commit may wait for the broker's answer.
 const COMMIT_WAIT: Duration = Duration::from_secs(30);

@@ -1,5 +1,5 @@
-//! Settings of the `kafka` source, sink and channel, and how they become librdkafka client
-//! configurations.
+//! Settings of the `kafka` source, sink and channel (how they become librdkafka client
+//! configurations is in [`super::client`]).
 //!
 //! Every Kafka component names its brokers (`bootstrap_servers`), optional `security`
 //! settings (TLS and SASL, written out field by field so secrets live in [`Secret`] and stay
@@ -15,10 +15,8 @@
 
 use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
-use rdkafka::{ClientConfig, config::RDKafkaLogLevel, error::KafkaError};
 use serde::Deserialize;
-
-use super::{Secret, units::HumanDuration};
+use sluice_core::config::{Secret, units::HumanDuration};
 
 /// librdkafka properties, passed through as written (`"session.timeout.ms": 6000`; numbers and
 /// booleans are passed as their text). `Debug` hides the values of secret-looking properties.
@@ -38,7 +36,7 @@ impl fmt::Debug for KafkaOptions {
 }
 
 /// Properties whose values must never be shown (passwords, keys, tokens, JAAS strings).
-fn is_sensitive(key: &str) -> bool {
+pub(super) fn is_sensitive(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     [
         "password",
@@ -243,171 +241,5 @@ impl KafkaChannelConfig {
         self.group_id
             .clone()
             .unwrap_or_else(|| format!("sluice-channel-{}", self.topic))
-    }
-}
-
-/// A valid Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn check_topic_name(field: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{field}`: {name:?} is not a valid topic name (1 to 249 of a-z A-Z 0-9 . _ -)"
-        ))
-    }
-}
-
-/// Everything one librdkafka client is built from.
-pub struct ClientSpec<'a> {
-    /// Name of the pass-through map, for error messages (`consumer` or `producer`).
-    pub field: &'static str,
-    pub bootstrap_servers: &'a str,
-    pub security: &'a KafkaSecurity,
-    pub options: &'a KafkaOptions,
-    /// Sluice's defaults; the map may override them.
-    pub defaults: &'a [(&'a str, &'a str)],
-    /// Properties Sluice manages; the map may only repeat them unchanged.
-    pub managed: &'a [(&'a str, &'a str)],
-}
-
-/// Builds and checks (offline: no client is created, nothing connects) a client configuration.
-/// Errors name the offending field and never show a secret.
-pub fn client_config(spec: &ClientSpec<'_>) -> Result<ClientConfig, String> {
-    let servers = spec.bootstrap_servers.trim();
-    if servers.is_empty() {
-        return Err("`bootstrap_servers` is empty".to_owned());
-    }
-    let field = spec.field;
-    let mut c = ClientConfig::new();
-    for (k, v) in spec.defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in spec.security.properties()? {
-        if spec.options.0.contains_key(k) {
-            return Err(format!(
-                "`{field}` sets `{k}`, which `security` sets too; keep one"
-            ));
-        }
-        c.set(k, v);
-    }
-    for (k, v) in &spec.options.0 {
-        if k == "bootstrap.servers" || k == "metadata.broker.list" {
-            return Err(format!(
-                "`{field}` may not set `{k}`: use `bootstrap_servers`"
-            ));
-        }
-        if let Some((_, want)) = spec.managed.iter().find(|(m, _)| *m == k) {
-            if v != want {
-                return Err(format!(
-                    "`{field}` may not set `{k}`: sluice manages it ({want:?})"
-                ));
-            }
-        }
-        c.set(k.as_str(), v.as_str());
-    }
-    for (k, v) in spec.managed {
-        c.set(*k, *v);
-    }
-    c.set("bootstrap.servers", servers);
-    // librdkafka's own log level; its messages go to `tracing` (see the kafka source).
-    c.set_log_level(if spec.options.0.contains_key("debug") {
-        RDKafkaLogLevel::Debug
-    } else {
-        RDKafkaLogLevel::Warning
-    });
-    c.create_native_config().map_err(|e| match e {
-        KafkaError::ClientConfig(_, _, key, _) if is_sensitive(&key) => {
-            format!("kafka setting `{key}` is invalid")
-        }
-        KafkaError::ClientConfig(_, desc, key, _) => {
-            format!("kafka setting `{key}`: {desc}")
-        }
-        other => format!("kafka settings: {other}"),
-    })?;
-    Ok(c)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> KafkaOptions {
-        KafkaOptions(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    }
-
-    fn spec<'a>(options: &'a KafkaOptions, security: &'a KafkaSecurity) -> ClientSpec<'a> {
-        ClientSpec {
-            field: "consumer",
-            bootstrap_servers: "127.0.0.1:9092",
-            security,
-            options,
-            defaults: &[("session.timeout.ms", "6000")],
-            managed: &[("enable.auto.commit", "false"), ("group.id", "g")],
-        }
-    }
-
-    #[test]
-    fn defaults_yield_to_the_map_but_managed_settings_do_not() {
-        let sec = KafkaSecurity::default();
-        let o = opts(&[("session.timeout.ms", "10000"), ("fetch.min.bytes", "1")]);
-        let c = client_config(&spec(&o, &sec)).unwrap();
-        assert_eq!(c.get("session.timeout.ms"), Some("10000"));
-        assert_eq!(c.get("enable.auto.commit"), Some("false"));
-        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
-
-        let o = opts(&[("enable.auto.commit", "true")]);
-        let e = client_config(&spec(&o, &sec)).unwrap_err();
-        assert!(e.contains("enable.auto.commit"), "{e}");
-        let o = opts(&[("enable.auto.commit", "false")]);
-        assert!(client_config(&spec(&o, &sec)).is_ok(), "repeating is fine");
-    }
-
-    #[test]
-    fn unknown_properties_and_bad_values_are_reported_offline() {
-        let sec = KafkaSecurity::default();
-        let e = client_config(&spec(&opts(&[("no.such.thing", "1")]), &sec)).unwrap_err();
-        assert!(e.contains("no.such.thing"), "{e}");
-        let e = client_config(&spec(&opts(&[("session.timeout.ms", "soon")]), &sec)).unwrap_err();
-        assert!(e.contains("session.timeout.ms"), "{e}");
-    }
-
-    #[test]
-    fn secrets_stay_out_of_debug_and_errors() {
-        let sec = KafkaSecurity {
-            protocol: Some(KafkaProtocol::SaslPlaintext),
-            sasl_mechanism: Some("PLAIN".into()),
-            sasl_username: Some("u".into()),
-            sasl_password: Some(Secret::new("hunter2")),
-            ..KafkaSecurity::default()
-        };
-        let o = opts(&[("ssl.key.password", "swordfish")]);
-        assert!(!format!("{sec:?}{o:?}").contains("hunter2"));
-        assert!(!format!("{o:?}").contains("swordfish"));
-        let c = client_config(&spec(&KafkaOptions::default(), &sec)).unwrap();
-        assert_eq!(c.get("sasl.password"), Some("hunter2"));
-        assert_eq!(c.get("security.protocol"), Some("sasl_plaintext"));
-
-        let clash = opts(&[("sasl.username", "other")]);
-        assert!(client_config(&spec(&clash, &sec)).is_err());
-    }
-
-    #[test]
-    fn topic_names() {
-        assert!(check_topic_name("topic", "events.v1_x-y").is_ok());
-        assert!(check_topic_name("topic", "").is_err());
-        assert!(check_topic_name("topic", "a/b").is_err());
-        assert!(check_topic_name("topic", "..").is_err());
     }
 }

@@ -27,8 +27,6 @@
 //!
 //! The consumer is never closed on the async runtime: closing can hang on some brokers
 //! (rust-rdkafka #509), so it is closed on a thread of its own that nobody waits for.
-//!
-//! This module also holds the consumer-side pieces the `kafka` channel reuses.
 
 use std::{
     ffi::{CStr, c_char, c_void},
@@ -51,26 +49,44 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ProcessError, Source, SourceContext, SourceError};
-use crate::{
-    config::kafka::{ClientSpec, KafkaSourceConfig, check_topic_name, client_config},
+use sluice_core::{
     event::{Event, Headers},
+    registry::{BuildCx, SourceSpec},
+    source::{ProcessError, Source, SourceContext, SourceError},
 };
+
+pub use super::client::HEADER_TIMESTAMP;
+use super::{
+    client::{
+        ClientLog, ClientSpec, ConsumerCtx, Throttle, add_header, check_topic_name,
+        client_config, drop_detached, for_each_header, lock,
+    },
+    config::KafkaSourceConfig,
+};
+
+/// `type: kafka` sources.
+pub(crate) fn read(
+    cx: &mut sluice_core::registry::ReadCx<'_>,
+) -> Option<std::sync::Arc<dyn SourceSpec>> {
+    sluice_core::registry::plain_source::<KafkaSourceConfig>(cx)
+}
+
+impl SourceSpec for KafkaSourceConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(KafkaSource::new(cx.name, self, cx.batch_size)?))
+    }
+}
 
 /// The record's key (lossy UTF-8); absent for records without a key.
 pub const HEADER_KEY: &str = "kafka.key";
 pub const HEADER_TOPIC: &str = "kafka.topic";
 pub const HEADER_PARTITION: &str = "kafka.partition";
 pub const HEADER_OFFSET: &str = "kafka.offset";
-/// The record's timestamp in epoch milliseconds.
-pub const HEADER_TIMESTAMP: &str = "timestamp";
 
 /// How long the final synchronous offset commit may take at shutdown.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Pause before reading a batch that was not accepted again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
-/// At most one repeated warning per this interval (per consumer).
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct KafkaSource {
     name: String,
@@ -528,92 +544,7 @@ pub(crate) fn record_event(
     }
 }
 
-/// Adds one Kafka header: lossy UTF-8, a null value as an empty string.
-pub(crate) fn add_header(h: &mut Headers, name: &[u8], value: Option<&[u8]>) {
-    h.insert(lossy(name), value.map(lossy).unwrap_or_default());
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Calls `f` with the name and value (`None`: a null value) of each Kafka header of `msg`.
-///
-/// Read through librdkafka directly: rdkafka's `Headers::get` panics on a header name that is
-/// not UTF-8, and a record written by anyone must not be able to stop a source.
-pub(crate) fn for_each_header(msg: &BorrowedMessage<'_>, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
-    use rdkafka::bindings as rd;
-    let ok = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
-    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
-    // SAFETY: `msg` is a live consumer message; librdkafka points `hdrs` at the message's own
-    // parsed header list, valid as long as the message is.
-    let err = unsafe { rd::rd_kafka_message_headers(msg.ptr(), &mut hdrs) };
-    if err != ok || hdrs.is_null() {
-        return;
-    }
-    // SAFETY: `hdrs` is a valid header list (above).
-    let count = unsafe { rd::rd_kafka_header_cnt(hdrs) };
-    for idx in 0..count {
-        let mut name: *const c_char = std::ptr::null();
-        let mut value: *const c_void = std::ptr::null();
-        let mut size: usize = 0;
-        // SAFETY: `idx < count`; librdkafka writes pointers into the header list it owns.
-        let err =
-            unsafe { rd::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size) };
-        if err != ok || name.is_null() {
-            break;
-        }
-        // SAFETY: header names are NUL-terminated; a non-null value points at `size` bytes.
-        // Both live in the message, which outlives this call.
-        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        let value = if value.is_null() {
-            None
-        } else {
-            // SAFETY: see above.
-            Some(unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) })
-        };
-        f(name, value);
-    }
-}
-
 // ---------------------------------------------------------------- client plumbing
-
-/// Lets a repeated warning through at most once per interval, counting what it held back.
-pub(crate) struct Throttle {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttle {
-    pub(crate) fn new(every: Duration) -> Self {
-        Throttle {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed since the last one)` when the caller may log now.
-    pub(crate) fn allow(&self) -> Option<u64> {
-        let mut s = lock(&self.state);
-        let now = Instant::now();
-        let last = s.0;
-        match last {
-            Some(last) if now.duration_since(last) < self.every => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                s.0 = Some(now);
-                Some(std::mem::take(&mut s.1))
-            }
-        }
-    }
-}
-
-/// A poisoned lock only means a panic elsewhere; the data (a list, a timestamp) is intact.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Exponential delays from `min` to `max`.
 pub(crate) struct Backoff {
@@ -647,154 +578,6 @@ pub(crate) async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
-    }
-}
-
-/// librdkafka's logs and client errors go to `tracing`, tagged with the component and
-/// rate-limited: a broker that is down is reported every few seconds, not at every retry.
-pub(crate) struct ClientLog {
-    component: String,
-    throttle: Throttle,
-}
-
-impl ClientLog {
-    pub(crate) fn new(component: &str) -> Self {
-        ClientLog {
-            component: component.to_owned(),
-            throttle: Throttle::new(WARN_EVERY),
-        }
-    }
-}
-
-impl ClientContext for ClientLog {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let component = self.component.as_str();
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => {
-                if let Some(suppressed) = self.throttle.allow() {
-                    tracing::warn!(
-                        component,
-                        facility = fac,
-                        suppressed,
-                        "librdkafka: {log_message}"
-                    );
-                }
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(component, facility = fac, "librdkafka: {log_message}");
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(component, facility = fac, "librdkafka: {log_message}");
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if let Some(suppressed) = self.throttle.allow() {
-            let component = self.component.as_str();
-            tracing::warn!(component, error = %error, suppressed, "kafka client error: {reason}");
-        }
-    }
-}
-
-/// The consumer's context: logging, plus the partitions revoked by rebalances, which readers
-/// drop from unfinished batches (their new owner reads them again from the committed offset).
-pub(crate) struct ConsumerCtx {
-    log: ClientLog,
-    revoked: Mutex<Vec<(String, i32)>>,
-    any_revoked: AtomicBool,
-}
-
-impl ConsumerCtx {
-    pub(crate) fn new(component: &str) -> Self {
-        ConsumerCtx {
-            log: ClientLog::new(component),
-            revoked: Mutex::new(Vec::new()),
-            any_revoked: AtomicBool::new(false),
-        }
-    }
-
-    /// Partitions revoked since the last call, if any. Rebalance callbacks run inside the
-    /// reader's own polls, so after a poll returns this is up to date.
-    pub(crate) fn take_revoked(&self) -> Option<Vec<(String, i32)>> {
-        if !self.any_revoked.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        Some(std::mem::take(&mut *lock(&self.revoked)))
-    }
-}
-
-impl ClientContext for ConsumerCtx {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(error, reason);
-    }
-}
-
-impl ConsumerContext for ConsumerCtx {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let component = self.log.component.as_str();
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let parts = partitions(tpl);
-                tracing::info!(component, partitions = %describe(&parts), "kafka partitions revoked");
-                lock(&self.revoked).extend(parts);
-                self.any_revoked.store(true, Ordering::Release);
-            }
-            Rebalance::Assign(tpl) => {
-                let parts = partitions(tpl);
-                tracing::info!(component, partitions = %describe(&parts), "kafka partitions assigned");
-            }
-            Rebalance::Error(e) => {
-                tracing::warn!(component, error = %e, "kafka rebalance failed");
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            if let Some(suppressed) = self.log.throttle.allow() {
-                let component = self.log.component.as_str();
-                tracing::warn!(component, error = %e, suppressed, "offset commit failed; records may be read again");
-            }
-        }
-    }
-}
-
-fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements()
-        .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
-        .collect()
-}
-
-fn describe(parts: &[(String, i32)]) -> String {
-    if parts.is_empty() {
-        return "none".to_owned();
-    }
-    parts
-        .iter()
-        .map(|(t, p)| format!("{t}[{p}]"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Drops a librdkafka client on a thread of its own that nobody waits for: closing can block
-/// (a consumer leaving its group, rust-rdkafka #509), and must hold up neither the runtime nor
-/// the agent's exit.
-pub(crate) fn drop_detached<T: Send + 'static>(client: T) {
-    let spawned = std::thread::Builder::new()
-        .name("kafka-close".into())
-        .spawn(move || drop(client));
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread to close a kafka client on; closed inline");
     }
 }
 
@@ -925,11 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn throttle_and_backoff() {
-        let t = Throttle::new(Duration::from_secs(60));
-        assert_eq!(t.allow(), Some(0));
-        assert_eq!(t.allow(), None);
-        assert_eq!(t.allow(), None);
+    fn backoff_doubles_up_to_its_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
         let got: Vec<u128> = (0..4).map(|_| b.delay().as_millis()).collect();
         assert_eq!(got, [100, 200, 300, 300]);
@@ -937,13 +716,5 @@ mod tests {
         assert_eq!(b.delay(), Duration::from_millis(100));
     }
 
-    #[test]
-    fn revocations_are_taken_once() {
-        let ctx = ConsumerCtx::new("t");
-        assert!(ctx.take_revoked().is_none());
-        lock(&ctx.revoked).push(("a".into(), 1));
-        ctx.any_revoked.store(true, Ordering::Release);
-        assert_eq!(ctx.take_revoked(), Some(vec![("a".to_owned(), 1)]));
-        assert!(ctx.take_revoked().is_none());
-    }
+
 }

@@ -17,7 +17,7 @@ use lapin::{
 };
 use serde::Deserialize;
 
-use super::{http::Secret, units::HumanDuration};
+use sluice_core::config::{Secret, units::HumanDuration};
 
 /// Event headers the source fills from message properties and the sink turns back into them.
 pub mod header {

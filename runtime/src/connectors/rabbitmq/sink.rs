@@ -30,13 +30,27 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use super::{DeliveryError, Sink};
-use crate::{
-    config::rabbitmq::{
-        Endpoint, RabbitSinkConfig, Unroutable, exchange_kind, field_table, header, short,
-    },
+use sluice_core::{
     event::{Event, template::Template},
+    registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::{
+    Endpoint, RabbitSinkConfig, Unroutable, exchange_kind, field_table, header, short,
+};
+
+/// `type: rabbitmq` sinks.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
+    plain_sink::<RabbitSinkConfig>(cx)
+}
+
+impl SinkSpec for RabbitSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(RabbitSink::new(cx.name, self)?))
+    }
+}
+
 
 /// An exchange name or routing key: fixed, or rendered per event.
 enum Name {
@@ -530,10 +544,8 @@ mod tests {
     use lapin::message::Delivery;
 
     use super::*;
-    use crate::{
-        config::Secret,
-        source::rabbitmq::{Mapping, to_event},
-    };
+    use crate::connectors::rabbitmq::source::{Mapping, to_event};
+    use sluice_core::config::Secret;
 
     fn outgoing() -> Outgoing {
         Outgoing {
@@ -556,8 +568,8 @@ mod tests {
             copy_properties: true,
             content_type: None,
             declare_exchange: None,
-            connect_timeout: crate::config::units::HumanDuration(Duration::from_secs(1)),
-            confirm_timeout: crate::config::units::HumanDuration(Duration::from_secs(1)),
+            connect_timeout: sluice_core::config::units::HumanDuration(Duration::from_secs(1)),
+            confirm_timeout: sluice_core::config::units::HumanDuration(Duration::from_secs(1)),
         }
     }
 
@@ -696,7 +708,7 @@ mod tests {
         c.unroutable = Some(Unroutable::Retry);
         assert!(err(c).contains("`unroutable`"));
         let mut c = cfg("ex-%{h}", "k");
-        c.declare_exchange = Some(crate::config::rabbitmq::RabbitExchangeDeclare {
+        c.declare_exchange = Some(crate::connectors::rabbitmq::config::RabbitExchangeDeclare {
             kind: "topic".into(),
             durable: true,
             auto_delete: false,

@@ -41,11 +41,27 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ProcessError, Source, SourceContext, SourceError};
-use crate::{
-    config::rabbitmq::{Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short},
+use sluice_core::{
     event::{Event, Headers},
+    registry::{BuildCx, ReadCx, SourceSpec, plain_source},
+    source::{ProcessError, Source, SourceContext, SourceError},
 };
+
+use super::config::{
+    Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short,
+};
+
+/// `type: rabbitmq` sources.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>> {
+    plain_source::<RabbitSourceConfig>(cx)
+}
+
+impl SourceSpec for RabbitSourceConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(RabbitSource::new(cx.name, self, cx.batch_size)?))
+    }
+}
+
 
 /// Longest wait for an acknowledgement to be handed to the connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Secret, units::HumanDuration};
+use sluice_core::config::{Secret, units::HumanDuration};
 
 // ---------------------------------------------------------------- sink
 

@@ -23,11 +23,25 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use super::{DeliveryError, Sink};
-use crate::{
-    config::redis::{HashFields, RedisCommand, RedisSinkConfig},
+use sluice_core::{
     event::{Event, template::Template},
+    registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::{HashFields, RedisCommand, RedisSinkConfig};
+
+/// `type: redis` sinks.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
+    plain_sink::<RedisSinkConfig>(cx)
+}
+
+impl SinkSpec for RedisSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(RedisSink::new(cx.name, self)?))
+    }
+}
+
 
 /// What a batch's reply (or an error reply) means for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,7 +510,7 @@ impl Sink for RedisSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use sluice_core::config::Secret;
 
     fn cfg(command: RedisCommand, key: &str) -> RedisSinkConfig {
         RedisSinkConfig {
@@ -508,7 +522,7 @@ mod tests {
             body_field: None,
             maxlen: None,
             transaction: false,
-            timeout: crate::config::units::HumanDuration(Duration::from_secs(1)),
+            timeout: sluice_core::config::units::HumanDuration(Duration::from_secs(1)),
         }
     }
 
@@ -652,7 +666,7 @@ mod tests {
     #[test]
     fn replies_map_onto_events() {
         let mut c = cfg(RedisCommand::Rpush, "k");
-        c.ttl = Some(crate::config::units::HumanDuration(Duration::from_secs(5)));
+        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(5)));
         let mut sink = RedisSink::new("s", &c).unwrap();
         let batch = [Event::new("a"), Event::new("b"), Event::new("c")];
         assert!(plan(&mut sink, &batch).is_empty());
@@ -694,7 +708,7 @@ mod tests {
             .with_header("id", "7")
             .with_header("body", "shadowed");
         let mut c = cfg(RedisCommand::Set, "k:%{id}");
-        c.ttl = Some(crate::config::units::HumanDuration(Duration::from_millis(
+        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_millis(
             1500,
         )));
         let mut s = RedisSink::new("s", &c).unwrap();
@@ -715,7 +729,7 @@ mod tests {
         let mut c = cfg(RedisCommand::Hset, "h");
         c.fields = Some(HashFields::Headers);
         c.body_field = Some("raw".into());
-        c.ttl = Some(crate::config::units::HumanDuration(Duration::from_secs(2)));
+        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(2)));
         let mut s = RedisSink::new("s", &c).unwrap();
         plan(&mut s, std::slice::from_ref(&e));
         assert_eq!(
@@ -767,7 +781,7 @@ mod tests {
         assert!(
             err(&|c| {
                 c.command = RedisCommand::Publish;
-                c.ttl = Some(crate::config::units::HumanDuration(Duration::from_secs(1)));
+                c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(1)));
             })
             .starts_with("`ttl`")
         );

@@ -26,11 +26,25 @@ use redis::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ProcessError, Source, SourceContext, SourceError};
-use crate::{
-    config::redis::RedisSourceConfig,
+use sluice_core::{
     event::{Event, Headers},
+    registry::{BuildCx, ReadCx, SourceSpec, plain_source},
+    source::{ProcessError, Source, SourceContext, SourceError},
 };
+
+use super::config::RedisSourceConfig;
+
+/// `type: redis` sources.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>> {
+    plain_source::<RedisSourceConfig>(cx)
+}
+
+impl SourceSpec for RedisSourceConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(RedisSource::new(cx.name, self, cx.batch_size)?))
+    }
+}
+
 
 /// Header naming the stream an event was read from.
 pub const HEADER_STREAM: &str = "redis.stream";
@@ -572,7 +586,7 @@ fn id_millis(id: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, units::HumanDuration};
+    use sluice_core::config::{Secret, units::HumanDuration};
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

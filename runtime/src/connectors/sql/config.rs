@@ -27,7 +27,7 @@ use serde::{
     de::{MapAccess, Visitor},
 };
 
-use super::{Secret, units::HumanDuration};
+use sluice_core::config::{Secret, units::HumanDuration};
 
 /// How rows are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -117,7 +117,7 @@ fn default_timeout() -> HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{de::from_node, node::Node};
+    use sluice_core::config::{de::from_node, node::Node};
 
     fn parse(text: &str) -> Result<SqlSinkConfig, String> {
         let node = Node::parse(text, &|_| None).map_err(|e| e[0].message.clone())?;

@@ -46,11 +46,12 @@ use sqlx::{
     postgres::{PgArguments, PgConnectOptions, PgConnection, PgDatabaseError},
 };
 
-use super::{DeliveryError, Sink};
-use crate::{
-    config::sql::{ColumnSource, SqlMode, SqlSinkConfig},
+use sluice_core::{
     event::Event,
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::{ColumnSource, SqlMode, SqlSinkConfig};
 
 /// Bind parameters one statement may carry (both protocols count them in 16 bits).
 const MAX_PARAMS: usize = 65_535;
@@ -1305,11 +1306,8 @@ impl Sink for SqlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        Secret,
-        sql::{SqlColumns, SqlMode},
-        units::HumanDuration,
-    };
+    use crate::connectors::sql::config::{SqlColumns, SqlMode};
+    use sluice_core::config::{Secret, units::HumanDuration};
 
     fn cfg(url: &str) -> SqlSinkConfig {
         SqlSinkConfig {

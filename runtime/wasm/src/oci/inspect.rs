@@ -6,7 +6,7 @@
 
 use wasmtime::component::types::ComponentItem;
 
-use super::super::{PluginError, World, engine::PluginEngine, sandbox, slot};
+use crate::{PluginError, World, engine::PluginEngine, sandbox, slot};
 
 /// The WIT package this host implements.
 pub const WIT_PACKAGE: &str = "sluice:plugin";
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn a_plugin_is_described_and_anything_else_refused() {
-        let wasm = wat::parse_str(crate::plugin::test_guests::marker_guest('A')).unwrap();
+        let wasm = wat::parse_str(crate::test_guests::marker_guest('A')).unwrap();
         let info = inspect(&wasm).unwrap();
         assert_eq!(info.world, "packed-interceptor");
         assert!(

@@ -8,14 +8,21 @@
 //!
 //! Plain HTTP is used only for loopback registries and hosts the operator listed as insecure:
 //! a typo must not silently send credentials in the clear.
+//!
+//! References, the cache and inspection are always here; talking to registries (the fetcher,
+//! `push`/`pull`, credentials) is the `oci` feature, so a plugin host can be built without
+//! an HTTP client.
 
+#[cfg(feature = "oci")]
 pub mod auth;
 pub mod cache;
+#[cfg(feature = "oci")]
 pub mod client;
 pub mod inspect;
 
 use std::fmt;
 
+#[cfg(feature = "oci")]
 pub use client::{Fetched, Options};
 
 /// Media type of the manifest (OCI image manifest v1).
@@ -123,6 +130,7 @@ impl OciRef {
     }
 
     /// The reference oci-client addresses: the digest when there is one, else the tag.
+    #[cfg(feature = "oci")]
     pub(crate) fn to_client(&self) -> oci_client::Reference {
         match (&self.digest, &self.tag) {
             (Some(d), _) => oci_client::Reference::with_digest(

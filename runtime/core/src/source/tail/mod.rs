@@ -11,6 +11,7 @@
 //! File reads happen on the blocking pool, one step (commit or rewind, look for files, read a
 //! batch) at a time; a directory watcher wakes the loop early, polling covers the rest.
 
+mod config;
 mod position;
 mod reader;
 mod tracker;
@@ -34,11 +35,15 @@ use self::{
     reader::{Framing, Line, Multiline},
     tracker::{Outcome, Settings, Tracker},
 };
+pub use self::config::{FileHeaders, FileSourceConfig, MultilineConfig, StartAt};
+pub(crate) use self::config::read;
 use super::{ProcessError, Source, SourceContext, SourceError};
 use crate::{
-    config::{CodecName, FileSourceConfig},
     dlq::DeadLetter,
-    event::{Event, Headers, codec::Codec},
+    event::{
+        Event, Headers,
+        codec::{Codec, CodecName},
+    },
 };
 
 pub struct FileSource {
@@ -47,14 +52,18 @@ pub struct FileSource {
     poll_interval: Duration,
     file_header: Option<String>,
     offset_header: Option<String>,
-    codec: Codec,
+    codec: Box<dyn Codec>,
 }
 
 impl FileSource {
     /// Checks what can be checked without touching the files (glob syntax, the multiline
     /// regex); an error is a config message. Relative paths are resolved here, against the
     /// working directory.
-    pub fn new(cfg: &FileSourceConfig, batch_size: usize, codec: Codec) -> Result<Self, String> {
+    pub fn new(
+        cfg: &FileSourceConfig,
+        batch_size: usize,
+        codec: Box<dyn Codec>,
+    ) -> Result<Self, String> {
         let cwd =
             std::env::current_dir().map_err(|e| format!("cannot resolve relative paths: {e}"))?;
         let mut globs = Vec::with_capacity(cfg.paths.len());
@@ -141,7 +150,7 @@ impl Source for FileSource {
             }
             let (events, malformed) = to_events(
                 lines,
-                &mut codec,
+                codec.as_mut(),
                 file_header.as_deref(),
                 offset_header.as_deref(),
             );
@@ -189,11 +198,11 @@ async fn deliver(
 /// body as read (no copy); other codecs decode it, and what they refuse is dead-lettered.
 fn to_events(
     lines: Vec<Line>,
-    codec: &mut Codec,
+    codec: &mut dyn Codec,
     file_header: Option<&str>,
     offset_header: Option<&str>,
 ) -> (Vec<Event>, Vec<DeadLetter>) {
-    let raw = matches!(codec, Codec::Builtin(CodecName::Lines));
+    let raw = codec.builtin() == Some(CodecName::Lines);
     let mut events = Vec::with_capacity(lines.len());
     let mut malformed = Vec::new();
     let mut num = itoa::Buffer::new();
@@ -361,7 +370,7 @@ mod tests {
             path: Arc::from("/l/a.log"),
             offset,
         };
-        let mut lines_codec = Codec::Builtin(CodecName::Lines);
+        let mut lines_codec = CodecName::Lines;
         let (events, bad) = to_events(
             vec![line("hello", 0), line("world", 6)],
             &mut lines_codec,
@@ -373,7 +382,7 @@ mod tests {
         assert_eq!(events[1].headers.get("offset"), Some("6"));
         assert_eq!(&events[1].body[..], b"world");
 
-        let mut ndjson = Codec::Builtin(CodecName::Ndjson);
+        let mut ndjson = CodecName::Ndjson;
         let (events, bad) = to_events(
             vec![line("{\"body\":\"x\"}", 0), line("nope", 13)],
             &mut ndjson,
@@ -399,9 +408,11 @@ mod tests {
             Path::new("p.yaml"),
             "channels:\n  mem: { type: memory }\nsources:\n  a: { type: file, paths: ['logs/[x.log'], position_file: a.json, channels: [mem] }\n  b: { type: file, paths: [x.log], position_file: b.json, multiline: { start: '(' }, channels: [mem] }\n",
             &|_| None,
+            &crate::registry::Registry::builtin(),
         )
         .unwrap();
-        let errs = match crate::topology::build(&p, &crate::metrics::Metrics::new()) {
+        let registry = crate::registry::Registry::builtin();
+        let errs = match crate::topology::build(&p, &crate::metrics::Metrics::new(), &registry) {
             Ok(_) => panic!("should not build"),
             Err(e) => e.0,
         };

@@ -22,7 +22,7 @@ use super::{
     position::{FileId, Position, PositionStore, read_prefix},
     reader::{Framing, Line, TailedFile},
 };
-use crate::config::StartAt;
+use super::config::StartAt;
 
 /// What the tracker needs from the config, with paths made absolute.
 pub struct Settings {

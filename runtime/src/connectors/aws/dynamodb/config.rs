@@ -11,7 +11,9 @@ use serde::{
     de::{self, MapAccess, SeqAccess, Visitor},
 };
 
-use super::{CodecRef, aws::AwsConnection, units::HumanDuration};
+use sluice_core::{config::units::HumanDuration, event::codec::CodecRef};
+
+use crate::connectors::aws::AwsConnection;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -33,12 +33,16 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{DeliveryError, Sink};
-use crate::{
-    aws::{self, ErrorClass},
-    config::{CodecName, CodecRef, aws::AwsConnection, dynamodb::DynamoSinkConfig},
-    event::{Event, codec::Codec},
+use sluice_core::{
+    event::{
+        Event,
+        codec::{Codec, CodecName, CodecRef},
+    },
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::DynamoSinkConfig;
+use crate::connectors::aws::{self, AwsConnection, ErrorClass};
 
 /// One item: attribute name → value.
 pub type Item = HashMap<String, AttributeValue>;
@@ -60,7 +64,7 @@ pub struct DynamoSink {
     /// `(header, attribute)` pairs.
     headers: Vec<(String, String)>,
     /// `None`: the body is the item's JSON.
-    codec: Option<Codec>,
+    codec: Option<Box<dyn Codec>>,
     /// A `format` plugin the agent must hand over with [`DynamoSink::with_codec`].
     plugin: Option<String>,
     concurrency: usize,
@@ -133,7 +137,7 @@ impl DynamoSink {
         }
         let (codec, plugin) = match &cfg.format {
             None | Some(CodecRef::Builtin(CodecName::Lines)) => (None, None),
-            Some(CodecRef::Builtin(c)) => (Some(Codec::Builtin(*c)), None),
+            Some(CodecRef::Builtin(c)) => (Some(Box::new(*c) as Box<dyn Codec>), None),
             Some(CodecRef::Plugin(p)) => (None, Some(p.clone())),
         };
         Ok(DynamoSink {
@@ -153,7 +157,7 @@ impl DynamoSink {
     }
 
     /// Uses `codec` (the `format` plugin's instance) to turn events into items' JSON.
-    pub fn with_codec(mut self, codec: Codec) -> Self {
+    pub fn with_codec(mut self, codec: Box<dyn Codec>) -> Self {
         self.codec = Some(codec);
         self.plugin = None;
         self
@@ -656,7 +660,8 @@ fn read_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Item, A::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{dynamodb::HeaderAttributes, units::HumanDuration};
+    use crate::connectors::aws::dynamodb::config::HeaderAttributes;
+    use sluice_core::config::units::HumanDuration;
 
     fn cfg() -> DynamoSinkConfig {
         DynamoSinkConfig {

@@ -20,12 +20,13 @@ use aws_sdk_kinesis::{Client, types::PutRecordsRequestEntry};
 use aws_smithy_types::Blob;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::{DeliveryError, Sink};
-use crate::{
-    aws::{self, ErrorClass},
-    config::{aws::AwsConnection, kinesis::KinesisSinkConfig},
+use sluice_core::{
     event::{Event, template::Template},
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::KinesisSinkConfig;
+use crate::connectors::aws::{self, AwsConnection, ErrorClass};
 
 /// Most records one `PutRecords` may carry.
 const MAX_RECORDS: usize = 500;
@@ -293,7 +294,7 @@ fn requests(pending: &[usize], size: impl Fn(usize) -> usize) -> Vec<Range<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::HumanDuration;
+    use sluice_core::config::units::HumanDuration;
 
     fn cfg(key: Option<&str>) -> KinesisSinkConfig {
         KinesisSinkConfig {

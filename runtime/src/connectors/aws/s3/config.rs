@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{
-    CodecRef,
-    aws::AwsConnection,
-    units::{ByteSize, HumanDuration},
+use sluice_core::{
+    config::units::{ByteSize, HumanDuration},
+    event::codec::CodecRef,
 };
+
+use crate::connectors::aws::AwsConnection;
 
 /// Compression of each object's payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -113,7 +114,7 @@ fn default_timeout() -> HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CodecName;
+    use sluice_core::event::codec::CodecName;
 
     #[test]
     fn defaults_and_names() {

@@ -52,20 +52,17 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
-use super::{DeliveryError, Sink};
-use crate::{
-    aws::{self, ErrorClass},
-    config::{
-        CodecName,
-        aws::AwsConnection,
-        s3::{Compression, MAX_PART_SIZE, MIN_PART_SIZE, S3SinkConfig},
-    },
+use sluice_core::{
     event::{
         Event,
-        codec::{self, Codec},
+        codec::{self, Codec, CodecName},
         template::Template,
     },
+    sink::{DeliveryError, Sink},
 };
+
+use super::config::{Compression, MAX_PART_SIZE, MIN_PART_SIZE, S3SinkConfig};
+use crate::connectors::aws::{self, AwsConnection, ErrorClass};
 
 /// Objects of one batch uploaded at once.
 const OBJECT_CONCURRENCY: usize = 4;
@@ -150,7 +147,7 @@ pub struct S3Sink {
     key: Template,
     /// The rendered prefix when the template cannot vary between events.
     constant_prefix: Option<String>,
-    codec: Codec,
+    codec: Box<dyn Codec>,
     compression: Compression,
     roll: Roll,
     roll_interval: Option<Duration>,
@@ -174,7 +171,7 @@ pub struct S3Sink {
 impl S3Sink {
     /// Checks the settings; the client is made on the first delivery (nothing is contacted
     /// here, so an agent starts while S3 is unreachable).
-    pub fn new(name: &str, cfg: &S3SinkConfig, codec: Codec) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &S3SinkConfig, codec: Box<dyn Codec>) -> Result<Self, String> {
         if cfg.bucket.trim().is_empty() {
             return Err("`bucket` must not be empty".into());
         }
@@ -208,14 +205,14 @@ impl S3Sink {
         if cfg.timeout.0.is_zero() {
             return Err("`timeout` must be more than 0".into());
         }
-        let content_type = match (&cfg.content_type, &codec) {
+        let content_type = match (&cfg.content_type, codec.builtin()) {
             (Some(t), _) if t.trim().is_empty() => {
                 return Err("`content_type` must not be empty".into());
             }
             (Some(t), _) => t.clone(),
-            (None, Codec::Builtin(CodecName::Lines)) => "text/plain".into(),
-            (None, Codec::Builtin(CodecName::Ndjson)) => "application/x-ndjson".into(),
-            (None, Codec::Plugin(_)) => "application/octet-stream".into(),
+            (None, Some(CodecName::Lines)) => "text/plain".into(),
+            (None, Some(CodecName::Ndjson)) => "application/x-ndjson".into(),
+            (None, None) => "application/octet-stream".into(),
         };
         Ok(S3Sink {
             name: name.to_owned(),
@@ -297,10 +294,7 @@ impl S3Sink {
         let base = self.position.unwrap_or_else(|| batch_digest(batch));
         let ext = self.compression.extension();
         let roll = self.roll;
-        let builtin = match &self.codec {
-            Codec::Builtin(c) => Some(*c),
-            Codec::Plugin(_) => None,
-        };
+        let builtin = self.codec.builtin();
         let mut objects = Vec::new();
         let mut failed = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
@@ -713,9 +707,9 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::config::{
-        CodecRef,
-        units::{ByteSize, HumanDuration},
+    use sluice_core::{
+        config::units::{ByteSize, HumanDuration},
+        event::codec::CodecRef,
     };
 
     fn cfg(key: &str) -> S3SinkConfig {
@@ -735,7 +729,7 @@ mod tests {
     }
 
     fn sink(c: &S3SinkConfig) -> S3Sink {
-        S3Sink::new("s", c, Codec::Builtin(CodecName::Lines)).unwrap()
+        S3Sink::new("s", c, Box::new(CodecName::Lines)).unwrap()
     }
 
     fn ev(topic: &str, body: &str) -> Event {
@@ -765,7 +759,7 @@ mod tests {
         let err = |f: &dyn Fn(&mut S3SinkConfig)| {
             let mut c = cfg("k/");
             f(&mut c);
-            S3Sink::new("s", &c, Codec::Builtin(CodecName::Lines))
+            S3Sink::new("s", &c, Box::new(CodecName::Lines))
                 .err()
                 .unwrap_or_default()
         };
@@ -928,7 +922,7 @@ mod tests {
     #[test]
     fn ndjson_objects_keep_headers() {
         let c = cfg("k/");
-        let mut s = S3Sink::new("s", &c, Codec::Builtin(CodecName::Ndjson)).unwrap();
+        let mut s = S3Sink::new("s", &c, Box::new(CodecName::Ndjson)).unwrap();
         assert_eq!(s.content_type, "application/x-ndjson");
         let batch = [ev("t", "one"), ev("u", "two")];
         let (_, text) = plan(&mut s, Some(1), &batch).remove(0);

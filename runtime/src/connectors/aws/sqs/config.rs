@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{aws::AwsConnection, units::HumanDuration};
+use sluice_core::config::units::HumanDuration;
+
+use crate::connectors::aws::AwsConnection;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

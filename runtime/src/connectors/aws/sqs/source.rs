@@ -47,12 +47,14 @@ use futures_util::StreamExt as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ProcessError, Source, SourceContext, SourceError};
-use crate::{
-    aws,
-    config::{aws::AwsConnection, sqs::SqsSourceConfig, units::HumanDuration},
+use sluice_core::{
+    config::units::HumanDuration,
     event::{Event, Headers},
+    source::{ProcessError, Source, SourceContext, SourceError},
 };
+
+use super::config::SqsSourceConfig;
+use crate::connectors::aws::{self, AwsConnection};
 
 /// Header holding the message id.
 pub const HEADER_MESSAGE_ID: &str = "sqs.message_id";

@@ -14,7 +14,9 @@ use http::{HeaderMap, HeaderName, header::AUTHORIZATION};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{AuthConfig, AuthKind, Secret};
+use sluice_core::config::Secret;
+
+use crate::connectors::http::config::{AuthConfig, AuthKind};
 
 type HmacSha256 = Hmac<Sha256>;
 

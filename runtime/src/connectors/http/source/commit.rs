@@ -13,7 +13,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{
+use sluice_core::{
     channel::ChannelError,
     event::Event,
     source::{ChannelProcessor, ProcessError},
@@ -130,7 +130,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::{
+    use sluice_core::{
         channel::{Channel, memory::MemoryChannel},
         dlq::DeadLetters,
         metrics::Metrics,

@@ -7,16 +7,17 @@
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use crate::{
-    config::{CodecName, HttpCodec},
-    event::{Event, codec::decode_line},
-    plugin::codec::WasmCodec,
+use sluice_core::event::{
+    Event,
+    codec::{Codec, CodecName, decode_line},
 };
+
+use crate::connectors::http::config::HttpCodec;
 
 pub enum Decoder {
     Builtin(HttpCodec),
     /// One plugin instance, used by one request at a time.
-    Plugin(Box<Mutex<WasmCodec>>),
+    Plugin(Box<Mutex<Box<dyn Codec>>>),
 }
 
 impl Decoder {
@@ -24,7 +25,7 @@ impl Decoder {
     pub async fn decode(&self, body: Bytes, content_type: &str) -> Result<Vec<Event>, String> {
         match self {
             Decoder::Builtin(c) => decode(*c, body),
-            Decoder::Plugin(p) => p.lock().await.decode(&body, content_type),
+            Decoder::Plugin(p) => p.lock().await.decode_with_type(&body, content_type),
         }
     }
 }

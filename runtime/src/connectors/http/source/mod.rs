@@ -57,8 +57,13 @@ use self::{
     commit::{Outcome, Submit},
     decode::Decoder,
 };
-use super::{Source, SourceContext, SourceError};
-use crate::{config::HttpSourceConfig, event::Event, metrics::SourceMetrics};
+use sluice_core::{
+    event::Event,
+    metrics::SourceMetrics,
+    source::{Source, SourceContext, SourceError},
+};
+
+use super::config::HttpSourceConfig;
 
 /// How long, and how much, of a refused request's body is read and thrown away so that the
 /// client sees the answer (see [`body::discard`]).

@@ -9,13 +9,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use sluice::{
-    channel::{
-        Channel,
-        rocks::{Fsync, RocksChannel, RocksOptions},
-        spillable::SpillableChannel,
-    },
-    config::{GeneratorConfig, RetryConfig, units::ByteSize},
+use sluice_core::{
+    channel::Channel,
+    config::{RetryConfig, units::ByteSize},
     dlq::DeadLetters,
     event::Event,
     metrics::Metrics,
@@ -25,8 +21,12 @@ use sluice::{
         group::{Member, SinkSet},
         runner::{RunnerControl, SinkRunner},
     },
-    source::{ChannelProcessor, Source, SourceContext, generator::Generator},
+    source::{
+        ChannelProcessor, Source, SourceContext,
+        generator::{Generator, GeneratorConfig},
+    },
 };
+use sluice_rocks::{Fsync, RocksChannel, RocksOptions, spillable::SpillableChannel};
 use tokio_util::sync::CancellationToken;
 
 /// Sleeps per batch for the first `slow_for` events, then delivers at full speed.

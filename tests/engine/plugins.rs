@@ -5,28 +5,13 @@
 use std::{
     collections::HashMap,
     io::Write,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-mod common;
-
-use common::{free_port, http, json_lines, repo_root, sluice, stderr};
-use sluice::plugin::test_guests::{PANIC, marker_guest, packed_guest};
-
-/// A first-party plugin built by `scripts/build-plugins`.
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root()
-        .join("plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins first",
-        p.display()
-    );
-    p
-}
+use crate::common::{dist, free_port, http, json_lines, sluice, stderr};
+use sluice_wasm::test_guests::{PANIC, marker_guest, packed_guest};
 
 fn assemble(path: &Path, wat: &str) {
     // Write then rename, so the agent's watcher never reads a half-written file.
@@ -246,9 +231,9 @@ fn the_plugin_flag_adds_a_plugin_named_by_its_file_stem() {
     );
 }
 
-fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice::plugin::slot::PluginSlot> {
-    let m = sluice::metrics::Metrics::new();
-    sluice::plugin::slot::PluginSlot::load(
+fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice_wasm::slot::PluginSlot> {
+    let m = sluice_core::metrics::Metrics::new();
+    sluice_wasm::slot::PluginSlot::load(
         name,
         dist(name),
         &config,
@@ -261,7 +246,8 @@ fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice::plugin:
 
 #[test]
 fn bisection_sends_only_the_poison_events_to_the_dlq() {
-    use sluice::{event::Event, interceptor::Interceptor, plugin::interceptor::WasmInterceptor};
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::interceptor::WasmInterceptor;
     let mut chain = WasmInterceptor::new(load("chaos", serde_json::json!({}))).unwrap();
     let poison = [
         (7, "panic"),
@@ -332,18 +318,19 @@ fn bisection_sends_only_the_poison_events_to_the_dlq() {
 
 #[test]
 fn first_party_codecs_and_selector_run_through_the_runtime() {
-    use sluice::{
+    use sluice_core::{
         event::{Event, codec::Codec},
-        plugin::{codec::WasmCodec, selector::WasmSelector},
         selector::{Routed, Selector},
     };
+    use sluice_wasm::{codec::WasmCodec, selector::WasmSelector};
+    // Through the engine's `Codec` trait, as sources and sinks call a codec.
+    let codec = |name: &str, config: serde_json::Value| -> Box<dyn Codec> {
+        Box::new(WasmCodec::new(load(name, config)).unwrap())
+    };
     // json: an array payload becomes events with a header from a JSON pointer.
-    let mut json = Codec::Plugin(
-        WasmCodec::new(load(
-            "json",
-            serde_json::json!({ "headers": { "user": "/user/id" } }),
-        ))
-        .unwrap(),
+    let mut json = codec(
+        "json",
+        serde_json::json!({ "headers": { "user": "/user/id" } }),
     );
     let events = json
         .decode(br#"[{"user":{"id":"u1"},"n":1},{"user":{"id":"u2"},"n":2}]"#)
@@ -363,7 +350,7 @@ fn first_party_codecs_and_selector_run_through_the_runtime() {
     );
 
     // csv: quoted fields, header row.
-    let mut csv = Codec::Plugin(WasmCodec::new(load("csv", serde_json::json!({}))).unwrap());
+    let mut csv = codec("csv", serde_json::json!({}));
     let rows = csv
         .decode(b"name,note\nada,\"likes, commas\"\nbob,\"say \"\"hi\"\"\"\n")
         .unwrap();
@@ -375,7 +362,7 @@ fn first_party_codecs_and_selector_run_through_the_runtime() {
     );
 
     // kv-py (Python): key=value pairs to JSON and back.
-    let mut kv = Codec::Plugin(WasmCodec::new(load("kv-py", serde_json::json!({}))).unwrap());
+    let mut kv = codec("kv-py", serde_json::json!({}));
     let evs = kv.decode(b"user=ada action=login").unwrap();
     assert_eq!(evs.len(), 1);
     let v: serde_json::Value = serde_json::from_slice(&evs[0].body).unwrap();
@@ -404,7 +391,8 @@ fn first_party_codecs_and_selector_run_through_the_runtime() {
     assert!(unroutable.is_empty());
 
     // redact: masks a field at any depth.
-    use sluice::{interceptor::Interceptor, plugin::interceptor::WasmInterceptor};
+    use sluice_core::interceptor::Interceptor;
+    use sluice_wasm::interceptor::WasmInterceptor;
     let mut redact = WasmInterceptor::new(load(
         "redact",
         serde_json::json!({ "fields": ["password"] }),

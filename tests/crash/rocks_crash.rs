@@ -8,7 +8,8 @@
 //! attempted) and corrupted (content does not match its number) must all be 0; duplicates
 //! (delivered twice: killed between delivery and commit) are allowed and reported.
 //!
-//! The test binary re-executes itself as the child (`CRASH_ROLE`), like sled's crash tests.
+//! The test binary re-executes itself as the child (`CRASH_ROLE`), like sled's crash tests,
+//! selecting this one test by its full name.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,13 +25,8 @@ use std::{
 };
 
 use rand::Rng;
-use sluice::{
-    channel::{
-        Channel,
-        rocks::{RocksChannel, RocksOptions},
-    },
-    event::Event,
-};
+use sluice_core::{channel::Channel, event::Event};
+use sluice_rocks::{RocksChannel, RocksOptions};
 
 const ROLE: &str = "CRASH_ROLE";
 const DIR: &str = "CRASH_DIR";
@@ -105,10 +101,20 @@ fn acknowledged_events_survive_repeated_sigkill() {
     assert_eq!(corrupted, 0);
 }
 
+/// This test's name as the harness knows it (`--exact` wants it whole): its path in the test
+/// binary, module included, without the crate's name.
+fn test_name() -> String {
+    const TEST: &str = "acknowledged_events_survive_repeated_sigkill";
+    match module_path!().split_once("::") {
+        Some((_crate, module)) => format!("{module}::{TEST}"),
+        None => TEST.to_owned(),
+    }
+}
+
 fn spawn(dir: &Path, role: &str, epoch: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
-            "acknowledged_events_survive_repeated_sigkill",
+            test_name().as_str(),
             "--exact",
             "--nocapture",
             "--test-threads=1",

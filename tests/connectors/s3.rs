@@ -8,8 +8,6 @@
 //! name, so tests run in parallel and reruns do not interfere. A missing server fails the
 //! tests: creating the bucket is the first thing each one does.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Read,
@@ -20,8 +18,8 @@ use std::{
 
 use aws_sdk_s3::Client;
 
-use common::{
-    Agent,
+use crate::common::{
+    self, Agent,
     aws::{create_bucket, endpoint, list_objects},
 };
 
@@ -40,7 +38,7 @@ async fn get(c: &Client, bucket: &str, key: &str) -> (Vec<u8>, Option<String>, S
         .key(key)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("getting {key}: {}", sluice::aws::describe(&e)));
+        .unwrap_or_else(|e| panic!("getting {key}: {}", sluice::connectors::aws::describe(&e)));
     let encoding = o.content_encoding().map(str::to_owned);
     let etag = o.e_tag().unwrap_or_default().to_owned();
     let bytes = o.body.collect().await.expect("object body").into_bytes();

@@ -5,9 +5,7 @@
 //! Lines are `<stream> <seq>`; a stream continues across its file's rotations (a.log, then
 //! the new a.log), so order is checked per stream, which is stricter than per file.
 
-mod common;
-
-use common::{json_lines, sluice, stderr};
+use crate::common::{json_lines, sluice, stderr};
 use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},

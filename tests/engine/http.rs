@@ -2,8 +2,6 @@
 //! (reqwest, raw TCP for misbehaving clients) and a real HTTP server (axum) on 127.0.0.1;
 //! outputs checked event by event.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
@@ -15,6 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::common::{self, free_port, json_lines, lines, repo_root, sluice};
 use axum::{
     Router,
     body::Bytes,
@@ -24,7 +23,6 @@ use axum::{
     routing::post,
 };
 use base64::Engine as _;
-use common::{free_port, json_lines, lines, repo_root, sluice};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -923,6 +921,8 @@ sinks:
     }
 }
 
+/// The example buffers webhooks in a `rocksdb` channel.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn the_webhook_example_validates_and_needs_its_secret() {
     let o = sluice()

@@ -9,10 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-mod common;
-
-use common::{free_port, http, json_lines, repo_root, sluice, stderr};
-use sluice::plugin::test_guests::marker_guest;
+use crate::common::{dist, free_port, http, json_lines, sluice, stderr};
+use sluice_wasm::test_guests::marker_guest;
 
 /// A `docker-registry serve` on 127.0.0.1, storing under a temporary directory; stopped on
 /// drop. `stop`/`start` keep the storage, as an outage does.
@@ -149,18 +147,6 @@ fn run(mut c: Command) -> Output {
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", stderr(o));
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root()
-        .join("plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins first",
-        p.display()
-    );
-    p
 }
 
 fn push(cache: &Path, file: &Path, reference: &str) -> String {

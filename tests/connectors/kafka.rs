@@ -7,8 +7,6 @@
 //! run in parallel and reruns do not interfere. Consumer group joins on tansu take a few
 //! seconds, so every wait is a generous deadline, never a fixed sleep.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashSet},
     path::Path,
@@ -23,20 +21,16 @@ use rdkafka::{
     message::{Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
-use sluice::{
-    channel::{Channel, Lease, kafka::KafkaChannel},
-    config::kafka::KafkaChannelConfig,
+use sluice::connectors::kafka::{channel::KafkaChannel, config::KafkaChannelConfig};
+use sluice_core::{
+    channel::{Channel, Lease},
     event::Event,
 };
 
-use common::Agent;
+use crate::common::{Agent, unique};
 
 fn broker() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// One record: key, body, headers.

@@ -11,8 +11,6 @@
 //! middle and a restart (every entry at least once, duplicates reported), and entries left
 //! pending by a dead consumer claimed and delivered.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashSet},
     fs::File,
@@ -22,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{json_lines, sluice};
+use crate::common::{self, envelope, json_lines, run_stdin, sluice, wait_until};
 use redis::Value;
 
 fn redis_url() -> String {
@@ -60,25 +58,11 @@ fn pending(con: &mut redis::Connection, stream: &str, group: &str) -> i64 {
     redis::from_redis_value(summary[0].clone()).unwrap()
 }
 
-/// Polls `f` until it is true, at most `limit`; `what` explains a timeout.
-fn wait_until(limit: Duration, what: impl Fn() -> String, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {}", what());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How often the tests poll (with [`wait_until`]) for what they wait for.
+const POLL: Duration = Duration::from_millis(50);
 
-/// An ndjson envelope line.
-fn envelope(headers: &[(&str, String)], body: &str) -> String {
-    let h: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::json!({ "headers": h, "body": body }).to_string() + "\n"
-}
-
-/// The `sluice` binary on a pipeline in a temp dir; killed if still running when dropped.
+/// The `sluice` binary on a pipeline in a temp dir, stdin piped if asked (`write`, `finish`);
+/// killed if still running when dropped. (Batch runs on stdin use [`run_stdin`].)
 struct Agent {
     child: Option<Child>,
     dir: PathBuf,
@@ -183,13 +167,6 @@ impl Drop for Agent {
             let _ = c.wait();
         }
     }
-}
-
-/// Runs a stdin pipeline over `input` to completion; returns its log.
-fn run_stdin(dir: &Path, pipeline: &str, input: &str) -> String {
-    let mut a = Agent::spawn(dir, pipeline, true);
-    a.write(input);
-    a.finish()
 }
 
 /// The five test events: JSON object bodies (so every command can take them), two headers.
@@ -467,8 +444,18 @@ sinks:
     cleanup(&mut c, &p);
 }
 
-#[test]
-fn a_redis_that_comes_up_later_gets_every_event() {
+/// A `redis-server` of the test's own, stopped when dropped (also when the test fails).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_comes_up_later_gets_every_event() {
     if Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -506,60 +493,50 @@ sinks:
     // Let delivery fail against the closed port for a while (not a pass criterion).
     std::thread::sleep(Duration::from_secs(2));
     agent.assert_running();
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut c = None;
-        wait_until(
-            Duration::from_secs(30),
-            || "the late redis-server never accepted connections".into(),
-            || {
-                c = redis::Client::open(url.as_str())
-                    .unwrap()
-                    .get_connection()
-                    .ok();
-                c.is_some()
-            },
+    let server = Server(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut c = wait_until(Duration::from_secs(30), POLL, String::new, async || {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .map_err(|e| format!("the late redis-server does not accept connections: {e}"))
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got: Vec<String> = query(&mut c, &["LRANGE", "list", "0", "-1"]);
+        if got.len() >= bodies.len() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events arrived:\n{}",
+            got.len(),
+            bodies.len(),
+            agent.log()
         );
-        let mut c = c.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let got: Vec<String> = query(&mut c, &["LRANGE", "list", "0", "-1"]);
-            if got.len() >= bodies.len() {
-                break got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {} events arrived:\n{}",
-                got.len(),
-                bodies.len(),
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(got, bodies, "every event once, in order");
-        let log = agent.log();
-        assert!(log.contains("delivery failed; will retry"), "{log}");
-        assert!(log.contains("connected to redis"), "{log}");
-    }));
-    let _ = server.kill();
-    let _ = server.wait();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(got, bodies, "every event once, in order");
+    let log = agent.log();
+    assert!(log.contains("delivery failed; will retry"), "{log}");
+    assert!(log.contains("connected to redis"), "{log}");
+    drop(server);
     agent.finish();
 }
 
@@ -599,8 +576,8 @@ sources:
     )
 }
 
-#[test]
-fn a_stream_is_read_through_a_group_and_every_entry_acknowledged() {
+#[tokio::test]
+async fn a_stream_is_read_through_a_group_and_every_entry_acknowledged() {
     let p = prefix();
     let url = redis_url();
     let stream = format!("{p}:s");
@@ -624,23 +601,26 @@ fn a_stream_is_read_through_a_group_and_every_entry_acknowledged() {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     };
-    wait_until(
-        Duration::from_secs(60),
-        || format!("{} of {N} events written:\n{}", count(), agent.log()),
-        || count() >= N,
-    );
-    wait_until(
-        Duration::from_secs(30),
-        || "entries still pending".into(),
-        || pending(&mut c, &stream, "g") == 0,
-    );
+    let log = || agent.log();
+    wait_until(Duration::from_secs(60), POLL, log, async || match count() {
+        n if n >= N => Ok(()),
+        n => Err(format!("{n} of {N} events written")),
+    })
+    .await;
+    wait_until(Duration::from_secs(30), POLL, log, async || {
+        match pending(&mut c, &stream, "g") {
+            0 => Ok(()),
+            n => Err(format!("{n} entries still pending")),
+        }
+    })
+    .await;
     // Entries added while the agent runs are read too.
     add_entries(&mut c, &stream, N, 10);
-    wait_until(
-        Duration::from_secs(30),
-        || format!("{} of {} events written", count(), N + 10),
-        || count() >= N + 10,
-    );
+    wait_until(Duration::from_secs(30), POLL, log, async || match count() {
+        n if n >= N + 10 => Ok(()),
+        n => Err(format!("{n} of {} events written", N + 10)),
+    })
+    .await;
     let log = agent.stop();
     assert!(!log.contains("redis XREADGROUP failed"), "{log}");
 
@@ -661,8 +641,8 @@ fn a_stream_is_read_through_a_group_and_every_entry_acknowledged() {
     cleanup(&mut c, &p);
 }
 
-#[test]
-fn sigkill_and_restart_delivers_every_entry_at_least_once() {
+#[tokio::test]
+async fn sigkill_and_restart_delivers_every_entry_at_least_once() {
     let p = prefix();
     let url = redis_url();
     let stream = format!("{p}:s");
@@ -692,9 +672,14 @@ fn sigkill_and_restart_delivers_every_entry_at_least_once() {
         let mut agent = Agent::spawn(dir.path(), &pipeline, false);
         wait_until(
             Duration::from_secs(60),
-            || format!("fewer than {threshold} delivered:\n{}", agent.log()),
-            || len(&mut c) >= threshold,
-        );
+            POLL,
+            || agent.log(),
+            async || match len(&mut c) {
+                n if n >= threshold => Ok(()),
+                n => Err(format!("{n} of the first {threshold} delivered")),
+            },
+        )
+        .await;
         agent.assert_running();
         agent.kill();
         kills.push(len(&mut c));
@@ -705,22 +690,24 @@ fn sigkill_and_restart_delivers_every_entry_at_least_once() {
         let set: HashSet<&String> = all.iter().collect();
         (set.len(), all.len())
     };
+    let log = || agent.log();
     wait_until(
         Duration::from_secs(120),
-        || {
-            format!(
-                "distinct/total {:?} of {N}:\n{}",
-                distinct(&mut con()),
-                agent.log()
-            )
+        POLL,
+        log,
+        async || match distinct(&mut c) {
+            (d, _) if d >= N => Ok(()),
+            d => Err(format!("distinct/total {d:?} of {N}")),
         },
-        || distinct(&mut c).0 >= N,
-    );
-    wait_until(
-        Duration::from_secs(30),
-        || "entries still pending".into(),
-        || pending(&mut c, &stream, "g") == 0,
-    );
+    )
+    .await;
+    wait_until(Duration::from_secs(30), POLL, log, async || {
+        match pending(&mut c, &stream, "g") {
+            0 => Ok(()),
+            n => Err(format!("{n} entries still pending")),
+        }
+    })
+    .await;
     agent.stop();
 
     let all: Vec<String> = query(&mut c, &["LRANGE", &list, "0", "-1"]);
@@ -736,8 +723,8 @@ fn sigkill_and_restart_delivers_every_entry_at_least_once() {
     cleanup(&mut c, &p);
 }
 
-#[test]
-fn entries_left_pending_by_a_dead_consumer_are_claimed() {
+#[tokio::test]
+async fn entries_left_pending_by_a_dead_consumer_are_claimed() {
     let p = prefix();
     let url = redis_url();
     let stream = format!("{p}:s");
@@ -778,16 +765,19 @@ fn entries_left_pending_by_a_dead_consumer_are_claimed() {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     };
-    wait_until(
-        Duration::from_secs(30),
-        || format!("{} of 10 events written:\n{}", count(), agent.log()),
-        || count() >= 10,
-    );
-    wait_until(
-        Duration::from_secs(30),
-        || "entries still pending".into(),
-        || pending(&mut c, &stream, "g") == 0,
-    );
+    let log = || agent.log();
+    wait_until(Duration::from_secs(30), POLL, log, async || match count() {
+        n if n >= 10 => Ok(()),
+        n => Err(format!("{n} of 10 events written")),
+    })
+    .await;
+    wait_until(Duration::from_secs(30), POLL, log, async || {
+        match pending(&mut c, &stream, "g") {
+            0 => Ok(()),
+            n => Err(format!("{n} entries still pending")),
+        }
+    })
+    .await;
     let log = agent.stop();
     let mut bodies: Vec<String> = json_lines(&out)
         .iter()

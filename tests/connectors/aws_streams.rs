@@ -15,14 +15,9 @@
 //! Every test makes its own queue, table or stream (a uuid in the name), so tests run in
 //! parallel and reruns do not interfere. Without a server the tests fail, naming it.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    fs::File,
-    io::Write,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -36,14 +31,14 @@ use aws_smithy_types::{Blob, error::display::DisplayErrorContext};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use common::{
+use crate::common::{
     Agent,
-    aws::{endpoint, unique},
-    sluice, wait_until,
+    aws::{self, endpoint},
+    envelope, run_stdin, unique, wait_until,
 };
 
 async fn sdk() -> aws_config::SdkConfig {
-    common::aws::sdk(Duration::from_secs(30)).await
+    aws::sdk(Duration::from_secs(30)).await
 }
 
 /// The common AWS keys of a connector block (indented for a component's settings).
@@ -95,48 +90,6 @@ fn count_lines(path: &Path) -> usize {
 
 fn header<'a>(e: &'a Value, name: &str) -> Option<&'a str> {
     e["headers"][name].as_str()
-}
-
-/// An ndjson envelope line.
-fn envelope(headers: &[(&str, String)], body: &str) -> String {
-    let h: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
-        .collect();
-    json!({ "headers": h, "body": body }).to_string() + "\n"
-}
-
-/// Runs a pipeline reading `input` on stdin to completion (blocking); returns its log.
-fn run_stdin(dir: &Path, pipeline: &str, input: &[u8]) -> String {
-    let file = dir.join("p.yaml");
-    std::fs::write(&file, pipeline).unwrap();
-    let log_path = dir.join("agent.log");
-    let mut child = sluice()
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "info"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start sluice");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let written = child.stdin.take().unwrap().write_all(input);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sluice did not finish in 120 s:\n{}", log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "sluice failed ({status}):\n{}", log());
-    written.unwrap_or_else(|e| panic!("writing stdin: {e}\n{}", log()));
-    log()
 }
 
 // ---------------------------------------------------------------- SQS

@@ -6,20 +6,18 @@
 //! commit removes them; a rollback or a dropped lease makes them visible again in their
 //! original place; a reopen (RocksDB only) makes everything not committed visible again;
 //! capacity counts leased events; a put that does not fit is refused whole.
-//! `PROPTEST_CASES` raises the number of cases (default 40 per channel).
+//! `PROPTEST_CASES` raises the number of cases (default 40 per channel). The RocksDB and
+//! spillable channels are checked with the `rocksdb` feature, the memory channel always.
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use proptest::prelude::*;
-use sluice::{
-    channel::{
-        Channel, ChannelError, Lease,
-        memory::MemoryChannel,
-        rocks::{RocksChannel, RocksOptions},
-        spillable::SpillableChannel,
-    },
+use sluice_core::{
+    channel::{Channel, ChannelError, Lease, memory::MemoryChannel},
     event::Event,
 };
+#[cfg(feature = "rocksdb")]
+use sluice_rocks::{RocksChannel, RocksOptions, spillable::SpillableChannel};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -85,9 +83,12 @@ trait Subject {
     }
 }
 
-struct Rocks;
 const ROCKS_CAPACITY: usize = 24;
 
+#[cfg(feature = "rocksdb")]
+struct Rocks;
+
+#[cfg(feature = "rocksdb")]
 impl Subject for Rocks {
     fn open(&self, dir: &Path) -> Box<dyn Channel> {
         let opts = RocksOptions {
@@ -112,8 +113,10 @@ impl Subject for Memory {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 struct Spill;
 
+#[cfg(feature = "rocksdb")]
 impl Subject for Spill {
     fn open(&self, dir: &Path) -> Box<dyn Channel> {
         // A tiny memory tier, so runs cross between the tiers all the time.
@@ -232,11 +235,13 @@ fn config() -> ProptestConfig {
 proptest! {
     #![proptest_config(config())]
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn rocksdb_channel_matches_the_model(ops in ops(true)) {
         check(&Rocks, ops)?;
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn spillable_channel_matches_the_model(ops in ops(false)) {
         check(&Spill, ops)?;

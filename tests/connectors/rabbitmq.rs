@@ -13,8 +13,6 @@
 //! Queue and exchange names carry a fresh UUID, so tests run in parallel and reruns do not
 //! interfere; test queues also expire on their own (`x-expires`) if a test dies.
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     process::Command,
@@ -22,10 +20,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::Agent;
+use crate::common::{Agent, unique};
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -43,10 +41,6 @@ use tokio::{
 fn amqp() -> String {
     std::env::var("SLUICE_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn unique(what: &str) -> String {
-    format!("sluice-test-{what}-{}", uuid::Uuid::new_v4().simple())
 }
 
 async fn connect() -> Connection {
@@ -139,28 +133,8 @@ async fn cleanup(ch: &Channel, queues: &[&str], exchanges: &[&str]) {
     }
 }
 
-// ---------------------------------------------------------------- the agent
-
-/// Polls `cond` every 20 ms until it holds; fails after `limit` with the agent's log.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, agent: &mut Agent, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        agent.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}; agent log:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How often the tests poll (with [`Agent::wait_until`]) for what they wait for.
+const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------- reading the output
 
@@ -211,14 +185,14 @@ impl Collector {
     }
 
     async fn wait_distinct(&self, n: usize, limit: Duration, agent: &mut Agent) {
-        let what = format!("{n} distinct messages in the output queue");
-        wait_until(
-            &what,
-            limit,
-            agent,
-            move || async move { self.distinct() >= n },
-        )
-        .await;
+        agent
+            .wait_until(limit, POLL, async || match self.distinct() {
+                have if have >= n => Ok(()),
+                have => Err(format!(
+                    "waiting for {n} distinct messages in the output queue ({have} so far)"
+                )),
+            })
+            .await
     }
 
     /// Checks that exactly `expected` arrived, each at least once; returns the duplicates.
@@ -269,7 +243,7 @@ async fn messages_move_between_queues_with_properties_and_headers() {
     const T0: u64 = 1_700_000_000;
     let conn = connect().await;
     let ch = publisher(&conn).await;
-    let (qin, qout) = (unique("in"), unique("out"));
+    let (qin, qout) = (unique("sluice-test-in"), unique("sluice-test-out"));
     declare_queue(&ch, &qin).await;
     declare_queue(&ch, &qout).await;
 
@@ -370,7 +344,11 @@ async fn kill_9_loses_nothing_between_queue_and_durable_channel() {
     const N: usize = 3000;
     let conn = connect().await;
     let ch = publisher(&conn).await;
-    let (qin, qout, ex) = (unique("in"), unique("out"), unique("ex"));
+    let (qin, qout, ex) = (
+        unique("sluice-test-in"),
+        unique("sluice-test-out"),
+        unique("sluice-test-ex"),
+    );
     declare_queue(&ch, &qin).await;
     declare_queue(&ch, &qout).await;
     let expected: Vec<String> = (0..N).map(|i| format!("k-{i:05}")).collect();
@@ -411,26 +389,32 @@ sinks:
     let mut first = Agent::start(dir.path(), "first", &pipeline);
     let (chan, input) = (&ch, qin.as_str());
     let two_thirds = (N - N / 3) as u32;
-    wait_until(
-        "the source to take a third of the queue",
-        Duration::from_secs(30),
-        &mut first,
-        move || async move { ready(chan, input).await <= two_thirds },
-    )
-    .await;
+    first
+        .wait_until(Duration::from_secs(30), POLL, async || {
+            match ready(chan, input).await {
+                left if left <= two_thirds => Ok(()),
+                left => Err(format!(
+                    "waiting for the source to take a third of the queue ({left} of {N} still ready)"
+                )),
+            }
+        })
+        .await;
     first.kill();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = ready(&ch, &qin).await;
     eprintln!("killed with {left} of {N} messages still in the input queue");
 
     let mut second = Agent::start(dir.path(), "second", &pipeline);
-    wait_until(
-        "the restarted source to empty the input queue",
-        Duration::from_secs(60),
-        &mut second,
-        move || async move { ready(chan, input).await == 0 },
-    )
-    .await;
+    second
+        .wait_until(Duration::from_secs(60), POLL, async || {
+            match ready(chan, input).await {
+                0 => Ok(()),
+                left => Err(format!(
+                    "waiting for the restarted source to empty the input queue ({left} still ready)"
+                )),
+            }
+        })
+        .await;
     let out = Collector::start(&conn, &qout).await;
     ch.exchange_declare(
         ex.as_str().into(),
@@ -469,7 +453,11 @@ async fn a_missing_exchange_holds_events_until_it_exists() {
     const N: usize = 400;
     let conn = connect().await;
     let ch = publisher(&conn).await;
-    let (qin, qout, ex) = (unique("in"), unique("out"), unique("ex"));
+    let (qin, qout, ex) = (
+        unique("sluice-test-in"),
+        unique("sluice-test-out"),
+        unique("sluice-test-ex"),
+    );
     declare_queue(&ch, &qin).await;
     declare_queue(&ch, &qout).await;
 
@@ -517,25 +505,27 @@ sinks:
 
     let log_path = dir.path().join("outage.log");
     let log_path = log_path.as_path();
-    wait_until(
-        "the sink to report the missing exchange",
-        Duration::from_secs(30),
-        &mut agent,
-        move || async move {
-            std::fs::read_to_string(log_path)
-                .unwrap_or_default()
-                .contains("NOT_FOUND")
-        },
-    )
-    .await;
+    agent
+        .wait_until(Duration::from_secs(30), POLL, async || {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            if log.contains("NOT_FOUND") {
+                Ok(())
+            } else {
+                Err("waiting for the sink to report the missing exchange".to_owned())
+            }
+        })
+        .await;
     let (chan, input) = (&ch, qin.as_str());
-    wait_until(
-        "the source to take every message",
-        Duration::from_secs(30),
-        &mut agent,
-        move || async move { ready(chan, input).await == 0 },
-    )
-    .await;
+    agent
+        .wait_until(Duration::from_secs(30), POLL, async || {
+            match ready(chan, input).await {
+                0 => Ok(()),
+                left => Err(format!(
+                    "waiting for the source to take every message ({left} still ready)"
+                )),
+            }
+        })
+        .await;
 
     let out = Collector::start(&conn, &qout).await;
     ch.exchange_declare(
@@ -695,7 +685,7 @@ async fn cut_connections_are_reopened_and_nothing_is_lost() {
     const PHASE: usize = 1000;
     let conn = connect().await;
     let ch = publisher(&conn).await;
-    let (qin, qout) = (unique("in"), unique("out"));
+    let (qin, qout) = (unique("sluice-test-in"), unique("sluice-test-out"));
     declare_queue(&ch, &qin).await;
     declare_queue(&ch, &qout).await;
 

@@ -11,62 +11,13 @@
 //! in the DLQ with the database's (or the sink's) reason. Upsert: the same ids written
 //! again, across runs and twice within one batch: the last values win, nothing is refused.
 
-mod common;
+use std::{collections::BTreeMap, path::Path};
 
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    io::Write,
-    path::Path,
-    process::Stdio,
-    time::{Duration, Instant},
-};
-
-use common::{
-    json_lines, sluice,
+use crate::common::{
+    envelope, json_lines, run_stdin,
     sql::{Db, Flavor, unique_table},
 };
 use serde_json::{Value, json};
-
-/// Runs the binary on `pipeline` with `input` on stdin until it has drained and exited.
-fn run_stdin(dir: &Path, pipeline: &str, input: &str) -> String {
-    let file = dir.join("p.yaml");
-    std::fs::write(&file, pipeline).unwrap();
-    let log_path = dir.join("stderr.log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mut child = sluice()
-        .arg("-p")
-        .arg(&file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let written = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sluice did not finish in 120s:\n{}", log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        written.is_ok() && status.success(),
-        "sluice failed ({status}, stdin: {written:?}):\n{}",
-        log()
-    );
-    log()
-}
-
-/// An ndjson envelope line: `body` with an `origin` header.
-fn envelope(origin: &str, body: &str) -> String {
-    json!({ "headers": { "origin": origin }, "body": body }).to_string() + "\n"
-}
 
 /// The expected values of good row `i`, and its event body.
 struct Good {
@@ -197,10 +148,10 @@ async fn insert_and_dlq(f: Flavor) {
     let mut input = String::new();
     for i in 1..=997 {
         let g = good(i);
-        input += &envelope(&g.origin, &g.body);
+        input += &envelope(&[("origin", g.origin.clone())], &g.body);
         if i == 500 {
             for bad in [dup, no_name, not_json] {
-                input += &envelope("bad", bad);
+                input += &envelope(&[("origin", "bad".into())], bad);
             }
         }
     }
@@ -332,7 +283,7 @@ fn upsert_lines(
             r#"{{"id":{i},"name":"{round} {i}","amount":{}}}"#,
             amount(i)
         );
-        envelope("u", &body)
+        envelope(&[("origin", "u".into())], &body)
     })
     .collect()
 }

@@ -7,9 +7,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use sluice::{
+use sluice_core::{
     channel::{Channel, memory::MemoryChannel},
-    config::{GeneratorConfig, RetryConfig, units::ByteSize},
+    config::{RetryConfig, units::ByteSize},
     dlq::DeadLetters,
     event::Event,
     metrics::Metrics,
@@ -19,7 +19,10 @@ use sluice::{
         group::{Member, SinkSet},
         runner::{RunnerControl, SinkRunner},
     },
-    source::{ChannelProcessor, Source, SourceContext, generator::Generator},
+    source::{
+        ChannelProcessor, Source, SourceContext,
+        generator::{Generator, GeneratorConfig},
+    },
 };
 use tokio_util::sync::CancellationToken;
 

@@ -9,16 +9,10 @@ use std::{
     time::Duration,
 };
 
-use sluice::{
-    channel::{
-        Channel,
-        rocks::{
-            CF_EVENTS, CF_META, CF_QUARANTINE, Fsync, RocksChannel, RocksOptions, StorageCounters,
-            record, tools,
-        },
-    },
-    event::Event,
-    metrics::Metrics,
+use sluice_core::{channel::Channel, event::Event, metrics::Metrics};
+use sluice_rocks::{
+    CF_EVENTS, CF_META, CF_QUARANTINE, Fsync, RocksChannel, RocksOptions, StorageCounters, record,
+    rocksdb, tools,
 };
 
 fn ev(i: u64) -> Event {
@@ -218,7 +212,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Regenerates the fixture. Only for a deliberate format change (with a new version byte):
-/// `cargo test --test rocks_storage write_v1_fixture -- --ignored`.
+/// `cargo test --test engine rocks_storage::write_v1_fixture -- --ignored`.
 #[tokio::test]
 #[ignore]
 async fn write_v1_fixture() {
