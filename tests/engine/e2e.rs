@@ -135,7 +135,9 @@ fn the_build_says_which_features_it_has() {
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("p.yaml:4:14: sources.k: `kafka` sources need the `kafka` feature; this build has:"),
+        err.contains(
+            "p.yaml:4:14: sources.k: `kafka` sources need the `kafka` feature; this build has:"
+        ),
         "{err}"
     );
 }

@@ -4,7 +4,6 @@
 //! one atomic add per batch and never looks a label set up. The same counters feed the
 //! end-of-run summary, so the summary and `/metrics` can never disagree.
 
-
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{

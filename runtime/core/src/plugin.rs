@@ -31,7 +31,10 @@ pub enum ReloadOutcome {
     /// The source holds the version already running.
     Unchanged,
     /// The new version runs from the next batch on.
-    Swapped { from: String, to: String },
+    Swapped {
+        from: String,
+        to: String,
+    },
     /// The new version failed to load; the previous one keeps running.
     Refused(String),
 }
@@ -56,11 +59,7 @@ pub trait PluginHost: Send + Sync {
     fn codec(&self, name: &str) -> Result<Box<dyn Codec>, String>;
 
     /// A loaded `selector` plugin routing into `channels` (indices into that list).
-    fn selector(
-        &self,
-        name: &str,
-        channels: Vec<String>,
-    ) -> Result<Box<dyn Selector>, String>;
+    fn selector(&self, name: &str, channels: Vec<String>) -> Result<Box<dyn Selector>, String>;
 
     /// Follows plugin sources (watched files, registry tags, SIGHUP) until `stop`, swapping in
     /// new versions.
@@ -81,8 +80,16 @@ pub struct NoPlugins;
 
 #[async_trait]
 impl PluginHost for NoPlugins {
-    fn load(&mut self, name: &str, _: &PluginConfig, _: &Path, _: PluginMetrics) -> Result<(), String> {
-        Err(format!("cannot load plugin `{name}`: this build has no plugin host"))
+    fn load(
+        &mut self,
+        name: &str,
+        _: &PluginConfig,
+        _: &Path,
+        _: PluginMetrics,
+    ) -> Result<(), String> {
+        Err(format!(
+            "cannot load plugin `{name}`: this build has no plugin host"
+        ))
     }
 
     fn interceptor(&self, name: &str) -> Result<Box<dyn Interceptor>, String> {

@@ -254,11 +254,14 @@ impl Registry {
         };
         r.channels
             .add("memory", plain_channel::<memory::MemoryChannelConfig>);
-        r.sources
-            .add("generator", plain_source::<source::generator::GeneratorConfig>);
+        r.sources.add(
+            "generator",
+            plain_source::<source::generator::GeneratorConfig>,
+        );
         r.sources.add("stdin", source::stdin::read);
         r.sources.add("file", source::tail::read);
-        r.sinks.add("null", plain_sink::<sink::null::NullSinkConfig>);
+        r.sinks
+            .add("null", plain_sink::<sink::null::NullSinkConfig>);
         r.sinks.add("stdout", sink::console::read_stdout);
         r.sinks
             .add("logger", plain_sink::<sink::console::LoggerSinkConfig>);

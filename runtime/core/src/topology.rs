@@ -108,14 +108,22 @@ impl Builder<'_> {
 
 /// Builds everything with `registry`'s component types; returns all problems found, each at
 /// its component's position. Durable channels are opened (and their directories created).
-pub fn build(p: &Pipeline, metrics: &Metrics, registry: &Registry) -> Result<Topology, ConfigErrors> {
+pub fn build(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Result<Topology, ConfigErrors> {
     build_with(p, metrics, registry, Storage::Open)
 }
 
 /// Builds everything as [`build`] does, to find errors, but opens no storage: durable channels
 /// are stood in for by memory channels, so `sluice validate` neither creates directories nor
 /// takes the lock of a running agent's channel.
-pub fn check(p: &Pipeline, metrics: &Metrics, registry: &Registry) -> Result<Topology, ConfigErrors> {
+pub fn check(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Result<Topology, ConfigErrors> {
     build_with(p, metrics, registry, Storage::Skip)
 }
 
@@ -314,7 +322,12 @@ fn load_plugins(b: &mut Builder<'_>) {
     }
 }
 
-fn build_cx<'a>(b: &'a Builder<'_>, name: &'a str, batch_size: usize, base: &'a std::path::Path) -> BuildCx<'a> {
+fn build_cx<'a>(
+    b: &'a Builder<'_>,
+    name: &'a str,
+    batch_size: usize,
+    base: &'a std::path::Path,
+) -> BuildCx<'a> {
     BuildCx {
         name,
         batch_size,
@@ -416,7 +429,11 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     let dead = b.dead_letters(c.dlq.as_ref(), &s.name, None);
     let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
     let base = b.base_dir();
-    let source = match s.spec.spec.build(&build_cx(b, &s.name, c.batch_size, &base)) {
+    let source = match s
+        .spec
+        .spec
+        .build(&build_cx(b, &s.name, c.batch_size, &base))
+    {
         Ok(source) => source,
         Err(e) => {
             b.err(s.pos, component, e);

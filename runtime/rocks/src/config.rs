@@ -210,8 +210,9 @@ mod tests {
         assert!(find(4).contains("unknown field `capacity`"), "{errs:#?}");
         assert!(find(5).contains("unit is required"), "{errs:#?}");
 
-        let errs =
-            errors("channels:\n  a: { type: rocksdb, path: p }\n  b: { type: spillable, path: p }\n");
+        let errs = errors(
+            "channels:\n  a: { type: rocksdb, path: p }\n  b: { type: spillable, path: p }\n",
+        );
         assert!(
             errs.iter()
                 .any(|e| e.0 == 3 && e.3.contains("path `p` is already used by channel `a`")),

@@ -58,7 +58,7 @@ pub const CF_META: &str = "meta";
 const META_FORMAT: &[u8] = b"format";
 /// The next sequence number as of the last commit, so a channel reopened empty goes on
 /// numbering where it left off: positions never repeat (sinks name output after them).
-pub(super) const META_NEXT_SEQ: &[u8] = b"next_seq";
+pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
 
 /// After a failed write, puts are refused for this long before one is tried again.
 const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);

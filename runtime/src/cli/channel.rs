@@ -1,6 +1,6 @@
 //! `sluice channel inspect|fsck|purge <dir>`: a durable channel's directory, from outside.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Subcommand;
 use sluice_core::event::codec::{CodecName, encode_into};
@@ -85,10 +85,7 @@ pub fn run(cmd: ChannelCommand) -> ExitCode {
     })
 }
 
-fn print_inspection(
-    path: &std::path::Path,
-    i: &tools::Inspection,
-) -> ExitCode {
+fn print_inspection(path: &std::path::Path, i: &tools::Inspection) -> ExitCode {
     let format = match i.format.as_deref() {
         Some([v]) => v.to_string(),
         Some(other) => format!("{other:?}"),
@@ -131,11 +128,7 @@ fn print_inspection(
     ExitCode::SUCCESS
 }
 
-fn print_fsck(
-    path: &std::path::Path,
-    r: &tools::FsckReport,
-    quarantine: bool,
-) -> ExitCode {
+fn print_fsck(path: &std::path::Path, r: &tools::FsckReport, quarantine: bool) -> ExitCode {
     println!(
         "{}: checked {} records: {} ok, {} corrupt",
         path.display(),
@@ -162,4 +155,3 @@ fn print_fsck(
         ExitCode::from(EXIT_RUNTIME)
     }
 }
-

@@ -68,10 +68,11 @@ enum Command {
     Plugin(plugin::PluginCommand),
 }
 
-/// `--version`: the version and the optional features compiled in.
-fn version() -> String {
+/// `--version`: the version and the optional features compiled in (built once per process,
+/// hence leaked: clap wants a `'static` string).
+fn version() -> &'static str {
     let features = crate::features();
-    format!(
+    let text = format!(
         "{} (features: {})",
         env!("CARGO_PKG_VERSION"),
         if features.is_empty() {
@@ -79,7 +80,8 @@ fn version() -> String {
         } else {
             features.join(", ")
         }
-    )
+    );
+    Box::leak(text.into_boxed_str())
 }
 
 pub fn main() -> ExitCode {

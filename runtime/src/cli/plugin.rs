@@ -148,10 +148,8 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
         } => pull(&reference, output, &net.options()),
         #[cfg(feature = "oci")]
         PluginCommand::Inspect { target, json, net } => show(&target, json, &net.options()),
-        PluginCommand::New { name, kind, dir } => {
-            sluice_wasm::template::create(&dir, &name, kind)
-                .map(|path| println!("{}", path.display()))
-        }
+        PluginCommand::New { name, kind, dir } => sluice_wasm::template::create(&dir, &name, kind)
+            .map(|path| println!("{}", path.display())),
         PluginCommand::Test {
             file,
             input,
@@ -418,7 +416,10 @@ fn test(
     Ok(())
 }
 
-fn encode_all(codec: &mut WasmCodec, events: &[sluice_core::event::Event]) -> Result<Vec<u8>, String> {
+fn encode_all(
+    codec: &mut WasmCodec,
+    events: &[sluice_core::event::Event],
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     codec.encode(events, &mut out)?;
     Ok(out)

@@ -2,7 +2,7 @@
 
 /// The typed interceptor world (`intercept(list<event>) -> list<verdict>`).
 pub mod interceptor {
-    wasmtime::component::bindgen!({ path: "../wit", world: "sluice:plugin/interceptor" });
+    wasmtime::component::bindgen!({ path: "../../wit", world: "sluice:plugin/interceptor" });
 }
 
 // The other worlds reuse the interceptor world's `types` and `host` bindings, so there is one
@@ -11,7 +11,7 @@ pub mod interceptor {
 /// The packed interceptor world (one byte buffer each way; see `wit/PACKED.md`).
 pub mod packed {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "sluice:plugin/packed-interceptor",
         with: {
             "sluice:plugin/types": super::interceptor::sluice::plugin::types,
@@ -23,7 +23,7 @@ pub mod packed {
 /// The codec world.
 pub mod serde {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "sluice:plugin/serde",
         with: {
             "sluice:plugin/types": super::interceptor::sluice::plugin::types,
@@ -35,7 +35,7 @@ pub mod serde {
 /// The selector world.
 pub mod selector {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "sluice:plugin/selector",
         with: {
             "sluice:plugin/types": super::interceptor::sluice::plugin::types,

@@ -37,7 +37,6 @@ impl WasmCodec {
             .as_mut()
             .ok_or_else(|| "plugin instance missing".to_owned())
     }
-
 }
 
 impl Codec for WasmCodec {
@@ -46,7 +45,11 @@ impl Codec for WasmCodec {
     }
 
     /// Decodes one payload; the error is the reason to dead-letter it.
-    fn decode_with_type(&mut self, payload: &[u8], content_type: &str) -> Result<Vec<Event>, String> {
+    fn decode_with_type(
+        &mut self,
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<Vec<Event>, String> {
         let slot = Arc::clone(&self.slot);
         let live = self.live()?;
         let r = slot.call(live, |store, bound| match bound {

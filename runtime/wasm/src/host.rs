@@ -50,7 +50,12 @@ pub struct WasmHost {
 
 impl WasmHost {
     /// The plugin `name` if it implements a world accepted by `ok`.
-    fn slot(&self, name: &str, role: &str, ok: fn(World) -> bool) -> Result<Arc<PluginSlot>, String> {
+    fn slot(
+        &self,
+        name: &str,
+        role: &str,
+        ok: fn(World) -> bool,
+    ) -> Result<Arc<PluginSlot>, String> {
         let slot = self
             .registry
             .get(name)

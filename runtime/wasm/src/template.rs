@@ -73,7 +73,8 @@ fn find_sdk(project: &Path) -> Option<PathBuf> {
         }
         return Some(rel.join("guest-sdk"));
     }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    // This crate is runtime/wasm of the checkout it was built from.
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.parent()?;
     is_sdk(built_from).then(|| built_from.join("guest-sdk"))
 }
 

@@ -125,10 +125,7 @@ impl MemoryChannel {
 impl MemoryChannel {
     /// Like [`Channel::try_put`], but hands a refused batch back (the spillable channel sends
     /// it to its disk tier instead).
-    pub(crate) fn try_put_or_return(
-        &self,
-        batch: Vec<Event>,
-    ) -> Result<(), (ChannelError, Vec<Event>)> {
+    pub fn try_put_or_return(&self, batch: Vec<Event>) -> Result<(), (ChannelError, Vec<Event>)> {
         let bytes = batch_size_bytes(&batch);
         if let Some(e) = self.inner.too_large(batch.len(), bytes) {
             return Err((e, batch));

@@ -74,6 +74,38 @@ pub trait Channel: Send + Sync {
     }
 }
 
+/// A shared channel is a channel (the topology hands out `Arc<dyn Channel>`s, and wraps them).
+#[async_trait]
+impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
+    async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        (**self).put(batch).await
+    }
+
+    fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        (**self).try_put(batch)
+    }
+
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        (**self).take(max, wait).await
+    }
+
+    fn stats(&self) -> ChannelStats {
+        (**self).stats()
+    }
+
+    fn close(&self) {
+        (**self).close()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        (**self).health()
+    }
+}
+
 /// Events taken from a channel, invisible to other takers until committed or rolled back.
 #[async_trait]
 pub trait Lease: Send {

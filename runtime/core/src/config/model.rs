@@ -339,4 +339,3 @@ pub enum BalanceOrder {
 fn default_max_penalty() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
-

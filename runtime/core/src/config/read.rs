@@ -485,4 +485,3 @@ fn read_sink_group(
         kind,
     })
 }
-

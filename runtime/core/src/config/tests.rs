@@ -271,7 +271,6 @@ sources:
     assert!(!errs.iter().any(|e| e.0 == 4), "{errs:#?}");
 }
 
-
 #[test]
 fn types_left_out_of_the_build_name_their_feature() {
     let mut registry = Registry::builtin();

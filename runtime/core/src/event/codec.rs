@@ -137,7 +137,11 @@ pub trait Codec: Send {
 
     /// [`decode`](Self::decode) for a payload whose media type is known (an HTTP request's
     /// `Content-Type`); codecs that read it (plugins) override this.
-    fn decode_with_type(&mut self, payload: &[u8], content_type: &str) -> Result<Vec<Event>, String> {
+    fn decode_with_type(
+        &mut self,
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<Vec<Event>, String> {
         let _ = content_type;
         self.decode(payload)
     }

@@ -36,8 +36,6 @@ fn default_max_body() -> usize {
     16
 }
 
-#[derive(Debug, Clone, Deserialize)]
-
 pub(crate) fn read_stdout(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
     cx.codec_field("format", CodecName::NAMES);
     plain_sink::<StdoutSinkConfig>(cx)

@@ -50,7 +50,6 @@ pub struct FileSinkConfig {
     pub fsync: bool,
 }
 
-
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
     cx.codec_field("format", CodecName::NAMES);
     plain_sink::<FileSinkConfig>(cx)
@@ -413,11 +412,8 @@ mod tests {
 
     #[tokio::test]
     async fn write_errors_are_retriable() {
-        let mut s = FileSink::new(
-            &cfg(Path::new("/dev/full")),
-            Box::new(CodecName::Lines),
-        )
-        .unwrap();
+        let mut s =
+            FileSink::new(&cfg(Path::new("/dev/full")), Box::new(CodecName::Lines)).unwrap();
         let e = s.deliver(&[Event::new("x")]).await.unwrap_err();
         assert!(matches!(e, DeliveryError::Retriable { .. }), "{e:?}");
     }

@@ -220,7 +220,11 @@ impl SinkRunner {
                 })
                 .collect();
             let n = letters.len() as u64;
-            match self.dead.send(Stage::Sink, dead_class, attempts, letters).await {
+            match self
+                .dead
+                .send(Stage::Sink, dead_class, attempts, letters)
+                .await
+            {
                 Ok(crate::dlq::Disposition::Sent) => {}
                 Ok(crate::dlq::Disposition::Discarded) => {
                     for m in self.sinks.members().iter().take(1) {

@@ -1,6 +1,6 @@
 //! The generator source: numbered (or fixed) events for demos, tests and benchmarks.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -44,7 +44,6 @@ pub struct CycleHeader {
 fn default_body_size() -> ByteSize {
     ByteSize(256)
 }
-
 
 impl SourceSpec for GeneratorConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {

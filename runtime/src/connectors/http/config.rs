@@ -8,7 +8,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -162,7 +161,7 @@ impl AuthConfig {
             .chain(self.secrets_env.iter().map(|n| ("secrets_env", n)))
         {
             match env(name) {
-                Some(v) if !v.is_empty() => out.push(Secret(v)),
+                Some(v) if !v.is_empty() => out.push(Secret::new(v)),
                 Some(_) => {
                     return Err(format!(
                         "auth.{field}: environment variable `{name}` is empty"
@@ -175,7 +174,7 @@ impl AuthConfig {
                 }
             }
         }
-        if let Some(i) = out.iter().position(|s| s.0.is_empty()) {
+        if let Some(i) = out.iter().position(|s| s.expose().is_empty()) {
             return Err(format!("auth: secret #{} is empty", i + 1));
         }
         if out.is_empty() {

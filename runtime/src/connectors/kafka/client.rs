@@ -15,7 +15,7 @@ use rdkafka::{
     ClientConfig, ClientContext, TopicPartitionList,
     config::RDKafkaLogLevel,
     consumer::{BaseConsumer, ConsumerContext, Rebalance},
-    error::KafkaError,
+    error::{KafkaError, KafkaResult},
     message::BorrowedMessage,
 };
 use sluice_core::event::Headers;
@@ -26,7 +26,7 @@ use super::config::{KafkaOptions, KafkaSecurity, is_sensitive};
 pub const HEADER_TIMESTAMP: &str = "timestamp";
 
 /// At most one repeated warning per this interval (per client).
-const WARN_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A valid Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn check_topic_name(field: &str, name: &str) -> Result<(), String> {
@@ -121,7 +121,7 @@ pub(crate) fn add_header(h: &mut Headers, name: &[u8], value: Option<&[u8]>) {
     h.insert(lossy(name), value.map(lossy).unwrap_or_default());
 }
 
-fn lossy(b: &[u8]) -> String {
+pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -351,7 +351,10 @@ pub(crate) fn drop_detached<T: Send + 'static>(client: T) {
 
 #[cfg(test)]
 mod tests {
+    use sluice_core::config::Secret;
+
     use super::*;
+    use crate::connectors::kafka::config::KafkaProtocol;
 
     fn opts(pairs: &[(&str, &str)]) -> KafkaOptions {
         KafkaOptions(

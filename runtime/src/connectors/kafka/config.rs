@@ -97,7 +97,7 @@ pub struct KafkaSecurity {
 
 impl KafkaSecurity {
     /// The librdkafka properties these settings stand for.
-    fn properties(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub(super) fn properties(&self) -> Result<Vec<(&'static str, String)>, String> {
         let mut out = Vec::new();
         if let Some(p) = self.protocol {
             out.push(("security.protocol", p.as_str().to_owned()));

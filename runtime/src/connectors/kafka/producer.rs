@@ -15,7 +15,7 @@ use sluice_core::{
 };
 
 use super::{
-    client::{ClientLog, ClientSpec, HEADER_TIMESTAMP, client_config, drop_detached},
+    client::{ClientLog, ClientSpec, HEADER_TIMESTAMP, client_config},
     config::{KafkaOptions, KafkaSecurity},
 };
 

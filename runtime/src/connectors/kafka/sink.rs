@@ -32,9 +32,12 @@ use sluice_core::{
 };
 
 use super::{
-    client::check_topic_name,
+    client::{check_topic_name, drop_detached},
     config::KafkaSinkConfig,
-    producer::{KafkaProducer, Routing, create_producer, produce_batch, producer_config},
+    producer::{
+        Failures, HeaderFilter, KafkaProducer, Routing, create_producer, produce_batch,
+        producer_config,
+    },
 };
 
 /// `type: kafka` sinks.
@@ -119,4 +122,3 @@ impl Sink for KafkaSink {
         Ok(())
     }
 }
-

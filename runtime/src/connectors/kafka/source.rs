@@ -28,22 +28,14 @@
 //! The consumer is never closed on the async runtime: closing can hang on some brokers
 //! (rust-rdkafka #509), so it is closed on a thread of its own that nobody waits for.
 
-use std::{
-    ffi::{CStr, c_char, c_void},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    config::RDKafkaLogLevel,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, StreamConsumer},
     error::{KafkaError, KafkaResult},
     message::BorrowedMessage,
 };
@@ -58,8 +50,8 @@ use sluice_core::{
 pub use super::client::HEADER_TIMESTAMP;
 use super::{
     client::{
-        ClientLog, ClientSpec, ConsumerCtx, Throttle, add_header, check_topic_name,
-        client_config, drop_detached, for_each_header, lock,
+        ClientSpec, ConsumerCtx, Throttle, WARN_EVERY, add_header, check_topic_name, client_config,
+        drop_detached, for_each_header, lossy,
     },
     config::KafkaSourceConfig,
 };
@@ -715,6 +707,4 @@ mod tests {
         b.reset();
         assert_eq!(b.delay(), Duration::from_millis(100));
     }
-
-
 }

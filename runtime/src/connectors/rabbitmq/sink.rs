@@ -51,7 +51,6 @@ impl SinkSpec for RabbitSinkConfig {
     }
 }
 
-
 /// An exchange name or routing key: fixed, or rendered per event.
 enum Name {
     Fixed(ShortString),

@@ -47,9 +47,7 @@ use sluice_core::{
     source::{ProcessError, Source, SourceContext, SourceError},
 };
 
-use super::config::{
-    Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short,
-};
+use super::config::{Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short};
 
 /// `type: rabbitmq` sources.
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>> {
@@ -61,7 +59,6 @@ impl SourceSpec for RabbitSourceConfig {
         Ok(Box::new(RabbitSource::new(cx.name, self, cx.batch_size)?))
     }
 }
-
 
 /// Longest wait for an acknowledgement to be handed to the connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -42,7 +42,6 @@ impl SinkSpec for RedisSinkConfig {
     }
 }
 
-
 /// What a batch's reply (or an error reply) means for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorClass {
@@ -666,7 +665,9 @@ mod tests {
     #[test]
     fn replies_map_onto_events() {
         let mut c = cfg(RedisCommand::Rpush, "k");
-        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(5)));
+        c.ttl = Some(sluice_core::config::units::HumanDuration(
+            Duration::from_secs(5),
+        ));
         let mut sink = RedisSink::new("s", &c).unwrap();
         let batch = [Event::new("a"), Event::new("b"), Event::new("c")];
         assert!(plan(&mut sink, &batch).is_empty());
@@ -708,9 +709,9 @@ mod tests {
             .with_header("id", "7")
             .with_header("body", "shadowed");
         let mut c = cfg(RedisCommand::Set, "k:%{id}");
-        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_millis(
-            1500,
-        )));
+        c.ttl = Some(sluice_core::config::units::HumanDuration(
+            Duration::from_millis(1500),
+        ));
         let mut s = RedisSink::new("s", &c).unwrap();
         plan(&mut s, std::slice::from_ref(&e));
         assert_eq!(commands(&s), [["SET", "k:7", "payload", "PX", "1500"]]);
@@ -729,7 +730,9 @@ mod tests {
         let mut c = cfg(RedisCommand::Hset, "h");
         c.fields = Some(HashFields::Headers);
         c.body_field = Some("raw".into());
-        c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(2)));
+        c.ttl = Some(sluice_core::config::units::HumanDuration(
+            Duration::from_secs(2),
+        ));
         let mut s = RedisSink::new("s", &c).unwrap();
         plan(&mut s, std::slice::from_ref(&e));
         assert_eq!(
@@ -781,7 +784,9 @@ mod tests {
         assert!(
             err(&|c| {
                 c.command = RedisCommand::Publish;
-                c.ttl = Some(sluice_core::config::units::HumanDuration(Duration::from_secs(1)));
+                c.ttl = Some(sluice_core::config::units::HumanDuration(
+                    Duration::from_secs(1),
+                ));
             })
             .starts_with("`ttl`")
         );

@@ -45,7 +45,6 @@ impl SourceSpec for RedisSourceConfig {
     }
 }
 
-
 /// Header naming the stream an event was read from.
 pub const HEADER_STREAM: &str = "redis.stream";
 /// Header holding the entry id.

@@ -97,22 +97,30 @@ fn default_file_header() -> Option<String> {
     Some("file".into())
 }
 
-/// Reads a `file` source, checking what types cannot say.
+/// Reads a `file` source, checking what types cannot say. The source is kept even with such
+/// errors (they fail the load anyway), so cross-component checks still see its position file.
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
     cx.codec_field("codec", CodecName::NAMES);
     let cfg: FileSourceConfig = cx.read()?;
-    let mut ok = true;
     for (bad, message) in [
-        (cfg.paths.is_empty(), "`paths` needs at least one glob pattern"),
-        (cfg.max_line_bytes.0 == 0, "max_line_bytes must be at least 1"),
-        (cfg.poll_interval.0.is_zero(), "poll_interval must be more than 0"),
+        (
+            cfg.paths.is_empty(),
+            "`paths` needs at least one glob pattern",
+        ),
+        (
+            cfg.max_line_bytes.0 == 0,
+            "max_line_bytes must be at least 1",
+        ),
+        (
+            cfg.poll_interval.0.is_zero(),
+            "poll_interval must be more than 0",
+        ),
     ] {
         if bad {
             cx.error(cx.pos, message);
-            ok = false;
         }
     }
-    ok.then(|| Arc::new(cfg) as Arc<dyn SourceSpec>)
+    Some(Arc::new(cfg))
 }
 
 impl SourceSpec for FileSourceConfig {

@@ -30,13 +30,13 @@ use async_trait::async_trait;
 use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
 use tokio::sync::Notify;
 
+pub(crate) use self::config::read;
+pub use self::config::{FileHeaders, FileSourceConfig, MultilineConfig, StartAt};
 use self::{
     position::PositionStore,
     reader::{Framing, Line, Multiline},
     tracker::{Outcome, Settings, Tracker},
 };
-pub use self::config::{FileHeaders, FileSourceConfig, MultilineConfig, StartAt};
-pub(crate) use self::config::read;
 use super::{ProcessError, Source, SourceContext, SourceError};
 use crate::{
     dlq::DeadLetter,

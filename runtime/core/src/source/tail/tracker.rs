@@ -18,11 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::config::StartAt;
 use super::{
     position::{FileId, Position, PositionStore, read_prefix},
     reader::{Framing, Line, TailedFile},
 };
-use super::config::StartAt;
 
 /// What the tracker needs from the config, with paths made absolute.
 pub struct Settings {

@@ -21,6 +21,10 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
 
 impl SourceSpec for SqsSourceConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
-        Ok(Box::new(source::SqsSource::new(cx.name, self, cx.batch_size)?))
+        Ok(Box::new(source::SqsSource::new(
+            cx.name,
+            self,
+            cx.batch_size,
+        )?))
     }
 }
