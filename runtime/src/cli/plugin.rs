@@ -4,7 +4,6 @@
 //! everything for people on stderr.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -190,7 +189,7 @@ fn push(
     }
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let info = inspect(&bytes).map_err(|e| format!("{} is not pushed: {e}", file.display()))?;
-    let mut annotations = BTreeMap::new();
+    let mut annotations = std::collections::BTreeMap::new();
     if let Some(name) = file.file_name().and_then(|n| n.to_str()) {
         annotations.insert("org.opencontainers.image.title".into(), name.to_owned());
     }

@@ -228,8 +228,8 @@ impl Endpoint {
     pub fn parse(uri: &Secret, connect_timeout: Duration) -> Result<Endpoint, String> {
         const SHAPE: &str = "expected amqp://user:password@host:5672/vhost";
         let raw = uri.expose().trim();
-        let url = reqwest::Url::parse(raw)
-            .map_err(|e| format!("`uri`: not a valid URI ({e}); {SHAPE}"))?;
+        let url =
+            url::Url::parse(raw).map_err(|e| format!("`uri`: not a valid URI ({e}); {SHAPE}"))?;
         match url.scheme() {
             "amqp" => {}
             "amqps" => {

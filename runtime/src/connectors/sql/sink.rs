@@ -28,6 +28,13 @@
 //! takes back, a round trip per batch). The url may carry a password: only `host:port/db` is
 //! ever logged.
 
+// With one database compiled in, the other's dialect, SQL text and error tables stay (they are
+// plain logic, tested either way) but go unused.
+#![cfg_attr(
+    not(all(feature = "sql-postgres", feature = "sql-mysql")),
+    allow(dead_code)
+)]
+
 use futures_util::future::BoxFuture;
 use std::{
     fmt::Write as _,
@@ -40,9 +47,14 @@ use std::{
 use async_trait::async_trait;
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+#[cfg(feature = "sql-mysql")]
+use sqlx::mysql::{
+    MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError,
+};
+use sqlx::{ConnectOptions as _, Connection as _};
+#[cfg(feature = "sql-postgres")]
 use sqlx::{
-    ConnectOptions as _, Connection as _, Postgres,
-    mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError},
+    Postgres,
     postgres::{PgArguments, PgConnectOptions, PgConnection, PgDatabaseError},
 };
 
@@ -720,6 +732,7 @@ pub(crate) fn classify(e: &sqlx::Error) -> ErrorClass {
     let Some(db) = e.as_database_error() else {
         return ErrorClass::Retriable;
     };
+    #[cfg(feature = "sql-mysql")]
     if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
         return classify_mysql(my.number(), my.code());
     }
@@ -734,6 +747,7 @@ pub(crate) fn reason(e: &sqlx::Error) -> String {
     let Some(db) = e.as_database_error() else {
         return e.to_string();
     };
+    #[cfg(feature = "sql-postgres")]
     if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
         let mut s = pg.message().to_owned();
         if let Some(detail) = pg.detail() {
@@ -743,6 +757,7 @@ pub(crate) fn reason(e: &sqlx::Error) -> String {
         let _ = write!(s, " (SQLSTATE {})", pg.code());
         return s;
     }
+    #[cfg(feature = "sql-mysql")]
     if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
         return match my.code() {
             Some(state) => format!("{} (error {}, SQLSTATE {state})", my.message(), my.number()),
@@ -770,7 +785,9 @@ async fn timed<T>(
 
 /// How to connect, by dialect.
 enum Options {
+    #[cfg(feature = "sql-postgres")]
     Pg(PgConnectOptions),
+    #[cfg(feature = "sql-mysql")]
     My(MySqlConnectOptions),
 }
 
@@ -785,6 +802,7 @@ struct Found {
 
 /// The columns of a table with the type to cast to (bpchar and bit without a length would
 /// mean length 1, so their unbounded forms are used) and whether each is a JSON type.
+#[cfg(feature = "sql-postgres")]
 const PG_COLUMNS: &str = "SELECT a.attname::text,
        CASE a.atttypid
          WHEN 'bpchar'::regtype THEN 'bpchar'
@@ -797,25 +815,31 @@ const PG_COLUMNS: &str = "SELECT a.attname::text,
   FROM pg_attribute a
  WHERE a.attrelid = CAST($1 AS regclass) AND a.attnum > 0 AND NOT a.attisdropped";
 
+#[cfg(feature = "sql-mysql")]
 const MY_COLUMNS: &str = "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR)
   FROM information_schema.COLUMNS
  WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
 /// MariaDB's `JSON` is `LONGTEXT` with a `json_valid(col)` check; MySQL has no TABLE_NAME
 /// here (its JSON type says so itself), so a failure only means "no such checks".
+#[cfg(feature = "sql-mysql")]
 const MY_CHECKS: &str = "SELECT CAST(CHECK_CLAUSE AS CHAR)
   FROM information_schema.CHECK_CONSTRAINTS
  WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
 enum Conn {
+    #[cfg(feature = "sql-postgres")]
     Pg(PgConnection),
+    #[cfg(feature = "sql-mysql")]
     My(MySqlConnection),
 }
 
 impl Options {
     async fn connect(&self) -> Result<Conn, sqlx::Error> {
         match self {
+            #[cfg(feature = "sql-postgres")]
             Options::Pg(o) => o.connect().await.map(Conn::Pg),
+            #[cfg(feature = "sql-mysql")]
             Options::My(o) => o.connect().await.map(Conn::My),
         }
     }
@@ -831,7 +855,9 @@ impl Conn {
         Box::pin(async move {
             match self {
                 // A `&str` without arguments goes as a simple (text) query.
+                #[cfg(feature = "sql-postgres")]
                 Conn::Pg(c) => sqlx::Executor::execute(&mut *c, sql).await.map(drop),
+                #[cfg(feature = "sql-mysql")]
                 Conn::My(c) => sqlx::Executor::execute(&mut *c, sql).await.map(drop),
             }
         })
@@ -856,6 +882,7 @@ impl Conn {
         let params = (range.end - range.start) * rows.width;
         let bytes = rows.bytes(range.clone());
         match self {
+            #[cfg(feature = "sql-postgres")]
             Conn::Pg(c) => {
                 let mut args = PgArguments::default();
                 // Each value carries a 4-byte length.
@@ -868,6 +895,7 @@ impl Conn {
                     .await
                     .map(drop)
             }
+            #[cfg(feature = "sql-mysql")]
             Conn::My(c) => {
                 let mut args = MySqlArguments::default();
                 sqlx::Arguments::reserve(&mut args, params, bytes + 9 * params);
@@ -892,6 +920,7 @@ impl Conn {
 
     async fn columns_inner(&mut self, table: &Table) -> Result<Vec<Found>, sqlx::Error> {
         match self {
+            #[cfg(feature = "sql-postgres")]
             Conn::Pg(c) => {
                 let rows = sqlx::query_as::<Postgres, (String, String, bool)>(PG_COLUMNS)
                     .bind(table.quoted(Dialect::Postgres))
@@ -902,6 +931,7 @@ impl Conn {
                     .map(|(name, cast, json)| Found { name, cast, json })
                     .collect())
             }
+            #[cfg(feature = "sql-mysql")]
             Conn::My(c) => {
                 let schema = table.schema.as_deref();
                 let rows = sqlx::query_as::<MySql, (String, String)>(MY_COLUMNS)
@@ -941,14 +971,18 @@ impl Conn {
 
     async fn ping(&mut self) -> Result<(), sqlx::Error> {
         match self {
+            #[cfg(feature = "sql-postgres")]
             Conn::Pg(c) => c.ping().await,
+            #[cfg(feature = "sql-mysql")]
             Conn::My(c) => c.ping().await,
         }
     }
 
     async fn close(self) -> Result<(), sqlx::Error> {
         match self {
+            #[cfg(feature = "sql-postgres")]
             Conn::Pg(c) => c.close().await,
+            #[cfg(feature = "sql-mysql")]
             Conn::My(c) => c.close().await,
         }
     }
@@ -988,6 +1022,7 @@ impl Live {
     ) -> Result<Vec<(usize, String)>, sqlx::Error> {
         let mut refused = Vec::new();
         timed(limit, self.conn.run("BEGIN")).await?;
+        #[cfg(feature = "sql-postgres")]
         if matches!(self.conn, Conn::Pg(_)) {
             // Deferred constraints would fail only at COMMIT, for the whole batch: checked
             // per row here, the offending row is found behind its savepoint.
@@ -1062,6 +1097,7 @@ impl SqlSink {
             .unwrap_or_default();
         let cache = CACHED_STATEMENTS + 4;
         let (dialect, options, server) = match scheme.as_str() {
+            #[cfg(feature = "sql-postgres")]
             "postgres" | "postgresql" => {
                 let o = PgConnectOptions::from_str(url)
                     .map_err(|e| format!("`url`: {e}"))?
@@ -1071,6 +1107,7 @@ impl SqlSink {
                 let server = server_name(o.get_host(), o.get_port(), o.get_database());
                 (Dialect::Postgres, Options::Pg(o), server)
             }
+            #[cfg(feature = "sql-mysql")]
             "mysql" | "mariadb" => {
                 let o = MySqlConnectOptions::from_str(url)
                     .map_err(|e| format!("`url`: {e}"))?
@@ -1078,6 +1115,14 @@ impl SqlSink {
                     .disable_statement_logging();
                 let server = server_name(o.get_host(), o.get_port(), o.get_database());
                 (Dialect::MySql, Options::My(o), server)
+            }
+            #[cfg(not(feature = "sql-postgres"))]
+            "postgres" | "postgresql" => {
+                return Err("`url`: PostgreSQL needs the `sql-postgres` feature".into());
+            }
+            #[cfg(not(feature = "sql-mysql"))]
+            "mysql" | "mariadb" => {
+                return Err("`url`: MySQL and MariaDB need the `sql-mysql` feature".into());
             }
             _ => {
                 return Err(
