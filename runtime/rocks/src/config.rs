@@ -150,12 +150,12 @@ mod tests {
     fn durable_channels_load_with_defaults_and_fsync_modes() {
         let p = load(
             "\
-    channels:
-      disk: { type: rocksdb, path: ./data/disk }
-      fast: { type: rocksdb, path: ./data/fast, capacity: 5000, max_bytes: 1GiB, fsync: never }
-      tick: { type: rocksdb, path: ./data/tick, fsync: { interval: 10ms } }
-      spill: { type: spillable, memory_capacity: 100, path: ./data/spill, disk_capacity: 9, fsync: per_commit }
-    ",
+channels:
+  disk: { type: rocksdb, path: ./data/disk }
+  fast: { type: rocksdb, path: ./data/fast, capacity: 5000, max_bytes: 1GiB, fsync: never }
+  tick: { type: rocksdb, path: ./data/tick, fsync: { interval: 10ms } }
+  spill: { type: spillable, memory_capacity: 100, path: ./data/spill, disk_capacity: 9, fsync: per_commit }
+",
         )
         .unwrap();
         let rocks = |i: usize| {
@@ -191,12 +191,12 @@ mod tests {
     fn durable_channel_mistakes_are_reported_with_positions() {
         let errs = errors(
             "\
-    channels:
-      a: { type: rocksdb }
-      b: { type: rocksdb, path: x, fsync: always }
-      c: { type: spillable, path: x, capacity: 5 }
-      d: { type: rocksdb, path: y, fsync: { interval: 10 } }
-    ",
+channels:
+  a: { type: rocksdb }
+  b: { type: rocksdb, path: x, fsync: always }
+  c: { type: spillable, path: x, capacity: 5 }
+  d: { type: rocksdb, path: y, fsync: { interval: 10 } }
+",
         );
         let find = |line: usize| {
             errs.iter()

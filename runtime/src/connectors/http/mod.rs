@@ -115,25 +115,25 @@ mod tests {
     #[test]
     fn http_source_and_sink_load_and_secrets_never_show() {
         let text = "\
-    channels:
-      mem: { type: memory }
-    sources:
-      hook:
-        type: http
-        listen: 8080
-        paths: [/a, /b]
-        codec: json
-        auth: { type: hmac, secret: \"${HOOK}\" }
-        channels: [mem]
-    sinks:
-      out:
-        type: http
-        channel: mem
-        url: 'https://example.com/%{tenant}'
-        mode: batch
-        format: ndjson
-        auth: { type: bearer, secret_env: TOKEN }
-    ";
+channels:
+  mem: { type: memory }
+sources:
+  hook:
+    type: http
+    listen: 8080
+    paths: [/a, /b]
+    codec: json
+    auth: { type: hmac, secret: \"${HOOK}\" }
+    channels: [mem]
+sinks:
+  out:
+    type: http
+    channel: mem
+    url: 'https://example.com/%{tenant}'
+    mode: batch
+    format: ndjson
+    auth: { type: bearer, secret_env: TOKEN }
+";
         let env = |n: &str| (n == "HOOK").then(|| "s3cret-value".to_owned());
         let p = load_str(Path::new("p.yaml"), text, &env, &registry()).unwrap();
         let any: &dyn Any = &*p.sources[0].spec.spec;
@@ -158,28 +158,28 @@ mod tests {
     #[test]
     fn http_settings_are_checked_where_they_are_written() {
         let text = "\
-    channels:
-      mem: { type: memory }
-    sources:
-      hook:
-        type: http
-        listen: nowhere
-        channels: [mem]
-      hook2:
-        type: http
-        listen: 9000
-        paths: [/a, nope, /a]
-        busy_status: 418
-        auth: { type: basic, secret: x }
-        channels: [mem]
-    sinks:
-      out:
-        type: http
-        channel: mem
-        url: 'not a url'
-        mode: batch
-        auth: { type: timestamped, secret: x }
-    ";
+channels:
+  mem: { type: memory }
+sources:
+  hook:
+    type: http
+    listen: nowhere
+    channels: [mem]
+  hook2:
+    type: http
+    listen: 9000
+    paths: [/a, nope, /a]
+    busy_status: 418
+    auth: { type: basic, secret: x }
+    channels: [mem]
+sinks:
+  out:
+    type: http
+    channel: mem
+    url: 'not a url'
+    mode: batch
+    auth: { type: timestamped, secret: x }
+";
         let errs = errors(text);
         let has = |line: usize, frag: &str| errs.iter().any(|e| e.0 == line && e.3.contains(frag));
         assert!(has(6, "invalid listen address"), "{errs:#?}");
