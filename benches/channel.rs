@@ -4,7 +4,7 @@ use std::{hint::black_box, time::Duration};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice::{
+use sluice_core::{
     channel::{Channel, memory::MemoryChannel},
     event::Event,
 };

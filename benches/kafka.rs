@@ -35,7 +35,11 @@ use rdkafka::{
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
-use common::{Measure, agent_log, env_or, spawn_agent, unique};
+/// The tests' helpers (unique names), shared with the benches.
+#[path = "../tests/common/mod.rs"]
+mod test_support;
+use common::{Measure, agent_log, env_or, spawn_agent};
+use test_support::unique;
 
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.

@@ -36,10 +36,11 @@ fn main() {
         .unwrap();
     println!("pipeline: generator -> memory -> null, 256-byte bodies, {events} events, one thread");
     for batch in [100usize, 1000] {
-        let p = sluice::config::load_str(
+        let p = sluice_core::config::load_str(
             Path::new("bench.yaml"),
             &pipeline(events, batch, 256),
             &|_| None,
+            sluice::registry(),
         )
         .unwrap();
         let (cpu0, t0) = (cpu_seconds(), Instant::now());

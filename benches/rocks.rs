@@ -21,15 +21,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use sluice::{
-    channel::{
-        Channel,
-        memory::MemoryChannel,
-        rocks::{Fsync, RocksChannel, RocksOptions},
-        spillable::SpillableChannel,
-    },
+use sluice_core::{
+    channel::{Channel, memory::MemoryChannel},
     event::Event,
 };
+use sluice_rocks::{Fsync, RocksChannel, RocksOptions, spillable::SpillableChannel};
 
 const BODY: usize = 256;
 

@@ -31,11 +31,12 @@ use futures_util::stream::{self, StreamExt};
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
-/// The test server's endpoint, clients, bucket set-up and listing, shared with the tests.
-#[path = "../tests/common/aws.rs"]
-mod test_server;
+/// The tests' helpers: the test server's endpoint, clients, bucket set-up and listing
+/// (`tests/common/aws.rs`), shared with the tests.
+#[path = "../tests/common/mod.rs"]
+mod test_support;
 use common::{Measure, agent, agent_log, env_or};
-use test_server::{create_bucket, endpoint, list_objects};
+use test_support::aws::{self, create_bucket, endpoint, list_objects};
 
 const BODY: usize = 256;
 /// Lines per object (and per take): 32,640 × 257 bytes is just under 8 MiB.
@@ -44,7 +45,7 @@ const PER_OBJECT: usize = 32_640;
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 async fn client() -> Client {
-    test_server::s3(Duration::from_secs(120)).await
+    aws::s3(Duration::from_secs(120)).await
 }
 
 /// Deletes every object and the bucket (moto keeps objects in memory).
@@ -99,7 +100,7 @@ async fn raw_puts(c: &Client, bucket: &str, n: u64) -> (Measure, usize) {
     let elapsed = t0.elapsed();
     for r in results {
         if let Err(e) = r {
-            panic!("raw PutObject: {}", sluice::aws::describe(&e));
+            panic!("raw PutObject: {}", sluice::connectors::aws::describe(&e));
         }
     }
     (Measure { count: n, elapsed }, payloads.len())

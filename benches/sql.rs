@@ -25,11 +25,12 @@ use std::{
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
-/// The database servers' URLs and a connection of the bench's own, shared with the tests.
-#[path = "../tests/common/sql.rs"]
-mod test_server;
+/// The tests' helpers: the database servers' URLs and a connection of the bench's own
+/// (`tests/common/sql.rs`), shared with the tests.
+#[path = "../tests/common/mod.rs"]
+mod test_support;
 use common::{agent, agent_log, env_or};
-use test_server::{Db, Flavor, unique_table};
+use test_support::sql::{Db, Flavor, unique_table};
 
 /// This bench's part of the shared `Flavor`.
 impl Flavor {

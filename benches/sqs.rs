@@ -25,18 +25,22 @@ use aws_sdk_sqs::{
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
-/// The test server's endpoint and clients, shared with the tests.
-#[path = "../tests/common/aws.rs"]
-mod test_server;
+/// The tests' helpers: unique names, the test server's endpoint and clients
+/// (`tests/common/aws.rs`), shared with the tests.
+#[path = "../tests/common/mod.rs"]
+mod test_support;
 use common::{Measure, agent_log, env_or, spawn_agent};
-use test_server::{endpoint, unique};
+use test_support::{
+    aws::{self, endpoint},
+    unique,
+};
 
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 async fn client() -> Client {
-    Client::new(&test_server::sdk(Duration::from_secs(60)).await)
+    Client::new(&aws::sdk(Duration::from_secs(60)).await)
 }
 
 /// A fresh queue holding `m` numbered messages of [`BODY`] bytes; its URL.

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::{sink::runner::RunnerControl, source::SourceContext, topology::Topology};
+use sluice_core::{sink::runner::RunnerControl, source::SourceContext, topology::Topology};
 use tokio_util::sync::CancellationToken;
 
 const FILES: usize = 10;
@@ -84,8 +84,14 @@ fn main() {
         logs = logs.display(),
         d = dir.path().display(),
     );
-    let p = sluice::config::load_str(Path::new("bench.yaml"), &text, &|_| None).unwrap();
-    let metrics = sluice::metrics::Metrics::new();
+    let p = sluice_core::config::load_str(
+        Path::new("bench.yaml"),
+        &text,
+        &|_| None,
+        sluice::registry(),
+    )
+    .unwrap();
+    let metrics = sluice_core::metrics::Metrics::new();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -96,7 +102,8 @@ fn main() {
     rt.block_on(async {
         let Topology {
             sources, runners, ..
-        } = sluice::topology::build(&p, &metrics).unwrap_or_else(|e| panic!("{e}"));
+        } = sluice_core::topology::build(&p, &metrics, sluice::registry())
+            .unwrap_or_else(|e| panic!("{e}"));
         let ctl = RunnerControl::default();
         let runner_tasks: Vec<_> = runners
             .into_iter()

@@ -59,9 +59,9 @@ fn main() {
     let cache = tempfile::tempdir().unwrap();
     // SAFETY (env): set before any plugin engine exists in this process.
     unsafe { std::env::set_var("SLUICE_CACHE_DIR", cache.path()) };
-    let metrics = sluice::metrics::Metrics::new();
+    let metrics = sluice_core::metrics::Metrics::new();
     let t0 = Instant::now();
-    let slot = sluice::plugin::slot::PluginSlot::load(
+    let slot = sluice_wasm::slot::PluginSlot::load(
         "enrich",
         plugin.clone(),
         &serde_json::json!({}),
@@ -72,7 +72,7 @@ fn main() {
     .unwrap();
     let cold = t0.elapsed();
     let t0 = Instant::now();
-    let _again = sluice::plugin::slot::PluginSlot::load(
+    let _again = sluice_wasm::slot::PluginSlot::load(
         "enrich",
         plugin.clone(),
         &serde_json::json!({}),
@@ -87,7 +87,7 @@ fn main() {
     let mut v2 = bytes.clone();
     v2.extend_from_slice(&[0x00, 0x04, 0x01, b'x', b'y', b'z']);
     std::fs::write(&copy, &bytes).unwrap();
-    let swap_slot = sluice::plugin::slot::PluginSlot::load(
+    let swap_slot = sluice_wasm::slot::PluginSlot::load(
         "swap",
         copy.clone(),
         &serde_json::json!({}),
@@ -129,7 +129,13 @@ fn main() {
                 continue;
             }
             let text = pipeline(n, batch, wasm, &plugin);
-            let p = sluice::config::load_str(Path::new("bench.yaml"), &text, &|_| None).unwrap();
+            let p = sluice_core::config::load_str(
+                Path::new("bench.yaml"),
+                &text,
+                &|_| None,
+                sluice::registry(),
+            )
+            .unwrap();
             let (cpu0, t0) = (cpu_seconds(), Instant::now());
             let report = rt.block_on(sluice::app::run(p)).unwrap();
             let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());

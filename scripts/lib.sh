@@ -28,6 +28,27 @@ need_rust() {
   fi
 }
 
+# The Rust target plugins are built for (a component, no extra tool needed).
+need_wasm_target() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+  fi
+}
+
+# Builds the first-party Rust plugin $1 (a member of plugins/) into plugins/dist/$1.wasm and
+# prints that path. The plugins have their own target dir, so this never invalidates the agent's.
+build_plugin() {
+  local dir="${SLUICE_PLUGINS_TARGET_DIR:-$HOME/.cache/sluice-plugins-target}"
+  CARGO_TARGET_DIR="$dir" cargo build --quiet --release --locked --target wasm32-wasip2 \
+    --manifest-path "$ROOT/plugins/Cargo.toml" -p "$1" >&2
+  mkdir -p "$ROOT/plugins/dist"
+  local out="$ROOT/plugins/dist/$1.wasm"
+  cmp -s "$dir/wasm32-wasip2/release/${1//-/_}.wasm" "$out" \
+    || cp "$dir/wasm32-wasip2/release/${1//-/_}.wasm" "$out"
+  echo "$out"
+}
+
 # What building the agent needs beyond Rust: a C++ toolchain and libclang (RocksDB's bindings),
 # cmake (bundled librdkafka), curl headers (librdkafka includes them even when unused).
 need_build_deps() {

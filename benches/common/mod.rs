@@ -1,5 +1,7 @@
 //! Helpers the kafka, s3, sqs and sql benches share (each includes this file by path), so
-//! none keeps its own copy of them.
+//! none keeps its own copy of them. What the tests have too (unique names, the test servers)
+//! comes from the tests' helpers, `tests/common/mod.rs`, which those benches include by path
+//! as `test_support`.
 
 // Each bench uses only some of it.
 #![allow(dead_code)]
@@ -17,11 +19,6 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// `prefix` plus a random suffix, so runs never share a topic, queue or key.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// One timed run: `count` records (events, messages) in `elapsed`.

@@ -16,16 +16,15 @@ use std::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::Pipeline,
-    metrics::{
-        Metrics,
-        admin::{self, AdminState},
-    },
+use sluice_core::{
+    config::{ConfigErrors, Pipeline},
+    metrics::Metrics,
     sink::runner::RunnerControl,
     source::SourceContext,
     topology::{self, Topology},
 };
+
+use crate::admin::{self, AdminState};
 
 /// Per-component counts at the end of a run.
 #[derive(Debug, Default, Clone)]
@@ -77,10 +76,10 @@ impl Report {
 }
 
 /// Builds and runs `pipeline` until its sources end or a stop signal arrives.
-pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErrors> {
+pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
-    let topo = topology::build(&pipeline, &metrics)?;
+    let topo = topology::build(&pipeline, &metrics, crate::registry())?;
     let Topology {
         channels,
         sources,
@@ -93,11 +92,11 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, crate::config::ConfigErro
     let admin_state = Arc::new(AdminState {
         metrics: Arc::clone(&metrics),
         ready: false.into(),
-        plugins: plugins.clone(),
+        plugins: Arc::clone(&plugins),
         channels: channels.clone(),
     });
     let admin_stop = CancellationToken::new();
-    crate::plugin::watch::spawn(plugins, admin_stop.clone());
+    plugins.watch(admin_stop.clone());
     if let Some(a) = &pipeline.admin {
         match admin::serve(a.listen, Arc::clone(&admin_state), admin_stop.clone()).await {
             Ok(addr) => tracing::info!(%addr, "admin server listening"),

@@ -1,21 +1,66 @@
-//! Sluice: a streaming pipeline runtime. Sources put batches into transactional channels;
-//! sink runners take them out and deliver them, committing only after delivery.
+//! The Sluice agent: the engine (`sluice-core`) plus the connectors, durable channels and
+//! plugin host this build was compiled with, the admin server and the command line.
 //!
-//! The binary (`main.rs`) is a thin shell over [`cli`]; everything else is this library so
-//! tests and benchmarks can drive the same code.
+//! Which components exist is decided here, once: [`registry`] lists every component type,
+//! each connector behind its cargo feature. The binary (`main.rs`) is a thin shell over
+//! [`cli`]; everything else is this library so tests and benchmarks can drive the same code.
 
+pub mod admin;
 pub mod app;
-pub mod aws;
-pub mod channel;
 pub mod cli;
-pub mod cli_plugin;
-pub mod config;
-pub mod dlq;
-pub mod event;
-pub mod interceptor;
-pub mod metrics;
-pub mod plugin;
-pub mod selector;
-pub mod sink;
-pub mod source;
-pub mod topology;
+pub mod connectors;
+
+use std::sync::OnceLock;
+
+use sluice_core::registry::Registry;
+
+/// Every optional feature, in the order `--version` lists them.
+const FEATURES: &[(&str, bool)] = &[
+    ("kafka", cfg!(feature = "kafka")),
+    ("rabbitmq", cfg!(feature = "rabbitmq")),
+    ("redis", cfg!(feature = "redis")),
+    ("aws-s3", cfg!(feature = "aws-s3")),
+    ("aws-sqs", cfg!(feature = "aws-sqs")),
+    ("aws-dynamodb", cfg!(feature = "aws-dynamodb")),
+    ("aws-kinesis", cfg!(feature = "aws-kinesis")),
+    ("sql-postgres", cfg!(feature = "sql-postgres")),
+    ("sql-mysql", cfg!(feature = "sql-mysql")),
+    ("http", cfg!(feature = "http")),
+    ("rocksdb", cfg!(feature = "rocksdb")),
+    ("wasm", cfg!(feature = "wasm")),
+    ("oci", cfg!(feature = "oci")),
+];
+
+/// The cargo features this build was compiled with.
+pub fn features() -> Vec<&'static str> {
+    FEATURES
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| name)
+        .copied()
+        .collect()
+}
+
+/// Every component type this agent knows: the engine's built-ins plus the connectors,
+/// durable channels and plugin host compiled in. Types whose feature is off are listed as
+/// unavailable, so a pipeline naming one is told which feature it needs.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::builtin();
+        r.features = features();
+        connectors::register(&mut r);
+        #[cfg(feature = "rocksdb")]
+        sluice_rocks::config::register(&mut r);
+        #[cfg(not(feature = "rocksdb"))]
+        {
+            r.channels.unavailable("rocksdb", "rocksdb");
+            r.channels.unavailable("spillable", "rocksdb");
+        }
+        #[cfg(feature = "wasm")]
+        {
+            r.plugins = Some(sluice_wasm::host::support());
+        }
+        r
+    })
+}

@@ -1,8 +1,20 @@
-//! Helpers shared by the black-box tests: spawning the binary, reading outputs, tiny HTTP.
+//! Helpers shared by the integration tests (each of `tests/engine`, `tests/connectors` and
+//! `tests/crash` includes this module as `common`; some benches include it by path too):
+//! spawning the binary, reading outputs, tiny HTTP, waiting, unique names.
 
+// Shared test support: every binary that includes it uses only part of it.
 #![allow(dead_code)]
 
+// The AWS test server (moto) and the SQL servers, for the connector tests and benches; only
+// when their client crates are in the build (the engine tests run with no features at all).
+#[cfg(any(
+    feature = "aws-s3",
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "aws-kinesis"
+))]
 pub mod aws;
+#[cfg(all(feature = "sql-postgres", feature = "sql-mysql"))]
 pub mod sql;
 
 use std::{
@@ -46,6 +58,20 @@ pub fn json_lines(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A first-party plugin built by `scripts/build-plugins` (`plugins/dist/<name>.wasm`); panics
+/// saying so when it is missing.
+pub fn dist(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins first",
+        p.display()
+    );
+    p
+}
+
 /// The number at the start of a generator body ("42....").
 pub fn seq(body: &str) -> u64 {
     body.trim_end_matches('.')
@@ -72,6 +98,59 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some((buf.split(' ').nth(1)?.parse().ok()?, buf))
+}
+
+/// The `sluice` binary on `pipeline` (written to `<dir>/p.yaml`) with `input` on its stdin,
+/// run until it has drained and exited by itself (at most 120 s); its log is
+/// `<dir>/stderr.log`. Panics with the log unless the whole input was written and it exited
+/// cleanly; returns the log. Blocking: from async tests, call it in `spawn_blocking`.
+pub fn run_stdin(dir: &Path, pipeline: &str, input: impl AsRef<[u8]>) -> String {
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, pipeline).unwrap();
+    let log_path = dir.join("stderr.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&file)
+        .args(["--log-level", "info"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start sluice");
+    // Written whole, then stdin is closed (the temporary is dropped): the stdin source ends.
+    let written = child.stdin.take().unwrap().write_all(input.as_ref());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sluice did not finish in 120 s:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "sluice failed ({status}):\n{}", log());
+    written.unwrap_or_else(|e| panic!("writing stdin: {e}\n{}", log()));
+    log()
+}
+
+/// One ndjson envelope line (`{"headers": {..}, "body": ".."}` and a newline), the input the
+/// `stdin` source's `ndjson` codec reads.
+pub fn envelope(headers: &[(&str, String)], body: &str) -> String {
+    let h: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({ "headers": h, "body": body }).to_string() + "\n"
+}
+
+/// `prefix` plus a random suffix (`<prefix>-<uuid>`), so runs never share a topic, queue,
+/// bucket, table, stream or key.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A `sluice` agent in the background on a pipeline written to `<dir>/<name>.yaml`, its log

@@ -1,6 +1,7 @@
 //! The SQL servers (PostgreSQL and MariaDB, started by `scripts/test`) as the tests and
 //! benches reach them: their URLs, table names of a run's own, and a connection of the test's
-//! (or bench's) own to set up tables and read rows back. Benches include this file by path.
+//! (or bench's) own to set up tables and read rows back. Benches reach this module through
+//! `tests/common/mod.rs`, included by path.
 
 // Each test or bench uses only some of it.
 #![allow(dead_code)]
@@ -32,8 +33,8 @@ impl Flavor {
     }
 }
 
-/// `<prefix>_<random>`, so runs never share a table (`aws::unique` joins with `-`, which table
-/// names cannot hold unquoted).
+/// `<prefix>_<random>`, so runs never share a table ([`super::unique`] joins with `-`, which
+/// table names cannot hold unquoted).
 pub fn unique_table(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }

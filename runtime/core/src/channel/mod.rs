@@ -1,0 +1,126 @@
+//! Channels: transactional buffers between sources and sinks.
+//!
+//! A put is all-or-nothing for its batch and waits while the channel is full (backpressure).
+//! A take leases the oldest visible events; only [`Lease::commit`] removes them, while
+//! [`Lease::rollback`] — or dropping the lease — makes them visible again at the head, in order.
+//! This trait names no storage engine: the memory channel lives here, durable ones in the
+//! crates that own their storage (`sluice-rocks`) or their broker (the Kafka connector).
+
+pub mod instrumented;
+pub mod limits;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The batch alone exceeds the channel's capacity, so waiting would never help.
+    #[error("batch of {events} events / {bytes} bytes exceeds channel capacity ({capacity})")]
+    BatchTooLarge {
+        events: usize,
+        bytes: usize,
+        capacity: String,
+    },
+    /// The channel was full and the caller asked not to wait.
+    #[error("channel is full")]
+    Full,
+    /// The channel is shutting down and accepts no more events.
+    #[error("channel is closed")]
+    Closed,
+    #[error("channel storage error: {0}")]
+    Storage(String),
+}
+
+/// Point-in-time counts for metrics and the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Events held: queued plus leased but not yet committed.
+    pub events: usize,
+    pub bytes: usize,
+    pub capacity_events: usize,
+    /// Events currently leased to takers.
+    pub in_flight: usize,
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// Appends a batch atomically, waiting while there is no room.
+    async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError>;
+
+    /// Appends a batch atomically if there is room now; `Full` otherwise.
+    fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError>;
+
+    /// Leases up to `max` of the oldest visible events, waiting up to `wait` for at least one.
+    /// `None` means nothing arrived in time.
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError>;
+
+    fn stats(&self) -> ChannelStats;
+
+    /// Stops accepting puts (takes continue so sinks can drain). Idempotent.
+    fn close(&self);
+
+    /// `Err(why)` while the channel cannot accept puts because its storage failed (a full
+    /// disk); takes still work. Feeds the admin server's `/ready`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A shared channel is a channel (the topology hands out `Arc<dyn Channel>`s, and wraps them).
+#[async_trait]
+impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
+    async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        (**self).put(batch).await
+    }
+
+    fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+        (**self).try_put(batch)
+    }
+
+    async fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        (**self).take(max, wait).await
+    }
+
+    fn stats(&self) -> ChannelStats {
+        (**self).stats()
+    }
+
+    fn close(&self) {
+        (**self).close()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        (**self).health()
+    }
+}
+
+/// Events taken from a channel, invisible to other takers until committed or rolled back.
+#[async_trait]
+pub trait Lease: Send {
+    fn events(&self) -> &[Event];
+
+    /// The channel's sequence number of the first leased event, when the channel numbers its
+    /// events; the same events leased again (after a rollback or a restart) report the same
+    /// position. Sinks use it to name output deterministically.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Removes the leased events for good.
+    async fn commit(self: Box<Self>) -> Result<(), ChannelError>;
+
+    /// Returns the events to the head of the channel, in their original order.
+    async fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
+}

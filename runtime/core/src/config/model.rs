@@ -1,0 +1,341 @@
+//! The typed pipeline: what the reader ([`super::read`]) makes of a file and the topology
+//! builds from.
+//!
+//! Fields every component of a kind has (a sink's `channel`, `dlq`, `batch_size`, `retry`)
+//! are read into a `*Common` struct; the rest is the component type's own settings, read by
+//! its registry entry into a spec ([`SourceSpec`], [`SinkSpec`], [`ChannelSpec`]) that knows
+//! how to build it. Both deny unknown fields.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use serde::Deserialize;
+
+use super::{
+    node::Pos,
+    units::{ByteSize, HumanDuration},
+};
+use crate::registry::{ChannelSpec, SinkSpec, SourceSpec};
+
+/// A component as written in the file: its name, where it is, and its settings.
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    pub name: String,
+    pub pos: Pos,
+    pub spec: T,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub plugins: Vec<Named<PluginConfig>>,
+    pub channels: Vec<Named<Arc<dyn ChannelSpec>>>,
+    pub sources: Vec<Named<SourceConfig>>,
+    pub sinks: Vec<Named<SinkConfig>>,
+    pub sink_groups: Vec<Named<SinkGroupConfig>>,
+    pub admin: Option<AdminConfig>,
+    pub settings: Settings,
+    /// Positions of references (channel names etc.), for cross-reference errors.
+    pub(crate) refs: Vec<Reference>,
+    /// Every component name written in the file, even those whose settings were invalid, so a
+    /// broken definition does not also make each of its users an error.
+    pub(crate) declared: Vec<(RefKind, String)>,
+}
+
+/// A name used somewhere that must resolve to a component of `kind`.
+#[derive(Debug, Clone)]
+pub(crate) struct Reference {
+    pub kind: RefKind,
+    pub name: String,
+    pub pos: Pos,
+    pub component: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefKind {
+    Channel,
+    Sink,
+    Plugin,
+}
+
+/// Pipeline-wide settings (top-level keys other than the component sections).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Channel receiving poison events from components that name no `dlq` of their own.
+    pub dlq: Option<String>,
+    /// How long sinks may keep draining after a stop signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dlq: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A component file (relative to the pipeline file), or `oci://registry/repo:tag` or
+    /// `oci://registry/repo@sha256:<digest>` (pulled, verified and cached).
+    pub path: PathBuf,
+    /// For an `oci://` tag: re-resolve it this often and swap in a new digest.
+    #[serde(default)]
+    pub refresh: Option<HumanDuration>,
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    pub memory: Option<ByteSize>,
+    pub deadline: Option<HumanDuration>,
+}
+
+// ---------------------------------------------------------------- sources
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub common: SourceCommon,
+    /// The settings of its type (`type: kafka`), read by that type's registry entry.
+    pub spec: Arc<dyn SourceSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceCommon {
+    /// Channels this source may write to (the selector picks among them).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub selector: SelectorConfig,
+    /// Read separately (each item is a plugin name or a built-in mapping).
+    #[serde(skip)]
+    pub interceptors: Vec<InterceptorRef>,
+    pub dlq: Option<String>,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+
+/// An interceptor in a source's chain: a built-in (mapping with `type`) or a plugin name.
+#[derive(Debug, Clone)]
+pub enum InterceptorRef {
+    Builtin(BuiltinInterceptor),
+    Plugin(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BuiltinInterceptor {
+    /// Adds the event time in epoch milliseconds.
+    Timestamp {
+        #[serde(default = "header_timestamp")]
+        header: String,
+        #[serde(default)]
+        preserve_existing: bool,
+    },
+    /// Adds the agent's host name.
+    Host {
+        #[serde(default = "header_host")]
+        header: String,
+        #[serde(default)]
+        preserve_existing: bool,
+    },
+    /// Adds a fixed header.
+    Static {
+        key: String,
+        value: String,
+        #[serde(default = "yes")]
+        preserve_existing: bool,
+    },
+    /// Removes headers by exact name and/or regex.
+    RemoveHeader {
+        #[serde(default)]
+        names: Vec<String>,
+        matching: Option<String>,
+    },
+    /// Keeps (or, with `exclude: true`, drops) events whose body matches.
+    RegexFilter {
+        regex: String,
+        #[serde(default)]
+        exclude: bool,
+    },
+    /// Copies regex capture groups of the body into headers (one name per group).
+    RegexExtractor { regex: String, headers: Vec<String> },
+    /// Adds a random UUID.
+    Uuid {
+        #[serde(default = "header_id")]
+        header: String,
+        #[serde(default = "yes")]
+        preserve_existing: bool,
+    },
+    /// Replaces regex matches in the body.
+    SearchReplace { search: String, replace: String },
+}
+
+fn header_timestamp() -> String {
+    "timestamp".into()
+}
+fn header_host() -> String {
+    "host".into()
+}
+fn header_id() -> String {
+    "id".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// How a source picks channels for each event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SelectorConfig {
+    /// Every event to every channel; those listed in `optional` may fail without failing the put.
+    Replicating {
+        #[serde(default)]
+        optional: Vec<String>,
+    },
+    /// Channels chosen by the value of one header.
+    Multiplexing {
+        header: String,
+        #[serde(default)]
+        mapping: BTreeMap<String, Vec<String>>,
+        #[serde(default)]
+        default: Vec<String>,
+        #[serde(default)]
+        optional: BTreeMap<String, Vec<String>>,
+    },
+    /// A `selector` plugin; it receives the source's `channels` list at init.
+    Wasm { plugin: String },
+}
+
+impl Default for SelectorConfig {
+    fn default() -> Self {
+        SelectorConfig::Replicating {
+            optional: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sinks
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub common: SinkCommon,
+    /// The settings of its type (`type: s3`), read by that type's registry entry.
+    pub spec: Arc<dyn SinkSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkCommon {
+    pub channel: String,
+    pub dlq: Option<String>,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delivery attempts per batch before its events go to the DLQ.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: HumanDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    10
+}
+fn default_initial_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+// ---------------------------------------------------------------- sink groups
+
+#[derive(Debug, Clone)]
+pub struct SinkGroupConfig {
+    pub sinks: Vec<String>,
+    pub kind: SinkGroupKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SinkGroupCommon {
+    pub(super) sinks: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkGroupKind {
+    Failover(FailoverConfig),
+    LoadBalance(LoadBalanceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Higher goes first; sinks not listed get priority 0 in list order.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, i32>,
+    /// Longest a failed sink is kept out of rotation.
+    #[serde(default = "default_max_penalty")]
+    pub max_penalty: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalanceConfig {
+    #[serde(default)]
+    pub selector: BalanceOrder,
+    /// Keep a failed sink out of rotation with exponential backoff.
+    #[serde(default = "yes")]
+    pub backoff: bool,
+    #[serde(default = "default_max_penalty")]
+    pub max_backoff: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceOrder {
+    #[default]
+    RoundRobin,
+    Random,
+}
+
+fn default_max_penalty() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}

@@ -1,0 +1,441 @@
+//! Prometheus metrics: one registry per agent, Flume's counter set in Prometheus naming.
+//!
+//! Components get small handle structs (cloned counters) at build time, so the hot path does
+//! one atomic add per batch and never looks a label set up. The same counters feed the
+//! end-of-run summary, so the summary and `/metrics` can never disagree.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabel {
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub component: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlqLabels {
+    pub component: String,
+    pub stage: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginDigestLabels {
+    pub plugin: String,
+    pub digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginKindLabels {
+    pub plugin: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCounterLabels {
+    pub plugin: String,
+    pub name: String,
+}
+
+type Hist = Family<ComponentLabel, Histogram, fn() -> Histogram>;
+type PluginHist = Family<PluginLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    pub registry: Registry,
+    source_received: Family<ComponentLabel, Counter>,
+    source_accepted: Family<ComponentLabel, Counter>,
+    source_dropped: Family<ComponentLabel, Counter>,
+    source_rejected: Family<ReasonLabels, Counter>,
+    channel_events: Family<ComponentLabel, Gauge>,
+    channel_capacity: Family<ComponentLabel, Gauge>,
+    channel_fill: Family<ComponentLabel, Gauge<f64, AtomicU64>>,
+    channel_put: Family<ComponentLabel, Counter>,
+    channel_take: Family<ComponentLabel, Counter>,
+    channel_rollbacks: Family<ComponentLabel, Counter>,
+    channel_corrupt: Family<ComponentLabel, Counter>,
+    channel_fsyncs: Family<ComponentLabel, Counter>,
+    sink_drained: Family<ComponentLabel, Counter>,
+    sink_batch_duration: Hist,
+    sink_retries: Family<ComponentLabel, Counter>,
+    sink_discarded: Family<ComponentLabel, Counter>,
+    dlq_events: Family<DlqLabels, Counter>,
+    plugin_calls: Family<PluginDigestLabels, Counter>,
+    plugin_duration: PluginHist,
+    plugin_traps: Family<PluginKindLabels, Counter>,
+    plugin_swaps: Family<PluginLabel, Counter>,
+    plugin_swap_failures: Family<PluginLabel, Counter>,
+    plugin_counters: Family<PluginCounterLabels, Counter>,
+    plugin_healthy: Family<PluginLabel, Gauge>,
+}
+
+fn call_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_005, 4.0, 10,
+    ))
+}
+
+fn batch_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 4.0, 10,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let m = Metrics {
+            source_received: Family::default(),
+            source_accepted: Family::default(),
+            source_dropped: Family::default(),
+            source_rejected: Family::default(),
+            channel_events: Family::default(),
+            channel_capacity: Family::default(),
+            channel_fill: Family::default(),
+            channel_put: Family::default(),
+            channel_take: Family::default(),
+            channel_rollbacks: Family::default(),
+            channel_corrupt: Family::default(),
+            channel_fsyncs: Family::default(),
+            sink_drained: Family::default(),
+            sink_batch_duration: Family::new_with_constructor(batch_buckets),
+            sink_retries: Family::default(),
+            sink_discarded: Family::default(),
+            dlq_events: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_duration: Family::new_with_constructor(call_buckets),
+            plugin_traps: Family::default(),
+            plugin_swaps: Family::default(),
+            plugin_swap_failures: Family::default(),
+            plugin_counters: Family::default(),
+            plugin_healthy: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "source_events_received",
+            "Events received by a source",
+            m.source_received.clone(),
+        );
+        r.register(
+            "source_events_accepted",
+            "Events committed to the source's channels",
+            m.source_accepted.clone(),
+        );
+        r.register(
+            "source_events_dropped",
+            "Events dropped by interceptors",
+            m.source_dropped.clone(),
+        );
+        r.register(
+            "source_requests_rejected",
+            "Batches or requests a source refused",
+            m.source_rejected.clone(),
+        );
+        r.register(
+            "channel_events",
+            "Events held by a channel (queued + in flight)",
+            m.channel_events.clone(),
+        );
+        r.register(
+            "channel_capacity_events",
+            "Channel capacity in events",
+            m.channel_capacity.clone(),
+        );
+        r.register(
+            "channel_fill_ratio",
+            "Held events / capacity",
+            m.channel_fill.clone(),
+        );
+        r.register(
+            "channel_put",
+            "Events put into a channel",
+            m.channel_put.clone(),
+        );
+        r.register(
+            "channel_take",
+            "Events committed out of a channel",
+            m.channel_take.clone(),
+        );
+        r.register(
+            "channel_rollbacks",
+            "Events returned to a channel by rollback",
+            m.channel_rollbacks.clone(),
+        );
+        r.register(
+            "channel_corrupt_records",
+            "Stored records that failed verification and were moved to the quarantine",
+            m.channel_corrupt.clone(),
+        );
+        r.register(
+            "channel_fsyncs",
+            "Synced writes of a durable channel (concurrent puts share one)",
+            m.channel_fsyncs.clone(),
+        );
+        r.register(
+            "sink_events_drained",
+            "Events a sink delivered",
+            m.sink_drained.clone(),
+        );
+        r.register(
+            "sink_batch_duration_seconds",
+            "Time to deliver one batch, retries included",
+            m.sink_batch_duration.clone(),
+        );
+        r.register("sink_retries", "Delivery retries", m.sink_retries.clone());
+        r.register(
+            "sink_events_discarded",
+            "Poison events discarded because no dead-letter channel was configured",
+            m.sink_discarded.clone(),
+        );
+        r.register(
+            "dlq_events",
+            "Events sent to a dead-letter channel",
+            m.dlq_events.clone(),
+        );
+        r.register(
+            "plugin_calls",
+            "Calls into a plugin (one per batch)",
+            m.plugin_calls.clone(),
+        );
+        r.register(
+            "plugin_call_duration_seconds",
+            "Duration of one plugin call",
+            m.plugin_duration.clone(),
+        );
+        r.register(
+            "plugin_traps",
+            "Failed plugin calls by kind (trap, deadline, memory, ...)",
+            m.plugin_traps.clone(),
+        );
+        r.register(
+            "plugin_swaps",
+            "Plugin versions swapped in",
+            m.plugin_swaps.clone(),
+        );
+        r.register(
+            "plugin_swap_failures",
+            "Plugin versions refused on reload",
+            m.plugin_swap_failures.clone(),
+        );
+        r.register(
+            "plugin_counter",
+            "Counters a plugin reports through the host interface",
+            m.plugin_counters.clone(),
+        );
+        r.register(
+            "plugin_healthy",
+            "1 while a plugin is healthy, 0 after repeated failures",
+            m.plugin_healthy.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn source(&self, name: &str) -> SourceMetrics {
+        let l = label(name);
+        SourceMetrics {
+            component: name.to_owned(),
+            received: self.source_received.get_or_create(&l).clone(),
+            accepted: self.source_accepted.get_or_create(&l).clone(),
+            dropped: self.source_dropped.get_or_create(&l).clone(),
+            rejected: self.source_rejected.clone(),
+        }
+    }
+
+    pub fn channel(&self, name: &str) -> ChannelMetrics {
+        let l = label(name);
+        ChannelMetrics {
+            events: self.channel_events.get_or_create(&l).clone(),
+            capacity: self.channel_capacity.get_or_create(&l).clone(),
+            fill: self.channel_fill.get_or_create(&l).clone(),
+            put: self.channel_put.get_or_create(&l).clone(),
+            take: self.channel_take.get_or_create(&l).clone(),
+            rollbacks: self.channel_rollbacks.get_or_create(&l).clone(),
+            corrupt: self.channel_corrupt.get_or_create(&l).clone(),
+            fsyncs: self.channel_fsyncs.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let l = label(name);
+        SinkMetrics {
+            drained: self.sink_drained.get_or_create(&l).clone(),
+            batch_duration: self.sink_batch_duration.get_or_create(&l).clone(),
+            retries: self.sink_retries.get_or_create(&l).clone(),
+            discarded: self.sink_discarded.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn plugin(&self, name: &str) -> PluginMetrics {
+        let l = PluginLabel {
+            plugin: name.to_owned(),
+        };
+        PluginMetrics {
+            plugin: name.to_owned(),
+            calls: self.plugin_calls.clone(),
+            duration: self.plugin_duration.get_or_create(&l).clone(),
+            traps: self.plugin_traps.clone(),
+            swaps: self.plugin_swaps.get_or_create(&l).clone(),
+            swap_failures: self.plugin_swap_failures.get_or_create(&l).clone(),
+            counters: self.plugin_counters.clone(),
+            healthy: self.plugin_healthy.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn dlq(&self) -> DlqMetrics {
+        DlqMetrics(self.dlq_events.clone())
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn label(name: &str) -> ComponentLabel {
+    ComponentLabel {
+        component: name.to_owned(),
+    }
+}
+
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub component: String,
+    pub received: Counter,
+    pub accepted: Counter,
+    pub dropped: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+}
+
+impl SourceMetrics {
+    /// Counts a refused batch/request; `reason` is a short fixed word (bounded cardinality).
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                component: self.component.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone)]
+pub struct ChannelMetrics {
+    pub events: Gauge,
+    pub capacity: Gauge,
+    pub fill: Gauge<f64, AtomicU64>,
+    pub put: Counter,
+    pub take: Counter,
+    pub rollbacks: Counter,
+    /// Durable channels only: records quarantined.
+    pub corrupt: Counter,
+    /// Durable channels only: synced writes.
+    pub fsyncs: Counter,
+}
+
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub drained: Counter,
+    pub batch_duration: Histogram,
+    pub retries: Counter,
+    pub discarded: Counter,
+}
+
+#[derive(Clone)]
+pub struct DlqMetrics(Family<DlqLabels, Counter>);
+
+impl DlqMetrics {
+    pub fn add(&self, component: &str, stage: &str, reason: &str, n: u64) {
+        self.0
+            .get_or_create(&DlqLabels {
+                component: component.into(),
+                stage: stage.into(),
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// Events sent to a DLQ by `component`, all stages and reasons.
+    pub fn total_for(&self, component: &str) -> u64 {
+        // Family has no public iteration; the summary asks per known reason class instead.
+        crate::dlq::Class::ALL
+            .iter()
+            .flat_map(|r| crate::dlq::Stage::ALL.iter().map(move |s| (r, s)))
+            .map(|(r, s)| {
+                self.0
+                    .get(&DlqLabels {
+                        component: component.into(),
+                        stage: s.as_str().into(),
+                        reason: r.as_str().into(),
+                    })
+                    .map_or(0, |c| c.get())
+            })
+            .sum()
+    }
+}
+
+/// Metric handles of one plugin.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    plugin: String,
+    calls: Family<PluginDigestLabels, Counter>,
+    pub duration: Histogram,
+    traps: Family<PluginKindLabels, Counter>,
+    pub swaps: Counter,
+    pub swap_failures: Counter,
+    counters: Family<PluginCounterLabels, Counter>,
+    pub healthy: Gauge,
+}
+
+impl PluginMetrics {
+    pub fn calls(&self, digest: &str) -> Counter {
+        self.calls
+            .get_or_create(&PluginDigestLabels {
+                plugin: self.plugin.clone(),
+                digest: digest.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn trap(&self, kind: &str) {
+        self.traps
+            .get_or_create(&PluginKindLabels {
+                plugin: self.plugin.clone(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn counter(&self, name: &str) -> Counter {
+        self.counters
+            .get_or_create(&PluginCounterLabels {
+                plugin: self.plugin.clone(),
+                name: name.to_owned(),
+            })
+            .clone()
+    }
+}

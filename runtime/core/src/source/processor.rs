@@ -1,0 +1,231 @@
+//! The channel processor: interceptors, then the selector, then the puts — one batch at a time.
+//!
+//! `process` returns Ok only when the batch is committed to every required channel and its
+//! rejected events are in the dead-letter channel; only then may a source acknowledge upstream.
+
+use std::sync::Arc;
+
+use crate::{
+    channel::{Channel, ChannelError},
+    dlq::{Class, DeadLetter, DeadLetters, Stage},
+    event::Event,
+    interceptor::{InterceptError, Interceptor},
+    metrics::SourceMetrics,
+    selector::{Routed, Selector},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Intercept(#[from] InterceptError),
+    #[error("put into channel `{channel}` failed: {error}")]
+    Channel {
+        channel: String,
+        error: ChannelError,
+    },
+    #[error("put into the dead-letter channel failed: {0}")]
+    DeadLetter(ChannelError),
+}
+
+impl ProcessError {
+    /// True when retrying the same batch later cannot succeed (e.g. the agent is stopping).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Channel {
+                error: ChannelError::Closed | ChannelError::BatchTooLarge { .. },
+                ..
+            } | ProcessError::DeadLetter(ChannelError::Closed)
+        )
+    }
+}
+
+pub struct ChannelProcessor {
+    interceptors: Vec<Box<dyn Interceptor>>,
+    selector: Box<dyn Selector>,
+    channels: Vec<(String, Arc<dyn Channel>)>,
+    routed: Routed,
+    dead: DeadLetters,
+    metrics: SourceMetrics,
+}
+
+impl ChannelProcessor {
+    pub fn new(
+        interceptors: Vec<Box<dyn Interceptor>>,
+        selector: Box<dyn Selector>,
+        channels: Vec<(String, Arc<dyn Channel>)>,
+        dead: DeadLetters,
+        metrics: SourceMetrics,
+    ) -> Self {
+        let routed = Routed::new(channels.len());
+        ChannelProcessor {
+            interceptors,
+            selector,
+            channels,
+            routed,
+            dead,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &SourceMetrics {
+        &self.metrics
+    }
+
+    /// Sends events the source itself found malformed to the dead-letter channel.
+    pub async fn reject_malformed(&mut self, letters: Vec<DeadLetter>) -> Result<(), ProcessError> {
+        let n = letters.len() as u64;
+        self.metrics.received.inc_by(n);
+        self.dead
+            .send(Stage::Source, Class::Malformed, 1, letters)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
+        Ok(())
+    }
+
+    /// Runs the batch through interceptors and selector and commits it to its channels.
+    pub async fn process(&mut self, batch: Vec<Event>) -> Result<(), ProcessError> {
+        self.process_until(batch, None).await
+    }
+
+    /// Like [`process`](Self::process), but gives up with [`ChannelError::Full`] when the first
+    /// required channel still has no room at `deadline` (for sources that can answer "busy"
+    /// instead of waiting). The deadline only applies before anything is committed: once one
+    /// required channel took its part, the others are waited for, so a deadline never leaves
+    /// a batch half-committed. A put abandoned at the deadline committed nothing (channel puts
+    /// are all-or-nothing), so the caller may simply retry the batch later. Dead letters of
+    /// the batch were already sent; a retry may dead-letter them again.
+    pub async fn process_until(
+        &mut self,
+        mut batch: Vec<Event>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ProcessError> {
+        let received = batch.len();
+        let mut rejected = Vec::new();
+        for i in &mut self.interceptors {
+            i.intercept(&mut batch, &mut rejected)?;
+        }
+        let kept = batch.len();
+        let mut unroutable = Vec::new();
+        self.routed.clear();
+        self.selector
+            .select(batch, &mut self.routed, &mut unroutable);
+        let (n_rejected, n_unroutable) = (rejected.len(), unroutable.len());
+
+        // Dead letters first: the batch counts as handled only when they are safe too.
+        self.dead
+            .send(Stage::Interceptor, Class::Rejected, 1, rejected)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
+        self.dead
+            .send(Stage::Source, Class::Rejected, 1, unroutable)
+            .await
+            .map_err(ProcessError::DeadLetter)?;
+
+        let mut committed_any = false;
+        for (i, (name, channel)) in self.channels.iter().enumerate() {
+            let sub = std::mem::take(&mut self.routed.required[i]);
+            if sub.is_empty() {
+                continue;
+            }
+            let put = channel.put(sub);
+            let result = match deadline.filter(|_| !committed_any) {
+                Some(d) => tokio::time::timeout_at(d, put)
+                    .await
+                    .unwrap_or(Err(ChannelError::Full)),
+                None => put.await,
+            };
+            result.map_err(|error| ProcessError::Channel {
+                channel: name.clone(),
+                error,
+            })?;
+            committed_any = true;
+        }
+        for (i, (name, channel)) in self.channels.iter().enumerate() {
+            let sub = std::mem::take(&mut self.routed.optional[i]);
+            if !sub.is_empty() {
+                if let Err(e) = channel.try_put(sub) {
+                    self.metrics.rejected("optional_channel");
+                    tracing::debug!(source = %self.metrics.component, channel = %name, error = %e, "optional channel refused a batch");
+                }
+            }
+        }
+        self.metrics.received.inc_by(received as u64);
+        self.metrics.accepted.inc_by((kept - n_unroutable) as u64);
+        self.metrics
+            .dropped
+            .inc_by(received.saturating_sub(kept + n_rejected) as u64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::{channel::memory::MemoryChannel, metrics::Metrics, selector::Replicating};
+
+    fn processor(channels: &[(&str, &Arc<MemoryChannel>)]) -> ChannelProcessor {
+        let m = Metrics::new();
+        ChannelProcessor::new(
+            Vec::new(),
+            Box::new(Replicating::new(vec![false; channels.len()])),
+            channels
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), Arc::clone(c) as Arc<dyn Channel>))
+                .collect(),
+            DeadLetters::new(None, m.dlq(), "src"),
+            m.source("src"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_deadline_never_leaves_a_batch_half_committed() {
+        let roomy = Arc::new(MemoryChannel::new(10, None));
+        let full = Arc::new(MemoryChannel::new(1, None));
+        full.put(vec![Event::new("old")]).await.unwrap();
+
+        // The full channel comes first: the deadline passes and nothing is committed anywhere.
+        let mut p = processor(&[("full", &full), ("roomy", &roomy)]);
+        let r = p
+            .process_until(
+                vec![Event::new("a")],
+                Some(Instant::now() + Duration::from_millis(20)),
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(ProcessError::Channel {
+                    error: ChannelError::Full,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(roomy.stats().events, 0);
+
+        // The roomy channel comes first and takes its part at once; from then on the
+        // deadline no longer applies and the full one is waited for.
+        let mut p = processor(&[("roomy", &roomy), ("full", &full)]);
+        let freer = {
+            let full = Arc::clone(&full);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let lease = full.take(1, Duration::ZERO).await.unwrap().unwrap();
+                lease.commit().await.unwrap();
+            })
+        };
+        p.process_until(
+            vec![Event::new("b")],
+            Some(Instant::now() + Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+        freer.await.unwrap();
+        assert_eq!((roomy.stats().events, full.stats().events), (1, 1));
+    }
+}

@@ -1,0 +1,451 @@
+//! Builds the running graph — channels, sources with their processors, sink runners — from a
+//! validated [`Pipeline`]. Anything that can still be wrong here (a regex that does not
+//! compile, a bad path template) is reported as a config error at the component's position.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use crate::{
+    channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
+    config::{
+        BalanceOrder, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline, Pos,
+        SelectorConfig, SinkConfig, SinkGroupKind, SourceConfig,
+    },
+    dlq::DeadLetters,
+    interceptor::{self, Interceptor},
+    metrics::{Metrics, SinkMetrics, SourceMetrics},
+    plugin::{NoPlugins, PluginHost},
+    registry::{BuildCx, ChannelCx, Registry},
+    selector::{Multiplexing, Replicating, Selector, multiplexing::Targets},
+    sink::{
+        Sink,
+        group::{Member, Policy, SinkSet},
+        runner::SinkRunner,
+    },
+    source::{ChannelProcessor, Source},
+};
+
+pub struct BuiltSource {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub processor: ChannelProcessor,
+    pub metrics: SourceMetrics,
+    /// Events this source will emit in total, when known (for progress bars).
+    pub expected: Option<u64>,
+}
+
+pub struct BuiltSink {
+    pub name: String,
+    pub metrics: SinkMetrics,
+    pub dead: DeadLetters,
+}
+
+pub struct Topology {
+    pub channels: Vec<(String, Arc<dyn Channel>)>,
+    pub sources: Vec<BuiltSource>,
+    pub runners: Vec<SinkRunner>,
+    /// Runners reading a channel that is some component's DLQ; they drain last.
+    pub dlq_runner: Vec<bool>,
+    pub sinks: Vec<BuiltSink>,
+    /// The plugins the pipeline loaded (for hot swap and the admin server).
+    pub plugins: Arc<dyn PluginHost>,
+}
+
+struct Builder<'a> {
+    p: &'a Pipeline,
+    metrics: &'a Metrics,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    plugins: Box<dyn PluginHost>,
+    /// Plugins that failed to load (reported once, on their definition).
+    failed_plugins: BTreeSet<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, pos: Pos, component: String, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.p.file.clone(),
+            pos,
+            component: Some(component),
+            message: message.into(),
+        });
+    }
+
+    fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.channels.get(name).cloned()
+    }
+
+    /// Where relative paths in the pipeline file (TLS files) start from.
+    fn base_dir(&self) -> PathBuf {
+        self.p
+            .file
+            .parent()
+            .map(|d| d.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The DLQ of a component: its own `dlq`, else the pipeline's — except for a sink that
+    /// reads the pipeline DLQ itself (`reads`), which would loop.
+    fn dead_letters(
+        &self,
+        own: Option<&String>,
+        component: &str,
+        reads: Option<&str>,
+    ) -> DeadLetters {
+        let name = own
+            .or(self.p.settings.dlq.as_ref())
+            .filter(|n| Some(n.as_str()) != reads);
+        DeadLetters::new(
+            name.and_then(|n| self.channel(n)),
+            self.metrics.dlq(),
+            component,
+        )
+    }
+}
+
+/// Builds everything with `registry`'s component types; returns all problems found, each at
+/// its component's position. Durable channels are opened (and their directories created).
+pub fn build(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, registry, Storage::Open)
+}
+
+/// Builds everything as [`build`] does, to find errors, but opens no storage: durable channels
+/// are stood in for by memory channels, so `sluice validate` neither creates directories nor
+/// takes the lock of a running agent's channel.
+pub fn check(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, registry, Storage::Skip)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    Open,
+    Skip,
+}
+
+/// Opens one channel; `Err` is a message for the channel's config error.
+fn open_channel(
+    c: &Named<Arc<dyn crate::registry::ChannelSpec>>,
+    m: crate::metrics::ChannelMetrics,
+    storage: Storage,
+) -> Result<Arc<dyn Channel>, String> {
+    if let (Storage::Skip, Some(path)) = (storage, c.spec.storage_dir()) {
+        if path.exists() && !path.is_dir() {
+            return Err(format!(
+                "`{}` exists and is not a directory",
+                path.display()
+            ));
+        }
+        return Ok(Arc::new(MemoryChannel::new(1, None)));
+    }
+    let cx = ChannelCx {
+        name: &c.name,
+        metrics: &m,
+    };
+    let inner = c.spec.open(&cx)?;
+    Ok(Arc::new(Instrumented::new(inner, m)))
+}
+
+fn build_with(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+    storage: Storage,
+) -> Result<Topology, ConfigErrors> {
+    let plugins = match (&registry.plugins, p.plugins.is_empty()) {
+        (Some(support), false) => (support.new_host)(),
+        _ => Box::new(NoPlugins),
+    };
+    let mut b = Builder {
+        p,
+        metrics,
+        channels: HashMap::new(),
+        plugins,
+        failed_plugins: BTreeSet::new(),
+        errors: Vec::new(),
+    };
+    load_plugins(&mut b);
+    let mut channels = Vec::new();
+    for c in &p.channels {
+        let ch = match open_channel(c, metrics.channel(&c.name), storage) {
+            Ok(ch) => ch,
+            Err(e) => {
+                b.err(c.pos, format!("channels.{}", c.name), e);
+                continue;
+            }
+        };
+        b.channels.insert(c.name.clone(), Arc::clone(&ch));
+        channels.push((c.name.clone(), ch));
+    }
+
+    let mut sources = Vec::new();
+    for s in &p.sources {
+        if let Some(built) = build_source(&mut b, s) {
+            sources.push(built);
+        }
+    }
+
+    let dlq_names: BTreeSet<&str> = p
+        .sinks
+        .iter()
+        .filter_map(|s| s.spec.common.dlq.as_deref())
+        .chain(
+            p.sources
+                .iter()
+                .filter_map(|s| s.spec.common.dlq.as_deref()),
+        )
+        .chain(p.settings.dlq.as_deref())
+        .collect();
+
+    let mut built_sinks: HashMap<&str, (Box<dyn Sink>, SinkMetrics)> = HashMap::new();
+    let mut sinks = Vec::new();
+    for s in &p.sinks {
+        let component = format!("sinks.{}", s.name);
+        let metrics = metrics.sink(&s.name);
+        sinks.push(BuiltSink {
+            name: s.name.clone(),
+            metrics: metrics.clone(),
+            dead: b.dead_letters(
+                s.spec.common.dlq.as_ref(),
+                &s.name,
+                Some(&s.spec.common.channel),
+            ),
+        });
+        match build_sink(&b, &s.name, &s.spec) {
+            Ok(sink) => {
+                built_sinks.insert(&s.name, (sink, metrics));
+            }
+            Err(e) => b.err(s.pos, component, e),
+        }
+    }
+
+    let mut runners = Vec::new();
+    let mut dlq_runner = Vec::new();
+    let mut grouped = BTreeSet::new();
+    for g in &p.sink_groups {
+        let Some(first) = g
+            .spec
+            .sinks
+            .first()
+            .and_then(|n| p.sinks.iter().find(|s| &s.name == n))
+        else {
+            continue;
+        };
+        let mut members = Vec::new();
+        for name in &g.spec.sinks {
+            grouped.insert(name.as_str());
+            let priority = match &g.spec.kind {
+                SinkGroupKind::Failover(f) => f.priorities.get(name).copied().unwrap_or(0),
+                SinkGroupKind::LoadBalance(_) => 0,
+            };
+            if let Some((sink, m)) = built_sinks.remove(name.as_str()) {
+                members.push(Member::new(name, sink, m, priority));
+            }
+        }
+        let set = match &g.spec.kind {
+            SinkGroupKind::Failover(f) => {
+                SinkSet::group(members, Policy::Failover, true, f.max_penalty.0)
+            }
+            SinkGroupKind::LoadBalance(lb) => {
+                let policy = match lb.selector {
+                    BalanceOrder::RoundRobin => Policy::RoundRobin,
+                    BalanceOrder::Random => Policy::Random,
+                };
+                SinkSet::group(members, policy, lb.backoff, lb.max_backoff.0)
+            }
+        };
+        // The group runs with its first sink's channel, batch size, retry policy and DLQ.
+        if let Some(runner) = runner(&b, &g.name, &first.spec, set) {
+            dlq_runner.push(dlq_names.contains(first.spec.common.channel.as_str()));
+            runners.push(runner);
+        }
+    }
+    for s in &p.sinks {
+        if grouped.contains(s.name.as_str()) {
+            continue;
+        }
+        if let Some((sink, m)) = built_sinks.remove(s.name.as_str()) {
+            let set = SinkSet::single(Member::new(&s.name, sink, m, 0));
+            if let Some(runner) = runner(&b, &s.name, &s.spec, set) {
+                dlq_runner.push(dlq_names.contains(s.spec.common.channel.as_str()));
+                runners.push(runner);
+            }
+        }
+    }
+
+    if b.errors.is_empty() {
+        Ok(Topology {
+            channels,
+            sources,
+            runners,
+            dlq_runner,
+            sinks,
+            plugins: Arc::from(b.plugins),
+        })
+    } else {
+        Err(ConfigErrors(b.errors))
+    }
+}
+
+fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Option<SinkRunner> {
+    let channel = b.channel(&spec.common.channel)?;
+    Some(SinkRunner::new(
+        name,
+        channel,
+        set,
+        b.dead_letters(spec.common.dlq.as_ref(), name, Some(&spec.common.channel)),
+        spec.common.batch_size,
+        spec.common.retry.clone(),
+    ))
+}
+
+/// Loads every configured plugin (fetch, compile, link, init), reporting failures at their
+/// position.
+fn load_plugins(b: &mut Builder<'_>) {
+    let dir = b.base_dir();
+    for pc in &b.p.plugins {
+        let m = b.metrics.plugin(&pc.name);
+        if let Err(e) = b.plugins.load(&pc.name, &pc.spec, &dir, m) {
+            b.err(pc.pos, format!("plugins.{}", pc.name), e);
+            b.failed_plugins.insert(pc.name.clone());
+        }
+    }
+}
+
+fn build_cx<'a>(
+    b: &'a Builder<'_>,
+    name: &'a str,
+    batch_size: usize,
+    base: &'a std::path::Path,
+) -> BuildCx<'a> {
+    BuildCx {
+        name,
+        batch_size,
+        base_dir: base,
+        metrics: b.metrics,
+        plugins: b.plugins.as_ref(),
+    }
+}
+
+fn build_sink(b: &Builder<'_>, name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
+    let base = b.base_dir();
+    spec.spec
+        .build(&build_cx(b, name, spec.common.batch_size, &base))
+}
+
+fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSource> {
+    let component = format!("sources.{}", s.name);
+    let c = &s.spec.common;
+
+    let mut interceptors: Vec<Box<dyn Interceptor>> = Vec::new();
+    for i in &c.interceptors {
+        match i {
+            InterceptorRef::Builtin(cfg) => match interceptor::build(cfg) {
+                Ok(i) => interceptors.push(i),
+                Err(e) => b.err(s.pos, component.clone(), e.to_string()),
+            },
+            // A plugin that failed to load was reported on its own definition.
+            InterceptorRef::Plugin(name) if b.failed_plugins.contains(name) => {}
+            InterceptorRef::Plugin(name) => match b.plugins.interceptor(name) {
+                Ok(i) => interceptors.push(i),
+                Err(e) => b.err(s.pos, component.clone(), e),
+            },
+        }
+    }
+
+    // The source's channel list: `channels` first, then any other channel the selector names.
+    let mut names: Vec<String> = c.channels.clone();
+    if let SelectorConfig::Multiplexing {
+        mapping,
+        default,
+        optional,
+        ..
+    } = &c.selector
+    {
+        for n in mapping
+            .values()
+            .chain(optional.values())
+            .flatten()
+            .chain(default)
+        {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let index = |n: &String| names.iter().position(|x| x == n);
+    let selector: Box<dyn Selector> = match &c.selector {
+        SelectorConfig::Replicating { optional } => Box::new(Replicating::new(
+            names.iter().map(|n| optional.contains(n)).collect(),
+        )),
+        SelectorConfig::Multiplexing {
+            header,
+            mapping,
+            default,
+            optional,
+        } => {
+            let resolve = |list: &Vec<String>| list.iter().filter_map(index).collect::<Vec<_>>();
+            let mut targets: HashMap<String, Targets> = HashMap::new();
+            for (value, chans) in mapping {
+                targets.entry(value.clone()).or_default().required = resolve(chans);
+            }
+            for (value, chans) in optional {
+                targets.entry(value.clone()).or_default().optional = resolve(chans);
+            }
+            let default = Targets {
+                required: resolve(default),
+                optional: Vec::new(),
+            };
+            Box::new(Multiplexing::new(header.clone(), targets, default))
+        }
+        SelectorConfig::Wasm { plugin } if b.failed_plugins.contains(plugin) => return None,
+        SelectorConfig::Wasm { plugin } => match b.plugins.selector(plugin, names.clone()) {
+            Ok(sel) => sel,
+            Err(e) => {
+                b.err(s.pos, component.clone(), e);
+                return None;
+            }
+        },
+    };
+    let channels: Vec<(String, Arc<dyn Channel>)> = names
+        .iter()
+        .filter_map(|n| Some((n.clone(), b.channel(n)?)))
+        .collect();
+    if channels.len() != names.len() {
+        return None; // dangling names were reported by validation
+    }
+
+    let metrics = b.metrics.source(&s.name);
+    let dead = b.dead_letters(c.dlq.as_ref(), &s.name, None);
+    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
+    let base = b.base_dir();
+    let source = match s
+        .spec
+        .spec
+        .build(&build_cx(b, &s.name, c.batch_size, &base))
+    {
+        Ok(source) => source,
+        Err(e) => {
+            b.err(s.pos, component, e);
+            return None;
+        }
+    };
+    let expected = s.spec.spec.expected_events();
+    Some(BuiltSource {
+        name: s.name.clone(),
+        source,
+        processor,
+        metrics,
+        expected,
+    })
+}

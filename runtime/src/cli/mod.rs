@@ -1,0 +1,259 @@
+//! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`,
+//! `sluice channel inspect|fsck|purge <dir>` on a durable channel's directory, and
+//! `sluice plugin push|pull|inspect|new|test` ([`plugin`]). The `channel` and `plugin`
+//! commands exist when the build has the `rocksdb` and `wasm` features.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage (clap), 78 invalid configuration
+//! (EX_CONFIG from sysexits.h), so scripts can tell a typo from an outage.
+
+#[cfg(feature = "rocksdb")]
+mod channel;
+#[cfg(feature = "wasm")]
+pub mod plugin;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use sluice_core::{config, metrics::Metrics, topology};
+
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Streaming pipeline runtime: sources → transactional channels → sinks",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+
+    /// Log level or tracing filter (e.g. `debug`, `sluice=trace`); RUST_LOG takes precedence.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Pipeline file to run.
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+
+    /// Wasm plugin to load: `path.wasm` (named by its file stem), `name=path.wasm`, or an
+    /// `oci://registry/repo:tag` (named by the repository's last part, or `name=oci://…`);
+    /// overrides a plugin of the same name in the pipeline file. Repeatable.
+    #[arg(long = "plugin", value_name = "PLUGIN")]
+    plugins: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a pipeline file and report every problem, without starting anything.
+    Validate {
+        /// Pipeline file to check.
+        pipeline: PathBuf,
+    },
+    /// Look into a durable (rocksdb or spillable) channel's directory.
+    #[cfg(feature = "rocksdb")]
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
+    /// Write, test, inspect and distribute Wasm plugins (OCI registries).
+    #[cfg(feature = "wasm")]
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// `--version`: the version and the optional features compiled in (built once per process,
+/// hence leaked: clap wants a `'static` string).
+fn version() -> &'static str {
+    let features = crate::features();
+    let text = format!(
+        "{} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        if features.is_empty() {
+            "none".to_owned()
+        } else {
+            features.join(", ")
+        }
+    );
+    Box::leak(text.into_boxed_str())
+}
+
+pub fn main() -> ExitCode {
+    let matches = Cli::command().version(version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging(&cli.log_level);
+    match cli.command {
+        Some(Command::Validate { pipeline }) => validate(&pipeline),
+        #[cfg(feature = "rocksdb")]
+        Some(Command::Channel(cmd)) => channel::run(cmd),
+        #[cfg(feature = "wasm")]
+        Some(Command::Plugin(cmd)) => plugin::run(cmd),
+        None => match cli.run.pipeline {
+            Some(p) => run(&p, &cli.run.plugins),
+            None => {
+                eprintln!("error: --pipeline <FILE> is required (see `sluice --help`)");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_logging(level: &str) {
+    // lapin logs every broker-closed channel (e.g. a 404 while an exchange is missing) at
+    // error level on its own; the RabbitMQ connectors log those outcomes once, with context.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},lapin=off")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(
+    path: &std::path::Path,
+    plugins: &[(String, PathBuf)],
+) -> Result<config::Pipeline, ExitCode> {
+    config::load_file_with_plugins(path, plugins, crate::registry()).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let p = match load(path, &[]) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    // Building catches what only construction can (regexes, templates); nothing is started.
+    let metrics = Metrics::new();
+    match topology::check(&p, &metrics, crate::registry()) {
+        Ok(_) => {
+            println!(
+                "{}: ok ({} sources, {} channels, {} sinks, {} sink groups)",
+                path.display(),
+                p.sources.len(),
+                p.channels.len(),
+                p.sinks.len(),
+                p.sink_groups.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Parses `--plugin path.wasm` (named by its file stem) and `--plugin name=path.wasm`.
+/// Paths on the command line are relative to the working directory; an `oci://` reference
+/// is kept as it is (named by its repository's last part).
+fn plugin_flags(flags: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    flags
+        .iter()
+        .map(|flag| {
+            #[cfg(feature = "wasm")]
+            if let Some(named) = oci_flag(flag)? {
+                return Ok(named);
+            }
+            let (name, path) = match flag.split_once('=') {
+                Some((n, p)) if !n.is_empty() => (n.to_owned(), PathBuf::from(p)),
+                _ => {
+                    let path = PathBuf::from(flag);
+                    let stem = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .filter(|s| !s.is_empty());
+                    let name = stem.ok_or_else(|| {
+                        format!("--plugin {flag}: cannot name a plugin from this path")
+                    })?;
+                    (name.to_owned(), path)
+                }
+            };
+            let path = std::env::current_dir()
+                .map(|d| d.join(&path))
+                .unwrap_or(path);
+            Ok((name, path))
+        })
+        .collect()
+}
+
+/// `--plugin oci://…` (named by the repository's last part) or `--plugin name=oci://…`.
+#[cfg(feature = "wasm")]
+fn oci_flag(flag: &str) -> Result<Option<(String, PathBuf)>, String> {
+    use sluice_wasm::oci;
+    if flag.starts_with(oci::SCHEME) {
+        let r = oci::OciRef::parse(flag).map_err(|e| format!("--plugin {flag}: {e}"))?;
+        let name = r.repository.rsplit('/').next().unwrap_or_default();
+        return Ok(Some((name.to_owned(), PathBuf::from(flag))));
+    }
+    if let Some((n, r)) = flag
+        .split_once('=')
+        .filter(|(n, r)| !n.is_empty() && r.starts_with(oci::SCHEME))
+    {
+        oci::OciRef::parse(r).map_err(|e| format!("--plugin {flag}: {e}"))?;
+        return Ok(Some((n.to_owned(), PathBuf::from(r))));
+    }
+    Ok(None)
+}
+
+fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
+    let extra = match plugin_flags(plugins) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let p = match load(path, &extra) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match rt.block_on(crate::app::run(p)) {
+        Ok(report) => {
+            eprint!("{}", report.render());
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

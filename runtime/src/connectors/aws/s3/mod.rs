@@ -1,0 +1,29 @@
+//! S3: a sink writing objects named deterministically from the channel position, rolled by
+//! size, count or time. Behind the `aws-s3` feature.
+
+pub mod config;
+pub mod sink;
+
+use std::sync::Arc;
+
+use sluice_core::{
+    event::codec::CodecName,
+    registry::{BuildCx, ReadCx, SinkSpec},
+    sink::Sink,
+};
+
+use self::config::S3SinkConfig;
+
+/// `type: s3` sinks.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
+    cx.codec_field("format", CodecName::NAMES);
+    super::read_with_connection(cx, |c: &mut S3SinkConfig| &mut c.aws)
+        .map(|c| Arc::new(c) as Arc<dyn SinkSpec>)
+}
+
+impl SinkSpec for S3SinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        let codec = cx.codec(&self.format)?;
+        Ok(Box::new(sink::S3Sink::new(cx.name, self, codec)?))
+    }
+}

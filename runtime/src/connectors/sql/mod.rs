@@ -1,0 +1,26 @@
+//! SQL databases (through sqlx): a sink that inserts or upserts one row per event in one
+//! transaction per batch. PostgreSQL behind the `sql-postgres` feature, MySQL/MariaDB behind
+//! `sql-mysql`.
+
+pub mod config;
+pub mod sink;
+
+use std::sync::Arc;
+
+use sluice_core::{
+    registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
+    sink::Sink,
+};
+
+use self::config::SqlSinkConfig;
+
+/// `type: sql` sinks.
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
+    plain_sink::<SqlSinkConfig>(cx)
+}
+
+impl SinkSpec for SqlSinkConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        Ok(Box::new(sink::SqlSink::new(cx.name, self)?))
+    }
+}

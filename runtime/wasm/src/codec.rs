@@ -1,0 +1,98 @@
+//! A Wasm `serde` plugin used as a codec: payloads into events (sources), events into
+//! payloads (sinks). A failed call re-creates the instance and is reported as an error for
+//! that payload or batch only.
+
+use std::sync::Arc;
+
+use super::{
+    bindings::{from_typed, to_typed, types as typed},
+    slot::{Bound, Live, PluginSlot},
+};
+use sluice_core::event::{Event, codec::Codec};
+
+pub struct WasmCodec {
+    slot: Arc<PluginSlot>,
+    live: Option<Live>,
+}
+
+impl WasmCodec {
+    pub fn new(slot: Arc<PluginSlot>) -> Result<Self, super::PluginError> {
+        let live = slot.instantiate(&[])?;
+        Ok(WasmCodec {
+            slot,
+            live: Some(live),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    fn live(&mut self) -> Result<&mut Live, String> {
+        let v = self.slot.version();
+        if self.live.as_ref().is_none_or(|l| l.version != v) {
+            self.live = Some(self.slot.instantiate(&[]).map_err(|e| e.to_string())?);
+        }
+        self.live
+            .as_mut()
+            .ok_or_else(|| "plugin instance missing".to_owned())
+    }
+}
+
+impl Codec for WasmCodec {
+    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Event>, String> {
+        self.decode_with_type(payload, "text/plain")
+    }
+
+    /// Decodes one payload; the error is the reason to dead-letter it.
+    fn decode_with_type(
+        &mut self,
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<Vec<Event>, String> {
+        let slot = Arc::clone(&self.slot);
+        let live = self.live()?;
+        let r = slot.call(live, |store, bound| match bound {
+            Bound::Serde(b) => b.call_decode(store, payload, content_type),
+            _ => Err(wasmtime::Error::msg("not a serde plugin")),
+        });
+        match r {
+            Ok(Ok(events)) => {
+                slot.record_success();
+                Ok(events.into_iter().map(from_typed).collect())
+            }
+            Ok(Err(reason)) => Err(format!("codec `{}`: {reason}", slot.name)),
+            Err(f) => {
+                self.live = None;
+                Err(format!("codec `{}` failed: {f}", slot.name))
+            }
+        }
+    }
+
+    /// Encodes a batch into one payload, appended to `out`.
+    fn encode(&mut self, events: &[Event], out: &mut Vec<u8>) -> Result<(), String> {
+        let slot = Arc::clone(&self.slot);
+        let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
+        let live = self.live()?;
+        let r = slot.call(live, |store, bound| match bound {
+            Bound::Serde(b) => b.call_encode(store, &input),
+            _ => Err(wasmtime::Error::msg("not a serde plugin")),
+        });
+        match r {
+            Ok(Ok(bytes)) => {
+                slot.record_success();
+                if out.is_empty() {
+                    *out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                Ok(())
+            }
+            Ok(Err(reason)) => Err(format!("codec `{}`: {reason}", slot.name)),
+            Err(f) => {
+                self.live = None;
+                Err(format!("codec `{}` failed: {f}", slot.name))
+            }
+        }
+    }
+}

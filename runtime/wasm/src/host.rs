@@ -1,0 +1,152 @@
+//! The engine's view of this crate: [`WasmHost`] implements `sluice_core`'s `PluginHost`, so
+//! the topology asks it for interceptors, codecs and selectors by plugin name, and the admin
+//! server asks it to list and reload plugins.
+
+use std::{path::Path, sync::Arc};
+
+use async_trait::async_trait;
+use sluice_core::{
+    config::PluginConfig,
+    event::codec::Codec,
+    interceptor::Interceptor,
+    metrics::PluginMetrics,
+    plugin::{PluginHost, PluginSupport, ReloadOutcome},
+    selector::Selector,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    World,
+    codec::WasmCodec,
+    interceptor::WasmInterceptor,
+    oci,
+    selector::WasmSelector,
+    slot::{PluginSlot, PluginSource, Reloaded},
+    watch::{self, Registry},
+};
+
+/// What the agent's registry carries to use this host.
+pub fn support() -> PluginSupport {
+    PluginSupport {
+        new_host: || Box::new(WasmHost::default()),
+        check_path,
+    }
+}
+
+/// Checks an `oci://` reference's syntax when the pipeline is read (a file path is checked
+/// when it is loaded).
+fn check_path(path: &Path) -> Result<(), String> {
+    match oci::path_ref(path) {
+        Some(r) => oci::OciRef::parse(r).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// The Wasm plugins of one agent.
+#[derive(Default)]
+pub struct WasmHost {
+    pub registry: Registry,
+}
+
+impl WasmHost {
+    /// The plugin `name` if it implements a world accepted by `ok`.
+    fn slot(
+        &self,
+        name: &str,
+        role: &str,
+        ok: fn(World) -> bool,
+    ) -> Result<Arc<PluginSlot>, String> {
+        let slot = self
+            .registry
+            .get(name)
+            .ok_or_else(|| format!("no plugin named `{name}`"))?;
+        let world = slot.world();
+        if ok(world) {
+            Ok(Arc::clone(slot))
+        } else {
+            Err(format!(
+                "plugin `{name}` is a `{}` component; {role} needs another kind",
+                world.name()
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl PluginHost for WasmHost {
+    fn load(
+        &mut self,
+        name: &str,
+        spec: &PluginConfig,
+        base_dir: &Path,
+        metrics: PluginMetrics,
+    ) -> Result<(), String> {
+        let source = match oci::path_ref(&spec.path) {
+            Some(r) => PluginSource::Oci(oci::OciRef::parse(r)?),
+            None if spec.path.is_absolute() => PluginSource::File(spec.path.clone()),
+            None => PluginSource::File(base_dir.join(&spec.path)),
+        };
+        let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
+        let memory = spec
+            .limits
+            .memory
+            .map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
+        let deadline = spec.limits.deadline.map(|d| d.0);
+        let slot = PluginSlot::load_from(
+            name,
+            source,
+            &config,
+            (memory, deadline),
+            spec.refresh.map(|d| d.0),
+            metrics,
+        )
+        .map_err(|e| e.to_string())?;
+        self.registry.slots.insert(name.to_owned(), slot);
+        Ok(())
+    }
+
+    fn interceptor(&self, name: &str) -> Result<Box<dyn Interceptor>, String> {
+        let slot = self.slot(name, "an interceptor chain", World::is_interceptor)?;
+        Ok(Box::new(
+            WasmInterceptor::new(slot).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    fn codec(&self, name: &str) -> Result<Box<dyn Codec>, String> {
+        let slot = self.slot(name, "a codec", |w| w == World::Serde)?;
+        Ok(Box::new(WasmCodec::new(slot).map_err(|e| e.to_string())?))
+    }
+
+    fn selector(&self, name: &str, channels: Vec<String>) -> Result<Box<dyn Selector>, String> {
+        let slot = self.slot(name, "a selector", |w| w == World::Selector)?;
+        Ok(Box::new(
+            WasmSelector::new(slot, channels).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    fn watch(&self, stop: CancellationToken) {
+        watch::spawn(self.registry.clone(), stop);
+    }
+
+    fn describe(&self) -> Vec<serde_json::Value> {
+        self.registry.slots.values().map(|p| p.describe()).collect()
+    }
+
+    fn unhealthy(&self) -> Vec<String> {
+        self.registry
+            .slots
+            .iter()
+            .filter(|(_, p)| !p.healthy())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    async fn reload(&self, name: &str) -> ReloadOutcome {
+        match self.registry.reload(name).await {
+            None => ReloadOutcome::NotFound,
+            Some(Ok(Reloaded::Unchanged)) => ReloadOutcome::Unchanged,
+            Some(Ok(Reloaded::Swapped { from, to })) => ReloadOutcome::Swapped { from, to },
+            Some(Err(e)) => ReloadOutcome::Refused(e.to_string()),
+        }
+    }
+}

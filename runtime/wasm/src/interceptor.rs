@@ -1,0 +1,231 @@
+//! A Wasm plugin in a source's interceptor chain.
+//!
+//! Each chain owns its instance. Before each batch it checks the slot's version and
+//! re-instantiates after a swap, so a batch is always handled by exactly one version. When a
+//! call fails (trap, deadline, memory limit, malformed answer), the instance is dropped and
+//! the batch is bisected: halves that succeed continue, and the event(s) that fail on their
+//! own go to the DLQ with the failure, plugin name and digest.
+
+use std::sync::Arc;
+
+use super::{
+    CallFailure,
+    bindings::{from_typed, to_typed, types as typed},
+    packed,
+    slot::{Bound, Live, PluginSlot},
+};
+use sluice_core::{
+    dlq::DeadLetter,
+    event::Event,
+    interceptor::{InterceptError, Interceptor},
+};
+
+pub struct WasmInterceptor {
+    slot: Arc<PluginSlot>,
+    live: Option<Live>,
+    buf: Vec<u8>,
+}
+
+impl WasmInterceptor {
+    pub fn new(slot: Arc<PluginSlot>) -> Result<Self, super::PluginError> {
+        let live = slot.instantiate(&[])?;
+        Ok(WasmInterceptor {
+            slot,
+            live: Some(live),
+            buf: Vec::new(),
+        })
+    }
+
+    /// The live instance of the current version (re-created after a swap or a failure).
+    fn live(&mut self) -> Result<&mut Live, InterceptError> {
+        let current = self.slot.version();
+        if self.live.as_ref().is_none_or(|l| l.version != current) {
+            match self.slot.instantiate(&[]) {
+                Ok(l) => self.live = Some(l),
+                Err(e) => {
+                    self.live = None;
+                    return Err(InterceptError::Retry(format!(
+                        "plugin `{}` cannot start: {e}",
+                        self.slot.name
+                    )));
+                }
+            }
+        }
+        self.live
+            .as_mut()
+            .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))
+    }
+
+    /// One call over `events`; on failure the instance is discarded and the events handed
+    /// back with the failure and the digest of the version that failed.
+    #[allow(clippy::type_complexity)]
+    fn call(
+        &mut self,
+        events: Vec<Event>,
+        rejected: &mut Vec<DeadLetter>,
+    ) -> Result<Result<packed::Applied, (Vec<Event>, CallFailure, String)>, InterceptError> {
+        let slot = Arc::clone(&self.slot);
+        let live = self.live()?;
+        let digest = live.digest.clone();
+        let outcome = match live.bound {
+            Bound::Packed(_) => {
+                packed::encode_batch(&events, &mut self.buf);
+                let buf = &self.buf;
+                let live = self
+                    .live
+                    .as_mut()
+                    .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))?;
+                let answer = slot
+                    .call(live, |store, bound| match bound {
+                        Bound::Packed(b) => b.call_intercept_packed(store, buf),
+                        _ => unreachable_world(),
+                    })
+                    .and_then(|r| {
+                        r.map_err(|message| {
+                            let f = CallFailure {
+                                kind: "error",
+                                message,
+                            };
+                            slot.record_failure(&f);
+                            f
+                        })
+                    });
+                match answer {
+                    Ok(out) => packed::apply(events, out, rejected).map_err(|(events, f)| {
+                        slot.record_failure(&f);
+                        (events, f)
+                    }),
+                    Err(f) => Err((events, f)),
+                }
+            }
+            Bound::Typed(_) => {
+                let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
+                let answer = slot.call(live, |store, bound| match bound {
+                    Bound::Typed(b) => b.call_intercept(store, &input),
+                    _ => unreachable_world(),
+                });
+                match answer.and_then(|v| {
+                    apply_typed(&events, v, rejected).inspect_err(|f| slot.record_failure(f))
+                }) {
+                    Ok(applied) => Ok(applied),
+                    Err(f) => Err((events, f)),
+                }
+            }
+            Bound::Serde(_) | Bound::Selector(_) => {
+                return Err(InterceptError::Retry(format!(
+                    "plugin `{}` is not an interceptor",
+                    slot.name
+                )));
+            }
+        };
+        Ok(match outcome {
+            Ok(applied) => {
+                slot.record_success();
+                Ok(applied)
+            }
+            Err((events, failure)) => {
+                self.live = None;
+                Err((events, failure, digest))
+            }
+        })
+    }
+
+    /// Runs `events`, bisecting on failure; appends survivors to `out` in order.
+    fn run(
+        &mut self,
+        events: Vec<Event>,
+        out: &mut Vec<Event>,
+        rejected: &mut Vec<DeadLetter>,
+        failures_left: &mut u32,
+    ) -> Result<(), InterceptError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self.call(events, rejected)? {
+            Ok(applied) => {
+                if let Some(reason) = applied.retry {
+                    return Err(InterceptError::Retry(format!(
+                        "plugin `{}`: {reason}",
+                        self.slot.name
+                    )));
+                }
+                out.extend(applied.kept);
+                Ok(())
+            }
+            Err((mut events, failure, digest)) => {
+                if events.len() == 1 || *failures_left == 0 {
+                    let why = if *failures_left == 0 {
+                        " (failure budget for this batch spent)"
+                    } else {
+                        ""
+                    };
+                    let reason = format!(
+                        "plugin `{}` ({digest}) failed: {failure}{why}",
+                        self.slot.name
+                    );
+                    rejected.extend(events.into_iter().map(|event| DeadLetter {
+                        event,
+                        reason: reason.clone(),
+                    }));
+                    return Ok(());
+                }
+                *failures_left -= 1;
+                let second = events.split_off(events.len() / 2);
+                self.run(events, out, rejected, failures_left)?;
+                self.run(second, out, rejected, failures_left)
+            }
+        }
+    }
+}
+
+fn unreachable_world<T>() -> wasmtime::Result<T> {
+    Err(wasmtime::Error::msg("instance bound to another world"))
+}
+
+impl Interceptor for WasmInterceptor {
+    fn intercept(
+        &mut self,
+        batch: &mut Vec<Event>,
+        rejected: &mut Vec<DeadLetter>,
+    ) -> Result<(), InterceptError> {
+        let events = std::mem::take(batch);
+        // Bisection finds k poison events in about 2·k·log2(n) calls; past this budget the
+        // rest of a hopeless batch is dead-lettered instead of paying a deadline per call.
+        let mut failures_left = 2 * (usize::BITS - events.len().leading_zeros()) + 8;
+        let mut out = Vec::with_capacity(events.len());
+        self.run(events, &mut out, rejected, &mut failures_left)?;
+        *batch = out;
+        Ok(())
+    }
+}
+
+fn apply_typed(
+    inputs: &[Event],
+    verdicts: Vec<typed::Verdict>,
+    rejected: &mut Vec<DeadLetter>,
+) -> Result<packed::Applied, CallFailure> {
+    if verdicts.len() != inputs.len() {
+        return Err(CallFailure::bad_output(format!(
+            "{} verdicts for {} events",
+            verdicts.len(),
+            inputs.len()
+        )));
+    }
+    let mut kept = Vec::with_capacity(inputs.len());
+    let mut retry = None;
+    for (input, v) in inputs.iter().zip(verdicts) {
+        match v {
+            typed::Verdict::Keep(e) => kept.push(from_typed(e)),
+            typed::Verdict::Split(es) => kept.extend(es.into_iter().map(from_typed)),
+            typed::Verdict::Drop => {}
+            typed::Verdict::Reject(reason) => rejected.push(DeadLetter {
+                event: input.clone(),
+                reason,
+            }),
+            typed::Verdict::Retry(reason) => {
+                retry.get_or_insert(reason);
+            }
+        }
+    }
+    Ok(packed::Applied { kept, retry })
+}

@@ -1,0 +1,517 @@
+//! One configured plugin: its current version, live instances, calls, health and hot swap.
+//!
+//! A reload compiles, links and `init`s the new version off the hot path; only when all of
+//! that worked is it published (a version bump), and users switch between batches. A version
+//! that fails any step is refused and the old one keeps running. A plugin comes from a file or
+//! from an OCI registry ([`PluginSource`]); a reload re-reads the file or re-resolves the tag first.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use wasmtime::{
+    Store,
+    component::{Component, InstancePre, Linker},
+};
+
+use super::{
+    CallFailure, PluginError, PluginMetrics, World,
+    bindings::{interceptor, packed, selector, serde},
+    engine::{EPOCH_TICK, PluginEngine},
+    oci::{self, OciRef},
+    sandbox::{self, StoreState},
+};
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    File(PathBuf),
+    /// `oci://…`: a tag is re-resolved on every reload, a digest is fixed.
+    Oci(OciRef),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Oci(r) => write!(f, "{}{r}", oci::SCHEME),
+        }
+    }
+}
+
+/// Consecutive failed calls after which a plugin is reported unhealthy.
+pub const UNHEALTHY_AFTER: u64 = 5;
+
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+/// Budget for instantiation plus `init`: off the hot path, and interpreters compiled to Wasm
+/// (componentize-py) start slowly, so it is larger than a call's; a runaway `init` still ends.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A compiled, linked version of a plugin.
+pub struct Loaded {
+    pub digest: String,
+    pub world: World,
+    pre: InstancePre<StoreState>,
+}
+
+/// World-specific bindings of a live instance.
+pub enum Bound {
+    Typed(interceptor::Interceptor),
+    Packed(packed::PackedInterceptor),
+    Serde(serde::Serde),
+    Selector(selector::Selector),
+}
+
+/// An instance owned by one user (a source's chain, a codec, a selector).
+pub struct Live {
+    pub store: Store<StoreState>,
+    pub bound: Bound,
+    pub version: u64,
+    pub digest: String,
+}
+
+/// Counters shown by `GET /plugins`.
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    consecutive_failures: AtomicU64,
+    swaps: AtomicU64,
+    swap_failures: AtomicU64,
+}
+
+pub struct PluginSlot {
+    pub name: Arc<str>,
+    /// The file loaded (for an OCI plugin, the component in the cache at start).
+    pub path: PathBuf,
+    pub source: PluginSource,
+    /// How often an OCI tag is re-resolved (a new digest is swapped in).
+    pub refresh: Option<Duration>,
+    /// The manifest digest an OCI plugin's current version came from.
+    manifest_digest: Mutex<Option<String>>,
+    config_json: String,
+    memory_limit: usize,
+    deadline_ticks: u64,
+    engine: Arc<PluginEngine>,
+    linker: Arc<Linker<StoreState>>,
+    current: RwLock<Arc<Loaded>>,
+    version: AtomicU64,
+    pub metrics: PluginMetrics,
+    stats: Stats,
+    unhealthy: AtomicBool,
+    /// Channel names a selector's `init` receives (kept to validate swapped versions).
+    selector_channels: Mutex<Vec<String>>,
+    /// Serialises reloads of this slot.
+    reloading: Mutex<()>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    Swapped { from: String, to: String },
+    Unchanged,
+}
+
+impl PluginSlot {
+    /// Loads the plugin at `path`, checking that it compiles, links and `init`s.
+    pub fn load(
+        name: &str,
+        path: PathBuf,
+        config: &serde_json::Value,
+        memory_limit: Option<usize>,
+        deadline: Option<Duration>,
+        metrics: PluginMetrics,
+    ) -> Result<Arc<PluginSlot>, PluginError> {
+        let limits = (memory_limit, deadline);
+        Self::load_from(
+            name,
+            PluginSource::File(path),
+            config,
+            limits,
+            None,
+            metrics,
+        )
+    }
+
+    /// Loads the plugin from `source` (an OCI reference is fetched first, or taken from the
+    /// cache), checking that it compiles, links and `init`s. `limits` is (memory, deadline).
+    pub fn load_from(
+        name: &str,
+        source: PluginSource,
+        config: &serde_json::Value,
+        (memory_limit, deadline): (Option<usize>, Option<Duration>),
+        refresh: Option<Duration>,
+        metrics: PluginMetrics,
+    ) -> Result<Arc<PluginSlot>, PluginError> {
+        let engine = PluginEngine::shared()?;
+        let linker = Arc::new(sandbox::linker(&engine.engine)?);
+        let memory_limit = memory_limit
+            .unwrap_or(DEFAULT_MEMORY)
+            .min(super::engine::MAX_MEMORY);
+        let deadline = deadline.unwrap_or(DEFAULT_DEADLINE);
+        let deadline_ticks = (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+        let (path, fetched) = locate(name, &source, true)?;
+        let bytes = read(&path)?;
+        let loaded = prepare(&engine, &linker, &bytes)?;
+        let slot = PluginSlot {
+            name: name.into(),
+            path,
+            source,
+            refresh,
+            manifest_digest: Mutex::new(fetched.map(|f| f.manifest_digest)),
+            config_json,
+            memory_limit,
+            deadline_ticks,
+            engine,
+            linker,
+            current: RwLock::new(Arc::new(loaded)),
+            version: AtomicU64::new(1),
+            metrics,
+            stats: Stats::default(),
+            unhealthy: AtomicBool::new(false),
+            selector_channels: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
+            last_error: Mutex::new(None),
+        };
+        // A selector is validated by its users (they know the channel list).
+        if slot.world() != World::Selector {
+            let current = slot.current();
+            slot.instantiate_version(&current, 1, &[])?;
+        }
+        slot.metrics.healthy.set(1);
+        Ok(Arc::new(slot))
+    }
+
+    pub fn world(&self) -> World {
+        self.current().world
+    }
+
+    pub fn current(&self) -> Arc<Loaded> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// A new instance of the current version, `init`ed and ready.
+    pub fn instantiate(&self, selector_channels: &[String]) -> Result<Live, PluginError> {
+        if self.world() == World::Selector {
+            let mut known = self
+                .selector_channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.is_empty() {
+                *known = selector_channels.to_vec();
+            }
+        }
+        // Read the version before the code: a swap in between is then seen at the next batch.
+        let version = self.version();
+        let loaded = self.current();
+        self.instantiate_version(&loaded, version, selector_channels)
+    }
+
+    fn instantiate_version(
+        &self,
+        loaded: &Loaded,
+        version: u64,
+        channels: &[String],
+    ) -> Result<Live, PluginError> {
+        outside_async(|| self.instantiate_now(loaded, version, channels))
+    }
+
+    fn instantiate_now(
+        &self,
+        loaded: &Loaded,
+        version: u64,
+        channels: &[String],
+    ) -> Result<Live, PluginError> {
+        let mut store = Store::new(
+            &self.engine.engine,
+            StoreState::new(&self.name, self.memory_limit, self.metrics.clone()),
+        );
+        store.limiter(|s| &mut s.limits);
+        let init_ticks = (INIT_DEADLINE.as_micros() / EPOCH_TICK.as_micros()) as u64;
+        store.set_epoch_deadline(self.deadline_ticks.max(init_ticks));
+        let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
+        // Instantiate through the world's bindings, then call its `init` with `args`.
+        macro_rules! bind {
+            ($pre:ty, $variant:ident, $($arg:expr),*) => {{
+                let b = <$pre>::new(loaded.pre.clone()).map_err(fail)?.instantiate(&mut store).map_err(fail)?;
+                let init = b.call_init(&mut store, $($arg),*).map_err(fail)?.map(|_| ());
+                (Bound::$variant(b), init)
+            }};
+        }
+        let config = self.config_json.as_str();
+        let (bound, init) = match loaded.world {
+            World::Interceptor => bind!(interceptor::InterceptorPre<StoreState>, Typed, config),
+            World::PackedInterceptor => {
+                bind!(packed::PackedInterceptorPre<StoreState>, Packed, config)
+            }
+            World::Serde => bind!(serde::SerdePre<StoreState>, Serde, config),
+            World::Selector => bind!(
+                selector::SelectorPre<StoreState>,
+                Selector,
+                channels,
+                config
+            ),
+        };
+        init.map_err(PluginError::Init)?;
+        Ok(Live {
+            store,
+            bound,
+            version,
+            digest: loaded.digest.clone(),
+        })
+    }
+
+    /// Runs one call on `live` under the deadline, recording metrics and health.
+    pub fn call<R: Send>(
+        &self,
+        live: &mut Live,
+        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
+    ) -> Result<R, CallFailure> {
+        live.store.set_epoch_deadline(self.deadline_ticks);
+        let started = Instant::now();
+        let result = outside_async(|| f(&mut live.store, &live.bound));
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.metrics.calls(&live.digest).inc();
+        result.map_err(|e| {
+            let failure = CallFailure::from_wasmtime(&e);
+            self.record_failure(&failure);
+            failure
+        })
+    }
+
+    /// A call that returned but whose answer was unusable (wrong count, bad indices).
+    pub fn record_failure(&self, failure: &CallFailure) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.trap(failure.kind);
+        let n = self
+            .stats
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n >= UNHEALTHY_AFTER && !self.unhealthy.swap(true, Ordering::Relaxed) {
+            self.metrics.healthy.set(0);
+            tracing::error!(plugin = &*self.name, failures = n, last = %failure, "plugin marked unhealthy");
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure.to_string());
+    }
+
+    pub fn record_success(&self) {
+        if self.stats.consecutive_failures.swap(0, Ordering::Relaxed) > 0
+            && self.unhealthy.swap(false, Ordering::Relaxed)
+        {
+            self.metrics.healthy.set(1);
+            tracing::info!(plugin = &*self.name, "plugin healthy again");
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the file; if it changed, prepares and publishes the new version.
+    pub fn reload(&self) -> Result<Reloaded, PluginError> {
+        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.try_reload();
+        match &result {
+            Ok(Reloaded::Swapped { from, to }) => {
+                self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                self.metrics.swaps.inc();
+                tracing::info!(plugin = &*self.name, %from, %to, "plugin swapped");
+            }
+            Ok(Reloaded::Unchanged) => {}
+            Err(e) => {
+                self.stats.swap_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.swap_failures.inc();
+                tracing::error!(plugin = &*self.name, error = %e, "new plugin version refused; the old one keeps running");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, PluginError> {
+        let (path, fetched) = locate(&self.name, &self.source, false)?;
+        let bytes = read(&path)?;
+        let old = self.current();
+        let loaded = prepare(&self.engine, &self.linker, &bytes)?;
+        if loaded.digest == old.digest {
+            // Same component (perhaps re-pushed with other annotations): nothing to swap.
+            if let Some(f) = fetched {
+                *self
+                    .manifest_digest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(f.manifest_digest);
+            }
+            return Ok(Reloaded::Unchanged);
+        }
+        let same_role = loaded.world == old.world
+            || (loaded.world.is_interceptor() && old.world.is_interceptor());
+        if !same_role {
+            return Err(PluginError::WrongWorld {
+                found: loaded.world.name(),
+                expected: format!("a `{}`", old.world.name()),
+            });
+        }
+        // Prove the new version initialises before anyone depends on it.
+        let channels = self
+            .selector_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.instantiate_version(&loaded, 0, &channels)?;
+        let to = loaded.digest.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        if let Some(f) = fetched {
+            *self
+                .manifest_digest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(f.manifest_digest);
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(Reloaded::Swapped {
+            from: old.digest.clone(),
+            to,
+        })
+    }
+
+    /// A JSON summary for `GET /plugins`.
+    pub fn describe(&self) -> serde_json::Value {
+        let c = self.current();
+        serde_json::json!({
+            "name": &*self.name,
+            "path": self.source.to_string(),
+            "manifest_digest": self.manifest_digest.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "world": c.world.name(),
+            "digest": c.digest,
+            "version": self.version(),
+            "healthy": self.healthy(),
+            "calls": self.stats.calls.load(Ordering::Relaxed),
+            "errors": self.stats.failures.load(Ordering::Relaxed),
+            "swaps": self.stats.swaps.load(Ordering::Relaxed),
+            "swap_failures": self.stats.swap_failures.load(Ordering::Relaxed),
+            "last_error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
+}
+
+/// Runs a plugin call where WASI may block: wasmtime-wasi's synchronous bindings (a guest's
+/// `println!`, for instance) drive futures with `block_on`, which must not happen on a thread
+/// that is running async tasks. On a multi-threaded runtime the worker steps out with
+/// `block_in_place`; on a current-thread runtime the call runs on a scoped thread.
+fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => f(),
+    }
+}
+
+/// The local file holding `source`'s component: the file itself, or the verified component
+/// fetched into the OCI cache. With `offline_ok`, an unreachable registry falls back to what a
+/// tag last resolved to (starting an agent); without, it is an error (a reload keeps the
+/// running version and says why).
+#[cfg(feature = "oci")]
+fn locate(
+    name: &str,
+    source: &PluginSource,
+    offline_ok: bool,
+) -> Result<(PathBuf, Option<oci::Fetched>), PluginError> {
+    let r = match source {
+        PluginSource::File(p) => return Ok((p.clone(), None)),
+        PluginSource::Oci(r) => r,
+    };
+    let fail = |error: String| PluginError::Fetch {
+        reference: format!("{}{r}", oci::SCHEME),
+        error,
+    };
+    let cache = oci::cache::Cache::open_default().map_err(fail)?;
+    let opts = oci::Options::default();
+    let fetched = oci::block_on(oci::client::fetch(r, &cache, &opts, offline_ok)).map_err(fail)?;
+    tracing::debug!(plugin = name, reference = %r, manifest = %fetched.manifest_digest, offline = fetched.offline, "OCI plugin located");
+    Ok((fetched.path.clone(), Some(fetched)))
+}
+
+/// Without the `oci` feature only files can be located.
+#[cfg(not(feature = "oci"))]
+fn locate(
+    _name: &str,
+    source: &PluginSource,
+    _offline_ok: bool,
+) -> Result<(PathBuf, Option<Fetched>), PluginError> {
+    match source {
+        PluginSource::File(p) => Ok((p.clone(), None)),
+        PluginSource::Oci(r) => Err(PluginError::Fetch {
+            reference: format!("{}{r}", oci::SCHEME),
+            error: "`oci://` plugins need the `oci` feature".into(),
+        }),
+    }
+}
+
+/// What a fetch reports (nothing can be fetched without the `oci` feature).
+#[cfg(not(feature = "oci"))]
+struct Fetched {
+    manifest_digest: String,
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(path).map_err(|e| PluginError::Read {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// Compile (or load from cache), check imports and world, and link.
+fn prepare(
+    engine: &PluginEngine,
+    linker: &Linker<StoreState>,
+    bytes: &[u8],
+) -> Result<Loaded, PluginError> {
+    let (component, digest) = engine.load(bytes)?;
+    sandbox::check_imports(&engine.engine, &component)?;
+    let world = detect_world(engine, &component)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| PluginError::Invalid(format!("cannot link plugin: {e:#}")))?;
+    Ok(Loaded { digest, world, pre })
+}
+
+pub(crate) fn detect_world(
+    engine: &PluginEngine,
+    component: &Component,
+) -> Result<World, PluginError> {
+    let ty = component.component_type();
+    let exports: Vec<&str> = ty.exports(&engine.engine).map(|(n, _)| n).collect();
+    let has = |n: &str| exports.contains(&n);
+    Ok(if has("intercept-packed") {
+        World::PackedInterceptor
+    } else if has("intercept") {
+        World::Interceptor
+    } else if has("decode") && has("encode") {
+        World::Serde
+    } else if has("select") {
+        World::Selector
+    } else {
+        return Err(PluginError::Invalid(format!(
+            "not a Sluice plugin: it exports [{}], but no sluice:plugin world (interceptor, packed-interceptor, serde, selector)",
+            exports.join(", ")
+        )));
+    })
+}

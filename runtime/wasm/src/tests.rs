@@ -1,0 +1,133 @@
+//! Hostile guests written in WAT: they need no toolchain and do exactly one bad thing each.
+
+use std::{path::PathBuf, time::Instant};
+
+use super::{
+    PluginError,
+    interceptor::WasmInterceptor,
+    slot::{PluginSlot, Reloaded},
+};
+use sluice_core::{event::Event, interceptor::Interceptor, metrics::Metrics};
+
+use super::test_guests::{
+    DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest,
+};
+
+fn write(dir: &tempfile::TempDir, name: &str, wat: &str) -> PathBuf {
+    let p = dir.path().join(format!("{name}.wasm"));
+    std::fs::write(&p, wat::parse_str(wat).expect("valid WAT")).unwrap();
+    p
+}
+
+fn slot(path: PathBuf) -> Result<std::sync::Arc<PluginSlot>, PluginError> {
+    let m = Metrics::new();
+    PluginSlot::load(
+        "hostile",
+        path,
+        &serde_json::json!({}),
+        Some(16 << 20),
+        None,
+        m.plugin("hostile"),
+    )
+}
+
+fn events(n: usize) -> Vec<Event> {
+    (0..n).map(|i| Event::new(format!("e{i}"))).collect()
+}
+
+#[test]
+fn every_hostile_guest_is_contained_and_its_events_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body, kind) in [
+        ("wrong_count", WRONG_COUNT, "bad_output"),
+        ("loop", INFINITE_LOOP, "deadline"),
+        ("memory", MEMORY_BOMB, "memory"),
+        ("recursion", DEEP_RECURSION, "stack_overflow"),
+        ("panic", PANIC, "trap"),
+    ] {
+        let slot = slot(write(&dir, name, &packed_guest(body))).unwrap();
+        let mut i = WasmInterceptor::new(slot.clone()).unwrap();
+        let mut batch = events(4);
+        let mut rejected = Vec::new();
+        let t0 = Instant::now();
+        i.intercept(&mut batch, &mut rejected).unwrap();
+        assert!(
+            batch.is_empty(),
+            "{name}: nothing survives a guest that always fails"
+        );
+        assert_eq!(
+            rejected.len(),
+            4,
+            "{name}: every event dead-lettered, none lost"
+        );
+        let bodies: Vec<_> = rejected.iter().map(|d| d.event.body.clone()).collect();
+        assert_eq!(
+            bodies,
+            events(4).into_iter().map(|e| e.body).collect::<Vec<_>>(),
+            "{name}: order and bodies kept"
+        );
+        assert!(
+            rejected[0].reason.contains("plugin `hostile` (sha256:"),
+            "{name}: {}",
+            rejected[0].reason
+        );
+        assert!(
+            rejected[0].reason.contains(&format!("({kind})")),
+            "{name}: {}",
+            rejected[0].reason
+        );
+        assert!(
+            !slot.healthy(),
+            "{name}: repeated failures mark the plugin unhealthy"
+        );
+        if name == "loop" {
+            // 4 events bisect into 7 calls, each stopped by the 50 ms deadline.
+            assert!(
+                t0.elapsed().as_secs() < 5,
+                "deadline enforced: {:?}",
+                t0.elapsed()
+            );
+        }
+    }
+}
+
+#[test]
+fn forbidden_imports_and_non_plugins_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let sneaky = write(
+        &dir,
+        "sneaky",
+        r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#,
+    );
+    let e = slot(sneaky).err().unwrap().to_string();
+    assert!(e.contains("imports `wasi:sockets/tcp@0.2.0`"), "{e}");
+    let evil = write(
+        &dir,
+        "evil",
+        r#"(component (import "evil:host/steal" (func)))"#,
+    );
+    let e = slot(evil).err().unwrap().to_string();
+    assert!(e.contains("imports `evil:host/steal`"), "{e}");
+    let empty = write(&dir, "empty", "(component)");
+    let e = slot(empty).err().unwrap().to_string();
+    assert!(e.contains("not a Sluice plugin"), "{e}");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let e = slot(junk).err().unwrap().to_string();
+    assert!(e.contains("not a loadable WebAssembly component"), "{e}");
+}
+
+#[test]
+fn a_broken_new_version_leaves_the_old_one_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "p", &packed_guest(WRONG_COUNT));
+    let slot = slot(path.clone()).unwrap();
+    let v1 = slot.version();
+    assert_eq!(slot.reload().unwrap(), Reloaded::Unchanged);
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(slot.reload().is_err());
+    assert_eq!(slot.version(), v1, "refused version not published");
+    std::fs::write(&path, wat::parse_str(packed_guest(PANIC)).unwrap()).unwrap();
+    assert!(matches!(slot.reload().unwrap(), Reloaded::Swapped { .. }));
+    assert_eq!(slot.version(), v1 + 1);
+}

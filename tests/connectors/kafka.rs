@@ -1,0 +1,641 @@
+//! The Kafka connectors against a real broker (`SLUICE_TEST_KAFKA`, default 127.0.0.1:9092;
+//! `scripts/test` starts tansu there): source → sink through the binary, kill -9 with a
+//! durable channel in between, two agents sharing a consumer group, the `kafka` channel
+//! across reopenings (library level), and a sink waiting for a topic that does not exist yet.
+//!
+//! Topics and groups are created through rdkafka's own clients, with unique names, so tests
+//! run in parallel and reruns do not interfere. Consumer group joins on tansu take a few
+//! seconds, so every wait is a generous deadline, never a fixed sleep.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    message::{Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use sluice::connectors::kafka::{channel::KafkaChannel, config::KafkaChannelConfig};
+use sluice_core::{
+    channel::{Channel, Lease},
+    event::Event,
+};
+
+use crate::common::{Agent, unique};
+
+fn broker() -> String {
+    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// One record: key, body, headers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Rec {
+    key: Option<String>,
+    body: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Rec {
+    fn body(body: String) -> Rec {
+        Rec {
+            key: None,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&topic], &opts)
+        .await
+        .expect("create_topics");
+    for r in results {
+        if let Err((t, e)) = r {
+            panic!("creating topic {t}: {e}");
+        }
+    }
+}
+
+/// Produces `recs` (partition chosen by index) and waits until all are acknowledged.
+async fn produce(topic: &str, recs: &[Rec], partition: impl Fn(usize) -> i32) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(recs.len());
+    for (i, r) in recs.iter().enumerate() {
+        let mut rec = FutureRecord::<str, str>::to(topic)
+            .payload(r.body.as_str())
+            .partition(partition(i));
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_str());
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header {
+                    key: k.as_str(),
+                    value: Some(v.as_str()),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        pending.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    for d in pending {
+        d.await.expect("delivery report").expect("delivered");
+    }
+}
+
+fn rec_of<M: Message>(m: &M) -> Rec {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Rec {
+        key: m.key().map(text),
+        body: m.payload().map(text).unwrap_or_default(),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(text).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Reads `topic` (every partition, from the start, outside any group's offsets) until `done`
+/// says so or `within` passed; returns what was read and whether `done` was reached.
+async fn read_until(
+    topic: &str,
+    partitions: i32,
+    within: Duration,
+    mut done: impl FnMut(&Rec) -> bool,
+) -> (Vec<Rec>, bool) {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut finished = false;
+    while !finished && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+            Ok(Ok(m)) => {
+                let r = rec_of(&m);
+                finished = done(&r);
+                out.push(r);
+            }
+            Ok(Err(e)) => {
+                eprintln!("reading {topic}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {}
+        }
+    }
+    // Closing a consumer can hang on some brokers (rust-rdkafka #509); not on this thread.
+    std::thread::spawn(move || drop(c));
+    (out, finished)
+}
+
+/// Progress of a topic: the sum of its partitions' high watermarks (tansu counts record
+/// batches there, Kafka counts records; either way, > 0 means output has begun).
+struct Watermarks(BaseConsumer);
+
+impl Watermarks {
+    fn new() -> Self {
+        Watermarks(
+            ClientConfig::new()
+                .set("bootstrap.servers", broker())
+                .create()
+                .expect("metadata client"),
+        )
+    }
+
+    fn count(&self, topic: &str, partitions: i32) -> i64 {
+        (0..partitions)
+            .map(|p| {
+                self.0
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .map_or(0, |(_, high)| high)
+            })
+            .sum()
+    }
+}
+
+/// Complete lines of a file (a line still being written is not counted).
+fn complete_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let done = text.rfind('\n').map_or("", |end| &text[..end]);
+    done.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A multiset, to compare outputs with inputs regardless of order.
+fn counts<T: Ord + Clone>(items: &[T]) -> BTreeMap<T, usize> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        *m.entry(i.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_to_sink_keeps_bodies_keys_and_headers() {
+    const N: usize = 500;
+    let (a, group) = (unique("kin"), unique("g"));
+    let b = format!("{a}-out");
+    create_topic(&a, 3).await;
+    create_topic(&b, 3).await;
+    let input: Vec<Rec> = (0..N)
+        .map(|i| Rec {
+            key: (i % 10 != 0).then(|| format!("k{}", i % 7)),
+            body: format!("m-{i}"),
+            headers: vec![
+                ("n".into(), i.to_string()),
+                ("trace".into(), format!("t{i}")),
+            ],
+        })
+        .collect();
+    produce(&a, &input, |i| (i % 3) as i32).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        dir.path(),
+        "agent",
+        &format!(
+            "channels:
+  mem: {{ type: memory, capacity: 10000 }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    batch_size: 100
+    channels: [mem]
+sinks:
+  out:
+    type: kafka
+    channel: mem
+    bootstrap_servers: \"{broker}\"
+    topic: \"%{{kafka.topic}}-out\"
+    key: \"%{{kafka.key}}\"
+    exclude_headers: [\"kafka.*\"]
+",
+            broker = broker()
+        ),
+    );
+
+    let mut n = 0;
+    let (out, done) = read_until(&b, 3, Duration::from_secs(90), |_| {
+        n += 1;
+        n >= N
+    })
+    .await;
+    agent.assert_running();
+    assert!(
+        done,
+        "{} of {N} records arrived:\n{}",
+        out.len(),
+        agent.log()
+    );
+
+    // The source's `timestamp` header travels as a Kafka header; the `kafka.*` ones do not.
+    let mut seen = Vec::with_capacity(out.len());
+    for mut r in out {
+        let ts = r.headers.iter().position(|(k, _)| k == "timestamp");
+        let ts = ts.map(|i| r.headers.remove(i).1);
+        assert!(
+            ts.is_some_and(|t| t.parse::<i64>().is_ok()),
+            "no numeric timestamp header on {r:?}"
+        );
+        r.headers.sort();
+        seen.push(r);
+    }
+    let (want, got) = (counts(&input), counts(&seen));
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|r| !got.contains_key(*r))
+        .take(5)
+        .collect();
+    let unexpected: Vec<_> = got
+        .keys()
+        .filter(|r| !want.contains_key(*r))
+        .take(5)
+        .collect();
+    assert!(
+        want == got,
+        "output differs from input; missing e.g. {missing:?}, unexpected e.g. {unexpected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_with_a_durable_channel_loses_nothing() {
+    const N: usize = 2000;
+    let (a, b, group) = (unique("crash-in"), unique("crash-out"), unique("g"));
+    create_topic(&a, 2).await;
+    create_topic(&b, 2).await;
+    let input: Vec<Rec> = (0..N).map(|i| Rec::body(format!("c-{i}"))).collect();
+    produce(&a, &input, |i| (i % 2) as i32).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: \"{dir}/channel\" }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    batch_size: 100
+    channels: [disk]
+sinks:
+  out:
+    type: kafka
+    channel: disk
+    bootstrap_servers: \"{broker}\"
+    topic: {b}
+    batch_size: 20
+",
+        dir = dir.path().display(),
+        broker = broker()
+    );
+    let marks = Watermarks::new();
+    let mut first = Agent::start(dir.path(), "first", &pipeline);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let at_kill = loop {
+        let n = marks.count(&b, 2);
+        if n > 0 {
+            break n;
+        }
+        first.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no output within 90 s:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    first.kill();
+    eprintln!("killed the agent (SIGKILL) at high watermark {at_kill}, {N} records in");
+
+    let mut second = Agent::start(dir.path(), "second", &pipeline);
+    let want: HashSet<String> = input.iter().map(|r| r.body.clone()).collect();
+    let mut distinct = HashSet::new();
+    let (out, done) = read_until(&b, 2, Duration::from_secs(120), |r| {
+        distinct.insert(r.body.clone());
+        distinct.len() >= N
+    })
+    .await;
+    second.assert_running();
+    let got: HashSet<String> = out.iter().map(|r| r.body.clone()).collect();
+    let unexpected: Vec<_> = got.difference(&want).take(5).collect();
+    assert!(
+        unexpected.is_empty(),
+        "records nobody produced: {unexpected:?}"
+    );
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    assert!(
+        done,
+        "{} of {N} records arrived after the restart; missing e.g. {missing:?}\n--- first:\n{}\n--- second:\n{}",
+        got.len(),
+        first.log(),
+        second.log()
+    );
+    eprintln!(
+        "kill -9 test: {N} records, {} delivered, {} duplicates",
+        out.len(),
+        out.len() - got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_share_a_group_and_the_survivor_takes_over() {
+    let (topic, group) = (unique("shared"), unique("g"));
+    create_topic(&topic, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(format!("{name}.out"));
+    let pipeline = |name: &str| {
+        format!(
+            "channels:
+  mem: {{ type: memory }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{topic}]
+    batch_size: 50
+    channels: [mem]
+sinks:
+  out:
+    type: file
+    channel: mem
+    path: \"{path}\"
+    format: lines
+",
+            broker = broker(),
+            path = out(name).display()
+        )
+    };
+    let mut one = Agent::start(dir.path(), "one", &pipeline("one"));
+    let mut two = Agent::start(dir.path(), "two", &pipeline("two"));
+    let union = || -> HashSet<String> {
+        let mut all: HashSet<String> = complete_lines(&out("one")).into_iter().collect();
+        all.extend(complete_lines(&out("two")));
+        all
+    };
+
+    // Produce in rounds until both agents have delivered something: the group has split the
+    // partitions between them.
+    let mut produced = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let round: Vec<Rec> = (produced..produced + 40)
+            .map(|i| Rec::body(format!("s-{i}")))
+            .collect();
+        produce(&topic, &round, |i| (i % 4) as i32).await;
+        produced += round.len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !complete_lines(&out("one")).is_empty() && !complete_lines(&out("two")).is_empty() {
+            break;
+        }
+        one.assert_running();
+        two.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the agents did not both receive records:\n--- one:\n{}\n--- two:\n{}",
+            one.log(),
+            two.log()
+        );
+    }
+    let first_part: HashSet<String> = (0..produced).map(|i| format!("s-{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !union().is_superset(&first_part) {
+        one.assert_running();
+        two.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{} of {produced} records delivered by the pair",
+            union().intersection(&first_part).count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (n_one, n_two) = (
+        complete_lines(&out("one")).len(),
+        complete_lines(&out("two")).len(),
+    );
+    eprintln!("split between the agents: {n_one} + {n_two} lines for {produced} records");
+
+    // One agent dies; once the group notices, the survivor consumes every partition.
+    two.kill();
+    const M: usize = 200;
+    let more: Vec<Rec> = (produced..produced + M)
+        .map(|i| Rec::body(format!("s-{i}")))
+        .collect();
+    produce(&topic, &more, |i| (i % 4) as i32).await;
+    let second_part: HashSet<String> = more.iter().map(|r| r.body.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let survivor: HashSet<String> = complete_lines(&out("one")).into_iter().collect();
+        if survivor.is_superset(&second_part) {
+            break;
+        }
+        one.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the survivor delivered {} of {M} records after the other agent died:\n{}",
+            survivor.intersection(&second_part).count(),
+            one.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let everything: HashSet<String> = first_part.union(&second_part).cloned().collect();
+    let all = union();
+    assert!(
+        all.is_superset(&everything),
+        "lost: {:?}",
+        everything.difference(&all).take(5).collect::<Vec<_>>()
+    );
+}
+
+fn channel_config(topic: &str, group: &str) -> KafkaChannelConfig {
+    KafkaChannelConfig {
+        bootstrap_servers: broker(),
+        topic: topic.to_owned(),
+        group_id: Some(group.to_owned()),
+        key: None,
+        security: Default::default(),
+        consumer: Default::default(),
+        producer: Default::default(),
+    }
+}
+
+/// Takes until a lease comes back (the first take joins the group, which takes a while).
+async fn take_some(ch: &KafkaChannel, within: Duration) -> Box<dyn Lease> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(lease) = ch.take(10, Duration::from_secs(1)).await.expect("take") {
+            return lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing to take within {within:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_channel_rolls_back_in_order_and_survives_reopening() {
+    let (topic, group) = (unique("chan"), unique("g"));
+    create_topic(&topic, 1).await;
+    let cfg = channel_config(&topic, &group);
+    let events: Vec<Event> = (0..10)
+        .map(|i| Event::new(format!("e{i}")).with_header("n", i.to_string()))
+        .collect();
+
+    let ch = KafkaChannel::open("ch", &cfg).expect("open");
+    ch.put(events.clone()).await.expect("put");
+    let first = take_some(&ch, Duration::from_secs(60)).await;
+    let taken = first.events().to_vec();
+    assert_eq!(taken[..], events[..taken.len()], "in order, headers kept");
+    first.rollback().await.unwrap();
+    let again = ch
+        .take(10, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the rolled-back events are taken again");
+    assert_eq!(again.events(), &taken[..], "same events, same order");
+    again.commit().await.expect("commit");
+    let mut all = taken;
+    while all.len() < events.len() {
+        let lease = take_some(&ch, Duration::from_secs(30)).await;
+        all.extend(lease.events().iter().cloned());
+        lease.commit().await.expect("commit");
+    }
+    assert_eq!(all, events);
+    drop(ch);
+
+    // Reopened (same group) to put more: the state is in Kafka, not in the process.
+    let more: Vec<Event> = (0..5).map(|i| Event::new(format!("f{i}"))).collect();
+    let ch = KafkaChannel::open("ch", &cfg).expect("reopen");
+    ch.put(more.clone()).await.expect("put");
+    drop(ch);
+
+    // Reopened again: exactly the new events; the committed ones are not redelivered.
+    let ch = KafkaChannel::open("ch", &cfg).expect("reopen");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < more.len() {
+        assert!(Instant::now() < deadline, "took only {got:?}");
+        if let Some(lease) = ch.take(10, Duration::from_secs(1)).await.expect("take") {
+            got.extend(lease.events().iter().cloned());
+            lease.commit().await.expect("commit");
+        }
+    }
+    assert_eq!(got, more);
+    assert!(
+        ch.take(10, Duration::from_secs(2))
+            .await
+            .expect("take")
+            .is_none(),
+        "nothing else is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_sink_topic_holds_events_until_it_exists() {
+    const N: usize = 100;
+    let (a, b, group) = (unique("wait-in"), unique("wait-out"), unique("g"));
+    create_topic(&a, 2).await;
+    let input: Vec<Rec> = (0..N).map(|i| Rec::body(format!("w-{i}"))).collect();
+    produce(&a, &input, |i| (i % 2) as i32).await;
+
+    // The broker would create the topic on first use; the sink's producer is told not to
+    // ask, so deliveries time out (retriable) until the test creates it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        dir.path(),
+        "agent",
+        &format!(
+            "channels:
+  mem: {{ type: memory }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    channels: [mem]
+sinks:
+  out:
+    type: kafka
+    channel: mem
+    bootstrap_servers: \"{broker}\"
+    topic: {b}
+    retry: {{ max_attempts: 1000, initial_backoff: 100ms, max_backoff: 1s }}
+    producer:
+      allow.auto.create.topics: false
+      message.timeout.ms: 2000
+",
+            broker = broker()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !agent.log().contains("delivery failed; will retry") {
+        agent.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the sink never failed a delivery:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    create_topic(&b, 2).await;
+    let want: HashSet<String> = input.iter().map(|r| r.body.clone()).collect();
+    let mut distinct = HashSet::new();
+    let (out, done) = read_until(&b, 2, Duration::from_secs(90), |r| {
+        distinct.insert(r.body.clone());
+        distinct.len() >= N
+    })
+    .await;
+    agent.assert_running();
+    let got: HashSet<String> = out.iter().map(|r| r.body.clone()).collect();
+    assert!(
+        done && got == want,
+        "{} of {N} records delivered after the topic appeared:\n{}",
+        got.intersection(&want).count(),
+        agent.log()
+    );
+    eprintln!(
+        "outage test: {} records out for {N} in ({} duplicates)",
+        out.len(),
+        out.len() - got.len()
+    );
+}

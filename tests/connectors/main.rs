@@ -1,0 +1,18 @@
+//! Integration tests against real servers, through the `sluice` binary and the servers' own
+//! clients: Kafka (`kafka`), RabbitMQ (`rabbitmq`), Redis (`redis`), S3, SQS, DynamoDB and
+//! Kinesis on moto (`s3`, `aws_streams`), PostgreSQL and MariaDB (`sql`), and an OCI registry
+//! (`oci`, `docker-registry` and `skopeo` on this machine).
+//!
+//! Needs every connector feature (`required-features` in `runtime/Cargo.toml`) and the servers
+//! `scripts/test` starts; a server that is not there fails its tests, naming it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod aws_streams;
+mod kafka;
+mod oci;
+mod rabbitmq;
+mod redis;
+mod s3;
+mod sql;

@@ -1,0 +1,367 @@
+//! Black-box tests: spawn the `sluice` binary on real pipeline files and check what comes out,
+//! event by event. No external servers.
+
+use crate::common::{free_port, http, lines, seq, sluice, stderr};
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn run_example(name: &str, out: &Path) -> Output {
+    let o = sluice()
+        .args(["--pipeline", &format!("examples/{name}")])
+        .env("SLUICE_OUT", out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The quickstart runs the `enrich` plugin (built by `scripts/build-plugins` or `scripts/demo`).
+#[cfg(feature = "wasm")]
+#[test]
+fn quickstart_delivers_every_event_once_in_order_across_rolled_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_example("quickstart.yaml", dir.path());
+    let day = chrono::Local::now().format("%Y-%m-%d");
+    let mut all = Vec::new();
+    for i in 0..4 {
+        let f = dir.path().join(format!("quickstart/events-{day}.log.{i}"));
+        let l = lines(&f);
+        assert_eq!(
+            l.len(),
+            25_000,
+            "roll_count splits exactly: {}",
+            f.display()
+        );
+        all.extend(l);
+    }
+    assert!(
+        !dir.path()
+            .join(format!("quickstart/events-{day}.log.4"))
+            .exists()
+    );
+    for (i, line) in all.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let body = v["body"].as_str().unwrap();
+        assert_eq!(body.len(), 64, "body_size honoured");
+        assert_eq!(seq(body), i as u64, "event {i} out of order or missing");
+        assert_eq!(v["headers"]["region"], "eu", "the plugin ran on event {i}");
+        assert_eq!(v["headers"]["pipeline"], "quickstart");
+        assert!(v["headers"]["timestamp"].is_string());
+    }
+    let err = stderr(&o);
+    assert!(
+        err.contains("source  gen: received 100000, accepted 100000"),
+        "{err}"
+    );
+    assert!(err.contains("sink    files: delivered 100000"), "{err}");
+}
+
+#[test]
+fn fanout_routes_by_header_and_fails_over_to_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_example("fanout.yaml", dir.path());
+    let clicks = lines(&dir.path().join("fanout/clicks.log"));
+    let views = lines(&dir.path().join("fanout/views.log"));
+    assert_eq!((clicks.len(), views.len()), (10_000, 10_000));
+    for (i, line) in clicks.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["headers"]["kind"], "click");
+        assert_eq!(seq(v["body"].as_str().unwrap()), 2 * i as u64);
+    }
+    for (i, body) in views.iter().enumerate() {
+        assert_eq!(seq(body), 2 * i as u64 + 1);
+    }
+    let err = stderr(&o);
+    assert!(err.contains("views_primary: delivered 0"), "{err}");
+    assert!(err.contains("views_backup: delivered 10000"), "{err}");
+}
+
+fn validates(examples: &[&str]) {
+    for ex in examples {
+        let o = sluice()
+            .args(["validate", &format!("examples/{ex}")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{ex}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(": ok ("));
+    }
+}
+
+#[test]
+fn examples_validate() {
+    validates(&["fanout.yaml"]);
+    if cfg!(feature = "wasm") {
+        validates(&["quickstart.yaml"]);
+    }
+}
+
+/// `--version` names the features compiled in, and a component whose feature is off is refused
+/// at its `type`, naming the feature (exit 78).
+#[test]
+fn the_build_says_which_features_it_has() {
+    let o = sluice().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{version}");
+    for (feature, on) in [
+        ("kafka", cfg!(feature = "kafka")),
+        ("rocksdb", cfg!(feature = "rocksdb")),
+        ("wasm", cfg!(feature = "wasm")),
+        ("http", cfg!(feature = "http")),
+    ] {
+        assert_eq!(version.contains(feature), on, "{feature} in {version:?}");
+    }
+    if cfg!(feature = "kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "channels:\n  mem: { type: memory }\nsources:\n  k: { type: kafka, topics: [t], channels: [mem] }\n",
+    )
+    .unwrap();
+    let o = sluice()
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "p.yaml:4:14: sources.k: `kafka` sources need the `kafka` feature; this build has:"
+        ),
+        "{err}"
+    );
+}
+
+/// The examples with connectors, durable channels and plugins: kafka-to-redis (kafka, redis,
+/// rocksdb, a plugin), rabbitmq-to-kafka (rabbitmq, kafka, spillable), webhook-kafka-s3 (http,
+/// kafka, rocksdb, s3), kafka-to-dynamodb (kafka, rocksdb, dynamodb), sqs-to-mysql (sqs, sql).
+#[cfg(all(
+    feature = "kafka",
+    feature = "redis",
+    feature = "rabbitmq",
+    feature = "http",
+    feature = "aws-s3",
+    feature = "aws-sqs",
+    feature = "aws-dynamodb",
+    feature = "sql-mysql",
+    feature = "rocksdb",
+    feature = "wasm"
+))]
+#[test]
+fn connector_examples_validate() {
+    validates(&[
+        "kafka-to-redis.yaml",
+        "rabbitmq-to-kafka.yaml",
+        "webhook-kafka-s3.yaml",
+        "kafka-to-dynamodb.yaml",
+        "sqs-to-mysql.yaml",
+    ]);
+}
+
+#[test]
+fn invalid_config_reports_every_error_with_position_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(
+        &p,
+        "channels:\n  mem: { type: memory, capacity: many }\nsources:\n  gen: { type: generator, channels: [nope] }\nsinks:\n  out: { type: file, channel: mem, path: x, roll_interval: 10 }\n",
+    )
+    .unwrap();
+    let o = sluice().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let err = stderr(&o);
+    let file = p.display().to_string();
+    assert!(
+        err.contains(&format!("{file}:2:34: channels.mem: invalid type")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:4:38: sources.gen: unknown channel `nope`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:6:60: sinks.out: invalid duration")),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "{err}");
+    // Running the same file fails the same way, before starting anything.
+    let o = sluice().arg("--pipeline").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+}
+
+#[test]
+fn stdin_ndjson_with_malformed_lines_goes_to_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stdin.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "channels:\n  mem: {{ type: memory }}\n  dead: {{ type: memory }}\nsources:\n  in: {{ type: stdin, codec: ndjson, channels: [mem], dlq: dead }}\nsinks:\n  out: {{ type: file, channel: mem, path: '{d}/out.ndjson', format: ndjson }}\n  dl: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = "{\"headers\":{\"k\":\"1\"},\"body\":\"one\"}\nnot json\n{\"user\":2}\n[3]\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: Vec<serde_json::Value> = lines(&dir.path().join("out.ndjson"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[0]["body"].as_str(), out[0]["headers"]["k"].as_str()),
+        (Some("one"), Some("1"))
+    );
+    assert_eq!(out[1]["body"], "{\"user\":2}");
+    let dead: Vec<serde_json::Value> = lines(&dir.path().join("dead.ndjson"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["body"], "not json", "original body kept");
+    assert!(
+        dead[0]["headers"]["sluice.dlq.reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stdin line 2: invalid JSON")
+    );
+    assert_eq!(dead[0]["headers"]["sluice.dlq.stage"], "source");
+    assert_eq!(dead[1]["body"], "[3]");
+    assert!(
+        stderr(&o).contains("source  in: received 4, accepted 2, dropped 0, dead-lettered 2"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_every_accepted_event_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("endless.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "channels:\n  mem: {{ type: memory }}\nsources:\n  gen: {{ type: generator, rate: 20000, batch_size: 100, channels: [mem] }}\nsinks:\n  out: {{ type: file, channel: mem, path: '{}/out.log' }}\nshutdown_timeout: 5s\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("sluice: stopped in"), "{err}");
+    let out = lines(&dir.path().join("out.log"));
+    assert!(out.len() >= 1000, "ran for a while: {}", out.len());
+    for (i, body) in out.iter().enumerate() {
+        assert_eq!(seq(body), i as u64);
+    }
+    let accepted = format!("accepted {},", out.len());
+    assert!(
+        err.contains(&accepted),
+        "every accepted event delivered ({accepted}): {err}"
+    );
+    assert!(err.contains("channel mem: 0 events remaining"), "{err}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let o = sluice().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--pipeline", "--plugin", "--log-level", "validate"] {
+        if flag == "--plugin" && !cfg!(feature = "wasm") {
+            continue; // part of the plugin host
+        }
+        assert!(help.contains(flag), "--help lacks {flag}: {help}");
+    }
+}
+
+#[test]
+fn admin_server_serves_metrics_health_and_readiness() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("admin.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "admin: {{ listen: '127.0.0.1:{port}' }}\nchannels:\n  mem: {{ type: memory, capacity: 1000 }}\nsources:\n  gen: {{ type: generator, rate: 5000, batch_size: 50, channels: [mem] }}\nsinks:\n  out: {{ type: null, channel: mem }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| http(port, "GET", path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get("/health").unwrap().0, 200);
+    let (status, metrics) = get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+    };
+    assert!(value("sluice_source_events_accepted_total{component=\"gen\"}") > 0.0);
+    assert!(value("sluice_sink_events_drained_total{component=\"out\"}") > 0.0);
+    assert!(value("sluice_channel_put_total{component=\"mem\"}") > 0.0);
+    assert_eq!(
+        value("sluice_channel_capacity_events{component=\"mem\"}"),
+        1000.0
+    );
+    assert!(metrics.contains("sluice_sink_batch_duration_seconds_bucket"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,469 @@
+//! Black-box tests of Wasm plugins in a running agent: hot swap under load, hostile plugins
+//! beside healthy pipelines, and the `--plugin` flag. The plugins are real components: WAT
+//! guests assembled here, and the first-party plugins built by `scripts/build-plugins`.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use crate::common::{dist, free_port, http, json_lines, sluice, stderr};
+use sluice_wasm::test_guests::{PANIC, marker_guest, packed_guest};
+
+fn assemble(path: &Path, wat: &str) {
+    // Write then rename, so the agent's watcher never reads a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, wat::parse_str(wat).unwrap()).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+#[test]
+fn swapping_a_plugin_under_load_loses_and_duplicates_nothing() {
+    const N: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("marker.wasm");
+    assemble(&plugin, &marker_guest('A'));
+    let port = free_port();
+    let p = dir.path().join("swap.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  marker: {{ path: marker.wasm }}\nadmin: {{ listen: '127.0.0.1:{port}' }}\nchannels:\n  mem: {{ type: memory }}\n\
+             sources:\n  gen: {{ type: generator, count: {N}, rate: 20000, batch_size: 100, body_size: 8, channels: [mem], interceptors: [marker] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{}/out.ndjson', format: ndjson }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Swap A→B→A→… while events flow: by file (the watcher) and through the admin API.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(port, "GET", "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "agent never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut swaps_by_api = 0;
+    for (i, v) in ['B', 'A', 'B', 'A', 'B'].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(350));
+        assemble(&plugin, &marker_guest(v));
+        if i % 2 == 1 {
+            let (status, body) = http(port, "POST", "/plugins/marker/reload").unwrap();
+            assert_eq!(status, 200, "{body}");
+            swaps_by_api += body.contains("\"swapped\"") as u32;
+        }
+    }
+    // A broken version is refused and the running one keeps going.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&plugin, b"not a component").unwrap();
+    let (status, body) = http(port, "POST", "/plugins/marker/reload").unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("keeps running"), "{body}");
+    let (_, listing) = http(port, "GET", "/plugins").unwrap();
+    assert!(
+        listing.contains("\"world\":\"packed-interceptor\""),
+        "{listing}"
+    );
+    let (_, metrics) = http(port, "GET", "/metrics").unwrap();
+    for m in [
+        "sluice_plugin_swaps_total{plugin=\"marker\"}",
+        "sluice_plugin_swap_failures_total{plugin=\"marker\"} 1",
+        "sluice_plugin_calls_total{plugin=\"marker\",digest=\"sha256:",
+    ] {
+        assert!(metrics.contains(m), "{m} missing in\n{metrics}");
+    }
+
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = json_lines(&dir.path().join("out.ndjson"));
+    assert_eq!(out.len() as u64, N, "every event exactly once");
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut versions: HashMap<String, usize> = HashMap::new();
+    for e in &out {
+        let seq: u64 = e["body"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('.')
+            .parse()
+            .unwrap();
+        *seen.entry(seq).or_default() += 1;
+        *versions
+            .entry(
+                e["headers"]["version"]
+                    .as_str()
+                    .expect("every event marked")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len() as u64, N, "no event lost");
+    assert!(seen.values().all(|&c| c == 1), "no event duplicated");
+    assert_eq!(
+        versions.keys().len(),
+        2,
+        "both versions saw traffic: {versions:?}"
+    );
+    assert!(versions.contains_key("A") && versions.contains_key("B"));
+    assert!(stderr(&o).contains("plugin swapped"), "{}", stderr(&o));
+    let _ = swaps_by_api;
+}
+
+#[test]
+fn a_hostile_plugin_is_contained_and_the_pipeline_beside_it_keeps_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    assemble(&dir.path().join("bad.wasm"), &packed_guest(PANIC));
+    assemble(&dir.path().join("good.wasm"), &marker_guest('G'));
+    let p = dir.path().join("hostile.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  bad: {{ path: bad.wasm }}\n  good: {{ path: good.wasm }}\n\
+             channels:\n  a: {{ type: memory }}\n  b: {{ type: memory }}\n  dead: {{ type: memory }}\n\
+             sources:\n  poisoned: {{ type: generator, count: 50, batch_size: 10, channels: [a], interceptors: [bad], dlq: dead }}\n\
+             \x20 healthy: {{ type: generator, count: 5000, channels: [b], interceptors: [good] }}\n\
+             sinks:\n  sa: {{ type: file, channel: a, path: '{d}/a.log' }}\n  sb: {{ type: file, channel: b, path: '{d}/b.ndjson', format: ndjson }}\n\
+             \x20 sd: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert!(o.status.success(), "the agent stays up: {}", stderr(&o));
+    assert!(
+        !dir.path().join("a.log").exists()
+            || std::fs::read_to_string(dir.path().join("a.log"))
+                .unwrap()
+                .is_empty()
+    );
+    let dead = json_lines(&dir.path().join("dead.ndjson"));
+    assert_eq!(
+        dead.len(),
+        50,
+        "every event of the poisoned source is dead-lettered"
+    );
+    let reason = dead[0]["headers"]["sluice.dlq.reason"].as_str().unwrap();
+    assert!(
+        reason.contains("plugin `bad` (sha256:") && reason.contains("(trap)"),
+        "{reason}"
+    );
+    let good = json_lines(&dir.path().join("b.ndjson"));
+    assert_eq!(good.len(), 5000);
+    assert!(good.iter().all(|e| e["headers"]["version"] == "G"));
+}
+
+#[test]
+fn the_file_sink_encodes_through_a_plugin_codec_per_resolved_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("filecodec.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  json: {{ path: '{}', config: {{ format: array }} }}\n\
+             channels:\n  mem: {{ type: memory }}\n\
+             sources:\n  gen: {{ type: generator, count: 100, batch_size: 20, body: '{{\"a\":1}}', cycle: {{ header: kind, values: [x, y] }}, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, batch_size: 20, path: '{}/%{{kind}}.json', format: json }}\n",
+            dist("json").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for kind in ["x", "y"] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{kind}.json"))).unwrap();
+        // One JSON array per encode call: one per file per delivered batch, not per event.
+        let arrays: Vec<Vec<serde_json::Value>> = serde_json::Deserializer::from_str(&text)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{kind}: {e}: {text}"));
+        let events: usize = arrays.iter().map(Vec::len).sum();
+        assert_eq!(events, 50, "{kind}: {text}");
+        assert!(arrays.len() < 50, "{kind}: one array per event: {text}");
+        assert!(
+            arrays.iter().flatten().all(|v| v["a"] == 1),
+            "{kind}: {text}"
+        );
+    }
+}
+
+#[test]
+fn the_plugin_flag_adds_a_plugin_named_by_its_file_stem() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flag.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "channels:\n  mem: {{ type: memory }}\nsources:\n  gen: {{ type: generator, count: 10, body: '{{\"a\":1}}', channels: [mem], interceptors: [enrich] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{}/out.ndjson', format: ndjson }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // Without the flag the reference dangles: a config error with its position.
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(
+        stderr(&o).contains("unknown plugin `enrich`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sluice()
+        .arg("-p")
+        .arg(&p)
+        .arg("--plugin")
+        .arg(dist("enrich"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = json_lines(&dir.path().join("out.ndjson"));
+    assert_eq!(out.len(), 10);
+    assert_eq!(
+        out[0]["body"], "{\"a\":1}",
+        "enrich with no config changes nothing"
+    );
+}
+
+fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice_wasm::slot::PluginSlot> {
+    let m = sluice_core::metrics::Metrics::new();
+    sluice_wasm::slot::PluginSlot::load(
+        name,
+        dist(name),
+        &config,
+        Some(32 << 20),
+        None,
+        m.plugin(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn bisection_sends_only_the_poison_events_to_the_dlq() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::interceptor::WasmInterceptor;
+    let mut chain = WasmInterceptor::new(load("chaos", serde_json::json!({}))).unwrap();
+    let poison = [
+        (7, "panic"),
+        (40, "loop"),
+        (41, "oom"),
+        (90, "recurse"),
+        (95, "reject"),
+    ];
+    let mut batch: Vec<Event> = (0..100)
+        .map(|i| match poison.iter().find(|(at, _)| *at == i) {
+            Some((_, what)) => Event::new(*what),
+            None => Event::new(format!("e{i}")),
+        })
+        .collect();
+    let mut rejected = Vec::new();
+    chain.intercept(&mut batch, &mut rejected).unwrap();
+    let kept: Vec<String> = batch
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..100)
+        .filter(|i| !poison.iter().any(|(at, _)| at == i))
+        .map(|i| format!("e{i}"))
+        .collect();
+    assert_eq!(kept, expected, "the healthy events continue, in order");
+    assert!(batch.iter().all(|e| e.headers.get("chaos") == Some("ok")));
+    let mut dead: Vec<(String, String)> = rejected
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.event.body).into_owned(),
+                d.reason.clone(),
+            )
+        })
+        .collect();
+    dead.sort();
+    let kinds: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|(b, r)| {
+            let kind = [
+                "(trap)",
+                "(deadline)",
+                "(memory)",
+                "(stack_overflow)",
+                "rejected on request",
+            ]
+            .into_iter()
+            .find(|k| r.contains(k))
+            .unwrap_or_else(|| panic!("unexpected reason for {b}: {r}"));
+            (b.as_str(), kind)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("loop", "(deadline)"),
+            ("oom", "(memory)"),
+            ("panic", "(trap)"),
+            ("recurse", "(stack_overflow)"),
+            ("reject", "rejected on request")
+        ]
+    );
+    // The next batch runs on a fresh instance.
+    let mut next = vec![Event::new("after")];
+    chain.intercept(&mut next, &mut rejected).unwrap();
+    assert_eq!(next[0].headers.get("chaos"), Some("ok"));
+}
+
+#[test]
+fn first_party_codecs_and_selector_run_through_the_runtime() {
+    use sluice_core::{
+        event::{Event, codec::Codec},
+        selector::{Routed, Selector},
+    };
+    use sluice_wasm::{codec::WasmCodec, selector::WasmSelector};
+    // Through the engine's `Codec` trait, as sources and sinks call a codec.
+    let codec = |name: &str, config: serde_json::Value| -> Box<dyn Codec> {
+        Box::new(WasmCodec::new(load(name, config)).unwrap())
+    };
+    // json: an array payload becomes events with a header from a JSON pointer.
+    let mut json = codec(
+        "json",
+        serde_json::json!({ "headers": { "user": "/user/id" } }),
+    );
+    let events = json
+        .decode(br#"[{"user":{"id":"u1"},"n":1},{"user":{"id":"u2"},"n":2}]"#)
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(&events[1].body[..], br#"{"user":{"id":"u2"},"n":2}"#);
+    assert_eq!(events[0].headers.get("user"), Some("u1"));
+    let mut out = Vec::new();
+    json.encode(&events, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"user\":{\"id\":\"u1\"},\"n\":1}\n{\"user\":{\"id\":\"u2\"},\"n\":2}\n"
+    );
+    assert!(
+        json.decode(b"{not json").unwrap_err().contains("json"),
+        "bad payloads are reported, not trapped"
+    );
+
+    // csv: quoted fields, header row.
+    let mut csv = codec("csv", serde_json::json!({}));
+    let rows = csv
+        .decode(b"name,note\nada,\"likes, commas\"\nbob,\"say \"\"hi\"\"\"\n")
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let v: serde_json::Value = serde_json::from_slice(&rows[0].body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({ "name": "ada", "note": "likes, commas" })
+    );
+
+    // kv-py (Python): key=value pairs to JSON and back.
+    let mut kv = codec("kv-py", serde_json::json!({}));
+    let evs = kv.decode(b"user=ada action=login").unwrap();
+    assert_eq!(evs.len(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&evs[0].body).unwrap();
+    assert_eq!(v["user"], "ada");
+    assert_eq!(v["action"], "login");
+
+    // route: by a JSON field with a default.
+    let slot = load(
+        "route",
+        serde_json::json!({ "field": "/type", "mapping": { "click": ["clicks"] }, "default": ["other"] }),
+    );
+    let mut sel = WasmSelector::new(slot, vec!["clicks".into(), "other".into()]).unwrap();
+    let mut routed = Routed::new(2);
+    let mut unroutable = Vec::new();
+    sel.select(
+        vec![
+            Event::new(r#"{"type":"click"}"#),
+            Event::new(r#"{"type":"view"}"#),
+            Event::new("x"),
+        ],
+        &mut routed,
+        &mut unroutable,
+    );
+    assert_eq!(routed.required[0].len(), 1);
+    assert_eq!(routed.required[1].len(), 2);
+    assert!(unroutable.is_empty());
+
+    // redact: masks a field at any depth.
+    use sluice_core::interceptor::Interceptor;
+    use sluice_wasm::interceptor::WasmInterceptor;
+    let mut redact = WasmInterceptor::new(load(
+        "redact",
+        serde_json::json!({ "fields": ["password"] }),
+    ))
+    .unwrap();
+    let mut batch = vec![Event::new(
+        r#"{"user":"ada","auth":{"password":"hunter2"}}"#,
+    )];
+    redact.intercept(&mut batch, &mut Vec::new()).unwrap();
+    assert_eq!(
+        &batch[0].body[..],
+        br#"{"user":"ada","auth":{"password":"***"}}"#
+    );
+}
+
+#[test]
+fn the_plugins_example_decodes_enriches_and_encodes() {
+    let mut child = sluice()
+        .args(["--pipeline", "examples/plugins.yaml", "--plugin"])
+        .arg(dist("enrich"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[{\"user\":\"ada\",\"action\":\"login\"},{\"user\":\"bob\",\"action\":\"view\"}]\nnot json\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        out,
+        [
+            serde_json::json!({ "user": "ada", "action": "login", "pipeline": "plugins-example" }),
+            serde_json::json!({ "user": "bob", "action": "view", "pipeline": "plugins-example" }),
+        ]
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("source  in: received 3, accepted 2, dropped 0, dead-lettered 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_stdout_goes_to_the_agent_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("print.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  chaos: {{ path: '{}' }}\nchannels:\n  mem: {{ type: memory }}\n\
+             sources:\n  gen: {{ type: generator, count: 1, body: print, channels: [mem], interceptors: [chaos] }}\n\
+             sinks:\n  out: {{ type: null, channel: mem }}\n",
+            dist("chaos").display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    let line = log
+        .lines()
+        .find(|l| l.contains("chaos says hello from inside the sandbox"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("plugin") && line.contains("chaos"), "{line}");
+}
