@@ -79,7 +79,9 @@ impl Report {
 pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
-    let topo = topology::build(&pipeline, &metrics, crate::registry())?;
+    // Building compiles plugins, opens RocksDB and may fetch OCI artifacts: blocking work.
+    let topo =
+        sluice_core::blocking::run(|| topology::build(&pipeline, &metrics, crate::registry()))?;
     let Topology {
         channels,
         sources,

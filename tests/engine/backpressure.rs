@@ -11,11 +11,10 @@ use sluice_core::{
     channel::{Channel, memory::MemoryChannel},
     config::{RetryConfig, units::ByteSize},
     dlq::DeadLetters,
-    event::Event,
     metrics::Metrics,
     selector::Replicating,
     sink::{
-        DeliveryError, Sink,
+        Batch, DeliveryError, Sink,
         group::{Member, SinkSet},
         runner::{RunnerControl, SinkRunner},
     },
@@ -32,7 +31,7 @@ struct Slow {
 
 #[async_trait]
 impl Sink for Slow {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let mut got = self.got.lock().unwrap();
         for e in batch {

@@ -17,7 +17,7 @@ use sluice_core::{
     metrics::Metrics,
     selector::Replicating,
     sink::{
-        DeliveryError, Sink,
+        Batch, DeliveryError, Sink,
         group::{Member, SinkSet},
         runner::{RunnerControl, SinkRunner},
     },
@@ -37,7 +37,7 @@ struct SlowThenFast {
 
 #[async_trait]
 impl Sink for SlowThenFast {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         let slow = self.got.lock().unwrap().len() < self.slow_for;
         if slow {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -10,6 +10,7 @@
 //! code: Kafka, RocksDB or Wasmtime enter through the [`registry`] tables and the
 //! [`plugin::PluginHost`] trait, filled in by the crates that own them.
 
+pub mod blocking;
 pub mod channel;
 pub mod config;
 pub mod dlq;

@@ -55,6 +55,13 @@ pub trait SourceSpec: Any + fmt::Debug + Send + Sync {
 /// A sink's settings, ready to build it.
 pub trait SinkSpec: Any + fmt::Debug + Send + Sync {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String>;
+
+    /// How long the runner may let the channel fill up to the batch size before taking, so a
+    /// sink that writes one object per batch gets full objects (the `s3` sink's
+    /// `roll_interval`). `None`: take whatever is there at once.
+    fn linger(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What opening a channel gets.

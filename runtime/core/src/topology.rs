@@ -242,6 +242,14 @@ fn build_with(
             continue;
         };
         let mut members = Vec::new();
+        // The longest linger any member asks for.
+        let linger = g
+            .spec
+            .sinks
+            .iter()
+            .filter_map(|n| p.sinks.iter().find(|s| &s.name == n))
+            .filter_map(|s| s.spec.spec.linger())
+            .max();
         for name in &g.spec.sinks {
             grouped.insert(name.as_str());
             let priority = match &g.spec.kind {
@@ -265,7 +273,7 @@ fn build_with(
             }
         };
         // The group runs with its first sink's channel, batch size, retry policy and DLQ.
-        if let Some(runner) = runner(&b, &g.name, &first.spec, set) {
+        if let Some(runner) = runner(&b, &g.name, &first.spec, set, linger) {
             dlq_runner.push(dlq_names.contains(first.spec.common.channel.as_str()));
             runners.push(runner);
         }
@@ -276,7 +284,7 @@ fn build_with(
         }
         if let Some((sink, m)) = built_sinks.remove(s.name.as_str()) {
             let set = SinkSet::single(Member::new(&s.name, sink, m, 0));
-            if let Some(runner) = runner(&b, &s.name, &s.spec, set) {
+            if let Some(runner) = runner(&b, &s.name, &s.spec, set, s.spec.spec.linger()) {
                 dlq_runner.push(dlq_names.contains(s.spec.common.channel.as_str()));
                 runners.push(runner);
             }
@@ -297,16 +305,23 @@ fn build_with(
     }
 }
 
-fn runner(b: &Builder<'_>, name: &str, spec: &SinkConfig, set: SinkSet) -> Option<SinkRunner> {
+fn runner(
+    b: &Builder<'_>,
+    name: &str,
+    spec: &SinkConfig,
+    set: SinkSet,
+    linger: Option<std::time::Duration>,
+) -> Option<SinkRunner> {
     let channel = b.channel(&spec.common.channel)?;
-    Some(SinkRunner::new(
+    let runner = SinkRunner::new(
         name,
         channel,
         set,
         b.dead_letters(spec.common.dlq.as_ref(), name, Some(&spec.common.channel)),
         spec.common.batch_size,
         spec.common.retry.clone(),
-    ))
+    );
+    Some(runner.with_linger(linger))
 }
 
 /// Loads every configured plugin (fetch, compile, link, init), reporting failures at their

@@ -16,6 +16,7 @@
 //! `spillable` channel types ([`config`]) and the `sluice channel` tools ([`tools`]).
 
 pub mod config;
+mod error;
 pub mod record;
 /// The RocksDB binding this crate uses, for tools and tests that open a channel's directory.
 pub use rocksdb;
@@ -40,6 +41,7 @@ use rocksdb::{
 };
 use tokio::sync::{Notify, oneshot};
 
+pub use self::error::StoreError;
 use self::{
     record::{RecordError, key, seq_of},
     writer::{Op, Request},
@@ -213,10 +215,10 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cf(&self, name: &str) -> Result<&ColumnFamily, String> {
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
-            .ok_or_else(|| format!("column family `{name}` is missing"))
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
     fn fits(&self, s: &State, events: usize, bytes: usize) -> bool {
@@ -228,7 +230,7 @@ impl Core {
     }
 
     /// Reads and decodes the records of `spans` (run on a blocking thread).
-    fn read(&self, spans: &[Span]) -> Result<Vec<Read>, String> {
+    fn read(&self, spans: &[Span]) -> Result<Vec<Read>, StoreError> {
         let cf = self.cf(CF_EVENTS)?;
         let mut out = Vec::with_capacity(spans.iter().map(|s| s.len()).sum());
         let mut bodies = BytesMut::new();
@@ -250,7 +252,7 @@ impl Core {
                 }
                 it.next();
             }
-            it.status().map_err(|e| e.to_string())?;
+            it.status()?;
             out.extend((expect..span.end).map(Read::Missing));
         }
         Ok(out)
@@ -275,7 +277,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn submit(&self, op: Op) -> oneshot::Receiver<Result<(), String>> {
+    fn submit(&self, op: Op) -> oneshot::Receiver<Result<(), StoreError>> {
         let (done, rx) = oneshot::channel();
         if let Some(tx) = &self.tx {
             // A send error drops `done`, which the receiver reports as a stopped writer.
@@ -285,10 +287,7 @@ impl Shared {
     }
 
     async fn write(&self, op: Op) -> Result<(), ChannelError> {
-        self.submit(op)
-            .await
-            .map_err(|_| ChannelError::Storage("the channel's writer has stopped".into()))?
-            .map_err(ChannelError::Storage)
+        await_put(self.submit(op)).await
     }
 }
 
@@ -307,12 +306,12 @@ pub struct RocksChannel {
 }
 
 /// Opens (or creates) the RocksDB database of a channel directory.
-fn open_db(path: &Path, statistics: bool) -> Result<(DB, Options), String> {
+fn open_db(path: &Path, statistics: bool) -> Result<(DB, Options), StoreError> {
     let opts = db_options(statistics);
     let cfs = [CF_EVENTS, CF_QUARANTINE, CF_META]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
-    let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| e.to_string())?;
+    let db = DB::open_cf_descriptors(&opts, path, cfs)?;
     Ok((db, opts))
 }
 
@@ -335,19 +334,17 @@ fn db_options(statistics: bool) -> Options {
 }
 
 /// Refuses a directory written by a newer record format; stamps a new one.
-fn check_format(db: &DB) -> Result<(), String> {
+fn check_format(db: &DB) -> Result<(), StoreError> {
     let cf = db
         .cf_handle(CF_META)
-        .ok_or("column family `meta` is missing")?;
-    match db.get_cf(cf, META_FORMAT).map_err(|e| e.to_string())? {
-        None => db
-            .put_cf(cf, META_FORMAT, [record::FORMAT_VERSION])
-            .map_err(|e| e.to_string()),
+        .ok_or(StoreError::MissingColumnFamily(CF_META))?;
+    match db.get_cf(cf, META_FORMAT)? {
+        None => Ok(db.put_cf(cf, META_FORMAT, [record::FORMAT_VERSION])?),
         Some(v) if v.as_slice() == [record::FORMAT_VERSION] => Ok(()),
-        Some(v) => Err(format!(
-            "written in channel format {v:?}; this build reads format {}",
-            record::FORMAT_VERSION
-        )),
+        Some(found) => Err(StoreError::Format {
+            found,
+            expected: record::FORMAT_VERSION,
+        }),
     }
 }
 
@@ -361,10 +358,10 @@ struct Scan {
     bad_keys: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-fn scan(db: &DB) -> Result<Scan, String> {
+fn scan(db: &DB) -> Result<Scan, StoreError> {
     let cf = db
         .cf_handle(CF_EVENTS)
-        .ok_or("column family `events` is missing")?;
+        .ok_or(StoreError::MissingColumnFamily(CF_EVENTS))?;
     let mut s = Scan {
         visible: VecDeque::new(),
         events: 0,
@@ -392,11 +389,11 @@ fn scan(db: &DB) -> Result<Scan, String> {
         }
         it.next();
     }
-    it.status().map_err(|e| e.to_string())?;
+    it.status()?;
     let meta = db
         .cf_handle(CF_META)
-        .ok_or("column family `meta` is missing")?;
-    if let Some(v) = db.get_cf(meta, META_NEXT_SEQ).map_err(|e| e.to_string())? {
+        .ok_or(StoreError::MissingColumnFamily(CF_META))?;
+    if let Some(v) = db.get_cf(meta, META_NEXT_SEQ)? {
         if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
             s.next_seq = s.next_seq.max(u64::from_be_bytes(b));
         }
@@ -404,7 +401,7 @@ fn scan(db: &DB) -> Result<Scan, String> {
     // Never reuse a quarantined sequence number.
     let q = db
         .cf_handle(CF_QUARANTINE)
-        .ok_or("column family `quarantine` is missing")?;
+        .ok_or(StoreError::MissingColumnFamily(CF_QUARANTINE))?;
     let mut it = db.raw_iterator_cf(q);
     it.seek_to_last();
     while let Some(k) = it.key() {
@@ -422,18 +419,19 @@ impl RocksChannel {
     /// committed is visible again, oldest first. Blocks while it scans the stored keys.
     pub fn open(path: impl AsRef<Path>, opts: RocksOptions) -> Result<Self, ChannelError> {
         let path = path.as_ref();
-        let fail = |e: String| ChannelError::Storage(format!("{}: {e}", path.display()));
-        std::fs::create_dir_all(path).map_err(|e| fail(e.to_string()))?;
-        let (db, db_opts) = open_db(path, opts.statistics).map_err(fail)?;
-        check_format(&db).map_err(fail)?;
-        let scan = scan(&db).map_err(fail)?;
+        let fail =
+            |e: &dyn std::fmt::Display| ChannelError::Storage(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
+        let (db, db_opts) = open_db(path, opts.statistics).map_err(|e| fail(&e))?;
+        check_format(&db).map_err(|e| fail(&e))?;
+        let scan = scan(&db).map_err(|e| fail(&e))?;
         if !scan.bad_keys.is_empty() {
             tracing::error!(
                 channel = %path.display(), records = scan.bad_keys.len(),
                 "keys that are not sequence numbers moved to the quarantine"
             );
             opts.counters.corrupt.inc_by(scan.bad_keys.len() as u64);
-            tools::quarantine_raw(&db, &scan.bad_keys).map_err(fail)?;
+            tools::quarantine_raw(&db, &scan.bad_keys).map_err(|e| fail(&e))?;
         }
         let core = Arc::new(Core {
             db,
@@ -457,8 +455,7 @@ impl RocksChannel {
             fail_writes: false.into(),
         });
         let (tx, rx) = mpsc::channel();
-        let writer =
-            writer::spawn(Arc::clone(&core), rx, opts.fsync).map_err(|e| fail(e.to_string()))?;
+        let writer = writer::spawn(Arc::clone(&core), rx, opts.fsync).map_err(|e| fail(&e))?;
         tracing::debug!(channel = %path.display(), events = scan.events, "rocksdb channel opened");
         Ok(RocksChannel {
             shared: Arc::new(Shared {
@@ -517,7 +514,7 @@ impl RocksChannel {
         first: u64,
         batch: &[Event],
         bytes: usize,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
         let mut buf = Vec::with_capacity(bytes);
         let mut ends = Vec::with_capacity(batch.len());
         for (seq, e) in (first..).zip(batch) {
@@ -545,10 +542,10 @@ fn stored_len(batch: &[Event]) -> usize {
     batch.iter().map(record::encoded_len).sum()
 }
 
-async fn await_put(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ChannelError> {
+async fn await_put(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), ChannelError> {
     rx.await
         .map_err(|_| ChannelError::Storage("the channel's writer has stopped".into()))?
-        .map_err(ChannelError::Storage)
+        .map_err(|e| ChannelError::Storage(e.to_string()))
 }
 
 #[async_trait]
@@ -652,6 +649,10 @@ impl Channel for RocksChannel {
         }
     }
 
+    fn arrivals(&self) -> Option<&Notify> {
+        Some(&self.shared.core.data)
+    }
+
     fn stats(&self) -> ChannelStats {
         let s = self.shared.core.lock();
         ChannelStats {
@@ -686,7 +687,7 @@ impl RocksChannel {
         let reads = tokio::task::spawn_blocking(move || core.read(&spans))
             .await
             .map_err(|e| ChannelError::Storage(format!("read task failed: {e}")))?
-            .map_err(ChannelError::Storage)?;
+            .map_err(|e| ChannelError::Storage(e.to_string()))?;
         let mut spans: VecDeque<Span> = VecDeque::new();
         let mut bad = 0usize;
         let mut bad_bytes = 0usize;
@@ -786,6 +787,10 @@ impl RocksLease {
 impl Lease for RocksLease {
     fn events(&self) -> &[Event] {
         &self.events
+    }
+
+    fn events_mut(&mut self) -> &mut [Event] {
+        &mut self.events
     }
 
     fn position(&self) -> Option<u64> {

@@ -122,6 +122,12 @@ impl Channel for SpillableChannel {
         }
     }
 
+    /// Puts into either tier and rollbacks signal this (a non-blocking put that spills to
+    /// disk is seen at the next arrival or deadline).
+    fn arrivals(&self) -> Option<&Notify> {
+        Some(&self.data)
+    }
+
     fn stats(&self) -> ChannelStats {
         let (m, d) = self.tiers();
         ChannelStats {
@@ -152,6 +158,14 @@ struct SpillLease {
 impl Lease for SpillLease {
     fn events(&self) -> &[Event] {
         self.inner.as_ref().map_or(&[], |l| l.events())
+    }
+
+    fn events_mut(&mut self) -> &mut [Event] {
+        self.inner.as_mut().map_or(&mut [], |l| l.events_mut())
+    }
+
+    fn position(&self) -> Option<u64> {
+        self.inner.as_ref().and_then(|l| l.position())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {

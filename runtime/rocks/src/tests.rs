@@ -303,3 +303,33 @@ async fn positions_survive_restarts_and_never_repeat_after_a_drain() {
         assert_eq!(l.position(), Some(5));
     }
 }
+
+#[test]
+fn a_directory_of_another_format_is_refused_with_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, _) = open_db(dir.path(), false).unwrap();
+        check_format(&db).unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(meta, META_FORMAT, [record::FORMAT_VERSION + 1])
+            .unwrap();
+        let e = check_format(&db).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Format { found, expected }
+                if *found == [record::FORMAT_VERSION + 1] && *expected == record::FORMAT_VERSION),
+            "{e:?}"
+        );
+    }
+    let e = RocksChannel::open(dir.path(), RocksOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "channel storage error: {}: written in channel format [{}]; this build reads format {}",
+            dir.path().display(),
+            record::FORMAT_VERSION + 1,
+            record::FORMAT_VERSION
+        )
+    );
+}

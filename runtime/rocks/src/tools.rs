@@ -9,7 +9,9 @@ use std::path::Path;
 use bytes::BytesMut;
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 
-use super::{CF_EVENTS, CF_META, CF_QUARANTINE, META_FORMAT, db_options, open_db, record};
+use super::{
+    CF_EVENTS, CF_META, CF_QUARANTINE, META_FORMAT, StoreError, db_options, open_db, record,
+};
 use sluice_core::{channel::ChannelError, event::Event};
 
 /// A summary of what a channel directory holds.
@@ -77,9 +79,13 @@ fn open_writable(path: &Path) -> Result<DB, ChannelError> {
         .map_err(|e| storage(path, format!("{e} (is an agent still running on it?)")))
 }
 
-fn cf<'a>(db: &'a DB, path: &Path, name: &str) -> Result<&'a rocksdb::ColumnFamily, ChannelError> {
+fn cf<'a>(
+    db: &'a DB,
+    path: &Path,
+    name: &'static str,
+) -> Result<&'a rocksdb::ColumnFamily, ChannelError> {
     db.cf_handle(name)
-        .ok_or_else(|| storage(path, format!("column family `{name}` is missing")))
+        .ok_or_else(|| storage(path, StoreError::MissingColumnFamily(name)))
 }
 
 /// Counts and the oldest `samples` events of the channel in `path`.
@@ -198,11 +204,13 @@ fn delete_all(db: &DB, cf: &rocksdb::ColumnFamily) -> Result<u64, rocksdb::Error
 }
 
 /// Moves raw records from `events` to `quarantine` in one synced write.
-pub(super) fn quarantine_raw(db: &DB, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
-    let events = db.cf_handle(CF_EVENTS).ok_or("no `events` column family")?;
+pub(super) fn quarantine_raw(db: &DB, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    let events = db
+        .cf_handle(CF_EVENTS)
+        .ok_or(StoreError::MissingColumnFamily(CF_EVENTS))?;
     let q = db
         .cf_handle(CF_QUARANTINE)
-        .ok_or("no `quarantine` column family")?;
+        .ok_or(StoreError::MissingColumnFamily(CF_QUARANTINE))?;
     let mut batch = WriteBatch::default();
     for (k, raw) in records {
         batch.put_cf(q, k, raw);
@@ -210,5 +218,5 @@ pub(super) fn quarantine_raw(db: &DB, records: &[(Vec<u8>, Vec<u8>)]) -> Result<
     }
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
-    db.write_opt(batch, &wo).map_err(|e| e.to_string())
+    Ok(db.write_opt(batch, &wo)?)
 }

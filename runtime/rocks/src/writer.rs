@@ -17,7 +17,8 @@ use rocksdb::{ColumnFamily, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 
 use super::{
-    CF_EVENTS, CF_META, CF_QUARANTINE, Core, Fsync, META_NEXT_SEQ, Span, insert_span, record::key,
+    CF_EVENTS, CF_META, CF_QUARANTINE, Core, Fsync, META_NEXT_SEQ, Span, StoreError, insert_span,
+    record::key,
 };
 
 /// Most requests merged into one write.
@@ -44,7 +45,7 @@ pub(super) enum Op {
 
 pub(super) struct Request {
     pub op: Op,
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 pub(super) fn spawn(
@@ -147,14 +148,11 @@ impl Writer {
                 .fail_writes
                 .load(std::sync::atomic::Ordering::Relaxed)
             {
-                return Err("IO error: No space left on device (injected)".to_owned());
+                return Err(StoreError::Injected);
             }
             let mut wo = WriteOptions::default();
             wo.set_sync(sync);
-            self.core
-                .db
-                .write_opt(batch, &wo)
-                .map_err(|e| e.to_string())
+            Ok(self.core.db.write_opt(batch, &wo)?)
         });
         match &result {
             Ok(()) => {
@@ -189,7 +187,7 @@ impl Writer {
                 tracing::error!(channel = %self.core.path.display(), error = %e, "channel write failed; refusing puts until a write succeeds");
                 {
                     let mut s = self.core.lock();
-                    s.failed = Some((e.clone(), Instant::now()));
+                    s.failed = Some((e.to_string(), Instant::now()));
                     for r in &group {
                         match &r.op {
                             Op::Put { ends, bytes, .. } => {
@@ -210,7 +208,7 @@ impl Writer {
         }
     }
 
-    fn build(&self, group: &[Request]) -> Result<WriteBatch, String> {
+    fn build(&self, group: &[Request]) -> Result<WriteBatch, StoreError> {
         let events = self.core.cf(CF_EVENTS)?;
         let mut batch = WriteBatch::default();
         for span in &self.retry_deletes {
@@ -223,7 +221,7 @@ impl Writer {
                 } => {
                     let mut start = 0;
                     for (seq, &end) in (*first..).zip(ends) {
-                        let record = buf.get(start..end).ok_or("bad record bounds")?;
+                        let record = buf.get(start..end).ok_or(StoreError::RecordBounds)?;
                         batch.put_cf(events, key(seq), record);
                         start = end;
                     }

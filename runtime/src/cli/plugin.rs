@@ -169,7 +169,7 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
 
 #[cfg(feature = "oci")]
 fn parse_ref(s: &str) -> Result<OciRef, String> {
-    OciRef::parse(s)
+    OciRef::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(feature = "oci")]
@@ -206,7 +206,8 @@ fn push(
             .ok_or_else(|| format!("--annotation {a}: expected key=value"))?;
         annotations.insert(k.to_owned(), v.to_owned());
     }
-    let digest = oci::block_on(oci::client::push(&r, bytes, &info, annotations, opts))?;
+    let digest = oci::block_on(oci::client::push(&r, bytes, &info, annotations, opts))
+        .map_err(|e| e.to_string())?;
     eprintln!(
         "pushed {} ({} component, {} bytes) to {r}\n  pin it as oci://{}",
         file.display(),
@@ -221,8 +222,9 @@ fn push(
 #[cfg(feature = "oci")]
 fn pull(reference: &str, output: Option<PathBuf>, opts: &Options) -> Result<(), String> {
     let r = parse_ref(reference)?;
-    let cache = Cache::open_default()?;
-    let fetched = oci::block_on(oci::client::fetch(&r, &cache, opts, false))?;
+    let cache = Cache::open_default().map_err(|e| e.to_string())?;
+    let fetched =
+        oci::block_on(oci::client::fetch(&r, &cache, opts, false)).map_err(|e| e.to_string())?;
     let out = output.unwrap_or_else(|| {
         let stem = r.repository.rsplit('/').next().unwrap_or("plugin");
         PathBuf::from(format!("{stem}.wasm"))
@@ -243,10 +245,12 @@ fn show(target: &str, json: bool, opts: &Options) -> Result<(), String> {
         (bytes, None)
     } else {
         let r = parse_ref(target)?;
-        let cache = Cache::open_default()?;
-        let fetched = oci::block_on(oci::client::fetch(&r, &cache, opts, true))?;
+        let cache = Cache::open_default().map_err(|e| e.to_string())?;
+        let fetched =
+            oci::block_on(oci::client::fetch(&r, &cache, opts, true)).map_err(|e| e.to_string())?;
         let bytes = cache
-            .get(&fetched.layer_digest)?
+            .get(&fetched.layer_digest)
+            .map_err(|e| e.to_string())?
             .ok_or("the pulled component vanished from the cache")?;
         let config = oci::client::cached_config(&fetched, &cache);
         (bytes, Some((fetched, config)))

@@ -37,7 +37,7 @@ pub fn support() -> PluginSupport {
 /// when it is loaded).
 fn check_path(path: &Path) -> Result<(), String> {
     match oci::path_ref(path) {
-        Some(r) => oci::OciRef::parse(r).map(|_| ()),
+        Some(r) => oci::OciRef::parse(r).map(|_| ()).map_err(|e| e.to_string()),
         None => Ok(()),
     }
 }
@@ -82,7 +82,7 @@ impl PluginHost for WasmHost {
         metrics: PluginMetrics,
     ) -> Result<(), String> {
         let source = match oci::path_ref(&spec.path) {
-            Some(r) => PluginSource::Oci(oci::OciRef::parse(r)?),
+            Some(r) => PluginSource::Oci(oci::OciRef::parse(r).map_err(|e| e.to_string())?),
             None if spec.path.is_absolute() => PluginSource::File(spec.path.clone()),
             None => PluginSource::File(base_dir.join(&spec.path)),
         };

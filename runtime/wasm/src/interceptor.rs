@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{
-    CallFailure,
+    CallFailure, FailureKind,
     bindings::{from_typed, to_typed, types as typed},
     packed,
     slot::{Bound, Live, PluginSlot},
@@ -82,10 +82,7 @@ impl WasmInterceptor {
                     })
                     .and_then(|r| {
                         r.map_err(|message| {
-                            let f = CallFailure {
-                                kind: "error",
-                                message,
-                            };
+                            let f = CallFailure::new(FailureKind::GuestError, message);
                             slot.record_failure(&f);
                             f
                         })

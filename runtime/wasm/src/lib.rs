@@ -70,39 +70,76 @@ pub enum PluginError {
     },
 }
 
-/// Why a call into a plugin failed; the instance is discarded after any of these.
-#[derive(Debug, Clone)]
-pub struct CallFailure {
-    /// `deadline`, `memory`, `stack_overflow`, `trap`, `error` or `bad_output`.
-    pub kind: &'static str,
-    pub message: String,
+/// What kind of failure a [`CallFailure`] is; [`FailureKind::as_str`] is the `kind` label of
+/// `sluice_plugin_traps_total` and the tag in dead-letter reasons, so those strings are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The call ran past its deadline and was interrupted.
+    Deadline,
+    /// The guest tried to grow its memory past the plugin's limit.
+    MemoryLimit,
+    StackOverflow,
+    /// Any other trap or host-side error during the call.
+    Trap,
+    /// The plugin answered with an error of its own, or could not be started.
+    GuestError,
+    /// The call returned, but its answer was unusable (wrong count, bad indices, bad encoding).
+    BadOutput,
 }
 
-impl std::fmt::Display for CallFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.kind)
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Deadline => "deadline",
+            FailureKind::MemoryLimit => "memory",
+            FailureKind::StackOverflow => "stack_overflow",
+            FailureKind::Trap => "trap",
+            FailureKind::GuestError => "error",
+            FailureKind::BadOutput => "bad_output",
+        }
     }
 }
 
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call into a plugin failed; the instance is discarded after any of these.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({kind})")]
+pub struct CallFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
 impl CallFailure {
-    pub fn bad_output(message: impl Into<String>) -> Self {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         CallFailure {
-            kind: "bad_output",
+            kind,
             message: message.into(),
         }
     }
 
-    /// Classifies a wasmtime error from a call.
-    fn from_wasmtime(e: &wasmtime::Error) -> Self {
+    pub fn bad_output(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::BadOutput, message)
+    }
+
+    /// Classifies a wasmtime error from a call. `memory_refused` is the store limiter's record
+    /// of a refused memory growth: the error that growth raises is untyped, and its text is
+    /// wasmtime's to change (and other errors mention memory too).
+    fn from_wasmtime(e: &wasmtime::Error, memory_refused: bool) -> Self {
         let kind = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => "deadline",
-            Some(wasmtime::Trap::StackOverflow) => "stack_overflow",
-            Some(_) => "trap",
-            None if format!("{e:#}").contains("memory") => "memory",
-            None => "trap",
+            _ if memory_refused => FailureKind::MemoryLimit,
+            Some(wasmtime::Trap::Interrupt) => FailureKind::Deadline,
+            Some(wasmtime::Trap::StackOverflow) => FailureKind::StackOverflow,
+            _ => FailureKind::Trap,
         };
         let message = match kind {
-            "deadline" => "call exceeded its deadline (runaway plugin interrupted)".to_owned(),
+            FailureKind::Deadline => {
+                "call exceeded its deadline (runaway plugin interrupted)".to_owned()
+            }
             _ => format!("{e:#}").lines().next().unwrap_or("trap").to_owned(),
         };
         CallFailure { kind, message }

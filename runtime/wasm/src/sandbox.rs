@@ -12,7 +12,7 @@ use std::{
 };
 
 use wasmtime::{
-    Engine, StoreLimits, StoreLimitsBuilder,
+    Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder,
     component::{Component, Linker, ResourceTable, types::ComponentItem},
 };
 use wasmtime_wasi::{
@@ -37,7 +37,7 @@ const ALLOWED_IMPORTS: &[&str] = &[
 pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: Limits,
     plugin: Arc<str>,
     metrics: PluginMetrics,
 }
@@ -66,10 +66,7 @@ impl StoreState {
         StoreState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limits::new(memory_limit),
             plugin: plugin.clone(),
             metrics,
         }
@@ -90,6 +87,77 @@ impl StoreState {
         if delta > 0 {
             self.metrics.counter(name).inc_by(delta as u64);
         }
+    }
+}
+
+/// The store's resource limiter: wasmtime's [`StoreLimits`] (a growth past the limit traps)
+/// plus a record of that refusal, so a call ended by the memory cap is told apart from other
+/// traps by this flag rather than by the error's text.
+pub struct Limits {
+    inner: StoreLimits,
+    memory_refused: bool,
+}
+
+impl Limits {
+    pub fn new(memory_limit: usize) -> Self {
+        Limits {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_refused: false,
+        }
+    }
+
+    /// Whether a memory growth was refused since the last call; clears the record.
+    pub fn take_memory_refused(&mut self) -> bool {
+        std::mem::take(&mut self.memory_refused)
+    }
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    /// Growth allowed above that failed anyway (the system refused the memory).
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{
-    CallFailure,
+    CallFailure, FailureKind,
     bindings::{to_typed, types as typed},
     slot::{Bound, Live, PluginSlot},
 };
@@ -38,10 +38,10 @@ impl WasmSelector {
         let slot = Arc::clone(&self.slot);
         let v = slot.version();
         if self.live.as_ref().is_none_or(|l| l.version != v) {
-            self.live = Some(slot.instantiate(&self.channels).map_err(|e| CallFailure {
-                kind: "error",
-                message: e.to_string(),
-            })?);
+            self.live = Some(
+                slot.instantiate(&self.channels)
+                    .map_err(|e| CallFailure::new(FailureKind::GuestError, e.to_string()))?,
+            );
         }
         let live = self
             .live
@@ -76,7 +76,7 @@ impl WasmSelector {
         match &r {
             Ok(_) => slot.record_success(),
             Err(f) => {
-                if f.kind == "bad_output" {
+                if f.kind == FailureKind::BadOutput {
                     slot.record_failure(f);
                 }
                 self.live = None;

@@ -280,6 +280,7 @@ impl PluginSlot {
         f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallFailure> {
         live.store.set_epoch_deadline(self.deadline_ticks);
+        live.store.data_mut().limits.take_memory_refused();
         let started = Instant::now();
         let result = outside_async(|| f(&mut live.store, &live.bound));
         self.metrics
@@ -288,7 +289,8 @@ impl PluginSlot {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.metrics.calls(&live.digest).inc();
         result.map_err(|e| {
-            let failure = CallFailure::from_wasmtime(&e);
+            let memory_refused = live.store.data_mut().limits.take_memory_refused();
+            let failure = CallFailure::from_wasmtime(&e, memory_refused);
             self.record_failure(&failure);
             failure
         })
@@ -297,7 +299,7 @@ impl PluginSlot {
     /// A call that returned but whose answer was unusable (wrong count, bad indices).
     pub fn record_failure(&self, failure: &CallFailure) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        self.metrics.trap(failure.kind);
+        self.metrics.trap(failure.kind.as_str());
         let n = self
             .stats
             .consecutive_failures
@@ -442,9 +444,10 @@ fn locate(
         reference: format!("{}{r}", oci::SCHEME),
         error,
     };
-    let cache = oci::cache::Cache::open_default().map_err(fail)?;
+    let cache = oci::cache::Cache::open_default().map_err(|e| fail(e.to_string()))?;
     let opts = oci::Options::default();
-    let fetched = oci::block_on(oci::client::fetch(r, &cache, &opts, offline_ok)).map_err(fail)?;
+    let fetched = oci::block_on(oci::client::fetch(r, &cache, &opts, offline_ok))
+        .map_err(|e| fail(e.to_string()))?;
     tracing::debug!(plugin = name, reference = %r, manifest = %fetched.manifest_digest, offline = fetched.offline, "OCI plugin located");
     Ok((fetched.path.clone(), Some(fetched)))
 }

@@ -51,6 +51,12 @@ pub const MEMORY_BOMB: &str =
     "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 256)) (i32.const -1)))) (i32.const 0)";
 pub const DEEP_RECURSION: &str = "(call $recurse (i32.const 0))";
 pub const PANIC: &str = "unreachable";
+/// Answers with a list whose pointer lies outside memory: wasmtime refuses the answer with an
+/// error that mentions memory, though no memory limit is involved.
+pub const BAD_POINTER: &str = "(i32.store8 (i32.const 96) (i32.const 0))
+      (i32.store (i32.const 100) (i32.const -65536))
+      (i32.store (i32.const 104) (i32.const 16))
+      (i32.const 96)";
 
 /// Marks every event with header `version: <value>` (one byte), via a patch verdict; frees
 /// its scratch memory after each call, so it can run for millions of events.

@@ -3,14 +3,16 @@
 use std::{path::PathBuf, time::Instant};
 
 use super::{
-    PluginError,
+    CallFailure, FailureKind, PluginError,
     interceptor::WasmInterceptor,
-    slot::{PluginSlot, Reloaded},
+    sandbox::Limits,
+    slot::{Bound, PluginSlot, Reloaded},
 };
 use sluice_core::{event::Event, interceptor::Interceptor, metrics::Metrics};
+use wasmtime::ResourceLimiter;
 
 use super::test_guests::{
-    DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest,
+    BAD_POINTER, DEEP_RECURSION, INFINITE_LOOP, MEMORY_BOMB, PANIC, WRONG_COUNT, packed_guest,
 };
 
 fn write(dir: &tempfile::TempDir, name: &str, wat: &str) -> PathBuf {
@@ -20,7 +22,10 @@ fn write(dir: &tempfile::TempDir, name: &str, wat: &str) -> PathBuf {
 }
 
 fn slot(path: PathBuf) -> Result<std::sync::Arc<PluginSlot>, PluginError> {
-    let m = Metrics::new();
+    slot_with(path, &Metrics::new())
+}
+
+fn slot_with(path: PathBuf, m: &Metrics) -> Result<std::sync::Arc<PluginSlot>, PluginError> {
     PluginSlot::load(
         "hostile",
         path,
@@ -29,6 +34,18 @@ fn slot(path: PathBuf) -> Result<std::sync::Arc<PluginSlot>, PluginError> {
         None,
         m.plugin("hostile"),
     )
+}
+
+/// One call of a packed guest that is expected to fail, and its failure.
+fn failed_call(slot: &PluginSlot) -> CallFailure {
+    let mut live = slot.instantiate(&[]).unwrap();
+    match slot.call(&mut live, |store, bound| match bound {
+        Bound::Packed(b) => b.call_intercept_packed(store, &[0, 0, 0, 0]),
+        _ => Err(wasmtime::Error::msg("not a packed interceptor")),
+    }) {
+        Ok(answer) => panic!("the call succeeded: {answer:?}"),
+        Err(f) => f,
+    }
 }
 
 fn events(n: usize) -> Vec<Event> {
@@ -44,6 +61,7 @@ fn every_hostile_guest_is_contained_and_its_events_dead_lettered() {
         ("memory", MEMORY_BOMB, "memory"),
         ("recursion", DEEP_RECURSION, "stack_overflow"),
         ("panic", PANIC, "trap"),
+        ("bad_pointer", BAD_POINTER, "trap"),
     ] {
         let slot = slot(write(&dir, name, &packed_guest(body))).unwrap();
         let mut i = WasmInterceptor::new(slot.clone()).unwrap();
@@ -130,4 +148,81 @@ fn a_broken_new_version_leaves_the_old_one_running() {
     std::fs::write(&path, wat::parse_str(packed_guest(PANIC)).unwrap()).unwrap();
     assert!(matches!(slot.reload().unwrap(), Reloaded::Swapped { .. }));
     assert_eq!(slot.version(), v1 + 1);
+}
+
+#[test]
+fn a_memory_bomb_is_recognised_by_the_limiter_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Metrics::new();
+    let slot = slot_with(write(&dir, "bomb", &packed_guest(MEMORY_BOMB)), &m).unwrap();
+    let f = failed_call(&slot);
+    assert_eq!(f.kind, FailureKind::MemoryLimit, "{f}");
+    assert!(f.to_string().ends_with("(memory)"), "{f}");
+    let text = m.encode();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sluice_plugin_traps_total{")
+                && l.contains(r#"kind="memory""#)
+                && l.ends_with(" 1")),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_error_that_only_mentions_memory_is_not_a_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let slot = slot(write(&dir, "pointer", &packed_guest(BAD_POINTER))).unwrap();
+    let f = failed_call(&slot);
+    assert!(f.message.contains("memory"), "the case being tested: {f}");
+    assert_eq!(f.kind, FailureKind::Trap, "{f}");
+    let e = wasmtime::Error::msg("forcing trap when growing memory to 1 bytes");
+    assert_eq!(
+        CallFailure::from_wasmtime(&e, false).kind,
+        FailureKind::Trap
+    );
+    assert_eq!(
+        CallFailure::from_wasmtime(&wasmtime::Error::msg("x"), true).kind,
+        FailureKind::MemoryLimit
+    );
+}
+
+#[test]
+fn the_limiter_records_a_refused_growth_until_taken() {
+    let mut l = Limits::new(1 << 20);
+    assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+    assert!(!l.take_memory_refused(), "growth within the limit");
+    assert!(l.memory_growing(1 << 20, 2 << 20, None).is_err(), "traps");
+    assert!(l.take_memory_refused());
+    assert!(!l.take_memory_refused(), "cleared once taken");
+    assert!(
+        l.memory_growing(0, 64 << 10, Some(0)).is_err(),
+        "past the guest's own maximum"
+    );
+    assert!(l.take_memory_refused());
+}
+
+#[test]
+fn failure_kinds_keep_their_metric_labels() {
+    let labels: Vec<_> = [
+        FailureKind::Trap,
+        FailureKind::Deadline,
+        FailureKind::MemoryLimit,
+        FailureKind::StackOverflow,
+        FailureKind::GuestError,
+        FailureKind::BadOutput,
+    ]
+    .iter()
+    .map(|k| k.as_str())
+    .collect();
+    assert_eq!(
+        labels,
+        [
+            "trap",
+            "deadline",
+            "memory",
+            "stack_overflow",
+            "error",
+            "bad_output"
+        ]
+    );
 }

@@ -64,6 +64,10 @@ impl<C: Channel> Channel for Instrumented<C> {
         self.inner.stats()
     }
 
+    fn arrivals(&self) -> Option<&tokio::sync::Notify> {
+        self.inner.arrivals()
+    }
+
     fn close(&self) {
         self.inner.close()
     }
@@ -82,6 +86,10 @@ struct InstrumentedLease {
 impl Lease for InstrumentedLease {
     fn events(&self) -> &[Event] {
         self.inner.events()
+    }
+
+    fn events_mut(&mut self) -> &mut [Event] {
+        self.inner.events_mut()
     }
 
     fn position(&self) -> Option<u64> {

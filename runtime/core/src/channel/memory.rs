@@ -214,6 +214,10 @@ impl Channel for MemoryChannel {
         }
     }
 
+    fn arrivals(&self) -> Option<&Notify> {
+        Some(&self.inner.data)
+    }
+
     fn stats(&self) -> ChannelStats {
         let s = self.inner.lock();
         ChannelStats {
@@ -269,6 +273,10 @@ impl MemoryLease {
 impl Lease for MemoryLease {
     fn events(&self) -> &[Event] {
         &self.events
+    }
+
+    fn events_mut(&mut self) -> &mut [Event] {
+        &mut self.events
     }
 
     fn position(&self) -> Option<u64> {
@@ -433,5 +441,72 @@ mod tests {
             Err(ChannelError::Closed)
         ));
         l.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_take_wakes_on_the_put_that_completes_it() {
+        let ch = Arc::new(MemoryChannel::new(100, None));
+        let taker = {
+            let ch = Arc::clone(&ch);
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let lease = ch
+                    .take_batch(10, 5, Duration::from_secs(30), Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                (bodies(lease.as_ref()), started.elapsed())
+            })
+        };
+        ch.put((0..2).map(ev).collect()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!taker.is_finished(), "two of five is not a batch yet");
+        ch.put((2..5).map(ev).collect()).await.unwrap();
+        let (got, took) = taker.await.unwrap();
+        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+        assert!(
+            took < Duration::from_secs(5),
+            "woken by the put, not a deadline: {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_take_ends_at_the_linger_or_the_idle_deadline() {
+        let ch = MemoryChannel::new(100, None);
+        let started = std::time::Instant::now();
+        let none = ch
+            .take_batch(10, 5, Duration::from_secs(30), Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        ch.put((0..2).map(ev).collect()).await.unwrap();
+        let started = std::time::Instant::now();
+        let lease = ch
+            .take_batch(10, 5, Duration::from_millis(150), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bodies(lease.as_ref()), ["0", "1"]);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_is_taken_from_without_lingering() {
+        let ch = MemoryChannel::new(3, None);
+        ch.put((0..3).map(ev).collect()).await.unwrap();
+        let lease = tokio::time::timeout(
+            Duration::from_secs(5),
+            ch.take_batch(10, 10, Duration::from_secs(30), Duration::from_secs(30)),
+        )
+        .await
+        .expect("no linger on a full channel")
+        .unwrap()
+        .unwrap();
+        assert_eq!(lease.events().len(), 3);
     }
 }

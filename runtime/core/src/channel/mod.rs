@@ -13,8 +13,12 @@ pub mod memory;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::{sync::Notify, time::Instant};
 
 use crate::event::Event;
+
+/// How often [`Channel::take_batch`] looks at a channel that has no [`Channel::arrivals`].
+pub const ARRIVAL_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -64,6 +68,61 @@ pub trait Channel: Send + Sync {
 
     fn stats(&self) -> ChannelStats;
 
+    /// Signalled when events become visible (puts, rollbacks), so a taker waiting for more
+    /// than one event wakes on arrivals instead of polling. `None`: the channel cannot say
+    /// (events arrive from a broker), and [`Channel::take_batch`] looks every
+    /// [`ARRIVAL_POLL`].
+    fn arrivals(&self) -> Option<&Notify> {
+        None
+    }
+
+    /// Leases up to `max` events once at least `min` are visible, or the channel is full (its
+    /// sources would otherwise wait on it), or `linger` has passed since an event was first
+    /// seen; `None` when the channel stayed empty for `idle`. A sink that writes one object
+    /// per batch (S3) gets full objects instead of one per trickle, and wakes once per
+    /// arrival rather than on a timer.
+    async fn take_batch(
+        &self,
+        max: usize,
+        min: usize,
+        linger: Duration,
+        idle: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        let started = Instant::now();
+        let mut first_seen: Option<Instant> = None;
+        loop {
+            let notified = self.arrivals().map(Notify::notified);
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                // Registered before looking, so an arrival in between still wakes us.
+                n.enable();
+            }
+            let s = self.stats();
+            let visible = s.events.saturating_sub(s.in_flight);
+            let full = s.capacity_events > 0 && s.events >= s.capacity_events;
+            let now = Instant::now();
+            let deadline = if visible == 0 {
+                first_seen = None;
+                started + idle
+            } else {
+                let since = *first_seen.get_or_insert(now);
+                if visible >= min.max(1) || full || now >= since + linger {
+                    return self.take(max, Duration::ZERO).await;
+                }
+                since + linger
+            };
+            if visible == 0 && now >= deadline {
+                return Ok(None);
+            }
+            match notified.as_pin_mut() {
+                Some(n) => {
+                    let _ = tokio::time::timeout_at(deadline, n).await;
+                }
+                None => tokio::time::sleep_until(deadline.min(now + ARRIVAL_POLL)).await,
+            }
+        }
+    }
+
     /// Stops accepting puts (takes continue so sinks can drain). Idempotent.
     fn close(&self);
 
@@ -97,6 +156,10 @@ impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
         (**self).stats()
     }
 
+    fn arrivals(&self) -> Option<&Notify> {
+        (**self).arrivals()
+    }
+
     fn close(&self) {
         (**self).close()
     }
@@ -110,6 +173,10 @@ impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
 #[async_trait]
 pub trait Lease: Send {
     fn events(&self) -> &[Event];
+
+    /// The leased events, to reorder in place (the runner moves the events still to retry
+    /// to the front and restores the order before committing or rolling back).
+    fn events_mut(&mut self) -> &mut [Event];
 
     /// The channel's sequence number of the first leased event, when the channel numbers its
     /// events; the same events leased again (after a rollback or a restart) report the same

@@ -5,12 +5,9 @@ use tokio::io::AsyncWriteExt;
 
 use serde::Deserialize;
 
-use super::{DeliveryError, Sink};
+use super::{Batch, DeliveryError, Sink};
 use crate::{
-    event::{
-        Event,
-        codec::{Codec, CodecName, CodecRef},
-    },
+    event::codec::{Codec, CodecName, CodecRef},
     registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
 };
 
@@ -69,7 +66,7 @@ impl StdoutSink {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         self.buf.clear();
         // A codec that cannot encode this batch will not later: the events are poison.
         self.codec
@@ -98,7 +95,7 @@ impl LoggerSink {
 
 #[async_trait]
 impl Sink for LoggerSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         for e in batch {
             let shown = &e.body[..e.body.len().min(self.max_body)];
             let headers: Vec<_> = e.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -4,7 +4,8 @@
 //! Without roll settings each resolved path is appended to as is. With `roll_size`,
 //! `roll_count` or `roll_interval`, files are `<path>.<N>`: on start the highest existing `N`
 //! is continued, and each roll moves to `N+1`. A batch is flushed (and fsynced if asked) before
-//! `deliver` returns, so a committed take means the events are in the file.
+//! `deliver` returns, so a committed take means the events are in the file. Encoding, writes
+//! and fsyncs run through [`crate::blocking::run`], so a long fsync never stalls the agent.
 
 use std::{
     collections::HashMap,
@@ -18,7 +19,7 @@ use async_trait::async_trait;
 
 use serde::Deserialize;
 
-use super::{DeliveryError, Sink};
+use super::{Batch, DeliveryError, Sink};
 use crate::{
     config::units::{ByteSize, HumanDuration},
     event::{
@@ -295,9 +296,8 @@ fn highest_index(resolved: &str) -> Option<u64> {
         .max()
 }
 
-#[async_trait]
-impl Sink for FileSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+impl FileSink {
+    fn write_batch(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
         let Some(codec) = self.codec.builtin() else {
             return self.deliver_per_file(batch);
         };
@@ -328,17 +328,27 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn idle(&mut self) -> Result<(), DeliveryError> {
-        self.roll_expired()?;
-        Ok(())
-    }
-
-    async fn close(&mut self) -> Result<(), DeliveryError> {
+    fn close_all(&mut self) -> std::io::Result<()> {
         for f in self.open.values_mut() {
             finish(f, self.fsync)?;
         }
         self.open.clear();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
+        crate::blocking::run(|| self.write_batch(batch))
+    }
+
+    async fn idle(&mut self) -> Result<(), DeliveryError> {
+        Ok(crate::blocking::run(|| self.roll_expired())?)
+    }
+
+    async fn close(&mut self) -> Result<(), DeliveryError> {
+        Ok(crate::blocking::run(|| self.close_all())?)
     }
 }
 
@@ -368,7 +378,7 @@ mod tests {
         c.roll_count = Some(3);
         let mut s = FileSink::new(&c, Box::new(CodecName::Lines)).unwrap();
         let evs: Vec<Event> = (0..7).map(|i| Event::new(format!("e{i}"))).collect();
-        s.deliver(&evs).await.unwrap();
+        s.deliver(&Batch::new(&evs)).await.unwrap();
         s.close().await.unwrap();
         let p = |i| dir.path().join(format!("out.log.{i}"));
         assert_eq!(read(p(0)), "e0\ne1\ne2\n");
@@ -376,7 +386,7 @@ mod tests {
         assert_eq!(read(p(2)), "e6\n");
         // A restarted sink continues the highest file.
         let mut s = FileSink::new(&c, Box::new(CodecName::Lines)).unwrap();
-        s.deliver(&[Event::new("e7")]).await.unwrap();
+        s.deliver(&Batch::new(&[Event::new("e7")])).await.unwrap();
         s.close().await.unwrap();
         assert_eq!(read(p(2)), "e6\ne7\n");
     }
@@ -394,13 +404,13 @@ mod tests {
             Event::new("cc").with_header("kind", "k1"),
             Event::new("dd").with_header("kind", "k1"),
         ];
-        s.deliver(&evs).await.unwrap();
+        s.deliver(&Batch::new(&evs)).await.unwrap();
         assert_eq!(read(dir.path().join("k1/x.0")), "aa\ncc\n");
         assert_eq!(read(dir.path().join("k1/x.1")), "dd\n");
         assert_eq!(read(dir.path().join("k2/x.0")), "bb\n");
         tokio::time::sleep(Duration::from_millis(60)).await;
         s.idle().await.unwrap();
-        s.deliver(&[Event::new("ee").with_header("kind", "k2")])
+        s.deliver(&Batch::new(&[Event::new("ee").with_header("kind", "k2")]))
             .await
             .unwrap();
         assert_eq!(
@@ -414,7 +424,10 @@ mod tests {
     async fn write_errors_are_retriable() {
         let mut s =
             FileSink::new(&cfg(Path::new("/dev/full")), Box::new(CodecName::Lines)).unwrap();
-        let e = s.deliver(&[Event::new("x")]).await.unwrap_err();
+        let e = s
+            .deliver(&Batch::new(&[Event::new("x")]))
+            .await
+            .unwrap_err();
         assert!(matches!(e, DeliveryError::Retriable { .. }), "{e:?}");
     }
 }

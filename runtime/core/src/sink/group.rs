@@ -1,25 +1,29 @@
 //! Sink sets: one sink, or a group behind one channel — `failover` (priorities, penalty
 //! backoff) or `load_balance` (round robin / random, failing sinks backed off).
 //!
-//! A set delivers a batch through one member and says which. A retriable failure moves on to
-//! the next member and penalises the failed one; an event-level failure (permanent, partial)
-//! is returned at once, because another sink would refuse the same events.
+//! A set delivers a batch through one member and says which member did what, so the runner
+//! credits every per-sink counter to the sink that earned it. A retriable failure moves on to
+//! the next member and penalises the failed one (exponential backoff with jitter, capped); an
+//! event-level failure (permanent, partial) is returned at once, because another sink would
+//! refuse the same events.
 
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::seq::SliceRandom;
 
-use super::{DeliveryError, Sink};
-use crate::{event::Event, metrics::SinkMetrics};
+use super::{Batch, DeliveryError, Sink};
+use crate::metrics::SinkMetrics;
 
 pub struct Member {
     pub name: String,
     pub sink: Box<dyn Sink>,
     pub metrics: SinkMetrics,
     pub priority: i32,
-    /// Out of rotation until this instant; the next penalty doubles `last_penalty`.
+    /// Out of rotation until this instant.
     penalised_until: Option<Instant>,
-    last_penalty: Duration,
+    /// The penalties still to come while the member keeps failing; reset by a success.
+    penalties: Option<ExponentialBackoff>,
 }
 
 impl Member {
@@ -30,12 +34,37 @@ impl Member {
             metrics,
             priority,
             penalised_until: None,
-            last_penalty: Duration::ZERO,
+            penalties: None,
         }
     }
 
     fn available(&self, now: Instant) -> bool {
         self.penalised_until.is_none_or(|t| t <= now)
+    }
+
+    /// Takes the member out of rotation for its next penalty: 1 s, doubling (plus jitter, so a
+    /// fleet of agents does not retry in step) up to `cap`.
+    fn penalise(&mut self, cap: Duration) {
+        let cap = cap.max(FIRST_PENALTY);
+        let next = self
+            .penalties
+            .get_or_insert_with(|| {
+                ExponentialBuilder::default()
+                    .with_min_delay(FIRST_PENALTY)
+                    .with_max_delay(cap)
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            })
+            .next()
+            .unwrap_or(cap)
+            .min(cap);
+        self.penalised_until = Some(Instant::now() + next);
+    }
+
+    fn forgive(&mut self) {
+        self.penalised_until = None;
+        self.penalties = None;
     }
 }
 
@@ -45,6 +74,16 @@ pub enum Policy {
     Failover,
     RoundRobin,
     Random,
+}
+
+/// What one delivery through a set came to.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The member whose answer `result` is: the one that delivered, partly delivered or
+    /// refused the events, or the last one that failed retriably. `None` when every member
+    /// was backing off and none was asked.
+    pub member: Option<usize>,
+    pub result: Result<(), DeliveryError>,
 }
 
 pub struct SinkSet {
@@ -88,8 +127,9 @@ impl SinkSet {
         &self.members
     }
 
-    /// Delivers `batch` through one member; returns the index of the member that took it.
-    pub async fn deliver(&mut self, batch: &[Event]) -> Result<usize, DeliveryError> {
+    /// Delivers `batch` through one member, moving on past members that fail retriably.
+    /// Every retriable failure is counted on the member that failed.
+    pub async fn deliver(&mut self, batch: &Batch<'_>) -> Attempt {
         let now = Instant::now();
         let n = self.members.len();
         self.order.clear();
@@ -104,61 +144,66 @@ impl SinkSet {
                 self.order.shuffle(&mut rand::rng());
             }
         }
-        let mut last_err = None;
-        let mut tried = false;
+        let mut last: Option<(usize, DeliveryError)> = None;
         for k in 0..self.order.len() {
             let i = self.order[k];
             let m = &mut self.members[i];
             if self.policy != Policy::Single && self.backoff && !m.available(now) {
                 continue;
             }
-            tried = true;
             match m.sink.deliver(batch).await {
                 Ok(()) => {
-                    m.penalised_until = None;
-                    m.last_penalty = Duration::ZERO;
-                    return Ok(i);
+                    m.forgive();
+                    return Attempt {
+                        member: Some(i),
+                        result: Ok(()),
+                    };
                 }
                 Err(e @ DeliveryError::Retriable { .. }) => {
                     m.metrics.retries.inc();
                     if self.policy != Policy::Single {
                         tracing::warn!(sink = %m.name, error = %e, "sink failed; trying the next one in the group");
                         if self.backoff {
-                            m.last_penalty = (m.last_penalty * 2)
-                                .clamp(FIRST_PENALTY, self.max_penalty.max(FIRST_PENALTY));
-                            m.penalised_until = Some(Instant::now() + m.last_penalty);
+                            m.penalise(self.max_penalty);
                         }
                     }
-                    last_err = Some(e);
+                    last = Some((i, e));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Partial deliveries count as retries of what is left.
+                    if let DeliveryError::Partial { retriable, .. } = &e {
+                        if !retriable.is_empty() {
+                            m.metrics.retries.inc();
+                        }
+                    }
+                    return Attempt {
+                        member: Some(i),
+                        result: Err(e),
+                    };
+                }
             }
         }
-        if !tried {
-            let wait = self
-                .members
-                .iter()
-                .filter_map(|m| m.penalised_until)
-                .min()
-                .map(|t| t.saturating_duration_since(now));
-            return Err(DeliveryError::Retriable {
-                reason: "every sink in the group is backing off".into(),
-                retry_after: wait,
-            });
+        match last {
+            Some((i, e)) => Attempt {
+                member: Some(i),
+                result: Err(e),
+            },
+            None => {
+                let wait = self
+                    .members
+                    .iter()
+                    .filter_map(|m| m.penalised_until)
+                    .min()
+                    .map(|t| t.saturating_duration_since(now));
+                Attempt {
+                    member: None,
+                    result: Err(DeliveryError::Retriable {
+                        reason: "every sink in the group is backing off".into(),
+                        retry_after: wait,
+                    }),
+                }
+            }
         }
-        Err(last_err.unwrap_or_else(|| DeliveryError::retriable("no sink delivered the batch")))
-    }
-
-    /// Passes the lease's channel position to every member (see [`Sink::set_position`]).
-    pub fn set_position(&mut self, position: Option<u64>) {
-        for m in &mut self.members {
-            m.sink.set_position(position);
-        }
-    }
-
-    /// The longest linger any member asks for (see [`Sink::linger`]).
-    pub fn linger(&self) -> Option<Duration> {
-        self.members.iter().filter_map(|m| m.sink.linger()).max()
     }
 
     pub async fn idle(&mut self) {
@@ -185,7 +230,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::{event::Event, metrics::Metrics};
 
     /// A sink that fails while its switch is on, and records what it delivered.
     #[derive(Clone, Default)]
@@ -196,7 +241,7 @@ mod tests {
 
     #[async_trait]
     impl Sink for Flaky {
-        async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+        async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
             if *self.failing.lock().unwrap() {
                 return Err(DeliveryError::retriable("down"));
             }
@@ -206,8 +251,9 @@ mod tests {
     }
 
     async fn via(set: &mut SinkSet, batch: &[Event]) -> String {
-        let i = set.deliver(batch).await.unwrap();
-        set.members()[i].name.clone()
+        let a = set.deliver(&Batch::new(batch)).await;
+        a.result.unwrap();
+        set.members()[a.member.unwrap()].name.clone()
     }
 
     fn member(m: &Metrics, name: &str, s: &Flaky, prio: i32) -> Member {
@@ -257,7 +303,7 @@ mod tests {
         );
         let batch = [Event::new("x")];
         for _ in 0..6 {
-            set.deliver(&batch).await.unwrap();
+            set.deliver(&Batch::new(&batch)).await.result.unwrap();
         }
         assert_eq!(
             [
@@ -269,7 +315,7 @@ mod tests {
         );
         *b.failing.lock().unwrap() = true;
         for _ in 0..6 {
-            set.deliver(&batch).await.unwrap();
+            set.deliver(&Batch::new(&batch)).await.result.unwrap();
         }
         assert_eq!(
             *b.got.lock().unwrap(),
@@ -280,8 +326,8 @@ mod tests {
         // Everyone down: a retriable error that says when to come back.
         *a.failing.lock().unwrap() = true;
         *c.failing.lock().unwrap() = true;
-        set.deliver(&batch).await.unwrap_err();
-        match set.deliver(&batch).await.unwrap_err() {
+        set.deliver(&Batch::new(&batch)).await.result.unwrap_err();
+        match set.deliver(&Batch::new(&batch)).await.result.unwrap_err() {
             DeliveryError::Retriable { retry_after, .. } => assert!(retry_after.is_some()),
             e => panic!("{e:?}"),
         }

@@ -79,24 +79,51 @@ impl From<std::io::Error> for DeliveryError {
     }
 }
 
+/// What a sink delivers: events leased from one channel, and where they sit in it.
+///
+/// Derefs to the events, so a sink reads it as a slice. On a retry after a partial failure it
+/// holds only the events still to deliver, with the same `position`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub events: &'a [Event],
+    /// The channel's sequence number of the lease's first event, stable across a crash and a
+    /// restart for channels that store one (rocksdb, memory), `None` otherwise. A sink that
+    /// names its output after it (the `s3` sink) overwrites its own output on a retry instead
+    /// of duplicating it; such a sink must deliver all or nothing.
+    pub position: Option<u64>,
+}
+
+impl<'a> Batch<'a> {
+    /// A batch with no channel position (tests, sinks feeding other sinks).
+    pub fn new(events: &'a [Event]) -> Self {
+        Batch {
+            events,
+            position: None,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &Batch<'a> {
+    type Item = &'a Event;
+    type IntoIter = std::slice::Iter<'a, Event>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+impl std::ops::Deref for Batch<'_> {
+    type Target = [Event];
+
+    fn deref(&self) -> &[Event] {
+        self.events
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send {
-    /// Delivers the whole batch, or says what went wrong.
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError>;
-
-    /// The channel position of the lease about to be delivered: the sequence number of its
-    /// first event, stable across a crash and restart for channels that store one (rocksdb,
-    /// memory), `None` otherwise. The runner calls this before every `deliver` of a lease
-    /// (retries included), so a sink can name its output after it and a retried batch
-    /// overwrites its own output instead of duplicating it (the `s3` sink does).
-    fn set_position(&mut self, _position: Option<u64>) {}
-
-    /// How long the runner may let the channel fill up to the batch size before taking, so
-    /// a sink that writes one object per batch gets full objects (the `s3` sink's
-    /// `roll_interval`). `None`: take whatever is there at once.
-    fn linger(&self) -> Option<Duration> {
-        None
-    }
+    /// Delivers the whole batch, or says what went wrong (by index into the batch).
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError>;
 
     /// Called when the channel has been empty for a while: time-based rolling, flushes.
     async fn idle(&mut self) -> Result<(), DeliveryError> {

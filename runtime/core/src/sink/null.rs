@@ -3,11 +3,8 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{DeliveryError, Sink};
-use crate::{
-    event::Event,
-    registry::{BuildCx, SinkSpec},
-};
+use super::{Batch, DeliveryError, Sink};
+use crate::registry::{BuildCx, SinkSpec};
 
 /// `type: null` (no settings).
 #[derive(Debug, Clone, Deserialize)]
@@ -24,7 +21,7 @@ pub struct NullSink;
 
 #[async_trait]
 impl Sink for NullSink {
-    async fn deliver(&mut self, _batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, _batch: &Batch<'_>) -> Result<(), DeliveryError> {
         Ok(())
     }
 }

@@ -13,19 +13,18 @@ use std::{
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryError, group::SinkSet};
+use super::{
+    Batch, DeliveryError,
+    group::{Attempt, SinkSet},
+};
 use crate::{
     channel::{Channel, Lease},
     config::RetryConfig,
-    dlq::{Class, DeadLetter, DeadLetters, Stage},
-    event::Event,
+    dlq::{Class, DeadLetter, DeadLetters, Disposition, Stage},
 };
 
 /// How long a take waits before the runner does idle housekeeping and checks for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
-
-/// How often a lingering runner looks at the channel's counts.
-const LINGER_POLL: Duration = Duration::from_millis(20);
 
 /// Signals from the agent to a runner.
 #[derive(Clone, Default)]
@@ -43,7 +42,7 @@ pub struct SinkRunner {
     dead: DeadLetters,
     batch_size: usize,
     retry: RetryConfig,
-    /// From the sinks (see [`crate::sink::Sink::linger`]).
+    /// See [`crate::registry::SinkSpec::linger`].
     linger: Option<Duration>,
 }
 
@@ -53,6 +52,10 @@ enum Outcome {
     /// Aborted or the DLQ failed: the lease was rolled back.
     RolledBack,
 }
+
+/// Poison found while delivering a lease: the event, why, and the member that refused it
+/// (`None`: no member was asked).
+type Poison = (Option<usize>, DeadLetter);
 
 impl SinkRunner {
     pub fn new(
@@ -66,12 +69,18 @@ impl SinkRunner {
         SinkRunner {
             name: name.to_owned(),
             channel,
-            linger: sinks.linger(),
             sinks,
             dead,
             batch_size,
             retry,
+            linger: None,
         }
+    }
+
+    /// Lets the channel fill up to the batch size for up to `linger` before each take.
+    pub fn with_linger(mut self, linger: Option<Duration>) -> Self {
+        self.linger = linger;
+        self
     }
 
     pub async fn run(mut self, ctl: RunnerControl) {
@@ -79,17 +88,20 @@ impl SinkRunner {
             if ctl.abort.is_cancelled() {
                 break;
             }
-            // A lingering sink takes only what `fill_up` saw queued, without waiting: waiting in
-            // `take` would hand it the first event that trickles in as a batch of one.
-            let wait = match self.linger {
-                Some(linger) => tokio::select! {
-                    _ = fill_up(self.channel.as_ref(), self.batch_size, linger, &ctl) => Duration::ZERO,
-                    _ = ctl.abort.cancelled() => break,
-                },
-                None => IDLE_WAIT,
+            let take = async {
+                match self.linger {
+                    // Once the agent drains, whatever is there goes at once.
+                    Some(linger) if !ctl.drain.is_cancelled() => {
+                        tokio::select! {
+                            r = self.channel.take_batch(self.batch_size, self.batch_size, linger, IDLE_WAIT) => r,
+                            _ = ctl.drain.cancelled() => self.channel.take(self.batch_size, Duration::ZERO).await,
+                        }
+                    }
+                    _ => self.channel.take(self.batch_size, IDLE_WAIT).await,
+                }
             };
             let lease = tokio::select! {
-                r = self.channel.take(self.batch_size, wait) => r,
+                r = take => r,
                 _ = ctl.abort.cancelled() => break,
             };
             match lease {
@@ -115,11 +127,9 @@ impl SinkRunner {
         self.sinks.close().await;
     }
 
-    async fn handle(&mut self, lease: Box<dyn Lease>, ctl: &RunnerControl) -> Outcome {
+    async fn handle(&mut self, mut lease: Box<dyn Lease>, ctl: &RunnerControl) -> Outcome {
         let started = Instant::now();
-        self.sinks.set_position(lease.position());
-        let events = lease.events();
-        let total = events.len();
+        let position = lease.position();
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial_backoff.0)
             .with_max_delay(self.retry.max_backoff.0)
@@ -127,51 +137,57 @@ impl SinkRunner {
             .without_max_times()
             .build();
 
-        // Indices still to deliver; `None` means all of them (the common, allocation-free case).
-        let mut pending: Option<Vec<usize>> = None;
-        let mut dead: Vec<(usize, String)> = Vec::new();
+        // The events still to deliver are the lease's first `pending`: after a partial
+        // failure the ones to retry are moved to the front in place (`order` undoes that
+        // before the lease is committed or rolled back), so a retry copies nothing.
+        let mut pending = lease.events().len();
+        let mut order = Reorder::default();
+        let mut poison: Vec<Poison> = Vec::new();
         let mut dead_class = Class::Permanent;
         let mut attempts = 0u32;
-        let mut delivered_by: Vec<(usize, usize)> = Vec::new(); // (member, events)
+        let mut delivered = vec![0u64; self.sinks.members().len()];
         loop {
             attempts += 1;
-            let subset: Option<Vec<Event>> = pending
-                .as_ref()
-                .map(|idx| idx.iter().map(|&i| events[i].clone()).collect());
-            let batch: &[Event] = subset.as_deref().unwrap_or(events);
-            let in_batch = |k: usize| pending.as_ref().map_or(k, |idx| idx[k]);
-            let result = self.sinks.deliver(batch).await;
+            let batch = Batch {
+                events: &lease.events()[..pending],
+                position,
+            };
+            let Attempt { member, result } = self.sinks.deliver(&batch).await;
             let retry_after = match result {
-                Ok(member) => {
-                    delivered_by.push((member, batch.len()));
+                Ok(()) => {
+                    if let Some(m) = member {
+                        delivered[m] += pending as u64;
+                    }
                     break;
                 }
                 Err(DeliveryError::Permanent(reason)) => {
-                    dead.extend((0..batch.len()).map(|k| (in_batch(k), reason.clone())));
+                    poison.extend(batch.iter().map(|e| (member, letter(e, reason.clone()))));
                     break;
                 }
                 Err(DeliveryError::Partial {
-                    rejected,
-                    retriable,
+                    mut rejected,
+                    mut retriable,
                 }) => {
-                    let ok = batch.len().saturating_sub(rejected.len() + retriable.len());
-                    delivered_by.push((0, ok));
-                    // Never trust indices blindly: out-of-range ones are ignored.
-                    dead.extend(
-                        rejected
-                            .into_iter()
-                            .filter(|(k, _)| *k < batch.len())
-                            .map(|(k, r)| (in_batch(k), r)),
-                    );
-                    let next: Vec<usize> = retriable
-                        .into_iter()
-                        .filter(|&k| k < batch.len())
-                        .map(in_batch)
-                        .collect();
-                    if next.is_empty() {
+                    rejected.sort_by_key(|(k, _)| *k);
+                    rejected.dedup_by_key(|(k, _)| *k);
+                    // Never trust indices blindly: out-of-range and repeated ones are ignored.
+                    retriable.retain(|&k| k < pending);
+                    retriable.sort_unstable();
+                    retriable.dedup();
+                    let mut refused = 0;
+                    for (k, reason) in rejected {
+                        if k < pending && retriable.binary_search(&k).is_err() {
+                            poison.push((member, letter(&batch[k], reason)));
+                            refused += 1;
+                        }
+                    }
+                    if let Some(m) = member {
+                        delivered[m] += pending.saturating_sub(refused + retriable.len()) as u64;
+                    }
+                    if retriable.is_empty() {
                         break;
                     }
-                    pending = Some(next);
+                    pending = order.bring_forward(lease.events_mut(), &retriable);
                     None
                 }
                 Err(DeliveryError::Retriable {
@@ -180,7 +196,7 @@ impl SinkRunner {
                 }) => {
                     if attempts >= self.retry.max_attempts {
                         let why = format!("gave up after {attempts} attempts: {reason}");
-                        dead.extend((0..batch.len()).map(|k| (in_batch(k), why.clone())));
+                        poison.extend(batch.iter().map(|e| (member, letter(e, why.clone()))));
                         dead_class = Class::AttemptsExhausted;
                         break;
                     }
@@ -190,10 +206,11 @@ impl SinkRunner {
             };
             if attempts >= self.retry.max_attempts {
                 // Partial results with retriable leftovers also respect the budget.
-                let idx = pending.take().unwrap_or_default();
-                dead.extend(
-                    idx.into_iter()
-                        .map(|i| (i, format!("gave up after {attempts} attempts"))),
+                let why = format!("gave up after {attempts} attempts");
+                poison.extend(
+                    lease.events()[..pending]
+                        .iter()
+                        .map(|e| (member, letter(e, why.clone()))),
                 );
                 dead_class = Class::AttemptsExhausted;
                 break;
@@ -205,29 +222,28 @@ impl SinkRunner {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = ctl.abort.cancelled() => {
+                    order.restore(lease.events_mut());
                     let _ = lease.rollback().await;
                     return Outcome::RolledBack;
                 }
             }
         }
+        order.restore(lease.events_mut());
 
-        if !dead.is_empty() {
-            let letters: Vec<DeadLetter> = dead
-                .into_iter()
-                .map(|(i, reason)| DeadLetter {
-                    event: events[i].clone(),
-                    reason,
-                })
-                .collect();
-            let n = letters.len() as u64;
+        if !poison.is_empty() {
+            let mut refused_by = vec![0u64; delivered.len()];
+            for (m, _) in &poison {
+                refused_by[m.unwrap_or(0).min(delivered.len().saturating_sub(1))] += 1;
+            }
+            let letters = poison.into_iter().map(|(_, l)| l).collect();
             match self
                 .dead
                 .send(Stage::Sink, dead_class, attempts, letters)
                 .await
             {
-                Ok(crate::dlq::Disposition::Sent) => {}
-                Ok(crate::dlq::Disposition::Discarded) => {
-                    for m in self.sinks.members().iter().take(1) {
+                Ok(Disposition::Sent) => {}
+                Ok(Disposition::Discarded) => {
+                    for (m, n) in self.sinks.members().iter().zip(refused_by) {
                         m.metrics.discarded.inc_by(n);
                     }
                 }
@@ -242,44 +258,50 @@ impl SinkRunner {
             tracing::error!(sink = %self.name, error = %e, "commit failed; events will be redelivered");
             return Outcome::RolledBack;
         }
-        let members = self.sinks.members();
-        for (member, n) in delivered_by {
-            if let Some(m) = members.get(member) {
-                m.metrics.drained.inc_by(n as u64);
-                m.metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        for (m, n) in self.sinks.members().iter().zip(delivered) {
+            if n > 0 {
+                m.metrics.drained.inc_by(n);
+                m.metrics.batch_duration.observe(took);
             }
         }
-        debug_assert!(total > 0);
         Outcome::Committed
     }
 }
 
-/// Waits until the channel holds a full batch, `linger` has passed since the first queued
-/// event was seen, the channel stayed empty for [`IDLE_WAIT`] (so idle housekeeping and the
-/// drain check still run), or the agent drains: sinks that write one object per batch (S3)
-/// get full objects instead of one per trickle. Polls the channel's counts (one lock each).
-async fn fill_up(channel: &dyn Channel, batch_size: usize, linger: Duration, ctl: &RunnerControl) {
-    let started = Instant::now();
-    let mut since: Option<Instant> = None;
-    loop {
-        let s = channel.stats();
-        let n = s.events.saturating_sub(s.in_flight);
-        // A channel too small for a whole batch is taken from once it is full, or its sources
-        // would wait on it for the whole linger.
-        let full = s.capacity_events > 0 && s.events >= s.capacity_events;
-        if n >= batch_size || full || ctl.drain.is_cancelled() {
-            return;
-        }
-        if n > 0 {
-            if since.get_or_insert_with(Instant::now).elapsed() >= linger {
-                return;
+fn letter(event: &crate::event::Event, reason: String) -> DeadLetter {
+    DeadLetter {
+        event: event.clone(),
+        reason,
+    }
+}
+
+/// The swaps that moved a lease's events to retry to its front, to undo them (a rollback puts
+/// events back in their original order; a commit does not care, but gets it anyway).
+#[derive(Default)]
+struct Reorder {
+    swaps: Vec<(usize, usize)>,
+}
+
+impl Reorder {
+    /// Moves `events[keep[j]]` to `events[j]` for each `j`, keeping their relative order;
+    /// `keep` is ascending and in range. Returns how many are at the front now.
+    fn bring_forward<T>(&mut self, events: &mut [T], keep: &[usize]) -> usize {
+        // keep[j] >= j, and the slot keep[j] is untouched by earlier swaps (those touched
+        // slots below j and keep[..j], all smaller), so it still holds the event wanted.
+        for (j, &k) in keep.iter().enumerate() {
+            if j != k {
+                events.swap(j, k);
+                self.swaps.push((j, k));
             }
-        } else if started.elapsed() >= IDLE_WAIT {
-            return;
         }
-        tokio::time::sleep(LINGER_POLL.min(linger)).await;
+        keep.len()
+    }
+
+    fn restore<T>(&mut self, events: &mut [T]) {
+        for (j, k) in self.swaps.drain(..).rev() {
+            events.swap(j, k);
+        }
     }
 }
 
@@ -294,8 +316,12 @@ mod tests {
         channel::memory::MemoryChannel,
         config::units::HumanDuration,
         dlq::{HEADER_ATTEMPTS, HEADER_CLASS, HEADER_REASON},
+        event::Event,
         metrics::Metrics,
-        sink::{Sink, group::Member},
+        sink::{
+            Sink,
+            group::{Member, Policy},
+        },
     };
 
     /// Fails `fail_first` calls retriably, rejects bodies starting with "bad", records the rest.
@@ -307,7 +333,7 @@ mod tests {
 
     #[async_trait]
     impl Sink for Scripted {
-        async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+        async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
             self.calls += 1;
             if self.calls <= self.fail_first {
                 return Err(DeliveryError::retriable("flaky"));
@@ -444,25 +470,18 @@ mod tests {
     /// Each delivered batch's size and position.
     type Batches = Arc<Mutex<Vec<(usize, Option<u64>)>>>;
 
-    /// Records each batch's size and position; asks the runner to linger.
+    /// Records each batch's size and position.
     struct Lingering {
         batches: Batches,
-        position: Option<u64>,
     }
 
     #[async_trait]
     impl Sink for Lingering {
-        fn set_position(&mut self, position: Option<u64>) {
-            self.position = position;
-        }
-        fn linger(&self) -> Option<Duration> {
-            Some(Duration::from_millis(400))
-        }
-        async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+        async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
             self.batches
                 .lock()
                 .unwrap()
-                .push((batch.len(), self.position));
+                .push((batch.len(), batch.position));
             Ok(())
         }
     }
@@ -474,7 +493,6 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let sink = Lingering {
             batches: batches.clone(),
-            position: None,
         };
         let set = SinkSet::single(Member::new("s", Box::new(sink), m.sink("s"), 0));
         let runner = SinkRunner::new(
@@ -484,7 +502,8 @@ mod tests {
             DeadLetters::new(None, m.dlq(), "s"),
             4,
             retry(3),
-        );
+        )
+        .with_linger(Some(Duration::from_millis(400)));
         let ctl = RunnerControl::default();
         let task = tokio::spawn(runner.run(ctl.clone()));
         for i in 0..3 {
@@ -506,5 +525,134 @@ mod tests {
             [(3, Some(base)), (4, Some(base + 3))],
             "the trickle is one batch; the full batch did not wait"
         );
+    }
+
+    /// Fails its first `fail_calls` deliveries retriably; then refuses bodies starting with
+    /// "bad" for good, asks for "flaky" to be retried the first time it sees it, and delivers
+    /// the rest. Members of one group share `seen_flaky`.
+    #[derive(Default)]
+    struct Picky {
+        fail_calls: u32,
+        seen_flaky: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait]
+    impl Sink for Picky {
+        async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
+            if self.fail_calls > 0 {
+                self.fail_calls -= 1;
+                return Err(DeliveryError::retriable("down"));
+            }
+            let (mut rejected, mut retriable) = (Vec::new(), Vec::new());
+            for (i, e) in batch.iter().enumerate() {
+                if e.body.starts_with(b"bad") {
+                    rejected.push((i, "refused".to_string()));
+                } else if &e.body[..] == b"flaky"
+                    && !self
+                        .seen_flaky
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    retriable.push(i);
+                }
+            }
+            DeliveryError::outcome(batch.len(), rejected, retriable, None)
+        }
+    }
+
+    /// Runs `set` over `leases` (one lease each, in order) with no DLQ, so refused events are
+    /// discarded and counted on the sink that refused them.
+    async fn run_group(m: &Metrics, set: SinkSet, leases: &[&[&str]]) {
+        let ch = Arc::new(MemoryChannel::new(100, None));
+        let runner = SinkRunner::new(
+            "g",
+            ch.clone(),
+            set,
+            DeadLetters::new(None, m.dlq(), "g"),
+            4,
+            retry(10),
+        );
+        let ctl = RunnerControl::default();
+        let task = tokio::spawn(runner.run(ctl.clone()));
+        for lease in leases {
+            ch.put(lease.iter().map(|b| Event::new(b.to_string())).collect())
+                .await
+                .unwrap();
+            while ch.stats().events > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        ctl.drain.cancel();
+        task.await.unwrap();
+    }
+
+    /// `(delivered, retries, discarded)` of sink `name`.
+    fn counts(m: &Metrics, name: &str) -> (u64, u64, u64) {
+        let s = m.sink(name);
+        (s.drained.get(), s.retries.get(), s.discarded.get())
+    }
+
+    #[tokio::test]
+    async fn load_balanced_members_are_credited_with_what_each_did() {
+        let m = Metrics::new();
+        let seen = Arc::default();
+        let picky = || {
+            Box::new(Picky {
+                fail_calls: 0,
+                seen_flaky: Arc::clone(&seen),
+            })
+        };
+        let set = SinkSet::group(
+            vec![
+                Member::new("a", picky(), m.sink("a"), 0),
+                Member::new("b", picky(), m.sink("b"), 0),
+            ],
+            Policy::RoundRobin,
+            true,
+            Duration::from_secs(1),
+        );
+        // a takes the first lease whole; b delivers two of the second, refuses one and asks
+        // for one to be retried, which the rotation hands to a.
+        run_group(
+            &m,
+            set,
+            &[&["1", "2", "3", "4"], &["5", "bad", "flaky", "6"]],
+        )
+        .await;
+        assert_eq!(counts(&m, "a"), (5, 0, 0));
+        assert_eq!(counts(&m, "b"), (2, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_failover_member_that_partly_delivers_is_credited_not_the_primary() {
+        let m = Metrics::new();
+        let primary = Picky {
+            fail_calls: 1,
+            ..Picky::default()
+        };
+        let set = SinkSet::group(
+            vec![
+                Member::new("backup", Box::new(Picky::default()), m.sink("backup"), 1),
+                Member::new("primary", Box::new(primary), m.sink("primary"), 10),
+            ],
+            Policy::Failover,
+            true,
+            Duration::from_secs(1),
+        );
+        run_group(&m, set, &[&["1", "bad", "2", "3"]]).await;
+        assert_eq!(counts(&m, "primary"), (0, 1, 0));
+        assert_eq!(counts(&m, "backup"), (3, 0, 1));
+    }
+
+    #[test]
+    fn reordering_for_a_retry_is_undone_exactly() {
+        let original: Vec<u32> = (0..10).collect();
+        let mut v = original.clone();
+        let mut order = Reorder::default();
+        assert_eq!(order.bring_forward(&mut v, &[1, 4, 5, 9]), 4);
+        assert_eq!(v[..4], [1, 4, 5, 9]);
+        assert_eq!(order.bring_forward(&mut v[..4], &[0, 3]), 2);
+        assert_eq!(v[..2], [1, 9]);
+        order.restore(&mut v);
+        assert_eq!(v, original);
     }
 }

@@ -9,6 +9,7 @@
 pub mod generator;
 pub mod processor;
 pub mod stdin;
+pub mod supervisor;
 pub mod tail;
 
 use async_trait::async_trait;

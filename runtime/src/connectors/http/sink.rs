@@ -28,7 +28,7 @@ use sluice_core::{
         codec::{Codec, CodecName, encode_into},
         template::Template,
     },
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::{
@@ -456,7 +456,7 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
 
 #[async_trait]
 impl Sink for HttpSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if let Some(t) = self.not_before.take() {
             tokio::time::sleep_until(t).await;
         }

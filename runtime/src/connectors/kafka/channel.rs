@@ -550,6 +550,10 @@ impl KafkaLease {
 
 #[async_trait]
 impl Lease for KafkaLease {
+    fn events_mut(&mut self) -> &mut [Event] {
+        &mut self.events
+    }
+
     fn events(&self) -> &[Event] {
         &self.events
     }

@@ -26,9 +26,9 @@
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use sluice_core::{
-    event::{Event, template::Template},
+    event::template::Template,
     registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::{
@@ -96,7 +96,7 @@ impl KafkaSink {
 
 #[async_trait]
 impl Sink for KafkaSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
         }

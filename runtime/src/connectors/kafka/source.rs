@@ -39,12 +39,14 @@ use rdkafka::{
     error::{KafkaError, KafkaResult},
     message::BorrowedMessage,
 };
-use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
     event::{Event, Headers},
     registry::{BuildCx, SourceSpec},
-    source::{ProcessError, Source, SourceContext, SourceError},
+    source::{
+        ProcessError, Source, SourceContext, SourceError,
+        supervisor::{Backoff, Failure, Session, Supervised, sleep_or_cancelled, supervise},
+    },
 };
 
 pub use super::client::HEADER_TIMESTAMP;
@@ -134,7 +136,7 @@ impl KafkaSource {
         })
     }
 
-    fn connect(&self) -> Result<StreamConsumer<ConsumerCtx>, String> {
+    fn subscribe(&self) -> Result<StreamConsumer<ConsumerCtx>, String> {
         let consumer: StreamConsumer<ConsumerCtx> = self
             .config
             .create_with_context(ConsumerCtx::new(&self.name))
@@ -149,16 +151,18 @@ impl KafkaSource {
 
     /// One consumer's life: until the agent stops, processing fails fatally, or the consumer
     /// breaks. Also returns the offsets of the last committed batch.
-    async fn consume(
+    async fn consume_batches(
         &self,
         consumer: &StreamConsumer<ConsumerCtx>,
         cx: &mut SourceContext,
+        session: &mut Session,
     ) -> (End, Option<TopicPartitionList>) {
         let ctx = Arc::clone(consumer.context());
         let throttle = Throttle::new(WARN_EVERY);
         let mut stream = consumer.stream();
         let mut pending = Pending::new(self.batch_size);
         let mut last: Option<TopicPartitionList> = None;
+        // Pauses while librdkafka reconnects by itself after a consumer error.
         let mut errors = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             // The first record of a batch: wait as long as it takes.
@@ -179,7 +183,7 @@ impl KafkaSource {
                     if let Some(end) = self.consumer_error(e, &throttle) {
                         return (end, last);
                     }
-                    if sleep_or_stop(&cx.shutdown, errors.delay()).await {
+                    if sleep_or_cancelled(&cx.shutdown, errors.next_delay()).await {
                         return (End::Stopped, last);
                     }
                     continue;
@@ -233,6 +237,7 @@ impl KafkaSource {
             match outcome {
                 Ok(()) => match commit_list(&pending.topics, &spans) {
                     Ok(tpl) => {
+                        session.mark_progress();
                         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                             if let Some(suppressed) = throttle.allow() {
                                 tracing::warn!(source = %self.name, error = %e, suppressed, "offset commit failed; records may be read again");
@@ -248,7 +253,7 @@ impl KafkaSource {
                 Err(e) => {
                     tracing::warn!(source = %self.name, error = %e, "batch not accepted; reading it again");
                     rewind(consumer, &pending.topics, &spans, &self.name);
-                    if sleep_or_stop(&cx.shutdown, RETRY_PAUSE).await {
+                    if sleep_or_cancelled(&cx.shutdown, RETRY_PAUSE).await {
                         return (End::Stopped, last);
                     }
                 }
@@ -284,29 +289,52 @@ enum End {
     Broken(String),
 }
 
+/// A subscribed consumer, from `connect` to `consume` (a newtype: the context type is
+/// crate-private, the trait is not).
+pub struct Subscribed(Arc<StreamConsumer<ConsumerCtx>>);
+
+impl Supervised for KafkaSource {
+    type Conn = Subscribed;
+
+    fn peer(&self) -> String {
+        self.config
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn connect(&mut self) -> Result<Self::Conn, Failure> {
+        // librdkafka connects in the background: only a bad setting fails here, and retrying
+        // cannot fix that.
+        let consumer = self
+            .subscribe()
+            .map_err(|e| Failure::Fatal(SourceError::Io(std::io::Error::other(e))))?;
+        tracing::info!(source = %self.name, subscription = ?self.subscription, "consuming from kafka");
+        Ok(Subscribed(Arc::new(consumer)))
+    }
+
+    async fn consume(
+        &mut self,
+        Subscribed(consumer): Self::Conn,
+        cx: &mut SourceContext,
+        session: &mut Session,
+    ) -> Result<(), Failure> {
+        let (end, last) = self.consume_batches(&consumer, cx, session).await;
+        close_consumer(&self.name, consumer, last).await;
+        match end {
+            End::Stopped => Ok(()),
+            End::Failed(e) => Err(Failure::Fatal(e.into())),
+            End::Broken(why) => Err(Failure::retry("the kafka consumer broke", why)),
+        }
+    }
+}
+
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
-        let mut restarts = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        loop {
-            let consumer = Arc::new(
-                self.connect()
-                    .map_err(|e| SourceError::Io(std::io::Error::other(e)))?,
-            );
-            tracing::info!(source = %cx.name, subscription = ?self.subscription, "consuming from kafka");
-            let (end, last) = self.consume(&consumer, &mut cx).await;
-            close_consumer(&self.name, consumer, last).await;
-            match end {
-                End::Stopped => return Ok(()),
-                End::Failed(e) => return Err(e.into()),
-                End::Broken(why) => {
-                    tracing::warn!(source = %cx.name, error = %why, "replacing the kafka consumer");
-                    if sleep_or_stop(&cx.shutdown, restarts.delay()).await {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        let mut this = *self;
+        let restarts = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        supervise(&mut this, &mut cx, restarts).await
     }
 }
 
@@ -538,41 +566,6 @@ pub(crate) fn record_event(
 
 // ---------------------------------------------------------------- client plumbing
 
-/// Exponential delays from `min` to `max`.
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    pub(crate) fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(self.max);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// Sleeps; true when the agent stopped meanwhile.
-pub(crate) async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
-
 /// Commits `last` synchronously (waiting at most [`FINAL_COMMIT_WAIT`] for the broker), then
 /// closes the consumer in the background (see [`drop_detached`]).
 pub(crate) async fn close_consumer(
@@ -697,14 +690,5 @@ mod tests {
         assert_eq!(anchored_pattern("^a|b$").unwrap(), "^(a|b)$");
         assert!(anchored_pattern("(").is_err());
         assert!(anchored_pattern("^$").is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
-        let got: Vec<u128> = (0..4).map(|_| b.delay().as_millis()).collect();
-        assert_eq!(got, [100, 200, 300, 300]);
-        b.reset();
-        assert_eq!(b.delay(), Duration::from_millis(100));
     }
 }

@@ -213,6 +213,54 @@ fn default_exchange_type() -> String {
 
 // ---------------------------------------------------------------- shared
 
+const URI_SHAPE: &str = "expected amqp://user:password@host:5672/vhost";
+
+/// A broker address, name or argument AMQP cannot carry, or a broker that cannot be reached.
+/// Texts name the offending field and never contain the password.
+#[derive(Debug, thiserror::Error)]
+pub enum RabbitError {
+    #[error("`uri`: not a valid URI ({0}); {URI_SHAPE}")]
+    UriSyntax(#[source] url::ParseError),
+    #[error(
+        "`uri`: amqps:// (TLS) is not supported by this build of sluice; use amqp://, e.g. \
+         through a local TLS tunnel"
+    )]
+    TlsUnsupported,
+    #[error("`uri`: unsupported scheme `{0}`; {URI_SHAPE}")]
+    Scheme(String),
+    #[error("`uri`: no host; {URI_SHAPE}")]
+    NoHost,
+    /// Refused by the AMQP URI parser, whose error is text (password masked).
+    #[error("`uri`: {0}")]
+    Uri(String),
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: Endpoint,
+        source: lapin::Error,
+    },
+    #[error("cannot connect to {endpoint}: no answer within {timeout:?}")]
+    ConnectTimeout {
+        endpoint: Endpoint,
+        timeout: Duration,
+    },
+    #[error("`{field}`: {len} bytes; AMQP allows at most 255")]
+    TooLong { field: String, len: usize },
+    #[error("`{0}`: empty exchange type")]
+    EmptyExchangeType(String),
+    #[error("`{field}`: {number} does not fit a signed 64-bit integer")]
+    NotInt64 {
+        field: String,
+        number: serde_json::Number,
+    },
+}
+
+/// The source still reports its settings and connection errors as text.
+impl From<RabbitError> for String {
+    fn from(e: RabbitError) -> String {
+        e.to_string()
+    }
+}
+
 /// A broker to connect to: the parsed `uri` and the connect timeout. `Debug` and `Display`
 /// show `amqp://user@host:port/vhost`, never the password.
 #[derive(Clone)]
@@ -225,34 +273,25 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses and checks `uri` without connecting; the error names the field and never
     /// contains the password.
-    pub fn parse(uri: &Secret, connect_timeout: Duration) -> Result<Endpoint, String> {
-        const SHAPE: &str = "expected amqp://user:password@host:5672/vhost";
+    pub fn parse(uri: &Secret, connect_timeout: Duration) -> Result<Endpoint, RabbitError> {
         let raw = uri.expose().trim();
-        let url =
-            url::Url::parse(raw).map_err(|e| format!("`uri`: not a valid URI ({e}); {SHAPE}"))?;
+        let url = url::Url::parse(raw).map_err(RabbitError::UriSyntax)?;
         match url.scheme() {
             "amqp" => {}
-            "amqps" => {
-                return Err(
-                    "`uri`: amqps:// (TLS) is not supported by this build of sluice; \
-                            use amqp://, e.g. through a local TLS tunnel"
-                        .into(),
-                );
-            }
-            other => return Err(format!("`uri`: unsupported scheme `{other}`; {SHAPE}")),
+            "amqps" => return Err(RabbitError::TlsUnsupported),
+            other => return Err(RabbitError::Scheme(other.to_owned())),
         }
         let host = match url.host_str() {
             Some(h) if !url.cannot_be_a_base() && !h.is_empty() => h,
-            _ => return Err(format!("`uri`: no host; {SHAPE}")),
+            _ => return Err(RabbitError::NoHost),
         };
         let password = url.password().unwrap_or_default();
         let mut parsed: AMQPUri = raw.parse().map_err(|e: String| {
-            let e = if password.is_empty() {
+            RabbitError::Uri(if password.is_empty() {
                 e
             } else {
                 e.replace(password, "***")
-            };
-            format!("`uri`: {e}")
+            })
         })?;
         // The AMQP URI parser only keeps domain names (an IPv6 literal would become
         // "localhost"); take the host as written.
@@ -279,7 +318,7 @@ impl Endpoint {
     }
 
     /// Opens a connection named `sluice <component>` (visible in the management UI).
-    pub async fn connect(&self, component: &str) -> Result<Connection, String> {
+    pub async fn connect(&self, component: &str) -> Result<Connection, RabbitError> {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(format!("sluice {component}")));
         match tokio::time::timeout(
@@ -289,11 +328,14 @@ impl Endpoint {
         .await
         {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(format!("cannot connect to {self}: {e}")),
-            Err(_) => Err(format!(
-                "cannot connect to {self}: no answer within {:?}",
-                self.connect_timeout
-            )),
+            Ok(Err(source)) => Err(RabbitError::Connect {
+                endpoint: self.clone(),
+                source,
+            }),
+            Err(_) => Err(RabbitError::ConnectTimeout {
+                endpoint: self.clone(),
+                timeout: self.connect_timeout,
+            }),
         }
     }
 }
@@ -311,19 +353,21 @@ impl fmt::Debug for Endpoint {
 }
 
 /// A name the protocol carries as a short string (at most 255 bytes).
-pub fn short(field: &str, value: &str) -> Result<ShortString, String> {
-    ShortString::try_new(value)
-        .map_err(|_| format!("`{field}`: {} bytes; AMQP allows at most 255", value.len()))
+pub fn short(field: &str, value: &str) -> Result<ShortString, RabbitError> {
+    ShortString::try_new(value).map_err(|_| RabbitError::TooLong {
+        field: field.to_owned(),
+        len: value.len(),
+    })
 }
 
 /// An exchange type by name.
-pub fn exchange_kind(field: &str, kind: &str) -> Result<ExchangeKind, String> {
+pub fn exchange_kind(field: &str, kind: &str) -> Result<ExchangeKind, RabbitError> {
     Ok(match kind {
         "direct" => ExchangeKind::Direct,
         "fanout" => ExchangeKind::Fanout,
         "topic" => ExchangeKind::Topic,
         "headers" => ExchangeKind::Headers,
-        "" => return Err(format!("`{field}`: empty exchange type")),
+        "" => return Err(RabbitError::EmptyExchangeType(field.to_owned())),
         other => ExchangeKind::Custom(other.to_owned()),
     })
 }
@@ -333,7 +377,7 @@ pub fn exchange_kind(field: &str, kind: &str) -> Result<ExchangeKind, String> {
 pub fn field_table(
     field: &str,
     args: &BTreeMap<String, serde_json::Value>,
-) -> Result<FieldTable, String> {
+) -> Result<FieldTable, RabbitError> {
     let mut t = FieldTable::default();
     for (k, v) in args {
         let f = format!("{field}.{k}");
@@ -342,7 +386,7 @@ pub fn field_table(
     Ok(t)
 }
 
-fn amqp_value(field: &str, v: &serde_json::Value) -> Result<AMQPValue, String> {
+fn amqp_value(field: &str, v: &serde_json::Value) -> Result<AMQPValue, RabbitError> {
     use serde_json::Value;
     Ok(match v {
         Value::Null => AMQPValue::Void,
@@ -351,9 +395,10 @@ fn amqp_value(field: &str, v: &serde_json::Value) -> Result<AMQPValue, String> {
             (Some(i), _) => AMQPValue::LongLongInt(i),
             (None, Some(f)) if n.is_f64() => AMQPValue::Double(f),
             _ => {
-                return Err(format!(
-                    "`{field}`: {n} does not fit a signed 64-bit integer"
-                ));
+                return Err(RabbitError::NotInt64 {
+                    field: field.to_owned(),
+                    number: n.clone(),
+                });
             }
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
@@ -379,7 +424,7 @@ fn amqp_value(field: &str, v: &serde_json::Value) -> Result<AMQPValue, String> {
 mod tests {
     use super::*;
 
-    fn endpoint(uri: &str) -> Result<Endpoint, String> {
+    fn endpoint(uri: &str) -> Result<Endpoint, RabbitError> {
         Endpoint::parse(&Secret::new(uri), Duration::from_secs(1))
     }
 
@@ -406,7 +451,7 @@ mod tests {
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
         let err = endpoint("amqp://app:hunter2@h:notaport/v").unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]
@@ -418,9 +463,26 @@ mod tests {
         assert_eq!(e.uri.authority.host, "::1");
         assert_eq!(e.to_string(), "amqp://guest@[::1]:5672/prod");
         let err = endpoint("amqps://u:p@h/").unwrap_err();
-        assert!(err.contains("amqps:// (TLS) is not supported"), "{err}");
-        assert!(endpoint("http://h/").unwrap_err().contains("scheme `http`"));
-        assert!(endpoint("not a uri").unwrap_err().starts_with("`uri`"));
+        assert!(matches!(err, RabbitError::TlsUnsupported));
+        assert_eq!(
+            err.to_string(),
+            "`uri`: amqps:// (TLS) is not supported by this build of sluice; use amqp://, e.g. \
+             through a local TLS tunnel"
+        );
+        assert_eq!(
+            endpoint("http://h/").unwrap_err().to_string(),
+            "`uri`: unsupported scheme `http`; expected amqp://user:password@host:5672/vhost"
+        );
+        let err = endpoint("not a uri").unwrap_err();
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the URL parser's error is kept"
+        );
+        assert_eq!(
+            err.to_string(),
+            "`uri`: not a valid URI (relative URL without a base); \
+             expected amqp://user:password@host:5672/vhost"
+        );
     }
 
     #[test]
@@ -442,6 +504,23 @@ mod tests {
         assert!(matches!(get("x-list"), AMQPValue::FieldArray(a) if a.as_slice().len() == 2));
         assert!(matches!(get("x-map"), AMQPValue::FieldTable(m) if m.inner().len() == 1));
         let long = "k".repeat(300);
-        assert!(short("queue", &long).unwrap_err().contains("at most 255"));
+        assert_eq!(
+            short("queue", &long).unwrap_err().to_string(),
+            "`queue`: 300 bytes; AMQP allows at most 255"
+        );
+        let big: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(r#"{"x-big": 18446744073709551615}"#).unwrap();
+        assert_eq!(
+            field_table("declare.arguments", &big)
+                .unwrap_err()
+                .to_string(),
+            "`declare.arguments.x-big`: 18446744073709551615 does not fit a signed 64-bit integer"
+        );
+        assert_eq!(
+            exchange_kind("declare_exchange.type", "")
+                .unwrap_err()
+                .to_string(),
+            "`declare_exchange.type`: empty exchange type"
+        );
     }
 }

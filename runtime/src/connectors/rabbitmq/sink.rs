@@ -33,12 +33,59 @@ use lapin::{
 use sluice_core::{
     event::{Event, template::Template},
     registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::{
-    Endpoint, RabbitSinkConfig, Unroutable, exchange_kind, field_table, header, short,
+    Endpoint, RabbitError, RabbitSinkConfig, Unroutable, exchange_kind, field_table, header, short,
 };
+
+/// Settings the sink refuses, or a channel it cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum RabbitSinkError {
+    #[error(transparent)]
+    Rabbit(#[from] RabbitError),
+    #[error("`{field}`: {message}")]
+    Template {
+        field: &'static str,
+        message: String,
+    },
+    #[error("`routing_key`: required with the default exchange (it names the target queue)")]
+    NoRoutingKey,
+    #[error("`declare_exchange`: the default exchange cannot be declared; set `exchange`")]
+    DeclareDefaultExchange,
+    #[error("`declare_exchange`: needs a fixed `exchange`, not a template")]
+    DeclareTemplateExchange,
+    #[error(
+        "`unroutable`: only applies with `mandatory: true` (without it the broker drops \
+         unroutable messages)"
+    )]
+    UnroutableWithoutMandatory,
+    #[error("cannot open a channel: {0}")]
+    OpenChannel(#[source] lapin::Error),
+    #[error("cannot enable publisher confirms: {0}")]
+    Confirms(#[source] lapin::Error),
+    #[error("cannot declare exchange `{exchange}`: {source}")]
+    DeclareExchange {
+        exchange: ShortString,
+        source: lapin::Error,
+    },
+}
+
+/// Why one event cannot be published: it becomes that event's rejection reason.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unsendable {
+    #[error("the {what} is {len} bytes long; AMQP allows at most 255")]
+    NameTooLong { what: &'static str, len: usize },
+    #[error("header name of {0} bytes; AMQP allows at most 255")]
+    HeaderNameTooLong(usize),
+    #[error("header `{key}` is {len} bytes; AMQP allows at most 255")]
+    HeaderTooLong { key: String, len: usize },
+    #[error("header `{key}` must be milliseconds as digits, got {value:?}")]
+    Expiration { key: String, value: String },
+    #[error("header `{key}` must be 0-255, got {value:?}")]
+    Priority { key: String, value: String },
+}
 
 /// `type: rabbitmq` sinks.
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
@@ -47,7 +94,9 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> 
 
 impl SinkSpec for RabbitSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
-        Ok(Box::new(RabbitSink::new(cx.name, self)?))
+        Ok(Box::new(
+            RabbitSink::new(cx.name, self).map_err(|e| e.to_string())?,
+        ))
     }
 }
 
@@ -58,8 +107,9 @@ enum Name {
 }
 
 impl Name {
-    fn parse(field: &str, text: &str) -> Result<Name, String> {
-        let t = Template::parse(text).map_err(|e| format!("`{field}`: {e}"))?;
+    fn parse(field: &'static str, text: &str) -> Result<Name, RabbitSinkError> {
+        let t = Template::parse(text)
+            .map_err(|message| RabbitSinkError::Template { field, message })?;
         if !t.is_constant() {
             return Ok(Name::Template(t));
         }
@@ -68,16 +118,19 @@ impl Name {
         Ok(Name::Fixed(short(field, &fixed)?))
     }
 
-    fn render(&self, what: &str, e: &Event, buf: &mut String) -> Result<ShortString, String> {
+    fn render(
+        &self,
+        what: &'static str,
+        e: &Event,
+        buf: &mut String,
+    ) -> Result<ShortString, Unsendable> {
         match self {
             Name::Fixed(s) => Ok(s.clone()),
             Name::Template(t) => {
                 t.render(e, buf);
-                ShortString::try_new(buf.as_str()).map_err(|_| {
-                    format!(
-                        "the {what} is {} bytes long; AMQP allows at most 255",
-                        buf.len()
-                    )
+                ShortString::try_new(buf.as_str()).map_err(|_| Unsendable::NameTooLong {
+                    what,
+                    len: buf.len(),
                 })
             }
         }
@@ -122,32 +175,20 @@ pub struct RabbitSink {
 
 impl RabbitSink {
     /// Checks the settings without connecting; an error names the offending field.
-    pub fn new(name: &str, cfg: &RabbitSinkConfig) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &RabbitSinkConfig) -> Result<Self, RabbitSinkError> {
         let endpoint = Endpoint::parse(&cfg.uri, cfg.connect_timeout.0)?;
         let exchange = Name::parse("exchange", &cfg.exchange)?;
         let routing_key = Name::parse("routing_key", &cfg.routing_key)?;
         if exchange.is_empty() && routing_key.is_empty() {
-            return Err(
-                "`routing_key`: required with the default exchange (it names the \
-                        target queue)"
-                    .into(),
-            );
+            return Err(RabbitSinkError::NoRoutingKey);
         }
         let declare = match &cfg.declare_exchange {
             None => None,
             Some(d) => {
                 let exchange_name = match &exchange {
                     Name::Fixed(n) if !n.as_str().is_empty() => n.clone(),
-                    Name::Fixed(_) => {
-                        return Err("`declare_exchange`: the default exchange cannot be \
-                                    declared; set `exchange`"
-                            .into());
-                    }
-                    Name::Template(_) => {
-                        return Err(
-                            "`declare_exchange`: needs a fixed `exchange`, not a template".into(),
-                        );
-                    }
+                    Name::Fixed(_) => return Err(RabbitSinkError::DeclareDefaultExchange),
+                    Name::Template(_) => return Err(RabbitSinkError::DeclareTemplateExchange),
                 };
                 Some(ExchangeSpec {
                     name: exchange_name,
@@ -164,11 +205,7 @@ impl RabbitSink {
             }
         };
         if cfg.unroutable.is_some() && !cfg.mandatory {
-            return Err(
-                "`unroutable`: only applies with `mandatory: true` (without it the \
-                        broker drops unroutable messages)"
-                    .into(),
-            );
+            return Err(RabbitSinkError::UnroutableWithoutMandatory);
         }
         let content_type = match &cfg.content_type {
             Some(c) => Some(short("content_type", c)?),
@@ -239,7 +276,7 @@ impl RabbitSink {
     fn prepare(
         &mut self,
         e: &Event,
-    ) -> Result<(ShortString, ShortString, BasicProperties), String> {
+    ) -> Result<(ShortString, ShortString, BasicProperties), Unsendable> {
         let exchange = self.exchange.render("exchange", e, &mut self.buf)?;
         let routing_key = self.routing_key.render("routing key", e, &mut self.buf)?;
         Ok((exchange, routing_key, properties(e, &self.outgoing)?))
@@ -280,7 +317,7 @@ impl RabbitSink {
 
 #[async_trait]
 impl Sink for RabbitSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -299,7 +336,7 @@ impl Sink for RabbitSink {
                             .await
                     });
                 }
-                Err(reason) => rejected.push((i, reason)),
+                Err(reason) => rejected.push((i, reason.to_string())),
             }
         }
 
@@ -427,14 +464,14 @@ impl Sink for RabbitSink {
 async fn open_channel(
     conn: &Connection,
     declare: Option<&ExchangeSpec>,
-) -> Result<Channel, String> {
+) -> Result<Channel, RabbitSinkError> {
     let ch = conn
         .create_channel()
         .await
-        .map_err(|e| format!("cannot open a channel: {e}"))?;
+        .map_err(RabbitSinkError::OpenChannel)?;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(|e| format!("cannot enable publisher confirms: {e}"))?;
+        .map_err(RabbitSinkError::Confirms)?;
     if let Some(d) = declare {
         ch.exchange_declare(
             d.name.clone(),
@@ -443,7 +480,10 @@ async fn open_channel(
             d.arguments.clone(),
         )
         .await
-        .map_err(|e| format!("cannot declare exchange `{}`: {e}", d.name))?;
+        .map_err(|source| RabbitSinkError::DeclareExchange {
+            exchange: d.name.clone(),
+            source,
+        })?;
     }
     Ok(ch)
 }
@@ -466,7 +506,7 @@ where
 }
 
 /// The message properties of an event (see the module doc for the mapping).
-pub(crate) fn properties(e: &Event, o: &Outgoing) -> Result<BasicProperties, String> {
+pub(crate) fn properties(e: &Event, o: &Outgoing) -> Result<BasicProperties, Unsendable> {
     let mut p = BasicProperties::default();
     if o.persistent {
         p = p.with_delivery_mode(2);
@@ -485,12 +525,8 @@ pub(crate) fn properties(e: &Event, o: &Outgoing) -> Result<BasicProperties, Str
             }
         }
         if o.copy_headers {
-            let name = ShortString::try_new(key).map_err(|_| {
-                format!(
-                    "header name of {} bytes; AMQP allows at most 255",
-                    key.len()
-                )
-            })?;
+            let name =
+                ShortString::try_new(key).map_err(|_| Unsendable::HeaderNameTooLong(key.len()))?;
             table.insert(name, AMQPValue::LongString(LongString::from(value)));
         }
     }
@@ -504,13 +540,11 @@ pub(crate) fn properties(e: &Event, o: &Outgoing) -> Result<BasicProperties, Str
 }
 
 /// Sets the property an `amqp.*` header names; other `amqp.*` headers are not sent.
-fn set_property(p: BasicProperties, key: &str, value: &str) -> Result<BasicProperties, String> {
+fn set_property(p: BasicProperties, key: &str, value: &str) -> Result<BasicProperties, Unsendable> {
     let text = || {
-        ShortString::try_new(value).map_err(|_| {
-            format!(
-                "header `{key}` is {} bytes; AMQP allows at most 255",
-                value.len()
-            )
+        ShortString::try_new(value).map_err(|_| Unsendable::HeaderTooLong {
+            key: key.to_owned(),
+            len: value.len(),
         })
     };
     Ok(match key {
@@ -524,15 +558,21 @@ fn set_property(p: BasicProperties, key: &str, value: &str) -> Result<BasicPrope
         header::EXPIRATION => {
             // The broker closes the channel over a malformed expiration: refuse it here.
             if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "header `{key}` must be milliseconds as digits, got {value:?}"
-                ));
+                return Err(Unsendable::Expiration {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                });
             }
             p.with_expiration(text()?)
         }
         header::PRIORITY => match value.trim().parse::<u8>() {
             Ok(n) => p.with_priority(n),
-            Err(_) => return Err(format!("header `{key}` must be 0-255, got {value:?}")),
+            Err(_) => {
+                return Err(Unsendable::Priority {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
         },
         _ => p,
     })
@@ -648,12 +688,29 @@ mod tests {
             Event::new("b").with_header("amqp.expiration", "soon"),
             Event::new("b").with_header("amqp.priority", "high"),
         ];
-        for e in &bad {
-            assert!(properties(e, &outgoing()).is_err(), "{e:?}");
-        }
+        let why: Vec<_> = bad
+            .iter()
+            .map(|e| properties(e, &outgoing()).unwrap_err().to_string())
+            .collect();
+        assert_eq!(
+            why,
+            [
+                "header name of 300 bytes; AMQP allows at most 255",
+                "header `amqp.message_id` is 300 bytes; AMQP allows at most 255",
+                "header `amqp.expiration` must be milliseconds as digits, got \"soon\"",
+                "header `amqp.priority` must be 0-255, got \"high\"",
+            ]
+        );
         let mut sink = RabbitSink::new("s", &cfg("", "%{q}")).unwrap();
         let e = Event::new("b").with_header("q", long);
-        assert!(sink.prepare(&e).unwrap_err().contains("at most 255"));
+        let Err(why) = sink.prepare(&e) else {
+            panic!("a 300-byte routing key is refused");
+        };
+        assert!(matches!(why, Unsendable::NameTooLong { len: 300, .. }));
+        assert_eq!(
+            why.to_string(),
+            "the routing key is 300 bytes long; AMQP allows at most 255"
+        );
     }
 
     #[test]
@@ -701,11 +758,24 @@ mod tests {
     #[test]
     fn settings_are_checked_without_connecting() {
         let err = |c: RabbitSinkConfig| RabbitSink::new("s", &c).err().unwrap();
-        assert!(err(cfg("", "")).contains("`routing_key`"));
-        assert!(err(cfg("x", "%{")).contains("`routing_key`"));
+        assert_eq!(
+            err(cfg("", "")).to_string(),
+            "`routing_key`: required with the default exchange (it names the target queue)"
+        );
+        assert!(matches!(
+            err(cfg("x", "%{")),
+            RabbitSinkError::Template {
+                field: "routing_key",
+                ..
+            }
+        ));
         let mut c = cfg("x", "k");
         c.unroutable = Some(Unroutable::Retry);
-        assert!(err(c).contains("`unroutable`"));
+        assert_eq!(
+            err(c).to_string(),
+            "`unroutable`: only applies with `mandatory: true` (without it the broker drops \
+             unroutable messages)"
+        );
         let mut c = cfg("ex-%{h}", "k");
         c.declare_exchange = Some(crate::connectors::rabbitmq::config::RabbitExchangeDeclare {
             kind: "topic".into(),
@@ -713,10 +783,16 @@ mod tests {
             auto_delete: false,
             arguments: Default::default(),
         });
-        assert!(err(c).contains("`declare_exchange`"));
+        assert_eq!(
+            err(c).to_string(),
+            "`declare_exchange`: needs a fixed `exchange`, not a template"
+        );
         let mut c = cfg("x", "k");
         c.uri = Secret::new("amqps://u:pw@h/");
-        assert!(err(c).contains("amqps"));
+        assert!(matches!(
+            err(c),
+            RabbitSinkError::Rabbit(RabbitError::TlsUnsupported)
+        ));
     }
 
     #[test]

@@ -16,14 +16,15 @@
 //! are, numbers and booleans in decimal, timestamps as epoch seconds, byte arrays as UTF-8
 //! (base64 when not UTF-8), void as the empty string, nested arrays and tables as JSON.
 //!
-//! A lost connection or channel is logged and reopened with a doubling backoff
-//! (`reconnect_backoff` up to `max_reconnect_backoff`); what was delivered but not
-//! acknowledged is delivered again by the broker, so delivery is at least once. The same
-//! happens when a batch waits for room in a full channel longer than the broker's
-//! `consumer_timeout` (30 minutes by default): the broker closes the channel, the source
-//! reconnects, and the batch is delivered again.
+//! A lost connection or channel is logged and reopened after a doubling, jittered pause
+//! (`reconnect_backoff` up to `max_reconnect_backoff`; the engine's source supervisor starts
+//! it over once a batch was acknowledged or a connection outlived the longest pause); what was
+//! delivered but not acknowledged is delivered again by the broker, so delivery is at least
+//! once. The same happens when a batch waits for room in a full channel longer than the
+//! broker's `consumer_timeout` (30 minutes by default): the broker closes the channel, the
+//! source reconnects, and the batch is delivered again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -39,12 +40,14 @@ use lapin::{
     protocol::constants::REPLY_SUCCESS,
     types::{AMQPValue, DecimalValue, FieldTable, ShortString},
 };
-use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
     event::{Event, Headers},
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
-    source::{ProcessError, Source, SourceContext, SourceError},
+    source::{
+        ProcessError, Source, SourceContext, SourceError,
+        supervisor::{Backoff, Failure, Session, Supervised, sleep_or_cancelled, supervise},
+    },
 };
 
 use super::config::{Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short};
@@ -64,7 +67,7 @@ impl SourceSpec for RabbitSourceConfig {
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a stop signal, how long a batch already being committed may still take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Backoff after the channels refused a batch (doubling per refusal in a row).
+/// Backoff after the channels refused a batch (growing per refusal in a row).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -111,8 +114,8 @@ enum Ended {
     Shutdown,
     /// The channels can never take a batch again (the agent is stopping).
     Fatal(ProcessError),
-    /// The connection or channel is gone; `delivered` says whether anything was committed.
-    Lost { reason: String, delivered: bool },
+    /// The connection or channel is gone.
+    Lost(String),
 }
 
 impl RabbitSource {
@@ -251,9 +254,13 @@ impl RabbitSource {
     }
 
     /// Batches, commits and acknowledges until the session ends.
-    async fn consume(&self, cx: &mut SourceContext, consumer: &mut Consumer) -> Ended {
-        let mut delivered = false;
-        let mut refusals = 0u32;
+    async fn consume_batches(
+        &self,
+        cx: &mut SourceContext,
+        consumer: &mut Consumer,
+        session: &mut Session,
+    ) -> Ended {
+        let mut refused = Backoff::new(REFUSED_BACKOFF, MAX_REFUSED_BACKOFF);
         loop {
             let first = tokio::select! {
                 biased;
@@ -263,7 +270,7 @@ impl RabbitSource {
             let mut batch = Vec::with_capacity(self.batch_size);
             let mut last = match self.take(first, &mut batch) {
                 Ok(acker) => acker,
-                Err(reason) => return Ended::Lost { reason, delivered },
+                Err(reason) => return Ended::Lost(reason),
             };
             let linger = tokio::time::sleep(self.linger);
             tokio::pin!(linger);
@@ -277,7 +284,7 @@ impl RabbitSource {
                 match self.take(next, &mut batch) {
                     Ok(acker) => last = acker,
                     // The partial batch is not acknowledged: the broker delivers it again.
-                    Err(reason) => return Ended::Lost { reason, delivered },
+                    Err(reason) => return Ended::Lost(reason),
                 }
             }
             let events = batch.len();
@@ -299,41 +306,31 @@ impl RabbitSource {
                     let ack = last.ack(BasicAckOptions { multiple: true });
                     match tokio::time::timeout(ACK_TIMEOUT, ack).await {
                         Ok(Ok(true)) => {
-                            delivered = true;
-                            refusals = 0;
+                            session.mark_progress();
+                            refused.reset();
                         }
                         Ok(Ok(false)) => {
-                            return Ended::Lost {
-                                reason: format!(
-                                    "the channel closed before {events} committed messages were \
-                                     acknowledged; the broker delivers them again (duplicates)"
-                                ),
-                                delivered,
-                            };
+                            return Ended::Lost(format!(
+                                "the channel closed before {events} committed messages were \
+                                 acknowledged; the broker delivers them again (duplicates)"
+                            ));
                         }
                         Ok(Err(e)) => {
-                            return Ended::Lost {
-                                reason: format!(
-                                    "acknowledging {events} committed messages failed ({e}); the \
-                                     broker delivers them again (duplicates)"
-                                ),
-                                delivered,
-                            };
+                            return Ended::Lost(format!(
+                                "acknowledging {events} committed messages failed ({e}); the \
+                                 broker delivers them again (duplicates)"
+                            ));
                         }
                         Err(_) => {
-                            return Ended::Lost {
-                                reason: format!("acknowledgement not sent within {ACK_TIMEOUT:?}"),
-                                delivered,
-                            };
+                            return Ended::Lost(format!(
+                                "acknowledgement not sent within {ACK_TIMEOUT:?}"
+                            ));
                         }
                     }
                 }
                 Some(Err(e)) if e.is_fatal() => return Ended::Fatal(e),
                 Some(Err(e)) => {
-                    let wait = REFUSED_BACKOFF
-                        .saturating_mul(1 << refusals.min(5))
-                        .min(MAX_REFUSED_BACKOFF);
-                    refusals = refusals.saturating_add(1);
+                    let wait = refused.next_delay();
                     tracing::warn!(
                         source = %cx.name,
                         error = %e,
@@ -347,14 +344,13 @@ impl RabbitSource {
                     });
                     let returned = tokio::time::timeout(ACK_TIMEOUT, nack).await;
                     if !matches!(returned, Ok(Ok(true))) {
-                        return Ended::Lost {
-                            reason: "the channel closed while returning a refused batch; the \
-                                     broker delivers it again"
+                        return Ended::Lost(
+                            "the channel closed while returning a refused batch; the broker \
+                             delivers it again"
                                 .into(),
-                            delivered,
-                        };
+                        );
                     }
-                    if !sleep_or_stop(wait, &cx.shutdown).await {
+                    if sleep_or_cancelled(&cx.shutdown, wait).await {
                         return Ended::Shutdown;
                     }
                 }
@@ -386,73 +382,55 @@ impl RabbitSource {
     }
 }
 
-#[async_trait]
-impl Source for RabbitSource {
-    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
-        let mut backoff = self.reconnect_backoff;
-        while !cx.shutdown.is_cancelled() {
-            let opened = tokio::select! {
-                biased;
-                _ = cx.shutdown.cancelled() => break,
-                r = self.open() => r,
-            };
-            let (conn, mut consumer) = match opened {
-                Ok(session) => session,
-                Err(e) => {
-                    tracing::warn!(
-                        source = %cx.name,
-                        endpoint = %self.endpoint,
-                        queue = %self.queue,
-                        error = %e,
-                        retry_in = ?backoff,
-                        "cannot consume from RabbitMQ; will retry"
-                    );
-                    sleep_or_stop(backoff, &cx.shutdown).await;
-                    backoff = backoff.saturating_mul(2).min(self.max_reconnect_backoff);
-                    continue;
-                }
-            };
-            tracing::info!(
-                source = %cx.name,
-                endpoint = %self.endpoint,
-                queue = %self.queue,
-                prefetch = self.prefetch,
-                "consuming"
-            );
-            let started = Instant::now();
-            let ended = self.consume(&mut cx, &mut consumer).await;
-            drop(consumer);
-            close(&conn).await;
-            match ended {
-                Ended::Shutdown => break,
-                Ended::Fatal(e) => return Err(e.into()),
-                Ended::Lost { reason, delivered } => {
-                    if delivered || started.elapsed() >= self.max_reconnect_backoff {
-                        backoff = self.reconnect_backoff;
-                    }
-                    tracing::warn!(
-                        source = %cx.name,
-                        endpoint = %self.endpoint,
-                        queue = %self.queue,
-                        error = %reason,
-                        retry_in = ?backoff,
-                        "lost the RabbitMQ connection; reconnecting (messages delivered but not \
-                         acknowledged are redelivered by the broker)"
-                    );
-                    sleep_or_stop(backoff, &cx.shutdown).await;
-                    backoff = backoff.saturating_mul(2).min(self.max_reconnect_backoff);
-                }
-            }
+impl Supervised for RabbitSource {
+    type Conn = (Connection, Consumer);
+
+    fn peer(&self) -> String {
+        format!("{} (queue {})", self.endpoint, self.queue)
+    }
+
+    async fn connect(&mut self) -> Result<Self::Conn, Failure> {
+        let session = self
+            .open()
+            .await
+            .map_err(|e| Failure::retry("cannot consume from RabbitMQ", e))?;
+        tracing::info!(
+            source = %self.name,
+            endpoint = %self.endpoint,
+            queue = %self.queue,
+            prefetch = self.prefetch,
+            "consuming"
+        );
+        Ok(session)
+    }
+
+    async fn consume(
+        &mut self,
+        (conn, mut consumer): Self::Conn,
+        cx: &mut SourceContext,
+        session: &mut Session,
+    ) -> Result<(), Failure> {
+        let ended = self.consume_batches(cx, &mut consumer, session).await;
+        drop(consumer);
+        close(&conn).await;
+        match ended {
+            Ended::Shutdown => Ok(()),
+            Ended::Fatal(e) => Err(Failure::Fatal(e.into())),
+            Ended::Lost(reason) => Err(Failure::retry(
+                "lost the RabbitMQ connection (messages delivered but not acknowledged are \
+                 redelivered by the broker)",
+                reason,
+            )),
         }
-        Ok(())
     }
 }
 
-/// Sleeps for `d`; false when the agent is stopping.
-async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
+#[async_trait]
+impl Source for RabbitSource {
+    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+        let mut this = *self;
+        let backoff = Backoff::new(this.reconnect_backoff, this.max_reconnect_backoff);
+        supervise(&mut this, &mut cx, backoff).await
     }
 }
 

@@ -26,7 +26,7 @@ use redis::{
 use sluice_core::{
     event::{Event, template::Template},
     registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::{HashFields, RedisCommand, RedisSinkConfig};
@@ -439,7 +439,7 @@ fn outcome(
 
 #[async_trait]
 impl Sink for RedisSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
         }

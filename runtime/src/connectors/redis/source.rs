@@ -12,9 +12,9 @@
 //! processed the same way. A batch is acknowledged (one `XACK` for all its ids) only after the
 //! channel processor committed it; when that fails the entries stay pending and are read again
 //! from this consumer's pending list after a pause. A stop abandons the batch in hand without
-//! acknowledging it. Connection errors are logged and retried with a growing pause (100 ms up
-//! to 5 s), reconnecting each time; the url may carry a password, so only `host:port` is
-//! logged.
+//! acknowledging it. Redis errors are logged and retried by the engine's source supervisor
+//! after a growing, jittered pause (100 ms up to 5 s), on a new connection unless Redis itself
+//! answered with the error; the url may carry a password, so only `host:port` is logged.
 
 use std::time::Duration;
 
@@ -24,12 +24,14 @@ use redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, Value, aio::MultiplexedConnection,
 };
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
     event::{Event, Headers},
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
-    source::{ProcessError, Source, SourceContext, SourceError},
+    source::{
+        ProcessError, Source, SourceContext, SourceError,
+        supervisor::{Backoff, Failure, Session, Supervised, sleep_or_cancelled, supervise},
+    },
 };
 
 use super::config::RedisSourceConfig;
@@ -81,7 +83,6 @@ pub struct RedisSource {
     to_ack: Vec<String>,
     claim_cursor: String,
     next_claim: Option<Instant>,
-    pause: Duration,
 }
 
 /// Where the next read comes from.
@@ -100,7 +101,7 @@ impl Phase {
 }
 
 /// Why a step did not complete.
-enum Failure {
+enum StepError {
     /// A command failed (`what` names it).
     Redis(&'static str, RedisError),
     /// A reply of an unexpected shape.
@@ -182,7 +183,6 @@ impl RedisSource {
             to_ack: Vec::new(),
             claim_cursor: "0-0".into(),
             next_claim: claim_idle_ms.map(|_| Instant::now()),
-            pause: MIN_PAUSE,
         })
     }
 
@@ -194,7 +194,7 @@ impl RedisSource {
     /// The connection in hand, or a new one (then the group is made sure of, and this
     /// consumer's pending entries are read again: a lost connection may have swallowed a
     /// reply that delivered entries).
-    async fn connection(&mut self) -> Result<MultiplexedConnection, Failure> {
+    async fn connection(&mut self) -> Result<MultiplexedConnection, StepError> {
         let mut conn = match self.conn.clone() {
             Some(c) => c,
             None => {
@@ -205,7 +205,7 @@ impl RedisSource {
                     .client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(|e| Failure::Redis("connect", e))?;
+                    .map_err(|e| StepError::Redis("connect", e))?;
                 tracing::info!(
                     source = %self.name,
                     addr = %self.addr,
@@ -237,7 +237,7 @@ impl RedisSource {
                         "created the consumer group"
                     ),
                     Err(e) if e.code() == Some("BUSYGROUP") => {}
-                    Err(e) => return Err(Failure::Redis("XGROUP CREATE", e)),
+                    Err(e) => return Err(StepError::Redis("XGROUP CREATE", e)),
                 }
             }
             self.group_ready = true;
@@ -246,23 +246,26 @@ impl RedisSource {
     }
 
     /// Acknowledges the committed batch in `to_ack`.
-    async fn ack(&mut self, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
+    async fn ack(&mut self, conn: &mut MultiplexedConnection) -> Result<(), StepError> {
         let mut xack = redis::cmd("XACK");
         xack.arg(&self.stream)
             .arg(&self.group)
             .arg(&self.to_ack[..]);
         send(conn, &xack)
             .await
-            .map_err(|e| Failure::Redis("XACK", e))?;
+            .map_err(|e| StepError::Redis("XACK", e))?;
         self.to_ack.clear();
         Ok(())
     }
 
     /// One read, its processing and its acknowledgement. `Ok(false)`: stop now.
-    async fn step(&mut self, cx: &mut SourceContext) -> Result<bool, Failure> {
-        let mut conn = self.connection().await?;
+    async fn step(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        cx: &mut SourceContext,
+    ) -> Result<bool, StepError> {
         if !self.to_ack.is_empty() {
-            self.ack(&mut conn).await?;
+            self.ack(conn).await?;
         }
         let claiming =
             self.phase == Phase::New && self.next_claim.is_some_and(|t| Instant::now() >= t);
@@ -276,10 +279,10 @@ impl RedisSource {
                 .arg(&self.claim_cursor)
                 .arg("COUNT")
                 .arg(self.batch_size);
-            let reply = send(&mut conn, &claim)
+            let reply = send(conn, &claim)
                 .await
-                .map_err(|e| Failure::Redis("XAUTOCLAIM", e))?;
-            let (next, entries) = claim_entries(reply).map_err(Failure::Reply)?;
+                .map_err(|e| StepError::Redis("XAUTOCLAIM", e))?;
+            let (next, entries) = claim_entries(reply).map_err(StepError::Reply)?;
             if next == "0-0" {
                 // A whole sweep done: the next one in a while.
                 self.next_claim = Some(Instant::now() + self.claim_every);
@@ -296,10 +299,10 @@ impl RedisSource {
                 .arg("STREAMS")
                 .arg(&self.stream)
                 .arg(cursor);
-            let reply = send(&mut conn, &read)
+            let reply = send(conn, &read)
                 .await
-                .map_err(|e| Failure::Redis("XREADGROUP (pending)", e))?;
-            let entries = read_entries(reply).map_err(Failure::Reply)?;
+                .map_err(|e| StepError::Redis("XREADGROUP (pending)", e))?;
+            let entries = read_entries(reply).map_err(StepError::Reply)?;
             if entries.is_empty() {
                 self.phase = Phase::New;
                 return Ok(true);
@@ -309,17 +312,17 @@ impl RedisSource {
             let reply = tokio::select! {
                 biased;
                 _ = cx.shutdown.cancelled() => return Ok(false),
-                r = send(&mut conn, &self.read_new) => r,
+                r = send(conn, &self.read_new) => r,
             };
-            let reply = reply.map_err(|e| Failure::Redis("XREADGROUP", e))?;
-            read_entries(reply).map_err(Failure::Reply)?
+            let reply = reply.map_err(|e| StepError::Redis("XREADGROUP", e))?;
+            read_entries(reply).map_err(StepError::Reply)?
         };
 
         let mut events = Vec::with_capacity(entries.len());
         let mut ids = Vec::with_capacity(entries.len());
         for entry in entries {
             let (id, event) =
-                entry_event(entry, &self.stream, &self.body_field).map_err(Failure::Reply)?;
+                entry_event(entry, &self.stream, &self.body_field).map_err(StepError::Reply)?;
             ids.push(id);
             events.extend(event);
         }
@@ -337,26 +340,84 @@ impl RedisSource {
             };
             match processed {
                 Ok(()) => {}
-                Err(e) if e.is_fatal() => return Err(Failure::Fatal(e)),
-                Err(e) => return Err(Failure::Process(e)),
+                Err(e) if e.is_fatal() => return Err(StepError::Fatal(e)),
+                Err(e) => return Err(StepError::Process(e)),
             }
         }
         if let (Phase::Pending { cursor }, Some(last)) = (&mut self.phase, ids.last()) {
             cursor.clone_from(last);
         }
         self.to_ack = ids;
-        self.ack(&mut conn).await?;
+        self.ack(conn).await?;
         Ok(true)
     }
 
-    /// Waits `self.pause` (then doubles it, up to [`MAX_PAUSE`]). `false`: stopping.
-    async fn back_off(&mut self, shutdown: &CancellationToken) -> bool {
-        let d = self.pause;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
-        tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(d) => true,
+    /// Drops what the error spoilt and says what the supervisor is to do.
+    fn failed(&mut self, e: StepError) -> Failure {
+        match e {
+            StepError::Fatal(e) => Failure::Fatal(e.into()),
+            StepError::Redis(what, e) => {
+                if !is_reply(&e) {
+                    // Connection trouble: a new connection next time.
+                    self.conn = None;
+                } else if e.code() == Some("NOGROUP") {
+                    // The stream or group went away: made again when `create_group`.
+                    self.group_ready = false;
+                }
+                Failure::retry(format!("redis {what} failed"), e)
+            }
+            StepError::Reply(why) => {
+                self.conn = None;
+                Failure::retry("unexpected reply from redis", why)
+            }
+            // Only `consume` meets these, and pauses in place instead.
+            StepError::Process(e) => Failure::retry("batch not taken", e),
         }
+    }
+}
+
+impl Supervised for RedisSource {
+    type Conn = MultiplexedConnection;
+
+    fn peer(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// The connection in hand (kept after an error Redis answered) or a new one.
+    async fn connect(&mut self) -> Result<MultiplexedConnection, Failure> {
+        match self.connection().await {
+            Ok(conn) => Ok(conn),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    async fn consume(
+        &mut self,
+        mut conn: MultiplexedConnection,
+        cx: &mut SourceContext,
+        session: &mut Session,
+    ) -> Result<(), Failure> {
+        let mut refused = Backoff::new(MIN_PAUSE, MAX_PAUSE);
+        while !cx.shutdown.is_cancelled() {
+            match self.step(&mut conn, cx).await {
+                Ok(true) => {
+                    session.mark_progress();
+                    refused.reset();
+                }
+                Ok(false) => break,
+                Err(StepError::Process(e)) => {
+                    // The entries stay pending on this consumer: read them again.
+                    let wait = refused.next_delay();
+                    tracing::warn!(source = %self.name, error = %e, retry_in = ?wait, "batch not taken; reading it again");
+                    self.phase = Phase::from_start();
+                    if sleep_or_cancelled(&cx.shutdown, wait).await {
+                        break;
+                    }
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -372,42 +433,7 @@ impl Source for RedisSource {
             consumer = %this.consumer,
             "reading a redis stream"
         );
-        while !cx.shutdown.is_cancelled() {
-            match this.step(&mut cx).await {
-                Ok(true) => this.pause = MIN_PAUSE,
-                Ok(false) => break,
-                Err(Failure::Fatal(e)) => return Err(e.into()),
-                Err(Failure::Process(e)) => {
-                    // The entries stay pending on this consumer: read them again.
-                    tracing::warn!(source = %this.name, error = %e, retry_in = ?this.pause, "batch not taken; reading it again");
-                    this.phase = Phase::from_start();
-                    if !this.back_off(&cx.shutdown).await {
-                        break;
-                    }
-                }
-                Err(Failure::Redis(what, e)) => {
-                    if !is_reply(&e) {
-                        // Connection trouble: a new connection next time.
-                        this.conn = None;
-                    } else if e.code() == Some("NOGROUP") {
-                        // The stream or group went away: made again when `create_group`.
-                        this.group_ready = false;
-                    }
-                    tracing::warn!(source = %this.name, addr = %this.addr, error = %e, retry_in = ?this.pause, "redis {what} failed");
-                    if !this.back_off(&cx.shutdown).await {
-                        break;
-                    }
-                }
-                Err(Failure::Reply(why)) => {
-                    this.conn = None;
-                    tracing::warn!(source = %this.name, addr = %this.addr, error = %why, retry_in = ?this.pause, "unexpected reply from redis");
-                    if !this.back_off(&cx.shutdown).await {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
+        supervise(&mut this, &mut cx, Backoff::new(MIN_PAUSE, MAX_PAUSE)).await
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
 
 impl SinkSpec for SqlSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
-        Ok(Box::new(sink::SqlSink::new(cx.name, self)?))
+        let sink = sink::SqlSink::new(cx.name, self).map_err(|e| e.to_string())?;
+        Ok(Box::new(sink))
     }
 }

@@ -60,7 +60,7 @@ use sqlx::{
 
 use sluice_core::{
     event::Event,
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::{ColumnSource, SqlMode, SqlSinkConfig};
@@ -77,6 +77,112 @@ const MAX_NAME: usize = 63;
 /// A connection unused for longer is checked (one round trip) before the next batch: servers
 /// and proxies close idle connections, and a batch should not fail and wait for that.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(60);
+
+/// Settings the sink refuses; the text names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlConfigError {
+    /// sqlx's own reading of the url (it never shows the password).
+    #[error("`url`: {0}")]
+    Url(#[source] sqlx::Error),
+    #[error("`url`: PostgreSQL needs the `sql-postgres` feature")]
+    NoPostgres,
+    #[error("`url`: MySQL and MariaDB need the `sql-mysql` feature")]
+    NoMySql,
+    #[error("`url`: expected a postgres://, postgresql://, mysql:// or mariadb:// URL")]
+    UrlScheme,
+    #[error("`table`: {table:?}: {source}")]
+    Table { table: String, source: NotPlainName },
+    #[error("`columns` must map at least one column")]
+    NoColumns,
+    #[error("`columns`: at most {MAX_PARAMS} columns")]
+    TooManyColumns,
+    #[error("`columns`: {column:?}: {source}")]
+    ColumnName {
+        column: String,
+        source: NotPlainName,
+    },
+    #[error("`columns.{column}.json`: {source}")]
+    Pointer {
+        column: String,
+        source: PointerError,
+    },
+    #[error("`columns.{0}.header` must not be empty")]
+    EmptyHeader(String),
+    #[error("`key` applies to `mode: upsert`")]
+    KeyWithoutUpsert,
+    #[error(
+        "`key` is required with `mode: upsert`: the columns of the primary key or unique \
+         index to match rows on"
+    )]
+    NoKey,
+    #[error("`key`: {0:?} is not one of `columns`")]
+    KeyNotAColumn(String),
+    #[error("`key`: {0:?} is listed twice")]
+    KeyTwice(String),
+    #[error("`timeout` must be more than 0")]
+    ZeroTimeout,
+}
+
+/// A table, schema or column name outside what [`check_name`] accepts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not a plain SQL name (letters, digits, `_` and `$`, not starting with a digit, at most \
+     {MAX_NAME} characters)"
+)]
+pub struct NotPlainName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PointerError {
+    #[error(
+        "{0:?} is not a JSON pointer: it starts with `/` (e.g. `/user/name`), or is \"\" for \
+         the whole body"
+    )]
+    NoSlash(String),
+    #[error("{0:?}: `~` must be followed by 0 (for `~`) or 1 (for `/`)")]
+    BadEscape(String),
+}
+
+/// Why connecting failed; the delivery is retried. Texts name the server, never the url.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlOpenError {
+    #[error("sql {server}: cannot connect: {source}")]
+    Connect { server: String, source: sqlx::Error },
+    #[error("sql {server}: cannot read the columns of {table}: {source}")]
+    Columns {
+        server: String,
+        table: String,
+        source: sqlx::Error,
+    },
+    #[error("sql {server}: table {table} not found (or it has no columns this user may see)")]
+    NoTable { server: String, table: String },
+    #[error(
+        "sql {server}: table {table} has no column {column:?} (it has: {})",
+        .existing.join(", ")
+    )]
+    NoColumn {
+        server: String,
+        table: String,
+        column: String,
+        existing: Vec<String>,
+    },
+}
+
+/// Why one event cannot become a row: its rejection reason.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RowError {
+    #[error("body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("column `{column}`: {source}")]
+    Json {
+        column: String,
+        source: serde_json::Error,
+    },
+    #[error("column `{column}`: the body is not UTF-8 text")]
+    NotUtf8 {
+        column: String,
+        source: std::str::Utf8Error,
+    },
+}
 
 /// The SQL dialect, chosen by the url's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +231,16 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn parse(s: &str) -> Result<Table, String> {
+    fn parse(s: &str) -> Result<Table, SqlConfigError> {
         let (schema, name) = match s.split_once('.') {
             Some((schema, name)) => (Some(schema), name),
             None => (None, s),
         };
         for part in schema.iter().chain([&name]) {
-            check_name(part).map_err(|why| format!("`table`: {s:?}: {why}"))?;
+            check_name(part).map_err(|source| SqlConfigError::Table {
+                table: s.to_owned(),
+                source,
+            })?;
         }
         Ok(Table {
             schema: schema.map(str::to_owned),
@@ -152,7 +261,7 @@ impl Table {
 
 /// Names are quoted in statements, so only plain ones are accepted: nothing to escape, and
 /// no surprise about case (a quoted name matches exactly as written).
-fn check_name(s: &str) -> Result<(), String> {
+fn check_name(s: &str) -> Result<(), NotPlainName> {
     let plain = s
         .bytes()
         .next()
@@ -162,9 +271,7 @@ fn check_name(s: &str) -> Result<(), String> {
     if plain && s.len() <= MAX_NAME {
         Ok(())
     } else {
-        Err(format!(
-            "not a plain SQL name (letters, digits, `_` and `$`, not starting with a digit, at most {MAX_NAME} characters)"
-        ))
+        Err(NotPlainName)
     }
 }
 
@@ -176,14 +283,12 @@ pub(crate) struct Token {
 }
 
 /// Parses an RFC 6901 JSON pointer (`""` is the whole document).
-pub(crate) fn parse_pointer(p: &str) -> Result<Vec<Token>, String> {
+pub(crate) fn parse_pointer(p: &str) -> Result<Vec<Token>, PointerError> {
     if p.is_empty() {
         return Ok(Vec::new());
     }
     let Some(rest) = p.strip_prefix('/') else {
-        return Err(format!(
-            "{p:?} is not a JSON pointer: it starts with `/` (e.g. `/user/name`), or is \"\" for the whole body"
-        ));
+        return Err(PointerError::NoSlash(p.to_owned()));
     };
     rest.split('/')
         .map(|t| {
@@ -197,11 +302,7 @@ pub(crate) fn parse_pointer(p: &str) -> Result<Vec<Token>, String> {
                 match chars.next() {
                     Some('0') => key.push('~'),
                     Some('1') => key.push('/'),
-                    _ => {
-                        return Err(format!(
-                            "{p:?}: `~` must be followed by 0 (for `~`) or 1 (for `/`)"
-                        ));
-                    }
+                    _ => return Err(PointerError::BadEscape(p.to_owned())),
                 }
             }
             let canonical = key == "0" || (!key.starts_with('0') && !key.is_empty());
@@ -425,7 +526,7 @@ impl Rows {
                 Err(why) => {
                     self.text.truncate(text);
                     self.cells.truncate(cells);
-                    rejected.push((i, why));
+                    rejected.push((i, why.to_string()));
                 }
             }
         }
@@ -438,12 +539,9 @@ impl Rows {
         kinds: &[Kind],
         dialect: Dialect,
         needs_json: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), RowError> {
         let root = if needs_json {
-            Some(
-                serde_json::from_slice::<&RawValue>(&e.body)
-                    .map_err(|err| format!("body is not JSON: {err}"))?,
-            )
+            Some(serde_json::from_slice::<&RawValue>(&e.body).map_err(RowError::NotJson)?)
         } else {
             None
         };
@@ -451,7 +549,10 @@ impl Rows {
             let start = self.text.len();
             let present = match &c.source {
                 Source::Json(pointer) => {
-                    let why = |err: serde_json::Error| format!("column `{}`: {err}", c.name);
+                    let why = |source| RowError::Json {
+                        column: c.name.clone(),
+                        source,
+                    };
                     let found = match root {
                         Some(r) => resolve(r, pointer).map_err(why)?,
                         None => None,
@@ -469,8 +570,10 @@ impl Rows {
                     None => false,
                 },
                 Source::Body => {
-                    let s = std::str::from_utf8(&e.body)
-                        .map_err(|_| format!("column `{}`: the body is not UTF-8 text", c.name))?;
+                    let s = std::str::from_utf8(&e.body).map_err(|source| RowError::NotUtf8 {
+                        column: c.name.clone(),
+                        source,
+                    })?;
                     self.text.push_str(s);
                     true
                 }
@@ -1089,7 +1192,7 @@ struct Target {
 
 impl SqlSink {
     /// Checks the settings and parses the url; connects on the first delivery.
-    pub fn new(name: &str, cfg: &SqlSinkConfig) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &SqlSinkConfig) -> Result<Self, SqlConfigError> {
         let url = cfg.url.expose();
         let scheme = url
             .split_once("://")
@@ -1100,7 +1203,7 @@ impl SqlSink {
             #[cfg(feature = "sql-postgres")]
             "postgres" | "postgresql" => {
                 let o = PgConnectOptions::from_str(url)
-                    .map_err(|e| format!("`url`: {e}"))?
+                    .map_err(SqlConfigError::Url)?
                     .application_name("sluice")
                     .statement_cache_capacity(cache)
                     .disable_statement_logging();
@@ -1110,7 +1213,7 @@ impl SqlSink {
             #[cfg(feature = "sql-mysql")]
             "mysql" | "mariadb" => {
                 let o = MySqlConnectOptions::from_str(url)
-                    .map_err(|e| format!("`url`: {e}"))?
+                    .map_err(SqlConfigError::Url)?
                     .statement_cache_capacity(cache)
                     .disable_statement_logging();
                 let server = server_name(o.get_host(), o.get_port(), o.get_database());
@@ -1118,35 +1221,36 @@ impl SqlSink {
             }
             #[cfg(not(feature = "sql-postgres"))]
             "postgres" | "postgresql" => {
-                return Err("`url`: PostgreSQL needs the `sql-postgres` feature".into());
+                return Err(SqlConfigError::NoPostgres);
             }
             #[cfg(not(feature = "sql-mysql"))]
             "mysql" | "mariadb" => {
-                return Err("`url`: MySQL and MariaDB need the `sql-mysql` feature".into());
+                return Err(SqlConfigError::NoMySql);
             }
-            _ => {
-                return Err(
-                    "`url`: expected a postgres://, postgresql://, mysql:// or mariadb:// URL"
-                        .into(),
-                );
-            }
+            _ => return Err(SqlConfigError::UrlScheme),
         };
         let table = Table::parse(&cfg.table)?;
         if cfg.columns.0.is_empty() {
-            return Err("`columns` must map at least one column".into());
+            return Err(SqlConfigError::NoColumns);
         }
         if cfg.columns.0.len() > MAX_PARAMS {
-            return Err(format!("`columns`: at most {MAX_PARAMS} columns"));
+            return Err(SqlConfigError::TooManyColumns);
         }
         let mut columns = Vec::with_capacity(cfg.columns.0.len());
         for (col, source) in &cfg.columns.0 {
-            check_name(col).map_err(|why| format!("`columns`: {col:?}: {why}"))?;
+            check_name(col).map_err(|source| SqlConfigError::ColumnName {
+                column: col.clone(),
+                source,
+            })?;
             let source = match source {
-                ColumnSource::Json(p) => Source::Json(
-                    parse_pointer(p).map_err(|why| format!("`columns.{col}.json`: {why}"))?,
-                ),
+                ColumnSource::Json(p) => {
+                    Source::Json(parse_pointer(p).map_err(|source| SqlConfigError::Pointer {
+                        column: col.clone(),
+                        source,
+                    })?)
+                }
                 ColumnSource::Header(h) if h.is_empty() => {
-                    return Err(format!("`columns.{col}.header` must not be empty"));
+                    return Err(SqlConfigError::EmptyHeader(col.clone()));
                 }
                 ColumnSource::Header(h) => Source::Header(h.clone()),
                 ColumnSource::Body => Source::Body,
@@ -1161,30 +1265,23 @@ impl SqlSink {
             });
         }
         let key = match cfg.mode {
-            SqlMode::Insert if !cfg.key.is_empty() => {
-                return Err("`key` applies to `mode: upsert`".into());
-            }
+            SqlMode::Insert if !cfg.key.is_empty() => return Err(SqlConfigError::KeyWithoutUpsert),
             SqlMode::Insert => None,
-            SqlMode::Upsert if cfg.key.is_empty() => {
-                return Err(
-                    "`key` is required with `mode: upsert`: the columns of the primary key or unique index to match rows on"
-                        .into(),
-                );
-            }
+            SqlMode::Upsert if cfg.key.is_empty() => return Err(SqlConfigError::NoKey),
             SqlMode::Upsert => {
                 for (i, k) in cfg.key.iter().enumerate() {
                     if !columns.iter().any(|c| &c.name == k) {
-                        return Err(format!("`key`: {k:?} is not one of `columns`"));
+                        return Err(SqlConfigError::KeyNotAColumn(k.clone()));
                     }
                     if cfg.key[..i].contains(k) {
-                        return Err(format!("`key`: {k:?} is listed twice"));
+                        return Err(SqlConfigError::KeyTwice(k.clone()));
                     }
                 }
                 Some(cfg.key.clone())
             }
         };
         if cfg.timeout.0.is_zero() {
-            return Err("`timeout` must be more than 0".into());
+            return Err(SqlConfigError::ZeroTimeout);
         }
         Ok(SqlSink {
             target: Target {
@@ -1206,23 +1303,27 @@ impl SqlSink {
 impl Target {
     /// Connects, reads the table's columns and prepares the statement texts. The error is
     /// the reason to retry.
-    async fn open(&self) -> Result<Live, String> {
+    async fn open(&self) -> Result<Live, SqlOpenError> {
         let limit = self.timeout;
         let mut conn = timed(limit, self.options.connect())
             .await
-            .map_err(|e| format!("sql {}: cannot connect: {e}", self.server))?;
+            .map_err(|source| SqlOpenError::Connect {
+                server: self.server.clone(),
+                source,
+            })?;
         let table = self.table.quoted(self.dialect);
-        let found = timed(limit, conn.columns(&self.table)).await.map_err(|e| {
-            format!(
-                "sql {}: cannot read the columns of {table}: {e}",
-                self.server
-            )
-        })?;
+        let found = timed(limit, conn.columns(&self.table))
+            .await
+            .map_err(|source| SqlOpenError::Columns {
+                server: self.server.clone(),
+                table: table.clone(),
+                source,
+            })?;
         if found.is_empty() {
-            return Err(format!(
-                "sql {}: table {table} not found (or it has no columns this user may see)",
-                self.server
-            ));
+            return Err(SqlOpenError::NoTable {
+                server: self.server.clone(),
+                table,
+            });
         }
         let mut kinds = Vec::with_capacity(self.columns.len());
         let mut casts = Vec::with_capacity(self.columns.len());
@@ -1233,16 +1334,12 @@ impl Target {
                 Dialect::MySql => f.name.eq_ignore_ascii_case(&c.name),
             });
             let Some(f) = f else {
-                return Err(format!(
-                    "sql {}: table {table} has no column {:?} (it has: {})",
-                    self.server,
-                    c.name,
-                    found
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                return Err(SqlOpenError::NoColumn {
+                    server: self.server.clone(),
+                    table,
+                    column: c.name.clone(),
+                    existing: found.into_iter().map(|f| f.name).collect(),
+                });
             };
             kinds.push(if f.json { Kind::Json } else { Kind::Text });
             if self.dialect == Dialect::Postgres {
@@ -1277,7 +1374,7 @@ fn server_name(host: &str, port: u16, db: Option<&str>) -> String {
 
 #[async_trait]
 impl Sink for SqlSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -1460,8 +1557,14 @@ mod tests {
                 ("", None)
             ]
         );
-        assert!(parse_pointer("id").unwrap_err().contains("starts with `/`"));
-        assert!(parse_pointer("/a~2").unwrap_err().contains("`~`"));
+        assert_eq!(
+            parse_pointer("id").unwrap_err().to_string(),
+            r#""id" is not a JSON pointer: it starts with `/` (e.g. `/user/name`), or is "" for the whole body"#
+        );
+        assert_eq!(
+            parse_pointer("/a~2").unwrap_err().to_string(),
+            r#""/a~2": `~` must be followed by 0 (for `~`) or 1 (for `/`)"#
+        );
     }
 
     fn columns(spec: &[(&str, ColumnSource)], dialect: Dialect) -> Vec<Column> {
@@ -1694,7 +1797,10 @@ mod tests {
         let err = |f: &dyn Fn(&mut SqlSinkConfig)| {
             let mut c = cfg("postgres://u:hunter2@127.0.0.1:5432/app");
             f(&mut c);
-            SqlSink::new("s", &c).err().unwrap_or_default()
+            SqlSink::new("s", &c)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
         };
         assert_eq!(err(&|_| {}), "");
         assert_eq!(
@@ -1757,13 +1863,45 @@ mod tests {
         assert_eq!(sink.target.dialect, Dialect::MySql);
     }
 
+    #[test]
+    fn setting_and_connect_errors_keep_their_cause_and_text() {
+        use std::error::Error as _;
+        let mut c = cfg("postgres://h/db");
+        c.table = "t;drop".into();
+        let e = SqlSink::new("s", &c).err().unwrap();
+        assert!(matches!(&e, SqlConfigError::Table { table, .. } if table == "t;drop"));
+        assert_eq!(
+            e.to_string(),
+            "`table`: \"t;drop\": not a plain SQL name (letters, digits, `_` and `$`, not \
+             starting with a digit, at most 63 characters)"
+        );
+        assert!(e.source().is_some_and(|s| s.is::<NotPlainName>()));
+        let e = SqlSink::new("s", &cfg("postgres://u:hunter2@[::1"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, SqlConfigError::Url(_)), "{e:?}");
+        assert!(e.source().is_some(), "sqlx's error is kept");
+        let e = SqlOpenError::NoColumn {
+            server: "h:5432/db".into(),
+            table: "\"t\"".into(),
+            column: "x".into(),
+            existing: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"sql h:5432/db: table "t" has no column "x" (it has: a, b)"#
+        );
+    }
+
     #[tokio::test]
     async fn an_unreachable_database_makes_the_batch_retriable() {
         // Nothing listens on port 1: connecting fails at once.
         let mut c = cfg("postgres://u:hunter2@127.0.0.1:1/app");
         c.timeout = HumanDuration(Duration::from_secs(2));
         let mut sink = SqlSink::new("s", &c).unwrap();
-        let r = sink.deliver(&[Event::new(r#"{"id":1}"#)]).await;
+        let r = sink
+            .deliver(&Batch::new(&[Event::new(r#"{"id":1}"#)]))
+            .await;
         match r {
             Err(DeliveryError::Retriable { reason, .. }) => {
                 assert!(

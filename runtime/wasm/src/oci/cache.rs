@@ -20,6 +20,21 @@ pub struct Cache {
     root: PathBuf,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("no cache directory: set SLUICE_CACHE_DIR (or HOME)")]
+    NoDirectory,
+    #[error("unsupported digest `{0}` (only sha256 is)")]
+    UnsupportedDigest(String),
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write { path: PathBuf, source: io::Error },
+    /// The bytes to store are not what their digest names.
+    #[error("digest mismatch: expected {expected}, the content has {actual}")]
+    Mismatch { expected: String, actual: String },
+}
+
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -27,11 +42,11 @@ pub fn digest_of(bytes: &[u8]) -> String {
 
 impl Cache {
     /// The default cache (see the module documentation).
-    pub fn open_default() -> Result<Cache, String> {
+    pub fn open_default() -> Result<Cache, CacheError> {
         let base = std::env::var_os("SLUICE_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice")))
-            .ok_or("no cache directory: set SLUICE_CACHE_DIR (or HOME)")?;
+            .ok_or(CacheError::NoDirectory)?;
         Ok(Cache::at(base.join("oci")))
     }
 
@@ -40,21 +55,21 @@ impl Cache {
     }
 
     /// Where the blob of `digest` is (or would be) stored.
-    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, String> {
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, CacheError> {
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("unsupported digest `{digest}` (only sha256 is)"))?;
+            .ok_or_else(|| CacheError::UnsupportedDigest(digest.to_owned()))?;
         Ok(self.root.join("blobs/sha256").join(hex))
     }
 
     /// The blob of `digest`, verified; `None` if absent (or corrupt, which is then removed).
-    pub fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
+    pub fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.blob_path(digest)?;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(CacheError::Read { path, source }),
         };
         let actual = digest_of(&bytes);
         if actual != digest {
@@ -66,17 +81,19 @@ impl Cache {
     }
 
     /// Stores `bytes`, which must have `digest` (checked: the cache never holds a lie).
-    pub fn put(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    pub fn put(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, CacheError> {
         let actual = digest_of(bytes);
         if actual != digest {
-            return Err(format!(
-                "digest mismatch: expected {digest}, the content has {actual}"
-            ));
+            return Err(CacheError::Mismatch {
+                expected: digest.to_owned(),
+                actual,
+            });
         }
         let path = self.blob_path(digest)?;
-        write_atomically(&path, bytes)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(path)
+        match write_atomically(&path, bytes) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(CacheError::Write { path, source }),
+        }
     }
 
     fn ref_path(&self, r: &OciRef) -> Option<PathBuf> {
@@ -98,12 +115,12 @@ impl Cache {
     }
 
     /// Records that `r`'s tag resolves to `digest`.
-    pub fn set_tag(&self, r: &OciRef, digest: &str) -> Result<(), String> {
+    pub fn set_tag(&self, r: &OciRef, digest: &str) -> Result<(), CacheError> {
         let Some(path) = self.ref_path(r) else {
             return Ok(());
         };
         write_atomically(&path, format!("{digest}\n").as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|source| CacheError::Write { path, source })
     }
 }
 
@@ -130,7 +147,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::at(dir.path());
         let d = digest_of(b"component");
-        assert!(cache.put(&d, b"tampered").is_err());
+        let e = cache.put(&d, b"tampered").unwrap_err();
+        assert!(matches!(&e, CacheError::Mismatch { expected, .. } if *expected == d));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "digest mismatch: expected {d}, the content has {}",
+                digest_of(b"tampered")
+            )
+        );
+        assert!(matches!(
+            cache.get("md5:00"),
+            Err(CacheError::UnsupportedDigest(_))
+        ));
         let path = cache.put(&d, b"component").unwrap();
         assert_eq!(cache.get(&d).unwrap().as_deref(), Some(&b"component"[..]));
         std::fs::write(&path, b"flipped").unwrap();

@@ -11,15 +11,82 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use oci_client::{
     Client,
     client::{ClientConfig, ClientProtocol},
+    errors::OciDistributionError,
     manifest::{OciDescriptor, OciImageManifest},
     secrets::RegistryAuth,
 };
 
 use super::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OciRef, auth,
-    cache::{Cache, digest_of},
+    cache::{Cache, CacheError, digest_of},
     inspect::ComponentInfo,
 };
+
+/// A push, resolve or fetch that failed; texts name the reference, and for network errors
+/// the identity used (never the credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Encode(serde_json::Error),
+    #[error("{what} {reference} failed (as {identity}): {source}")]
+    Registry {
+        what: String,
+        reference: OciRef,
+        identity: &'static str,
+        source: OciDistributionError,
+    },
+    /// Content whose digest is not the one asked for: never stored, never run.
+    #[error(
+        "digest mismatch for {reference}: the {what} should have digest {expected} but what \
+         the registry sent has {actual}; refused (tampered or corrupted content)"
+    )]
+    Mismatch {
+        reference: OciRef,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// The same, found by oci-client's own verification.
+    #[error(
+        "digest mismatch for {reference}: expected {expected} but what the registry sent has \
+         {actual}; refused (tampered or corrupted content)"
+    )]
+    Verification {
+        reference: OciRef,
+        expected: String,
+        actual: String,
+    },
+    #[error("{reference}: not an OCI image manifest: {source}")]
+    NotAManifest {
+        reference: OciRef,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{reference} is not a Wasm component artifact: its config is `{config}`, expected \
+         `{CONFIG_MEDIA_TYPE}`"
+    )]
+    NotWasm { reference: OciRef, config: String },
+    #[error(
+        "{reference}: expected one `{LAYER_MEDIA_TYPE}` layer, found [{}]",
+        .layers.join(", ")
+    )]
+    Layers {
+        reference: OciRef,
+        layers: Vec<String>,
+    },
+    /// The registry was unreachable and the cached copy of the tag is damaged.
+    #[error("{registry}; the cached copy is unusable: {cached}")]
+    CachedCopyUnusable {
+        #[source]
+        registry: Box<OciError>,
+        cached: Box<OciError>,
+    },
+    /// The registry was unreachable and the tag was never fetched.
+    #[error("{0} (and no cached copy of this tag)")]
+    NoCachedCopy(#[source] Box<OciError>),
+}
 
 /// Connection settings for one command or one agent.
 #[derive(Debug, Clone, Default)]
@@ -70,8 +137,13 @@ async fn authed(r: &OciRef, opts: &Options) -> (Client, RegistryAuth) {
     (client, creds)
 }
 
-fn net_error(r: &OciRef, what: &str, e: impl std::fmt::Display, creds: &RegistryAuth) -> String {
-    format!("{what} {r} failed (as {}): {e}", auth::describe(creds))
+fn net_error(r: &OciRef, what: &str, e: OciDistributionError, creds: &RegistryAuth) -> OciError {
+    OciError::Registry {
+        what: what.to_owned(),
+        reference: r.clone(),
+        identity: auth::describe(creds),
+        source: e,
+    }
 }
 
 /// Pushes `component` (already validated, described by `info`) to `r`; returns the manifest
@@ -82,7 +154,7 @@ pub async fn push(
     info: &ComponentInfo,
     mut annotations: BTreeMap<String, String>,
     opts: &Options,
-) -> Result<String, String> {
+) -> Result<String, OciError> {
     let (client, creds) = authed(r, opts).await;
     let reference = r.to_client();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -99,7 +171,7 @@ pub async fn push(
             "imports": info.imports,
         },
     }))
-    .map_err(|e| e.to_string())?;
+    .map_err(OciError::Encode)?;
     annotations
         .entry("org.opencontainers.image.created".into())
         .or_insert(created);
@@ -126,7 +198,7 @@ pub async fn push(
         artifact_type: None,
         annotations: Some(annotations),
     };
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(OciError::Encode)?;
     let manifest_digest = digest_of(&manifest_bytes);
     let config_digest = manifest.config.digest.clone();
     client
@@ -149,7 +221,7 @@ pub async fn push(
 }
 
 /// Asks the registry which manifest digest `r` (a tag) names now.
-pub async fn resolve_tag(r: &OciRef, opts: &Options) -> Result<String, String> {
+pub async fn resolve_tag(r: &OciRef, opts: &Options) -> Result<String, OciError> {
     let (client, creds) = authed(r, opts).await;
     client
         .fetch_manifest_digest(&r.to_client(), &creds)
@@ -166,7 +238,7 @@ pub async fn fetch(
     cache: &Cache,
     opts: &Options,
     offline_ok: bool,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, OciError> {
     if let Some(d) = &r.digest {
         if let Some(f) = from_cache(r, d, cache, false)? {
             return Ok(f);
@@ -193,8 +265,11 @@ pub async fn fetch(
                         "registry unreachable: using the cached version this tag last resolved to");
                     Ok(f)
                 }
-                Some(Err(ce)) => Err(format!("{e}; the cached copy is unusable: {ce}")),
-                None => Err(format!("{e} (and no cached copy of this tag)")),
+                Some(Err(ce)) => Err(OciError::CachedCopyUnusable {
+                    registry: Box::new(e),
+                    cached: Box::new(ce),
+                }),
+                None => Err(OciError::NoCachedCopy(Box::new(e))),
             }
         }
     }
@@ -207,7 +282,7 @@ fn from_cache(
     digest: &str,
     cache: &Cache,
     offline: bool,
-) -> Result<Option<Fetched>, String> {
+) -> Result<Option<Fetched>, OciError> {
     let Some(bytes) = cache.get(digest)? else {
         return Ok(None);
     };
@@ -232,7 +307,7 @@ async fn download(
     digest: &str,
     cache: &Cache,
     opts: &Options,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, OciError> {
     let pinned = r.pinned(digest);
     let (client, creds) = authed(&pinned, opts).await;
     let reference = pinned.to_client();
@@ -242,7 +317,7 @@ async fn download(
         .map_err(|e| refused_or(r, digest, e, &creds))?;
     let actual = digest_of(&bytes);
     if actual != digest {
-        return Err(mismatch(r, "manifest", digest, &actual));
+        return Err(mismatch(r, "manifest", digest, actual));
     }
     let manifest = parse_manifest(r, &bytes)?;
     let layer = manifest.layers[0].clone();
@@ -253,7 +328,7 @@ async fn download(
         .map_err(|e| refused_or(r, &layer.digest, e, &creds))?;
     let actual = digest_of(&component);
     if actual != layer.digest {
-        return Err(mismatch(r, "component", &layer.digest, &actual));
+        return Err(mismatch(r, "component", &layer.digest, actual));
     }
     // The config is small and describes the component; keep it for `inspect`, best effort.
     let mut config = Vec::new();
@@ -276,50 +351,49 @@ async fn download(
     })
 }
 
-fn mismatch(r: &OciRef, what: &str, expected: &str, actual: &str) -> String {
-    format!(
-        "digest mismatch for {r}: the {what} should have digest {expected} but what the registry sent has {actual}; refused (tampered or corrupted content)"
-    )
+fn mismatch(r: &OciRef, what: &'static str, expected: &str, actual: String) -> OciError {
+    OciError::Mismatch {
+        reference: r.clone(),
+        what,
+        expected: expected.to_owned(),
+        actual,
+    }
 }
 
 /// oci-client verifies digests itself too; say so plainly when that is what failed.
-fn refused_or(
-    r: &OciRef,
-    digest: &str,
-    e: oci_client::errors::OciDistributionError,
-    creds: &RegistryAuth,
-) -> String {
-    use oci_client::errors::{DigestError, OciDistributionError};
+fn refused_or(r: &OciRef, digest: &str, e: OciDistributionError, creds: &RegistryAuth) -> OciError {
+    use oci_client::errors::DigestError;
     match e {
         OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
-            format!(
-                "digest mismatch for {r}: expected {expected} but what the registry sent has {actual}; refused (tampered or corrupted content)"
-            )
+            OciError::Verification {
+                reference: r.clone(),
+                expected,
+                actual,
+            }
         }
         e => net_error(r, &format!("pulling {digest} of"), e, creds),
     }
 }
 
 /// A manifest in the CNCF Wasm layout: the right config type and exactly one component layer.
-fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, String> {
-    let m: OciImageManifest = serde_json::from_slice(bytes)
-        .map_err(|e| format!("{r}: not an OCI image manifest: {e}"))?;
+fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, OciError> {
+    let m: OciImageManifest =
+        serde_json::from_slice(bytes).map_err(|source| OciError::NotAManifest {
+            reference: r.clone(),
+            source,
+        })?;
     if m.config.media_type != CONFIG_MEDIA_TYPE {
-        return Err(format!(
-            "{r} is not a Wasm component artifact: its config is `{}`, expected `{CONFIG_MEDIA_TYPE}`",
-            m.config.media_type
-        ));
+        return Err(OciError::NotWasm {
+            reference: r.clone(),
+            config: m.config.media_type,
+        });
     }
     match m.layers.as_slice() {
         [l] if l.media_type == LAYER_MEDIA_TYPE => Ok(m),
-        layers => Err(format!(
-            "{r}: expected one `{LAYER_MEDIA_TYPE}` layer, found [{}]",
-            layers
-                .iter()
-                .map(|l| l.media_type.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        layers => Err(OciError::Layers {
+            reference: r.clone(),
+            layers: layers.iter().map(|l| l.media_type.clone()).collect(),
+        }),
     }
 }
 
@@ -327,4 +401,57 @@ fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, String> 
 pub fn cached_config(f: &Fetched, cache: &Cache) -> Option<serde_json::Value> {
     let bytes = cache.get(&f.manifest.config.digest).ok()??;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(config: &str, layers: &[&str]) -> Vec<u8> {
+        let descriptor = |media_type: &str| OciDescriptor {
+            media_type: media_type.into(),
+            digest: digest_of(media_type.as_bytes()),
+            size: 1,
+            ..Default::default()
+        };
+        serde_json::to_vec(&OciImageManifest {
+            schema_version: 2,
+            media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+            config: descriptor(config),
+            layers: layers.iter().map(|l| descriptor(l)).collect(),
+            subject: None,
+            artifact_type: None,
+            annotations: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_of_other_artifacts_are_refused_with_what_they_hold() {
+        let r = OciRef::parse("127.0.0.1:5000/a/b:v1").unwrap();
+        let e = parse_manifest(&r, b"{").unwrap_err();
+        assert!(matches!(e, OciError::NotAManifest { .. }), "{e:?}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the JSON error is kept"
+        );
+
+        let image = manifest(
+            "application/vnd.oci.image.config.v1+json",
+            &[LAYER_MEDIA_TYPE],
+        );
+        assert_eq!(
+            parse_manifest(&r, &image).unwrap_err().to_string(),
+            "127.0.0.1:5000/a/b:v1 is not a Wasm component artifact: its config is \
+             `application/vnd.oci.image.config.v1+json`, expected \
+             `application/vnd.wasm.config.v0+json`"
+        );
+        let two = manifest(CONFIG_MEDIA_TYPE, &[LAYER_MEDIA_TYPE, "text/plain"]);
+        assert_eq!(
+            parse_manifest(&r, &two).unwrap_err().to_string(),
+            "127.0.0.1:5000/a/b:v1: expected one `application/wasm` layer, found \
+             [application/wasm, text/plain]"
+        );
+        assert!(parse_manifest(&r, &manifest(CONFIG_MEDIA_TYPE, &[LAYER_MEDIA_TYPE])).is_ok());
+    }
 }

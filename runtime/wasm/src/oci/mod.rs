@@ -35,6 +35,28 @@ pub const LAYER_MEDIA_TYPE: &str = "application/wasm";
 /// The scheme a pipeline's plugin `path` uses to name an OCI artifact.
 pub const SCHEME: &str = "oci://";
 
+/// A reference [`OciRef::parse`] refuses: the text as given and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid OCI reference `{reference}`: {problem}")]
+pub struct RefError {
+    pub reference: String,
+    pub problem: RefProblem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefProblem {
+    #[error("the digest must be `sha256:<64 hex digits>`")]
+    Digest,
+    #[error("expected registry/repository[:tag], e.g. ghcr.io/org/plugin:1.0")]
+    NoRepository,
+    #[error("the first part must be a registry host (with a dot or a port, or `localhost`)")]
+    NoRegistry,
+    #[error("the repository is lower-case letters, digits, `.`, `_`, `-` and `/`")]
+    Repository,
+    #[error("a tag is up to 128 letters, digits, `.`, `_`, `-` (not first)")]
+    Tag,
+}
+
 /// An artifact in a registry: `registry/repository` and a tag or a manifest digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciRef {
@@ -50,30 +72,31 @@ pub struct OciRef {
 impl OciRef {
     /// Parses `[oci://]registry/repo[:tag][@sha256:<hex>]`. The registry is required (a host
     /// with a dot or a port, or `localhost`): an implicit Docker Hub would be a surprise.
-    pub fn parse(s: &str) -> Result<OciRef, String> {
-        let bad = |why: &str| format!("invalid OCI reference `{s}`: {why}");
+    pub fn parse(s: &str) -> Result<OciRef, RefError> {
+        let bad = |problem| RefError {
+            reference: s.to_owned(),
+            problem,
+        };
         let rest = s.strip_prefix(SCHEME).unwrap_or(s);
         let (name, digest) = match rest.split_once('@') {
             Some((n, d)) => {
                 let hex = d
                     .strip_prefix("sha256:")
-                    .ok_or_else(|| bad("the digest must be `sha256:<64 hex digits>`"))?;
+                    .ok_or_else(|| bad(RefProblem::Digest))?;
                 if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad("the digest must be `sha256:<64 hex digits>`"));
+                    return Err(bad(RefProblem::Digest));
                 }
                 (n, Some(format!("sha256:{}", hex.to_ascii_lowercase())))
             }
             None => (rest, None),
         };
-        let (registry, path) = name.split_once('/').ok_or_else(|| {
-            bad("expected registry/repository[:tag], e.g. ghcr.io/org/plugin:1.0")
-        })?;
+        let (registry, path) = name
+            .split_once('/')
+            .ok_or_else(|| bad(RefProblem::NoRepository))?;
         if registry.is_empty()
             || !(registry.contains('.') || registry.contains(':') || registry == "localhost")
         {
-            return Err(bad(
-                "the first part must be a registry host (with a dot or a port, or `localhost`)",
-            ));
+            return Err(bad(RefProblem::NoRegistry));
         }
         let (repository, tag) = match path.rsplit_once(':') {
             Some((r, t)) if !t.contains('/') => (r, Some(t)),
@@ -87,9 +110,7 @@ impl OciRef {
                     })
             });
         if !repo_ok {
-            return Err(bad(
-                "the repository is lower-case letters, digits, `.`, `_`, `-` and `/`",
-            ));
+            return Err(bad(RefProblem::Repository));
         }
         if let Some(t) = tag {
             let ok = !t.is_empty()
@@ -98,9 +119,7 @@ impl OciRef {
                 && t.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
-                return Err(bad(
-                    "a tag is up to 128 letters, digits, `.`, `_`, `-` (not first)",
-                ));
+                return Err(bad(RefProblem::Tag));
             }
         }
         let tag = match (tag, &digest) {
@@ -197,13 +216,20 @@ fn host_of(registry: &str) -> &str {
     }
 }
 
-/// Runs `fut` to completion from synchronous code, wherever that code runs (a runtime worker
-/// loading a pipeline, a blocking reload task, a plain CLI thread): on a scoped thread with
-/// its own small runtime, so it never blocks inside, or nests, another runtime.
+/// Runs `fut` to completion from synchronous code, wherever that code runs: on the agent's
+/// multi-thread runtime (a pipeline being built, a reload task) through that runtime, with the
+/// calling worker's other tasks handed on (`block_in_place`); elsewhere (a plain CLI thread,
+/// a current-thread runtime) on a scoped thread with its own small runtime, so it never blocks
+/// inside, or nests, another runtime.
 pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output
 where
     F::Output: Send,
 {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            return tokio::task::block_in_place(|| h.block_on(fut));
+        }
+    }
     std::thread::scope(|s| {
         let t = s.spawn(|| {
             tokio::runtime::Builder::new_current_thread()
@@ -241,16 +267,25 @@ mod tests {
             OciRef::parse("oci://r.io/a/b:1.0").unwrap().to_string(),
             "r.io/a/b:1.0"
         );
-        for bad in [
-            "enrich:v1",
-            "docker/enrich",
-            "r.io/Upper",
-            "r.io/p@sha256:abc",
-            "r.io/p@md5:00",
-            "r.io/p:-x",
+        for (bad, problem) in [
+            ("enrich:v1", RefProblem::NoRepository),
+            ("docker/enrich", RefProblem::NoRegistry),
+            ("r.io/Upper", RefProblem::Repository),
+            ("r.io/p@sha256:abc", RefProblem::Digest),
+            ("r.io/p@md5:00", RefProblem::Digest),
+            ("r.io/p:-x", RefProblem::Tag),
         ] {
-            assert!(OciRef::parse(bad).is_err(), "{bad}");
+            let e = OciRef::parse(bad).unwrap_err();
+            assert_eq!(e.problem, problem, "{bad}");
+            assert_eq!(e.reference, bad);
         }
+        assert_eq!(
+            OciRef::parse("oci://docker/enrich")
+                .unwrap_err()
+                .to_string(),
+            "invalid OCI reference `oci://docker/enrich`: the first part must be a registry host \
+             (with a dot or a port, or `localhost`)"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use sluice_core::{
         Event,
         codec::{Codec, CodecName, CodecRef},
     },
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::DynamoSinkConfig;
@@ -313,7 +313,7 @@ impl DynamoSink {
 
 #[async_trait]
 impl Sink for DynamoSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if let Some(p) = &self.plugin {
             return Err(DeliveryError::retriable(format!(
                 "the `format` plugin `{p}` was not handed to the sink"

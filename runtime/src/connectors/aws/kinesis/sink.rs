@@ -22,7 +22,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use sluice_core::{
     event::{Event, template::Template},
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::KinesisSinkConfig;
@@ -161,7 +161,7 @@ impl KinesisSink {
 
 #[async_trait]
 impl Sink for KinesisSink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         let client = self.client().await;
         let mut rejected: Vec<(usize, String)> = Vec::new();
         let mut keys: Vec<String> = Vec::with_capacity(batch.len());

@@ -26,4 +26,10 @@ impl SinkSpec for S3SinkConfig {
         let codec = cx.codec(&self.format)?;
         Ok(Box::new(sink::S3Sink::new(cx.name, self, codec)?))
     }
+
+    /// Objects are rolled by time through the runner: it lets the channel fill for up to
+    /// `roll_interval` before taking a batch.
+    fn linger(&self) -> Option<std::time::Duration> {
+        self.roll_interval.map(|d| d.0)
+    }
 }

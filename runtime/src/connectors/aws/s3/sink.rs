@@ -58,7 +58,7 @@ use sluice_core::{
         codec::{self, Codec, CodecName},
         template::Template,
     },
-    sink::{DeliveryError, Sink},
+    sink::{Batch, DeliveryError, Sink},
 };
 
 use super::config::{Compression, MAX_PART_SIZE, MIN_PART_SIZE, S3SinkConfig};
@@ -150,15 +150,12 @@ pub struct S3Sink {
     codec: Box<dyn Codec>,
     compression: Compression,
     roll: Roll,
-    roll_interval: Option<Duration>,
     part_size: u64,
     content_type: String,
     timeout: Duration,
     aws: AwsConnection,
     /// Made on the first delivery.
     client: Option<Client>,
-    /// Of the batch about to be delivered (see [`Sink::set_position`]).
-    position: Option<u64>,
     groups: Vec<Group>,
     /// Prefix → index into `groups`.
     index: HashMap<String, usize>,
@@ -225,13 +222,11 @@ impl S3Sink {
                 count: cfg.roll_count,
                 size: cfg.roll_size.0,
             },
-            roll_interval: cfg.roll_interval.map(|d| d.0),
             part_size: cfg.part_size.0,
             content_type,
             timeout: cfg.timeout.0,
             aws: cfg.aws.clone(),
             client: None,
-            position: None,
             groups: Vec::new(),
             index: HashMap::new(),
             prefix_buf: String::new(),
@@ -289,9 +284,13 @@ impl S3Sink {
 
     /// Groups, splits, names and encodes `batch`; nothing is sent. On codec errors: the
     /// events of every object that could not be encoded, each with the reason.
-    fn plan(&mut self, batch: &[Event]) -> Result<Vec<Object>, Vec<(usize, String)>> {
+    fn plan(
+        &mut self,
+        position: Option<u64>,
+        batch: &[Event],
+    ) -> Result<Vec<Object>, Vec<(usize, String)>> {
         self.group(batch);
-        let base = self.position.unwrap_or_else(|| batch_digest(batch));
+        let base = position.unwrap_or_else(|| batch_digest(batch));
         let ext = self.compression.extension();
         let roll = self.roll;
         let builtin = self.codec.builtin();
@@ -402,11 +401,11 @@ impl S3Sink {
 
 #[async_trait]
 impl Sink for S3Sink {
-    async fn deliver(&mut self, batch: &[Event]) -> Result<(), DeliveryError> {
+    async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut objects = match self.plan(batch) {
+        let mut objects = match self.plan(batch.position, batch) {
             Ok(o) => o,
             Err(rejected) => {
                 let mut poison = vec![false; batch.len()];
@@ -487,14 +486,6 @@ impl Sink for S3Sink {
             "batch written"
         );
         Ok(())
-    }
-
-    fn set_position(&mut self, position: Option<u64>) {
-        self.position = position;
-    }
-
-    fn linger(&self) -> Option<Duration> {
-        self.roll_interval
     }
 }
 
@@ -746,8 +737,7 @@ mod tests {
 
     /// `(key, payload as text)` of each planned object.
     fn plan(s: &mut S3Sink, position: Option<u64>, batch: &[Event]) -> Vec<(String, String)> {
-        s.set_position(position);
-        s.plan(batch)
+        s.plan(position, batch)
             .unwrap()
             .into_iter()
             .map(|o| (o.key, String::from_utf8(o.body).unwrap()))
@@ -780,8 +770,11 @@ mod tests {
         // The interval is the runner's linger.
         let mut c = cfg("k/");
         c.roll_interval = Some(HumanDuration(Duration::from_secs(3)));
-        assert_eq!(sink(&c).linger(), Some(Duration::from_secs(3)));
-        assert_eq!(sink(&cfg("k/")).linger(), None);
+        assert_eq!(
+            sluice_core::registry::SinkSpec::linger(&c),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(sluice_core::registry::SinkSpec::linger(&cfg("k/")), None);
         assert_eq!(sink(&cfg("k/")).content_type, "text/plain");
     }
 
@@ -941,8 +934,7 @@ mod tests {
             c.roll_count = Some(100);
             let mut s = sink(&c);
             let batch: Vec<Event> = (0..250).map(|i| ev("t", &format!("line {i}"))).collect();
-            s.set_position(Some(3));
-            let objects = s.plan(&batch).unwrap();
+            let objects = s.plan(Some(3), &batch).unwrap();
             let plain: Vec<Vec<u8>> = objects.iter().map(|o| o.body.clone()).collect();
             let objects = s.compress_all(objects).await.unwrap();
             assert_eq!(objects.len(), 3);
