@@ -233,16 +233,14 @@ pub enum RabbitError {
     /// Refused by the AMQP URI parser, whose error is text (password masked).
     #[error("`uri`: {0}")]
     Uri(String),
+    /// `endpoint` is the shown address (no password).
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {
-        endpoint: Endpoint,
-        source: lapin::Error,
+        endpoint: String,
+        source: Box<lapin::Error>,
     },
     #[error("cannot connect to {endpoint}: no answer within {timeout:?}")]
-    ConnectTimeout {
-        endpoint: Endpoint,
-        timeout: Duration,
-    },
+    ConnectTimeout { endpoint: String, timeout: Duration },
     #[error("`{field}`: {len} bytes; AMQP allows at most 255")]
     TooLong { field: String, len: usize },
     #[error("`{0}`: empty exchange type")]
@@ -329,11 +327,11 @@ impl Endpoint {
         {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(source)) => Err(RabbitError::Connect {
-                endpoint: self.clone(),
-                source,
+                endpoint: self.shown.clone(),
+                source: Box::new(source),
             }),
             Err(_) => Err(RabbitError::ConnectTimeout {
-                endpoint: self.clone(),
+                endpoint: self.shown.clone(),
                 timeout: self.connect_timeout,
             }),
         }

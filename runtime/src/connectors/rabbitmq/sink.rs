@@ -62,13 +62,13 @@ pub enum RabbitSinkError {
     )]
     UnroutableWithoutMandatory,
     #[error("cannot open a channel: {0}")]
-    OpenChannel(#[source] lapin::Error),
+    OpenChannel(#[source] Box<lapin::Error>),
     #[error("cannot enable publisher confirms: {0}")]
-    Confirms(#[source] lapin::Error),
+    Confirms(#[source] Box<lapin::Error>),
     #[error("cannot declare exchange `{exchange}`: {source}")]
     DeclareExchange {
         exchange: ShortString,
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
 }
 
@@ -468,10 +468,10 @@ async fn open_channel(
     let ch = conn
         .create_channel()
         .await
-        .map_err(RabbitSinkError::OpenChannel)?;
+        .map_err(|e| RabbitSinkError::OpenChannel(Box::new(e)))?;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(RabbitSinkError::Confirms)?;
+        .map_err(|e| RabbitSinkError::Confirms(Box::new(e)))?;
     if let Some(d) = declare {
         ch.exchange_declare(
             d.name.clone(),
@@ -480,9 +480,9 @@ async fn open_channel(
             d.arguments.clone(),
         )
         .await
-        .map_err(|source| RabbitSinkError::DeclareExchange {
+        .map_err(|e| RabbitSinkError::DeclareExchange {
             exchange: d.name.clone(),
-            source,
+            source: Box::new(e),
         })?;
     }
     Ok(ch)

@@ -22,8 +22,8 @@ use super::{
     inspect::ComponentInfo,
 };
 
-/// A push, resolve or fetch that failed; texts name the reference, and for network errors
-/// the identity used (never the credentials).
+/// A push, resolve or fetch that failed; texts name the reference (as written, e.g.
+/// `registry/repo:tag`), and for network errors the identity used (never the credentials).
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error(transparent)]
@@ -33,9 +33,9 @@ pub enum OciError {
     #[error("{what} {reference} failed (as {identity}): {source}")]
     Registry {
         what: String,
-        reference: OciRef,
+        reference: String,
         identity: &'static str,
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     /// Content whose digest is not the one asked for: never stored, never run.
     #[error(
@@ -43,7 +43,7 @@ pub enum OciError {
          the registry sent has {actual}; refused (tampered or corrupted content)"
     )]
     Mismatch {
-        reference: OciRef,
+        reference: String,
         what: &'static str,
         expected: String,
         actual: String,
@@ -54,26 +54,26 @@ pub enum OciError {
          {actual}; refused (tampered or corrupted content)"
     )]
     Verification {
-        reference: OciRef,
+        reference: String,
         expected: String,
         actual: String,
     },
     #[error("{reference}: not an OCI image manifest: {source}")]
     NotAManifest {
-        reference: OciRef,
+        reference: String,
         source: serde_json::Error,
     },
     #[error(
         "{reference} is not a Wasm component artifact: its config is `{config}`, expected \
          `{CONFIG_MEDIA_TYPE}`"
     )]
-    NotWasm { reference: OciRef, config: String },
+    NotWasm { reference: String, config: String },
     #[error(
         "{reference}: expected one `{LAYER_MEDIA_TYPE}` layer, found [{}]",
         .layers.join(", ")
     )]
     Layers {
-        reference: OciRef,
+        reference: String,
         layers: Vec<String>,
     },
     /// The registry was unreachable and the cached copy of the tag is damaged.
@@ -140,9 +140,9 @@ async fn authed(r: &OciRef, opts: &Options) -> (Client, RegistryAuth) {
 fn net_error(r: &OciRef, what: &str, e: OciDistributionError, creds: &RegistryAuth) -> OciError {
     OciError::Registry {
         what: what.to_owned(),
-        reference: r.clone(),
+        reference: r.to_string(),
         identity: auth::describe(creds),
-        source: e,
+        source: Box::new(e),
     }
 }
 
@@ -353,7 +353,7 @@ async fn download(
 
 fn mismatch(r: &OciRef, what: &'static str, expected: &str, actual: String) -> OciError {
     OciError::Mismatch {
-        reference: r.clone(),
+        reference: r.to_string(),
         what,
         expected: expected.to_owned(),
         actual,
@@ -366,7 +366,7 @@ fn refused_or(r: &OciRef, digest: &str, e: OciDistributionError, creds: &Registr
     match e {
         OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
             OciError::Verification {
-                reference: r.clone(),
+                reference: r.to_string(),
                 expected,
                 actual,
             }
@@ -379,19 +379,19 @@ fn refused_or(r: &OciRef, digest: &str, e: OciDistributionError, creds: &Registr
 fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, OciError> {
     let m: OciImageManifest =
         serde_json::from_slice(bytes).map_err(|source| OciError::NotAManifest {
-            reference: r.clone(),
+            reference: r.to_string(),
             source,
         })?;
     if m.config.media_type != CONFIG_MEDIA_TYPE {
         return Err(OciError::NotWasm {
-            reference: r.clone(),
+            reference: r.to_string(),
             config: m.config.media_type,
         });
     }
     match m.layers.as_slice() {
         [l] if l.media_type == LAYER_MEDIA_TYPE => Ok(m),
         layers => Err(OciError::Layers {
-            reference: r.clone(),
+            reference: r.to_string(),
             layers: layers.iter().map(|l| l.media_type.clone()).collect(),
         }),
     }
