@@ -135,7 +135,7 @@ pub async fn supervise<S: Supervised>(
             error = %error,
             attempt,
             retry_in = ?delay,
-            "{what}; retrying"
+            "{what}; reconnecting"
         );
         if sleep_or_cancelled(&cx.shutdown, delay).await {
             return Ok(());
