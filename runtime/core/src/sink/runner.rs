@@ -90,10 +90,13 @@ impl SinkRunner {
             }
             let take = async {
                 match self.linger {
-                    // Once the agent drains, whatever is there goes at once.
+                    // Once the agent drains, whatever is there goes at once. An empty channel
+                    // is looked at again after the linger: such a sink has no idle work, and
+                    // the drain wakes it anyway.
                     Some(linger) if !ctl.drain.is_cancelled() => {
+                        let idle = linger.max(IDLE_WAIT);
                         tokio::select! {
-                            r = self.channel.take_batch(self.batch_size, self.batch_size, linger, IDLE_WAIT) => r,
+                            r = self.channel.take_batch(self.batch_size, self.batch_size, linger, idle) => r,
                             _ = ctl.drain.cancelled() => self.channel.take(self.batch_size, Duration::ZERO).await,
                         }
                     }
