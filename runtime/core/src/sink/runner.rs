@@ -148,7 +148,7 @@ impl SinkRunner {
         let mut poison: Vec<Poison> = Vec::new();
         let mut dead_class = Class::Permanent;
         let mut attempts = 0u32;
-        let mut delivered = vec![0u64; self.sinks.members().len()];
+        let mut delivered = Credits::default();
         loop {
             attempts += 1;
             let batch = Batch {
@@ -159,7 +159,7 @@ impl SinkRunner {
             let retry_after = match result {
                 Ok(()) => {
                     if let Some(m) = member {
-                        delivered[m] += pending as u64;
+                        delivered.add(m, pending as u64);
                     }
                     break;
                 }
@@ -185,7 +185,7 @@ impl SinkRunner {
                         }
                     }
                     if let Some(m) = member {
-                        delivered[m] += pending.saturating_sub(refused + retriable.len()) as u64;
+                        delivered.add(m, pending.saturating_sub(refused + retriable.len()) as u64);
                     }
                     if retriable.is_empty() {
                         break;
@@ -234,9 +234,10 @@ impl SinkRunner {
         order.restore(lease.events_mut());
 
         if !poison.is_empty() {
-            let mut refused_by = vec![0u64; delivered.len()];
+            let members = self.sinks.members().len();
+            let mut refused_by = vec![0u64; members];
             for (m, _) in &poison {
-                refused_by[m.unwrap_or(0).min(delivered.len().saturating_sub(1))] += 1;
+                refused_by[m.unwrap_or(0).min(members.saturating_sub(1))] += 1;
             }
             let letters = poison.into_iter().map(|(_, l)| l).collect();
             match self
@@ -262,8 +263,9 @@ impl SinkRunner {
             return Outcome::RolledBack;
         }
         let took = started.elapsed().as_secs_f64();
-        for (m, n) in self.sinks.members().iter().zip(delivered) {
-            if n > 0 {
+        let members = self.sinks.members();
+        for (m, n) in delivered.iter() {
+            if let Some(m) = members.get(m) {
                 m.metrics.drained.inc_by(n);
                 m.metrics.batch_duration.observe(took);
             }
@@ -276,6 +278,34 @@ fn letter(event: &crate::event::Event, reason: String) -> DeadLetter {
     DeadLetter {
         event: event.clone(),
         reason,
+    }
+}
+
+/// Events delivered per group member within one lease. Most leases are delivered whole by one
+/// member: that case is kept inline, without an allocation per lease.
+#[derive(Default)]
+struct Credits {
+    first: Option<(usize, u64)>,
+    more: Vec<(usize, u64)>,
+}
+
+impl Credits {
+    fn add(&mut self, member: usize, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match &mut self.first {
+            None => self.first = Some((member, n)),
+            Some((m, total)) if *m == member => *total += n,
+            Some(_) => match self.more.iter_mut().find(|(m, _)| *m == member) {
+                Some((_, total)) => *total += n,
+                None => self.more.push((member, n)),
+            },
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
     }
 }
 

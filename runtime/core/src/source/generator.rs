@@ -89,7 +89,12 @@ impl Generator {
                     buf.split().freeze()
                 }
             };
-            let mut headers = headers.clone();
+            // No call at all for the common header-less event.
+            let mut headers = if headers.is_empty() {
+                Headers::default()
+            } else {
+                headers.clone()
+            };
             if let Some(c) = self.cfg.cycle.as_ref().filter(|c| !c.values.is_empty()) {
                 headers.insert(
                     c.header.as_str(),
