@@ -301,6 +301,27 @@ impl FileSink {
         let Some(codec) = self.codec.builtin() else {
             return self.deliver_per_file(batch);
         };
+        // The file of the current run of events with one path is held out of the map while
+        // the run lasts, so an event costs no hash lookup (a fifth of a file pipeline's time).
+        let mut current: Option<(String, OpenFile)> = None;
+        let written = self.write_runs(codec, batch, &mut current);
+        if let Some((path, f)) = current {
+            self.open.insert(path, f);
+        }
+        written?;
+        for f in self.open.values_mut() {
+            finish(f, self.fsync)?;
+        }
+        self.roll_expired()?;
+        Ok(())
+    }
+
+    fn write_runs(
+        &mut self,
+        codec: CodecName,
+        batch: &[Event],
+        current: &mut Option<(String, OpenFile)>,
+    ) -> Result<(), DeliveryError> {
         let constant = self.template.is_constant();
         for (i, e) in batch.iter().enumerate() {
             if !constant || i == 0 {
@@ -308,23 +329,35 @@ impl FileSink {
                 self.template.render(e, &mut path);
                 self.path = path;
             }
-            let fsync = self.fsync;
-            let roll_count = self.roll_count;
-            let roll_size = self.roll_size;
-            let f = self.file_for_current_path()?;
+            let same = current
+                .as_ref()
+                .is_some_and(|(p, f)| *p == self.path && !self.is_full(f));
+            if !same {
+                if let Some((path, f)) = current.take() {
+                    self.open.insert(path, f);
+                }
+                // Opens, or rolls, the file for `self.path`.
+                self.file_for_current_path()?;
+                if let Some(f) = self.open.remove(self.path.as_str()) {
+                    *current = Some((self.path.clone(), f));
+                }
+            }
+            let Some((_, f)) = current.as_mut() else {
+                return Err(std::io::Error::other("file sink: open file vanished").into());
+            };
             codec::encode_into(codec, e, &mut f.pending);
             f.events += 1;
             // Keep per-file buffers bounded and roll boundaries exact.
-            let over_size = roll_size.is_some_and(|m| f.bytes + f.pending.len() as u64 >= m);
-            if f.pending.len() >= 1 << 20 || over_size || roll_count.is_some_and(|m| f.events >= m)
+            let over_size = self
+                .roll_size
+                .is_some_and(|m| f.bytes + f.pending.len() as u64 >= m);
+            if f.pending.len() >= 1 << 20
+                || over_size
+                || self.roll_count.is_some_and(|m| f.events >= m)
             {
-                finish(f, fsync)?;
+                finish(f, self.fsync)?;
             }
         }
-        for f in self.open.values_mut() {
-            finish(f, self.fsync)?;
-        }
-        self.roll_expired()?;
         Ok(())
     }
 
