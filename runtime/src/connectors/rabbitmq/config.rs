@@ -252,13 +252,6 @@ pub enum RabbitError {
     },
 }
 
-/// The source still reports its settings and connection errors as text.
-impl From<RabbitError> for String {
-    fn from(e: RabbitError) -> String {
-        e.to_string()
-    }
-}
-
 /// A broker to connect to: the parsed `uri` and the connect timeout. `Debug` and `Display`
 /// show `amqp://user@host:port/vhost`, never the password.
 #[derive(Clone)]

@@ -50,7 +50,9 @@ use sluice_core::{
     },
 };
 
-use super::config::{Endpoint, RabbitSourceConfig, exchange_kind, field_table, header, short};
+use super::config::{
+    Endpoint, RabbitError, RabbitSourceConfig, exchange_kind, field_table, header, short,
+};
 
 /// `type: rabbitmq` sources.
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>> {
@@ -59,7 +61,9 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SourceSpec>
 
 impl SourceSpec for RabbitSourceConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
-        Ok(Box::new(RabbitSource::new(cx.name, self, cx.batch_size)?))
+        Ok(Box::new(
+            RabbitSource::new(cx.name, self, cx.batch_size).map_err(|e| e.to_string())?,
+        ))
     }
 }
 
@@ -108,6 +112,57 @@ pub struct RabbitSource {
     max_reconnect_backoff: Duration,
 }
 
+/// What can go wrong with a RabbitMQ source: its settings, or the broker session.
+#[derive(Debug, thiserror::Error)]
+pub enum RabbitSourceError {
+    #[error(transparent)]
+    Settings(#[from] RabbitError),
+    #[error("`queue`: required (the queue to consume)")]
+    NoQueue,
+    #[error("`bindings[{0}].exchange`: required (queues cannot be bound to the default exchange)")]
+    DefaultExchange(usize),
+    #[error("`prefetch`: must be at least 1 (0 would let the broker push the whole queue)")]
+    ZeroPrefetch,
+    /// A broker operation (opening a channel, declaring, binding, consuming) was refused.
+    #[error("{what}: {source}")]
+    Broker {
+        what: String,
+        source: Box<lapin::Error>,
+    },
+    /// The consumer's stream ended with an error.
+    #[error(transparent)]
+    Consumer(Box<lapin::Error>),
+    #[error("the broker cancelled the consumer (was queue `{0}` deleted?)")]
+    Cancelled(String),
+    #[error(
+        "the channel closed before {0} committed messages were acknowledged; the broker \
+         delivers them again (duplicates)"
+    )]
+    AckClosed(usize),
+    #[error(
+        "acknowledging {events} committed messages failed ({source}); the broker delivers \
+         them again (duplicates)"
+    )]
+    AckFailed {
+        events: usize,
+        source: Box<lapin::Error>,
+    },
+    #[error("acknowledgement not sent within {0:?}")]
+    AckTimeout(Duration),
+    #[error("the channel closed while returning a refused batch; the broker delivers it again")]
+    NackFailed,
+}
+
+impl RabbitSourceError {
+    fn broker(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> Self {
+        let what = what.into();
+        move |e| RabbitSourceError::Broker {
+            what,
+            source: Box::new(e),
+        }
+    }
+}
+
 /// Why a consuming session ended.
 enum Ended {
     /// The agent is stopping.
@@ -115,15 +170,19 @@ enum Ended {
     /// The channels can never take a batch again (the agent is stopping).
     Fatal(ProcessError),
     /// The connection or channel is gone.
-    Lost(String),
+    Lost(RabbitSourceError),
 }
 
 impl RabbitSource {
     /// Checks the settings without connecting; an error names the offending field.
-    pub fn new(name: &str, cfg: &RabbitSourceConfig, batch_size: usize) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        cfg: &RabbitSourceConfig,
+        batch_size: usize,
+    ) -> Result<Self, RabbitSourceError> {
         let endpoint = Endpoint::parse(&cfg.uri, cfg.connect_timeout.0)?;
         if cfg.queue.is_empty() {
-            return Err("`queue`: required (the queue to consume)".into());
+            return Err(RabbitSourceError::NoQueue);
         }
         let queue = short("queue", &cfg.queue)?;
         let declare = match &cfg.declare {
@@ -142,9 +201,7 @@ impl RabbitSource {
         let mut bindings = Vec::with_capacity(cfg.bindings.len());
         for (i, b) in cfg.bindings.iter().enumerate() {
             if b.exchange.is_empty() {
-                return Err(format!(
-                    "`bindings[{i}].exchange`: required (queues cannot be bound to the default exchange)"
-                ));
+                return Err(RabbitSourceError::DefaultExchange(i));
             }
             let kind = match &b.exchange_type {
                 Some(k) => Some(exchange_kind(&format!("bindings[{i}].exchange_type"), k)?),
@@ -159,13 +216,7 @@ impl RabbitSource {
         }
         let batch_size = batch_size.max(1);
         let prefetch = match cfg.prefetch {
-            Some(0) => {
-                return Err(
-                    "`prefetch`: must be at least 1 (0 would let the broker push \
-                            the whole queue)"
-                        .into(),
-                );
-            }
+            Some(0) => return Err(RabbitSourceError::ZeroPrefetch),
             Some(p) => p,
             None => u16::try_from(batch_size.saturating_mul(2)).unwrap_or(u16::MAX),
         };
@@ -197,16 +248,19 @@ impl RabbitSource {
     }
 
     /// Connects, declares what is configured, and starts consuming.
-    async fn open(&self) -> Result<(Connection, Consumer), String> {
+    async fn open(&self) -> Result<(Connection, Consumer), RabbitSourceError> {
         let conn = self.endpoint.connect(&self.name).await?;
         let ch = conn
             .create_channel()
             .await
-            .map_err(|e| format!("cannot open a channel: {e}"))?;
+            .map_err(RabbitSourceError::broker("cannot open a channel"))?;
         if let Some(d) = &self.declare {
             ch.queue_declare(self.queue.clone(), d.options, d.arguments.clone())
                 .await
-                .map_err(|e| format!("cannot declare queue `{}`: {e}", self.queue))?;
+                .map_err(RabbitSourceError::broker(format!(
+                    "cannot declare queue `{}`",
+                    self.queue
+                )))?;
         }
         for b in &self.bindings {
             if let Some(kind) = &b.kind {
@@ -221,7 +275,10 @@ impl RabbitSource {
                     FieldTable::default(),
                 )
                 .await
-                .map_err(|e| format!("cannot declare exchange `{}`: {e}", b.exchange))?;
+                .map_err(RabbitSourceError::broker(format!(
+                    "cannot declare exchange `{}`",
+                    b.exchange
+                )))?;
             }
             ch.queue_bind(
                 self.queue.clone(),
@@ -231,16 +288,14 @@ impl RabbitSource {
                 b.arguments.clone(),
             )
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot bind queue `{}` to exchange `{}`: {e}",
-                    self.queue, b.exchange
-                )
-            })?;
+            .map_err(RabbitSourceError::broker(format!(
+                "cannot bind queue `{}` to exchange `{}`",
+                self.queue, b.exchange
+            )))?;
         }
         ch.basic_qos(self.prefetch, BasicQosOptions::default())
             .await
-            .map_err(|e| format!("cannot set prefetch: {e}"))?;
+            .map_err(RabbitSourceError::broker("cannot set prefetch"))?;
         let consumer = ch
             .basic_consume(
                 self.queue.clone(),
@@ -249,7 +304,10 @@ impl RabbitSource {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("cannot consume queue `{}`: {e}", self.queue))?;
+            .map_err(RabbitSourceError::broker(format!(
+                "cannot consume queue `{}`",
+                self.queue
+            )))?;
         Ok((conn, consumer))
     }
 
@@ -310,21 +368,16 @@ impl RabbitSource {
                             refused.reset();
                         }
                         Ok(Ok(false)) => {
-                            return Ended::Lost(format!(
-                                "the channel closed before {events} committed messages were \
-                                 acknowledged; the broker delivers them again (duplicates)"
-                            ));
+                            return Ended::Lost(RabbitSourceError::AckClosed(events));
                         }
                         Ok(Err(e)) => {
-                            return Ended::Lost(format!(
-                                "acknowledging {events} committed messages failed ({e}); the \
-                                 broker delivers them again (duplicates)"
-                            ));
+                            return Ended::Lost(RabbitSourceError::AckFailed {
+                                events,
+                                source: Box::new(e),
+                            });
                         }
                         Err(_) => {
-                            return Ended::Lost(format!(
-                                "acknowledgement not sent within {ACK_TIMEOUT:?}"
-                            ));
+                            return Ended::Lost(RabbitSourceError::AckTimeout(ACK_TIMEOUT));
                         }
                     }
                 }
@@ -344,11 +397,7 @@ impl RabbitSource {
                     });
                     let returned = tokio::time::timeout(ACK_TIMEOUT, nack).await;
                     if !matches!(returned, Ok(Ok(true))) {
-                        return Ended::Lost(
-                            "the channel closed while returning a refused batch; the broker \
-                             delivers it again"
-                                .into(),
-                        );
+                        return Ended::Lost(RabbitSourceError::NackFailed);
                     }
                     if sleep_or_cancelled(&cx.shutdown, wait).await {
                         return Ended::Shutdown;
@@ -366,18 +415,15 @@ impl RabbitSource {
         &self,
         next: Option<lapin::Result<Delivery>>,
         batch: &mut Vec<Event>,
-    ) -> Result<Acker, String> {
+    ) -> Result<Acker, RabbitSourceError> {
         match next {
             Some(Ok(d)) => {
                 let (event, acker) = to_event(d, self.mapping);
                 batch.push(event);
                 Ok(acker)
             }
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(format!(
-                "the broker cancelled the consumer (was queue `{}` deleted?)",
-                self.queue
-            )),
+            Some(Err(e)) => Err(RabbitSourceError::Consumer(Box::new(e))),
+            None => Err(RabbitSourceError::Cancelled(self.queue.to_string())),
         }
     }
 }
@@ -745,5 +791,44 @@ mod tests {
             back,
             serde_json::json!([{"count": 2, "queue": "q1", "reason": "expired", "none": null}, false])
         );
+    }
+
+    fn settings(extra: serde_json::Value) -> RabbitSourceConfig {
+        let mut v = serde_json::json!({ "uri": "amqp://127.0.0.1:5672/%2f", "queue": "q" });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn settings_errors_are_typed_and_read_as_before() {
+        let err = |extra| RabbitSource::new("s", &settings(extra), 10).err();
+        assert!(err(serde_json::json!({})).is_none());
+        let e = err(serde_json::json!({ "queue": "" })).unwrap();
+        assert!(matches!(e, RabbitSourceError::NoQueue));
+        assert_eq!(e.to_string(), "`queue`: required (the queue to consume)");
+        let e = err(serde_json::json!({ "bindings": [{ "exchange": "" }] })).unwrap();
+        assert!(matches!(e, RabbitSourceError::DefaultExchange(0)));
+        assert!(
+            e.to_string()
+                .starts_with("`bindings[0].exchange`: required")
+        );
+        let e = err(serde_json::json!({ "prefetch": 0 })).unwrap();
+        assert!(matches!(e, RabbitSourceError::ZeroPrefetch));
+        let e = err(serde_json::json!({ "queue": "q".repeat(300) })).unwrap();
+        assert!(
+            matches!(e, RabbitSourceError::Settings(RabbitError::TooLong { .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn broker_errors_keep_their_cause() {
+        let e = RabbitSourceError::broker("cannot open a channel")(lapin::Error::from(
+            lapin::ErrorKind::InvalidChannel(7),
+        ));
+        assert!(e.to_string().starts_with("cannot open a channel: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
