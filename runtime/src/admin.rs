@@ -2,6 +2,10 @@
 //!
 //! `/ready` is 200 only while the pipeline runs and every channel can accept puts, so a load
 //! balancer stops sending to an agent whose durable channel cannot write (a full disk).
+//!
+//! With `token_env`, every other endpoint (`/plugins`, reloads, and `/metrics` unless
+//! `public_metrics`) answers 401 without `Authorization: Bearer <token>`; the token is
+//! compared in constant time (as SHA-256 digests, so its length does not leak either).
 
 use std::{
     net::SocketAddr,
@@ -13,11 +17,14 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
+    extract::{Path, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
@@ -36,10 +43,58 @@ pub struct AdminState {
     pub channels: Vec<(String, Arc<dyn Channel>)>,
 }
 
+/// Who may use the admin endpoints.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// SHA-256 of the bearer token; `None`: no token (a loopback listener).
+    token: Option<[u8; 32]>,
+    public_metrics: bool,
+}
+
+impl Access {
+    pub fn new(token: Option<&str>, public_metrics: bool) -> Self {
+        Access {
+            token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            public_metrics,
+        }
+    }
+
+    fn allows(&self, path: &str, authorization: Option<&[u8]>) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        if path == "/health" || path == "/ready" || (path == "/metrics" && self.public_metrics) {
+            return true;
+        }
+        let given = authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .map(|t| Sha256::digest(t.trim_ascii()));
+        given.is_some_and(|g| bool::from(g.as_slice().ct_eq(want)))
+    }
+}
+
+async fn authorize(State(access): State<Access>, req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if access.allows(req.uri().path(), authorization) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required\n",
+        )
+            .into_response()
+    }
+}
+
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound address (useful with
 /// port 0) once listening.
 pub async fn serve(
     addr: SocketAddr,
+    access: Access,
     state: Arc<AdminState>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
@@ -51,7 +106,8 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}/reload", post(reload))
-        .with_state(state);
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(access, authorize));
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = server.await {
@@ -131,5 +187,33 @@ async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> i
                 serde_json::json!({ "error": e, "result": "refused; the previous version keeps running" }),
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_health_ready_and_public_metrics_go_without_the_token() {
+        let open = Access::new(None, false);
+        assert!(
+            open.allows("/plugins", None),
+            "no token configured: loopback only"
+        );
+        let a = Access::new(Some("s3cret"), true);
+        for path in ["/health", "/ready", "/metrics"] {
+            assert!(a.allows(path, None), "{path}");
+        }
+        for path in ["/plugins", "/plugins/enrich/reload", "/anything"] {
+            assert!(!a.allows(path, None), "{path}");
+            assert!(!a.allows(path, Some(b"Bearer wrong")), "{path}");
+            assert!(!a.allows(path, Some(b"Bearer s3cre")), "{path}");
+            assert!(!a.allows(path, Some(b"Basic s3cret")), "{path}");
+            assert!(a.allows(path, Some(b"Bearer s3cret")), "{path}");
+        }
+        let private = Access::new(Some("s3cret"), false);
+        assert!(!private.allows("/metrics", None));
+        assert!(private.allows("/metrics", Some(b"Bearer s3cret")));
     }
 }

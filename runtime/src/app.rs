@@ -100,7 +100,15 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
     let admin_stop = CancellationToken::new();
     plugins.watch(admin_stop.clone());
     if let Some(a) = &pipeline.admin {
-        match admin::serve(a.listen, Arc::clone(&admin_state), admin_stop.clone()).await {
+        let access = admin::Access::new(a.token.as_ref().map(|t| t.expose()), a.public_metrics);
+        match admin::serve(
+            a.listen,
+            access,
+            Arc::clone(&admin_state),
+            admin_stop.clone(),
+        )
+        .await
+        {
             Ok(addr) => tracing::info!(%addr, "admin server listening"),
             Err(e) => tracing::error!(addr = %a.listen, error = %e, "admin server could not start"),
         }

@@ -366,6 +366,91 @@ fn admin_server_serves_metrics_health_and_readiness() {
     child.wait().unwrap();
 }
 
+/// One HTTP/1.1 request with an optional bearer token; the status code.
+fn status_with_token(port: u16, method: &str, path: &str, token: Option<&str>) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// With `token_env`, what reveals or changes the agent's state answers 401 without the
+/// token; `/health`, `/ready` and (by default) `/metrics` stay open.
+#[test]
+fn the_admin_api_requires_its_bearer_token() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("admin.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "admin: {{ listen: '127.0.0.1:{port}', token_env: SLUICE_TEST_ADMIN_TOKEN }}\nchannels:\n  mem: {{ type: memory }}\nsources:\n  gen: {{ type: generator, rate: 100, channels: [mem] }}\nsinks:\n  out: {{ type: null, channel: mem }}\n"
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "no token in the environment");
+    assert!(
+        stderr(&o)
+            .contains("`token_env`: the environment variable SLUICE_TEST_ADMIN_TOKEN is not set"),
+        "{}",
+        stderr(&o)
+    );
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .env("SLUICE_TEST_ADMIN_TOKEN", "open-sesame")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ask = |method, path, token| status_with_token(port, method, path, token);
+    for (method, path) in [("GET", "/plugins"), ("POST", "/plugins/none/reload")] {
+        assert_eq!(ask(method, path, None), 401, "{method} {path}");
+        assert_eq!(ask(method, path, Some("wrong")), 401, "{method} {path}");
+    }
+    assert_eq!(ask("GET", "/plugins", Some("open-sesame")), 200);
+    assert_eq!(
+        ask("POST", "/plugins/none/reload", Some("open-sesame")),
+        404
+    );
+    for path in ["/health", "/ready", "/metrics"] {
+        assert_eq!(ask("GET", path, None), 200, "{path}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn an_admin_server_other_hosts_can_reach_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("open.yaml");
+    std::fs::write(
+        &p,
+        "admin: { listen: '0.0.0.0:9464' }\nchannels:\n  mem: { type: memory }\nsources:\n  gen: { type: generator, channels: [mem] }\nsinks:\n  out: { type: null, channel: mem }\n",
+    )
+    .unwrap();
+    let o = sluice().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("{}:1:", p.display())), "{err}");
+    assert!(
+        err.contains("admin: `listen`: 0.0.0.0:9464 is reachable from other hosts"),
+        "{err}"
+    );
+}
+
 /// A file sink writing and fsyncing big batches does so off the async workers: with a single
 /// worker thread, `/health` keeps answering within 50 ms while it writes (before, a request
 /// waited for the writes, over 500 ms here). Other tests share the two cores, so a run may

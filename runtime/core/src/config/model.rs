@@ -78,8 +78,22 @@ impl Default for Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`).
+    /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`, `/plugins`).
     pub listen: SocketAddr,
+    /// The environment variable holding the bearer token that every endpoint except
+    /// `/health`, `/ready` and (while `public_metrics`) `/metrics` requires. Required when
+    /// `listen` is reachable from other hosts.
+    pub token_env: Option<String>,
+    /// Serve `/metrics` without the token (scrapers often have none).
+    #[serde(default = "public_metrics")]
+    pub public_metrics: bool,
+    /// The token read from `token_env` when the pipeline is read.
+    #[serde(skip)]
+    pub token: Option<super::secret::Secret>,
+}
+
+fn public_metrics() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

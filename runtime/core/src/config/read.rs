@@ -109,7 +109,9 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector, registry: &Registry
         }
     }
     if let Some(node) = root.get("admin") {
-        p.admin = cx.read(node, Some("admin"));
+        p.admin = cx
+            .read::<AdminConfig>(node, Some("admin"))
+            .and_then(|a| admin_token(a, node, cx));
     }
     if let Some(node) = root.get("dlq") {
         if let Some(name) = cx.read::<String>(node, Some("dlq")) {
@@ -484,4 +486,39 @@ fn read_sink_group(
         sinks: common?.sinks,
         kind,
     })
+}
+
+/// Reads the admin token from its environment variable, and refuses an admin server that
+/// other hosts can reach without one: `/plugins` shows plugin state and its reload endpoint
+/// changes what runs.
+fn admin_token(mut a: AdminConfig, node: &Node, cx: &mut Collector) -> Option<AdminConfig> {
+    let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+    match &a.token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.is_empty() => a.token = Some(super::secret::Secret::new(t)),
+            _ => {
+                cx.push(
+                    at("token_env"),
+                    Some("admin"),
+                    format!("`token_env`: the environment variable {var} is not set (or empty)"),
+                );
+                return None;
+            }
+        },
+        None if !a.listen.ip().is_loopback() => {
+            cx.push(
+                at("listen"),
+                Some("admin"),
+                format!(
+                    "`listen`: {} is reachable from other hosts; set `token_env` to an \
+                     environment variable holding a bearer token, or listen on a loopback \
+                     address",
+                    a.listen
+                ),
+            );
+            return None;
+        }
+        None => {}
+    }
+    Some(a)
 }
