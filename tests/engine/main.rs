@@ -16,6 +16,8 @@ mod channel_model;
 mod e2e;
 mod tail;
 
+#[cfg(feature = "rocksdb")]
+mod full_disk;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "wasm")]

@@ -305,6 +305,34 @@ pub struct RocksChannel {
     shared: Arc<Shared>,
 }
 
+/// Space held in reserve in a channel's directory. Opening a database writes a new log, a
+/// manifest and an options file; after a crash on a full disk there would be no room for them
+/// and the channel could never open to drain. The ballast is deleted before opening and put
+/// back afterwards, when there is room again.
+mod ballast {
+    use std::{fs, io::Write, path::Path};
+
+    const FILE: &str = "sluice-ballast";
+    const BYTES: usize = 4 << 20;
+
+    pub(super) fn release(dir: &Path) {
+        let _ = fs::remove_file(dir.join(FILE));
+    }
+
+    /// Written for real (zeros, not a sparse file), so the space is actually taken.
+    pub(super) fn restore(dir: &Path) {
+        let path = dir.join(FILE);
+        let written = fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&vec![0u8; BYTES])?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&path);
+            tracing::warn!(channel = %dir.display(), error = %e, "no room for the channel's reserve file; a crash while the disk is full may need space freed by hand");
+        }
+    }
+}
+
 /// Opens (or creates) the RocksDB database of a channel directory.
 fn open_db(path: &Path, statistics: bool) -> Result<(DB, Options), StoreError> {
     let opts = db_options(statistics);
@@ -327,10 +355,19 @@ fn db_options(statistics: bool) -> Options {
     o.set_max_background_jobs(2);
     // Bounds replay time after a crash: a log this large forces a memtable flush.
     o.set_max_total_wal_size(256 << 20);
+    // Replay the log into the memtable without writing a table file: a channel killed while
+    // its disk was full must open (and drain) without space for its whole backlog again.
     if statistics {
         o.enable_statistics();
     }
-    o
+    // Not in the Rust API; set through RocksDB's own option string.
+    match o.get_options_from_string("avoid_flush_during_recovery=true") {
+        Ok(recovering_in_memory) => recovering_in_memory,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set avoid_flush_during_recovery");
+            o
+        }
+    }
 }
 
 /// Refuses a directory written by a newer record format; stamps a new one.
@@ -422,7 +459,9 @@ impl RocksChannel {
         let fail =
             |e: &dyn std::fmt::Display| ChannelError::Storage(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
+        ballast::release(path);
         let (db, db_opts) = open_db(path, opts.statistics).map_err(|e| fail(&e))?;
+        ballast::restore(path);
         check_format(&db).map_err(|e| fail(&e))?;
         let scan = scan(&db).map_err(|e| fail(&e))?;
         if !scan.bad_keys.is_empty() {
