@@ -319,6 +319,15 @@ fn help_documents_every_flag() {
     }
 }
 
+/// Waits (10 s at most) until the admin server on `port` answers `/ready` with 200.
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn admin_server_serves_metrics_health_and_readiness() {
     let port = free_port();
@@ -338,11 +347,7 @@ fn admin_server_serves_metrics_health_and_readiness() {
         .spawn()
         .unwrap();
     let get = |path: &str| http(port, "GET", path);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get("/ready").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(port);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(get("/health").unwrap().0, 200);
     let (status, metrics) = get("/metrics").unwrap();
@@ -410,11 +415,7 @@ fn the_admin_api_requires_its_bearer_token() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http(port, "GET", "/ready").map(|r| r.0) != Some(200) {
-        assert!(Instant::now() < deadline, "never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(port);
     let ask = |method, path, token| status_with_token(port, method, path, token);
     for (method, path) in [("GET", "/plugins"), ("POST", "/plugins/none/reload")] {
         assert_eq!(ask(method, path, None), 401, "{method} {path}");
