@@ -9,11 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::seq::SliceRandom;
 
 use super::{Batch, DeliveryError, Sink};
-use crate::metrics::SinkMetrics;
+use crate::{metrics::SinkMetrics, source::supervisor::Backoff};
 
 pub struct Member {
     pub name: String,
@@ -23,7 +22,7 @@ pub struct Member {
     /// Out of rotation until this instant.
     penalised_until: Option<Instant>,
     /// The penalties still to come while the member keeps failing; reset by a success.
-    penalties: Option<ExponentialBackoff>,
+    penalties: Option<Backoff>,
 }
 
 impl Member {
@@ -42,23 +41,13 @@ impl Member {
         self.penalised_until.is_none_or(|t| t <= now)
     }
 
-    /// Takes the member out of rotation for its next penalty: 1 s, doubling (plus jitter, so a
-    /// fleet of agents does not retry in step) up to `cap`.
+    /// Takes the member out of rotation for its next penalty: from 1 s, doubling up to `cap`,
+    /// with jitter so a fleet of agents does not retry in step — the sources' reconnect policy.
     fn penalise(&mut self, cap: Duration) {
-        let cap = cap.max(FIRST_PENALTY);
         let next = self
             .penalties
-            .get_or_insert_with(|| {
-                ExponentialBuilder::default()
-                    .with_min_delay(FIRST_PENALTY)
-                    .with_max_delay(cap)
-                    .with_jitter()
-                    .without_max_times()
-                    .build()
-            })
-            .next()
-            .unwrap_or(cap)
-            .min(cap);
+            .get_or_insert_with(|| Backoff::new(FIRST_PENALTY, cap))
+            .next_delay();
         self.penalised_until = Some(Instant::now() + next);
     }
 
