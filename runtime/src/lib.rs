@@ -26,6 +26,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("sql-postgres", cfg!(feature = "sql-postgres")),
     ("sql-mysql", cfg!(feature = "sql-mysql")),
     ("http", cfg!(feature = "http")),
+    ("hop", cfg!(feature = "hop")),
     ("rocksdb", cfg!(feature = "rocksdb")),
     ("wasm", cfg!(feature = "wasm")),
     ("oci", cfg!(feature = "oci")),

@@ -162,10 +162,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dir: &Path, name: &str, pipeline: &str) -> Agent {
+        Agent::start_env(dir, name, pipeline, &[])
+    }
+
+    /// [`start`](Agent::start) with more environment variables.
+    pub fn start_env(dir: &Path, name: &str, pipeline: &str, env: &[(&str, &str)]) -> Agent {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, pipeline).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = sluice()
+            .envs(env.iter().copied())
             .arg("-p")
             .arg(&file)
             .args(["--log-level", "info"])
@@ -209,6 +215,11 @@ impl Agent {
         if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
             panic!("sluice exited ({status}):\n{}", self.log());
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no chance to acknowledge, commit, close or flush anything.

@@ -18,6 +18,8 @@ mod tail;
 
 #[cfg(feature = "rocksdb")]
 mod full_disk;
+#[cfg(all(feature = "hop", feature = "rocksdb"))]
+mod hop;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "wasm")]

@@ -53,6 +53,20 @@ pub struct PluginCounterLabels {
     pub name: String,
 }
 
+/// A sink's remote endpoint (an address of an agent-to-agent hop).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub component: String,
+    pub endpoint: String,
+}
+
+/// A source's remote sender (a hop's origin: the sending agent's sink and channel).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    pub component: String,
+    pub origin: String,
+}
+
 type Hist = Family<ComponentLabel, Histogram, fn() -> Histogram>;
 type PluginHist = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
@@ -82,6 +96,14 @@ pub struct Metrics {
     plugin_swap_failures: Family<PluginLabel, Counter>,
     plugin_counters: Family<PluginCounterLabels, Counter>,
     plugin_healthy: Family<PluginLabel, Gauge>,
+    endpoint_sent: Family<EndpointLabels, Counter>,
+    endpoint_acked: Family<EndpointLabels, Counter>,
+    endpoint_duplicates: Family<EndpointLabels, Counter>,
+    endpoint_failures: Family<EndpointLabels, Counter>,
+    endpoint_backoff: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    endpoint_rtt: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    origin_events: Family<OriginLabels, Counter>,
+    origin_duplicates: Family<OriginLabels, Counter>,
 }
 
 fn call_buckets() -> Histogram {
@@ -130,6 +152,14 @@ impl Metrics {
             plugin_swap_failures: Family::default(),
             plugin_counters: Family::default(),
             plugin_healthy: Family::default(),
+            endpoint_sent: Family::default(),
+            endpoint_acked: Family::default(),
+            endpoint_duplicates: Family::default(),
+            endpoint_failures: Family::default(),
+            endpoint_backoff: Family::default(),
+            endpoint_rtt: Family::new_with_constructor(batch_buckets),
+            origin_events: Family::default(),
+            origin_duplicates: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -249,7 +279,69 @@ impl Metrics {
             "1 while a plugin is healthy, 0 after repeated failures",
             m.plugin_healthy.clone(),
         );
+        r.register(
+            "sink_endpoint_sent",
+            "Events a sink sent to one remote endpoint (each attempt counts)",
+            m.endpoint_sent.clone(),
+        );
+        r.register(
+            "sink_endpoint_acknowledged",
+            "Events a remote endpoint acknowledged as stored by it",
+            m.endpoint_acked.clone(),
+        );
+        r.register(
+            "sink_endpoint_duplicates",
+            "Events a remote endpoint answered as already stored (a retry after a lost reply)",
+            m.endpoint_duplicates.clone(),
+        );
+        r.register(
+            "sink_endpoint_failures",
+            "Requests to a remote endpoint that failed or were refused (each is retried)",
+            m.endpoint_failures.clone(),
+        );
+        r.register(
+            "sink_endpoint_backoff_seconds",
+            "Seconds left before a remote endpoint in backoff is tried again (0: healthy)",
+            m.endpoint_backoff.clone(),
+        );
+        r.register(
+            "sink_endpoint_round_trip_seconds",
+            "Round trip of one request to a remote endpoint, answer included",
+            m.endpoint_rtt.clone(),
+        );
+        r.register(
+            "source_origin_events",
+            "Events a source stored from one remote sender",
+            m.origin_events.clone(),
+        );
+        r.register(
+            "source_origin_duplicates",
+            "Events from one remote sender that were already stored and were not stored again",
+            m.origin_duplicates.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The remote endpoints of sink `name` (they come and go as names are resolved).
+    pub fn endpoints(&self, name: &str) -> EndpointFamily {
+        EndpointFamily {
+            component: name.to_owned(),
+            sent: self.endpoint_sent.clone(),
+            acked: self.endpoint_acked.clone(),
+            duplicates: self.endpoint_duplicates.clone(),
+            failures: self.endpoint_failures.clone(),
+            backoff: self.endpoint_backoff.clone(),
+            round_trip: self.endpoint_rtt.clone(),
+        }
+    }
+
+    /// The remote senders of source `name`.
+    pub fn origins(&self, name: &str) -> OriginFamily {
+        OriginFamily {
+            component: name.to_owned(),
+            events: self.origin_events.clone(),
+            duplicates: self.origin_duplicates.clone(),
+        }
     }
 
     pub fn source(&self, name: &str) -> SourceMetrics {
@@ -363,6 +455,74 @@ pub struct SinkMetrics {
     pub batch_duration: Histogram,
     pub retries: Counter,
     pub discarded: Counter,
+}
+
+/// The endpoints of one sink (see [`Metrics::endpoints`]).
+#[derive(Clone)]
+pub struct EndpointFamily {
+    component: String,
+    sent: Family<EndpointLabels, Counter>,
+    acked: Family<EndpointLabels, Counter>,
+    duplicates: Family<EndpointLabels, Counter>,
+    failures: Family<EndpointLabels, Counter>,
+    backoff: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    round_trip: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+}
+
+impl EndpointFamily {
+    pub fn get(&self, endpoint: &str) -> EndpointMetrics {
+        let l = EndpointLabels {
+            component: self.component.clone(),
+            endpoint: endpoint.to_owned(),
+        };
+        EndpointMetrics {
+            sent: self.sent.get_or_create(&l).clone(),
+            acked: self.acked.get_or_create(&l).clone(),
+            duplicates: self.duplicates.get_or_create(&l).clone(),
+            failures: self.failures.get_or_create(&l).clone(),
+            backoff: self.backoff.get_or_create(&l).clone(),
+            round_trip: self.round_trip.get_or_create(&l).clone(),
+        }
+    }
+}
+
+/// The senders of one source (see [`Metrics::origins`]).
+#[derive(Clone)]
+pub struct OriginFamily {
+    component: String,
+    events: Family<OriginLabels, Counter>,
+    duplicates: Family<OriginLabels, Counter>,
+}
+
+impl OriginFamily {
+    pub fn get(&self, origin: &str) -> OriginMetrics {
+        let l = OriginLabels {
+            component: self.component.clone(),
+            origin: origin.to_owned(),
+        };
+        OriginMetrics {
+            events: self.events.get_or_create(&l).clone(),
+            duplicates: self.duplicates.get_or_create(&l).clone(),
+        }
+    }
+}
+
+/// One remote endpoint of a sink.
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    pub sent: Counter,
+    pub acked: Counter,
+    pub duplicates: Counter,
+    pub failures: Counter,
+    pub backoff: Gauge<f64, AtomicU64>,
+    pub round_trip: Histogram,
+}
+
+/// One remote sender of a source.
+#[derive(Clone)]
+pub struct OriginMetrics {
+    pub events: Counter,
+    pub duplicates: Counter,
 }
 
 #[derive(Clone)]

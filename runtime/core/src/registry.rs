@@ -80,6 +80,9 @@ pub struct BuildCx<'a> {
     /// Where relative paths in the pipeline file (TLS files) start from.
     pub base_dir: &'a Path,
     pub metrics: &'a Metrics,
+    /// A sink's channel's [`Channel::id`](crate::channel::Channel::id) (`None` for sources,
+    /// and for channels whose positions do not survive a restart).
+    pub channel_id: Option<String>,
     pub(crate) plugins: &'a dyn crate::plugin::PluginHost,
 }
 
@@ -121,6 +124,21 @@ impl ReadCx<'_> {
     /// Deserializes the settings as `T`, recording any error (with its position).
     pub fn read<T: DeserializeOwned>(&mut self) -> Option<T> {
         self.collector.read(&self.body, Some(self.component))
+    }
+
+    /// [`read`](Self::read), then `check` — the checks that need more than types — each
+    /// problem recorded at the field it concerns.
+    pub fn read_checked<T: DeserializeOwned>(
+        &mut self,
+        check: fn(&T, &Node) -> Vec<(Pos, String)>,
+    ) -> Option<T> {
+        let cfg: T = self.read()?;
+        let problems = check(&cfg, &self.body);
+        let ok = problems.is_empty();
+        for (pos, message) in problems {
+            self.error(pos, message);
+        }
+        ok.then_some(cfg)
     }
 
     /// Deserializes `node` (part of the settings) as `T`, recording any error.

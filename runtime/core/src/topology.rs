@@ -348,14 +348,16 @@ fn build_cx<'a>(
         batch_size,
         base_dir: base,
         metrics: b.metrics,
+        channel_id: None,
         plugins: b.plugins.as_ref(),
     }
 }
 
 fn build_sink(b: &Builder<'_>, name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let base = b.base_dir();
-    spec.spec
-        .build(&build_cx(b, name, spec.common.batch_size, &base))
+    let mut cx = build_cx(b, name, spec.common.batch_size, &base);
+    cx.channel_id = b.channel(&spec.common.channel).and_then(|c| c.id());
+    spec.spec.build(&cx)
 }
 
 fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSource> {

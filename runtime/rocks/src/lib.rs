@@ -47,7 +47,7 @@ use self::{
     writer::{Op, Request},
 };
 use sluice_core::{
-    channel::{Channel, ChannelError, ChannelStats, Lease, limits::Limits},
+    channel::{Channel, ChannelError, ChannelStats, Lease, Mark, limits::Limits},
     event::Event,
 };
 
@@ -61,6 +61,10 @@ const META_FORMAT: &[u8] = b"format";
 /// The next sequence number as of the last commit, so a channel reopened empty goes on
 /// numbering where it left off: positions never repeat (sinks name output after them).
 pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
+/// The channel's id (see [`Channel::id`]), made when the directory is created.
+const META_ID: &[u8] = b"id";
+/// Where sources' marks (see [`Channel::put_marked`]) are kept, under this prefix.
+pub(crate) const META_MARK_PREFIX: &[u8] = b"mark/";
 
 /// After a failed write, puts are refused for this long before one is tried again.
 const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
@@ -196,6 +200,7 @@ struct State {
 struct Core {
     db: DB,
     path: PathBuf,
+    id: String,
     opts: Options,
     state: Mutex<State>,
     /// Signalled when events leave or a reservation is released, so waiting putters retry.
@@ -385,6 +390,21 @@ fn check_format(db: &DB) -> Result<(), StoreError> {
     }
 }
 
+/// The channel's id: read back, or made (random) and stored when the directory is new.
+fn channel_id(db: &DB) -> Result<String, StoreError> {
+    let cf = db
+        .cf_handle(CF_META)
+        .ok_or(StoreError::MissingColumnFamily(CF_META))?;
+    if let Some(v) = db.get_cf(cf, META_ID)? {
+        return Ok(String::from_utf8_lossy(&v).into_owned());
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.put_cf_opt(cf, META_ID, id.as_bytes(), &wo)?;
+    Ok(id)
+}
+
 /// What is stored, found by scanning on open.
 struct Scan {
     visible: VecDeque<Span>,
@@ -463,6 +483,7 @@ impl RocksChannel {
         let (db, db_opts) = open_db(path, opts.statistics).map_err(|e| fail(&e))?;
         ballast::restore(path);
         check_format(&db).map_err(|e| fail(&e))?;
+        let id = channel_id(&db).map_err(|e| fail(&e))?;
         let scan = scan(&db).map_err(|e| fail(&e))?;
         if !scan.bad_keys.is_empty() {
             tracing::error!(
@@ -475,6 +496,7 @@ impl RocksChannel {
         let core = Arc::new(Core {
             db,
             path: path.to_owned(),
+            id,
             opts: db_opts,
             state: Mutex::new(State {
                 visible: scan.visible,
@@ -553,6 +575,7 @@ impl RocksChannel {
         first: u64,
         batch: &[Event],
         bytes: usize,
+        marks: &[Mark],
     ) -> oneshot::Receiver<Result<(), StoreError>> {
         let mut buf = Vec::with_capacity(bytes);
         let mut ends = Vec::with_capacity(batch.len());
@@ -560,11 +583,20 @@ impl RocksChannel {
             record::encode_into(seq, e, &mut buf);
             ends.push(buf.len());
         }
+        let marks = marks
+            .iter()
+            .map(|m| {
+                let mut k = META_MARK_PREFIX.to_vec();
+                k.extend_from_slice(m.key.as_bytes());
+                (k, m.value.clone())
+            })
+            .collect();
         self.shared.submit(Op::Put {
             first,
             buf,
             ends,
             bytes,
+            marks,
         })
     }
 
@@ -590,7 +622,11 @@ async fn await_put(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), 
 #[async_trait]
 impl Channel for RocksChannel {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
-        if batch.is_empty() {
+        self.put_marked(batch, &[]).await
+    }
+
+    async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
+        if batch.is_empty() && marks.is_empty() {
             return Ok(());
         }
         let core = &self.shared.core;
@@ -615,7 +651,34 @@ impl Channel for RocksChannel {
         };
         // From here the writer owns the reservation: it publishes or releases it, even if
         // this future is dropped.
-        await_put(self.submit_put(first, &batch, bytes)).await
+        await_put(self.submit_put(first, &batch, bytes, marks)).await
+    }
+
+    fn marks(&self, prefix: &str) -> Result<Option<Vec<Mark>>, ChannelError> {
+        let core = &self.shared.core;
+        let fail = |e: StoreError| ChannelError::Storage(e.to_string());
+        let cf = core.cf(CF_META).map_err(fail)?;
+        let mut start = META_MARK_PREFIX.to_vec();
+        start.extend_from_slice(prefix.as_bytes());
+        let mut it = core.db.raw_iterator_cf(cf);
+        it.seek(&start);
+        let mut out = Vec::new();
+        while let Some((k, v)) = it.item() {
+            if !k.starts_with(&start) {
+                break;
+            }
+            out.push(Mark {
+                key: String::from_utf8_lossy(&k[META_MARK_PREFIX.len()..]).into_owned(),
+                value: v.to_vec(),
+            });
+            it.next();
+        }
+        it.status().map_err(|e| fail(e.into()))?;
+        Ok(Some(out))
+    }
+
+    fn id(&self) -> Option<String> {
+        Some(self.shared.core.id.clone())
     }
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
@@ -639,7 +702,7 @@ impl Channel for RocksChannel {
         };
         // A non-blocking put cannot wait for the disk: it is queued and becomes visible when
         // written. Callers that need durability before acknowledging use `put`.
-        drop(self.submit_put(first, &batch, bytes));
+        drop(self.submit_put(first, &batch, bytes, &[]));
         Ok(())
     }
 

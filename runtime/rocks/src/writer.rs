@@ -36,6 +36,8 @@ pub(super) enum Op {
         buf: Vec<u8>,
         ends: Vec<usize>,
         bytes: usize,
+        /// Marks (full meta key, value; an empty value deletes) written with the events.
+        marks: Vec<(Vec<u8>, Vec<u8>)>,
     },
     /// Committed spans.
     Delete(Vec<Span>),
@@ -217,8 +219,22 @@ impl Writer {
         for r in group {
             match &r.op {
                 Op::Put {
-                    first, buf, ends, ..
+                    first,
+                    buf,
+                    ends,
+                    marks,
+                    ..
                 } => {
+                    if !marks.is_empty() {
+                        let meta = self.core.cf(CF_META)?;
+                        for (k, v) in marks {
+                            if v.is_empty() {
+                                batch.delete_cf(meta, k);
+                            } else {
+                                batch.put_cf(meta, k, v);
+                            }
+                        }
+                    }
                     let mut start = 0;
                     for (seq, &end) in (*first..).zip(ends) {
                         let record = buf.get(start..end).ok_or(StoreError::RecordBounds)?;

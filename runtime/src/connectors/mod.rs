@@ -12,6 +12,8 @@
     feature = "aws-kinesis"
 ))]
 pub mod aws;
+#[cfg(feature = "hop")]
+pub mod hop;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]
@@ -39,12 +41,14 @@ macro_rules! connector {
 /// Adds every connector's component types to `r`.
 pub fn register(r: &mut Registry) {
     connector!(r.sources, "http", "http", http::read_source);
+    connector!(r.sources, "sluice", "hop", hop::read_source);
     connector!(r.sources, "kafka", "kafka", kafka::source::read);
     connector!(r.sources, "rabbitmq", "rabbitmq", rabbitmq::source::read);
     connector!(r.sources, "redis", "redis", redis::source::read);
     connector!(r.sources, "sqs", "aws-sqs", aws::sqs::read);
 
     connector!(r.sinks, "http", "http", http::read_sink);
+    connector!(r.sinks, "sluice", "hop", hop::read_sink);
     connector!(r.sinks, "kafka", "kafka", kafka::sink::read);
     connector!(r.sinks, "rabbitmq", "rabbitmq", rabbitmq::sink::read);
     connector!(r.sinks, "redis", "redis", redis::sink::read);

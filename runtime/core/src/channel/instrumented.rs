@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Channel, ChannelError, ChannelStats, Lease};
+use super::{Channel, ChannelError, ChannelStats, Lease, Mark};
 use crate::{event::Event, metrics::ChannelMetrics};
 
 pub struct Instrumented<C> {
@@ -37,6 +37,22 @@ impl<C: Channel> Channel for Instrumented<C> {
         self.metrics.put.inc_by(n);
         refresh(&self.metrics, self.inner.stats());
         Ok(())
+    }
+
+    async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
+        let n = batch.len() as u64;
+        self.inner.put_marked(batch, marks).await?;
+        self.metrics.put.inc_by(n);
+        refresh(&self.metrics, self.inner.stats());
+        Ok(())
+    }
+
+    fn marks(&self, prefix: &str) -> Result<Option<Vec<Mark>>, ChannelError> {
+        self.inner.marks(prefix)
+    }
+
+    fn id(&self) -> Option<String> {
+        self.inner.id()
     }
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {

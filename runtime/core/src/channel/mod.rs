@@ -39,6 +39,15 @@ pub enum ChannelError {
     Storage(String),
 }
 
+/// A small record a source keeps in a channel beside its events (a hop receiver's
+/// de-duplication window), written in the same commit as a put so that the record and the
+/// events are stored together or not at all. An empty value deletes the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
 /// Point-in-time counts for metrics and the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelStats {
@@ -126,6 +135,28 @@ pub trait Channel: Send + Sync {
     /// Stops accepting puts (takes continue so sinks can drain). Idempotent.
     fn close(&self);
 
+    /// Like [`put`](Channel::put), and writes `marks` in the same commit; an empty batch
+    /// writes only the marks. Channels that cannot keep marks (see [`Channel::marks`]) only
+    /// put the events.
+    async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
+        let _ = marks;
+        self.put(batch).await
+    }
+
+    /// The marks whose key starts with `prefix`, as of the last commit; `None` when this
+    /// channel keeps no marks across restarts (its events do not survive one either).
+    fn marks(&self, prefix: &str) -> Result<Option<Vec<Mark>>, ChannelError> {
+        let _ = prefix;
+        Ok(None)
+    }
+
+    /// A name for this channel's numbering of events ([`Lease::position`]) that stays the
+    /// same across restarts, so that (id, position) names an event for good; `None` when
+    /// positions are not kept across restarts.
+    fn id(&self) -> Option<String> {
+        None
+    }
+
     /// `Err(why)` while the channel cannot accept puts because its storage failed (a full
     /// disk); takes still work. Feeds the admin server's `/ready`.
     fn health(&self) -> Result<(), String> {
@@ -166,6 +197,18 @@ impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
 
     fn health(&self) -> Result<(), String> {
         (**self).health()
+    }
+
+    async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
+        (**self).put_marked(batch, marks).await
+    }
+
+    fn marks(&self, prefix: &str) -> Result<Option<Vec<Mark>>, ChannelError> {
+        (**self).marks(prefix)
+    }
+
+    fn id(&self) -> Option<String> {
+        (**self).id()
     }
 }
 

@@ -270,8 +270,9 @@ pub struct SinkCommon {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Delivery attempts per batch before its events go to the DLQ.
-    #[serde(default = "default_attempts")]
+    /// Delivery attempts per batch before its events go to the DLQ; `unlimited` (read as
+    /// `u32::MAX`) retries until delivered — what a hop to other agents usually wants.
+    #[serde(default = "default_attempts", deserialize_with = "attempts")]
     pub max_attempts: u32,
     #[serde(default = "default_initial_backoff")]
     pub initial_backoff: HumanDuration,
@@ -291,6 +292,25 @@ impl Default for RetryConfig {
 
 fn default_attempts() -> u32 {
     10
+}
+
+/// A number of attempts, or `unlimited`.
+fn attempts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Attempts {
+        Count(u32),
+        Word(String),
+    }
+    match Attempts::deserialize(d)? {
+        Attempts::Count(n) => Ok(n),
+        Attempts::Word(w) if w == "unlimited" => Ok(u32::MAX),
+        // A number written through ${VAR} arrives as text.
+        Attempts::Word(w) if w.trim().parse::<u32>().is_ok() => Ok(w.trim().parse().unwrap_or(0)),
+        Attempts::Word(w) => Err(serde::de::Error::custom(format!(
+            "max_attempts must be a number or `unlimited`, not {w:?}"
+        ))),
+    }
 }
 fn default_initial_backoff() -> HumanDuration {
     HumanDuration(Duration::from_millis(100))

@@ -48,6 +48,7 @@ sources:
 sinks:
   out: { type: file, channel: mem, path: 'out/%{env}-%Y.log', roll_size: 1MiB, dlq: dead }
   spare: { type: null, channel: mem, retry: { max_attempts: 3, initial_backoff: 10ms } }
+  hop: { type: null, channel: mem, retry: { max_attempts: unlimited } }
 sink_groups:
   g: { type: failover, sinks: [out, spare], priorities: { out: 10 } }
 shutdown_timeout: 5s
@@ -65,6 +66,8 @@ fn a_good_pipeline_loads() {
     assert_eq!(m.max_bytes.unwrap().0, 64 << 20);
     assert_eq!(p.sources[0].spec.common.interceptors.len(), 2);
     assert_eq!(p.sinks[1].spec.common.retry.max_attempts, 3);
+    assert_eq!(p.sinks[0].spec.common.retry.max_attempts, 10, "the default");
+    assert_eq!(p.sinks[2].spec.common.retry.max_attempts, u32::MAX);
     assert_eq!(
         p.settings.shutdown_timeout,
         std::time::Duration::from_secs(5)

@@ -1,6 +1,11 @@
 //! Human-friendly units in config: durations like `30s` / `250ms` and sizes like `64MiB`.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    str::FromStr,
+    time::Duration,
+};
 
 use serde::{Deserialize, Deserializer, de};
 
@@ -84,5 +89,35 @@ mod tests {
         assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
         assert_eq!("1KB".parse::<ByteSize>().unwrap().0, 1000);
         assert!("lots".parse::<ByteSize>().is_err());
+    }
+}
+
+/// An address to listen on: `host:port`, or a bare port (on 127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let s = s.trim();
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(ListenAddr(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            )));
+        }
+        if let Some(port) = s.strip_prefix("localhost:") {
+            if let Ok(port) = port.parse::<u16>() {
+                return Ok(ListenAddr(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    port,
+                )));
+            }
+        }
+        s.parse().map(ListenAddr).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid listen address {s:?}: expected host:port (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080) or a port"
+            ))
+        })
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::{
-    channel::{Channel, ChannelError},
+    channel::{Channel, ChannelError, Mark},
     dlq::{Class, DeadLetter, DeadLetters, Stage},
     event::Event,
     interceptor::{InterceptError, Interceptor},
@@ -72,6 +72,20 @@ impl ChannelProcessor {
         &self.metrics
     }
 
+    /// The marks under `prefix` that every channel of this source keeps, one list per
+    /// channel; `None` when a channel keeps none across restarts.
+    pub fn marks(&self, prefix: &str) -> Result<Vec<Option<Vec<Mark>>>, ProcessError> {
+        self.channels
+            .iter()
+            .map(|(name, c)| {
+                c.marks(prefix).map_err(|error| ProcessError::Channel {
+                    channel: name.clone(),
+                    error,
+                })
+            })
+            .collect()
+    }
+
     /// Sends events the source itself found malformed to the dead-letter channel.
     pub async fn reject_malformed(&mut self, letters: Vec<DeadLetter>) -> Result<(), ProcessError> {
         let n = letters.len() as u64;
@@ -97,8 +111,21 @@ impl ChannelProcessor {
     /// the batch were already sent; a retry may dead-letter them again.
     pub async fn process_until(
         &mut self,
+        batch: Vec<Event>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ProcessError> {
+        self.process_marked(batch, deadline, &[]).await
+    }
+
+    /// Like [`process_until`](Self::process_until), and writes `marks` into every channel of
+    /// this source in the same commit as its part of the batch (a channel the selector gave
+    /// nothing gets the marks alone), so that [`marks`](Self::marks) read after a crash
+    /// agree with what was committed.
+    pub async fn process_marked(
+        &mut self,
         mut batch: Vec<Event>,
         deadline: Option<tokio::time::Instant>,
+        marks: &[Mark],
     ) -> Result<(), ProcessError> {
         let received = batch.len();
         let mut rejected = Vec::new();
@@ -125,10 +152,14 @@ impl ChannelProcessor {
         let mut committed_any = false;
         for (i, (name, channel)) in self.channels.iter().enumerate() {
             let sub = std::mem::take(&mut self.routed.required[i]);
-            if sub.is_empty() {
+            if sub.is_empty() && marks.is_empty() {
                 continue;
             }
-            let put = channel.put(sub);
+            let put = if marks.is_empty() {
+                channel.put(sub)
+            } else {
+                channel.put_marked(sub, marks)
+            };
             let result = match deadline.filter(|_| !committed_any) {
                 Some(d) => tokio::time::timeout_at(d, put)
                     .await

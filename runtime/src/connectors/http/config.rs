@@ -8,51 +8,20 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
 use sluice_core::{
     config::{
         Node, Pos, Secret,
         node::NodeKind,
-        units::{ByteSize, HumanDuration},
+        units::{ByteSize, HumanDuration, ListenAddr},
     },
     event::template::Template,
 };
-
-/// An address to listen on: `host:port`, or a bare port (on 127.0.0.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenAddr(pub SocketAddr);
-
-impl<'de> Deserialize<'de> for ListenAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let s = s.trim();
-        if let Ok(port) = s.parse::<u16>() {
-            return Ok(ListenAddr(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                port,
-            )));
-        }
-        if let Some(port) = s.strip_prefix("localhost:") {
-            if let Ok(port) = port.parse::<u16>() {
-                return Ok(ListenAddr(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    port,
-                )));
-            }
-        }
-        s.parse().map(ListenAddr).map_err(|_| {
-            de::Error::custom(format!(
-                "invalid listen address {s:?}: expected host:port (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080) or a port"
-            ))
-        })
-    }
-}
 
 /// How request bodies become events (source) and events become request bodies (sink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

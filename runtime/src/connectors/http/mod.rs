@@ -21,32 +21,17 @@ use self::{
     source::{HttpSource, decode::Decoder},
 };
 
-/// Reads settings of type `T`, then the checks that need more than types; each problem is
-/// reported at the field it concerns.
-fn read_checked<T: serde::de::DeserializeOwned>(
-    cx: &mut ReadCx<'_>,
-    check: fn(&T, &sluice_core::config::Node) -> Vec<(sluice_core::config::Pos, String)>,
-) -> Option<T> {
-    let cfg: T = cx.read()?;
-    let problems = check(&cfg, &cx.body);
-    let ok = problems.is_empty();
-    for (pos, message) in problems {
-        cx.error(pos, message);
-    }
-    ok.then_some(cfg)
-}
-
 /// `type: http` sources.
 pub(crate) fn read_source(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
     cx.codec_field("codec", HTTP_CODECS);
-    read_checked(cx, config::check_source)
+    cx.read_checked(config::check_source)
         .map(|c: HttpSourceConfig| Arc::new(c) as Arc<dyn SourceSpec>)
 }
 
 /// `type: http` sinks.
 pub(crate) fn read_sink(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
     cx.codec_field("format", HTTP_CODECS);
-    read_checked(cx, config::check_sink).map(|c: HttpSinkConfig| Arc::new(c) as Arc<dyn SinkSpec>)
+    cx.read_checked(config::check_sink).map(|c: HttpSinkConfig| Arc::new(c) as Arc<dyn SinkSpec>)
 }
 
 impl SourceSpec for HttpSourceConfig {
