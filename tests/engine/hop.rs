@@ -99,9 +99,12 @@ async fn listening(port: u16) {
     .await;
 }
 
+/// An edge whose generator makes `count` events and ends; the agent then drains its channel
+/// (for up to 5 minutes) before it exits.
 fn generator_edge(admin: u16, count: u64, rate: u64, sink: &str) -> String {
     format!(
         "admin: {{ listen: '127.0.0.1:{admin}' }}
+shutdown_timeout: 5m
 channels:
   mem: {{ type: memory, capacity: 2000 }}
 sources:
@@ -420,8 +423,9 @@ sinks:
         .await;
     assert_eq!(dups, 0);
     eprintln!("full collector: edge RSS {rss} KiB while refused; {count} events, 0 lost");
+    // The edge's run ended once its channel was drained; the collector keeps running.
     c.assert_running();
-    e.assert_running();
+    drop(e);
 }
 
 fn rss_kib(pid: u32) -> u64 {

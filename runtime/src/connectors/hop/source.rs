@@ -275,85 +275,164 @@ impl Hop for Receiver {
 }
 
 impl Outcome {
-    fn of(r: Result<(), ProcessError>, stored: usize, duplicates: usize) -> Outcome {
-        match r {
-            Ok(()) => Outcome::Stored {
-                stored: stored as u32,
-                duplicates: duplicates as u32,
-            },
-            Err(ProcessError::Channel {
+    fn failed(e: ProcessError) -> Outcome {
+        match e {
+            ProcessError::Channel {
                 error: ChannelError::Full,
                 ..
-            }) => Outcome::Full,
-            Err(
-                e @ ProcessError::Channel {
-                    error: ChannelError::BatchTooLarge { .. },
-                    ..
-                },
-            ) => Outcome::TooLarge(e.to_string()),
-            Err(e) => Outcome::Unavailable(e.to_string()),
+            } => Outcome::Full,
+            e @ ProcessError::Channel {
+                error: ChannelError::BatchTooLarge { .. },
+                ..
+            } => Outcome::TooLarge(e.to_string()),
+            e => Outcome::Unavailable(e.to_string()),
         }
     }
 }
 
 /// Commits submissions in arrival order until every handler is gone.
 async fn commit(
-    mut out: ChannelProcessor,
-    mut window: Window,
+    out: ChannelProcessor,
+    window: Window,
     mut rx: mpsc::Receiver<Submit>,
     family: OriginFamily,
 ) {
-    let mut origins: HashMap<String, OriginMetrics> = HashMap::new();
-    let mut other: Option<OriginMetrics> = None;
+    let mut c = Committer {
+        out,
+        window,
+        family,
+        origins: HashMap::new(),
+        other: None,
+        max_chunk: usize::MAX,
+    };
     while let Some(s) = rx.recv().await {
         // A sender that gave up gets no answer: it will send the batch again.
         if s.reply.is_closed() {
             continue;
         }
-        let n = s.events.len();
-        // Metric handles per origin, as many as the window remembers (beyond that, senders
-        // are counted under `other` so that labels stay bounded).
-        let m = match origins.get(&s.origin) {
-            Some(m) => m.clone(),
-            None if origins.len() < window.max_origins() => {
-                let m = family.get(&s.origin);
-                origins.insert(s.origin.clone(), m.clone());
-                m
-            }
-            None => other.get_or_insert_with(|| family.get("other")).clone(),
-        };
-        let (events, update) = match s.position {
-            None => (s.events, None),
-            Some(p) => match window.fresh(&s.origin, p, n) {
-                Fresh::None => {
-                    m.duplicates.inc_by(n as u64);
-                    let _ = s.reply.send(Outcome::Stored {
-                        stored: 0,
-                        duplicates: n as u32,
-                    });
-                    continue;
-                }
-                Fresh::All => (s.events, Some(window.update(&s.origin, p, n))),
+        let outcome = c.submit(s.origin, s.position, s.events, s.deadline).await;
+        let _ = s.reply.send(outcome);
+    }
+}
+
+/// The committer's state: the source's processor, the de-duplication window, and the
+/// largest put a channel has accepted.
+struct Committer {
+    out: ChannelProcessor,
+    window: Window,
+    family: OriginFamily,
+    origins: HashMap<String, OriginMetrics>,
+    other: Option<OriginMetrics>,
+    /// Events per put. A batch larger than a required channel can ever hold is refused by
+    /// the channel (and its events are gone with the put); the sender is told to retry, and
+    /// from then on batches are put in parts of at most this size, down to one event (which,
+    /// refused, is refused for good).
+    max_chunk: usize,
+}
+
+impl Committer {
+    /// Metric handles per origin, as many as the window remembers (beyond that, senders are
+    /// counted under `other` so that labels stay bounded).
+    fn metrics(&mut self, origin: &str) -> OriginMetrics {
+        if let Some(m) = self.origins.get(origin) {
+            return m.clone();
+        }
+        if self.origins.len() < self.window.max_origins() {
+            let m = self.family.get(origin);
+            self.origins.insert(origin.to_owned(), m.clone());
+            return m;
+        }
+        self.other
+            .get_or_insert_with(|| self.family.get("other"))
+            .clone()
+    }
+
+    async fn submit(
+        &mut self,
+        origin: String,
+        position: Option<u64>,
+        events: Vec<Event>,
+        deadline: Instant,
+    ) -> Outcome {
+        let n = events.len();
+        let m = self.metrics(&origin);
+        // The runs of consecutive positions not stored yet.
+        let runs: Vec<(Option<u64>, Vec<Event>)> = match position {
+            None => vec![(None, events)],
+            Some(p) => match self.window.fresh(&origin, p, n) {
+                Fresh::All => vec![(Some(p), events)],
+                Fresh::None => Vec::new(),
                 Fresh::Some(ranges) => {
-                    let mut all = s.events;
-                    let mut kept = Vec::with_capacity(n);
+                    let mut all = events;
+                    let mut runs = Vec::with_capacity(ranges.len());
                     for r in ranges.into_iter().rev() {
-                        kept.splice(0..0, all.drain(r));
+                        let at = p + r.start as u64;
+                        runs.push((Some(at), all.drain(r).collect()));
                     }
-                    (kept, Some(window.update(&s.origin, p, n)))
+                    runs.reverse();
+                    runs
                 }
             },
         };
-        let stored = events.len();
-        let marks = update.as_ref().map_or(&[][..], |u| &u.marks[..]);
-        let result = out.process_marked(events, Some(s.deadline), marks).await;
-        if result.is_ok() {
-            if let Some(u) = update {
-                window.record(u);
+        let mut stored = 0;
+        for (start, mut events) in runs {
+            let mut offset = 0u64;
+            while !events.is_empty() {
+                let rest = if events.len() > self.max_chunk {
+                    events.split_off(self.max_chunk)
+                } else {
+                    Vec::new()
+                };
+                let part = std::mem::replace(&mut events, rest);
+                let len = part.len();
+                if let Err(outcome) = self
+                    .put(&origin, start.map(|p| p + offset), part, deadline)
+                    .await
+                {
+                    return outcome;
+                }
+                stored += len;
+                offset += len as u64;
+                m.events.inc_by(len as u64);
             }
-            m.events.inc_by(stored as u64);
-            m.duplicates.inc_by((n - stored) as u64);
         }
-        let _ = s.reply.send(Outcome::of(result, stored, n - stored));
+        m.duplicates.inc_by((n - stored) as u64);
+        Outcome::Stored {
+            stored: stored as u32,
+            duplicates: (n - stored) as u32,
+        }
+    }
+
+    /// Puts one part, recording its positions in the window in the same commit.
+    async fn put(
+        &mut self,
+        origin: &str,
+        at: Option<u64>,
+        part: Vec<Event>,
+        deadline: Instant,
+    ) -> Result<(), Outcome> {
+        let len = part.len();
+        let update = at.map(|p| self.window.update(origin, p, len));
+        let marks = update.as_ref().map_or(&[][..], |u| &u.marks[..]);
+        match self.out.process_marked(part, Some(deadline), marks).await {
+            Ok(()) => {
+                if let Some(u) = update {
+                    self.window.record(u);
+                }
+                Ok(())
+            }
+            Err(ProcessError::Channel {
+                error: ChannelError::BatchTooLarge { .. },
+                ..
+            }) if len > 1 => {
+                self.max_chunk = len / 2;
+                tracing::info!(source = %self.out.metrics().component, events = len, "a batch was larger than a channel holds; putting batches in parts of {} from now on", len / 2);
+                Err(Outcome::Unavailable(format!(
+                    "a batch of {len} events is more than a channel holds; retry: it will be put in parts of {}",
+                    len / 2
+                )))
+            }
+            Err(e) => Err(Outcome::failed(e)),
+        }
     }
 }
