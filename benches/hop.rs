@@ -87,7 +87,9 @@ fn run(dir: &Path, mode: &str, events: u64) {
     let (port, admin) = (free_port(), free_port());
     let (source, sink) = match mode {
         "http" => (
-            format!("{{ type: http, listen: '127.0.0.1:{port}', codec: ndjson, max_body: 16MiB, channels: [mem] }}"),
+            format!(
+                "{{ type: http, listen: '127.0.0.1:{port}', codec: ndjson, max_body: 16MiB, channels: [mem] }}"
+            ),
             format!(
                 "{{ type: http, channel: mem, url: 'http://127.0.0.1:{port}/', mode: batch, format: ndjson, batch_size: 1000 }}"
             ),
@@ -146,7 +148,10 @@ fn run(dir: &Path, mode: &str, events: u64) {
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let events: u64 = env_or("SLUICE_BENCH_EVENTS", if benching { 2_000_000 } else { 50_000 });
+    let events: u64 = env_or(
+        "SLUICE_BENCH_EVENTS",
+        if benching { 2_000_000 } else { 50_000 },
+    );
     let only: String = env_or("SLUICE_BENCH_ONLY", "zstd,gzip,none,http".to_owned());
     let dir = tempfile::tempdir().unwrap();
     println!(

@@ -117,8 +117,7 @@ sinks:
 }
 
 fn expect_generated(seen: &HashMap<String, usize>, count: u64) -> Result<usize, String> {
-    let ids: std::collections::HashSet<u64> =
-        seen.keys().map(|b| crate::common::seq(b)).collect();
+    let ids: std::collections::HashSet<u64> = seen.keys().map(|b| crate::common::seq(b)).collect();
     let missing = (0..count)
         .filter(|i| !ids.contains(i))
         .take(5)
@@ -158,7 +157,8 @@ async fn reply_eater(listen: u16, to: u16) -> Arc<AtomicBool> {
                         break;
                     }
                     let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
                     let mut payload = vec![0u8; len];
                     if sr.read_exact(&mut payload).await.is_err() {
                         break;
@@ -182,25 +182,44 @@ async fn reply_eater(listen: u16, to: u16) -> Arc<AtomicBool> {
 async fn a_lost_reply_is_retried_on_the_same_collector_and_not_stored_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (port, proxy, admin_c, admin_e) = (free_port(), free_port(), free_port(), free_port());
-    let mut c = Agent::start(dir.path(), "collector", &collector(dir.path(), "c", port, admin_c, ""));
+    let mut c = Agent::start(
+        dir.path(),
+        "collector",
+        &collector(dir.path(), "c", port, admin_c, ""),
+    );
     listening(port).await;
     let eaten = reply_eater(proxy, port).await;
     let count = 3000;
     let mut e = Agent::start(
         dir.path(),
         "edge",
-        &generator_edge(admin_e, count, 3000, &sender(&[proxy], "    compression: none\n")),
+        &generator_edge(
+            admin_e,
+            count,
+            3000,
+            &sender(&[proxy], "    compression: none\n"),
+        ),
     );
     let out = vec![dir.path().join("c/out.log")];
     let dups = c
-        .wait_until(Duration::from_secs(60), Duration::from_millis(200), async || {
-            expect_generated(&count_lines(&out), count)
-        })
+        .wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            async || expect_generated(&count_lines(&out), count),
+        )
         .await;
     assert!(eaten.load(Ordering::SeqCst), "the proxy never ate a reply");
     assert_eq!(dups, 0, "a retried batch was stored twice");
-    let seen_dup = metric(admin_c, "sluice_source_origin_duplicates_total", "component=\"in\"");
-    let told = metric(admin_e, "sluice_sink_endpoint_duplicates_total", "component=\"out\"");
+    let seen_dup = metric(
+        admin_c,
+        "sluice_source_origin_duplicates_total",
+        "component=\"in\"",
+    );
+    let told = metric(
+        admin_e,
+        "sluice_sink_endpoint_duplicates_total",
+        "component=\"out\"",
+    );
     assert!(
         seen_dup > 0.0 && told == seen_dup,
         "the collector should have recognised the retry (collector {seen_dup}, edge {told}):\n{}\n{}",
@@ -304,10 +323,7 @@ sinks:
     .await;
     let seen = count_lines(&outs);
     assert_eq!(seen.len(), total, "only written lines arrive");
-    let per_collector: Vec<usize> = outs
-        .iter()
-        .map(|f| crate::common::lines(f).len())
-        .collect();
+    let per_collector: Vec<usize> = outs.iter().map(|f| crate::common::lines(f).len()).collect();
     eprintln!(
         "tiers: {total} lines through 3 edges → 2 collectors, 3 collector kills + 1 edge kill: \
          0 lost, {dups} duplicates; per collector {per_collector:?}; drained {:?} after the last write",
@@ -336,13 +352,22 @@ async fn failover_moves_to_the_secondary_and_back() {
     let mut edge = Agent::start(
         d,
         "edge",
-        &generator_edge(ae, count, 1500, &sender(&[p1, p2], "    strategy: failover\n")),
+        &generator_edge(
+            ae,
+            count,
+            1500,
+            &sender(&[p1, p2], "    strategy: failover\n"),
+        ),
     );
     let (pout, sout) = (d.join("p/out.log"), d.join("s/out.log"));
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     tokio::time::sleep(3 * SECOND).await;
     assert!(size(&pout) > 0, "the primary takes traffic first");
-    assert_eq!(size(&sout), 0, "the secondary is idle while the primary is up");
+    assert_eq!(
+        size(&sout),
+        0,
+        "the secondary is idle while the primary is up"
+    );
     primary.kill();
     tokio::time::sleep(10 * SECOND).await;
     assert!(size(&sout) > 0, "the secondary took over:\n{}", edge.log());
@@ -350,9 +375,11 @@ async fn failover_moves_to_the_secondary_and_back() {
     primary = Agent::start(d, "primary", &collector(d, "p", p1, a1, ""));
     let outs = vec![pout.clone(), sout.clone()];
     let dups = edge
-        .wait_until(Duration::from_secs(60), Duration::from_millis(250), async || {
-            expect_generated(&count_lines(&outs), count)
-        })
+        .wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            async || expect_generated(&count_lines(&outs), count),
+        )
         .await;
     assert!(
         size(&pout) > before,
@@ -390,11 +417,25 @@ sinks:
     );
     listening(pc).await;
     let count = 20_000;
-    let mut e = Agent::start(d, "edge", &generator_edge(ae, count, 100_000, &sender(&[pc], "")));
-    c.wait_until(Duration::from_secs(30), Duration::from_millis(200), async || {
-        let full = metric(ac, "sluice_source_requests_rejected_total", "reason=\"channel_full\"");
-        (full > 0.0).then_some(()).ok_or("no batch refused as full yet".to_owned())
-    })
+    let e = Agent::start(
+        d,
+        "edge",
+        &generator_edge(ae, count, 100_000, &sender(&[pc], "")),
+    );
+    c.wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let full = metric(
+                ac,
+                "sluice_source_requests_rejected_total",
+                "reason=\"channel_full\"",
+            );
+            (full > 0.0)
+                .then_some(())
+                .ok_or("no batch refused as full yet".to_owned())
+        },
+    )
     .await;
     tokio::time::sleep(2 * SECOND).await;
     let rss = rss_kib(e.pid().unwrap());
@@ -417,9 +458,11 @@ sinks:
     );
     let outs = vec![out];
     let dups = f
-        .wait_until(Duration::from_secs(60), Duration::from_millis(250), async || {
-            expect_generated(&count_lines(&outs), count)
-        })
+        .wait_until(
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            async || expect_generated(&count_lines(&outs), count),
+        )
         .await;
     assert_eq!(dups, 0);
     eprintln!("full collector: edge RSS {rss} KiB while refused; {count} events, 0 lost");
@@ -477,8 +520,16 @@ async fn mutual_tls_and_the_token_keep_strangers_out() {
     };
     let cases = [
         ("no client certificate", tls(None), "right"),
-        ("a certificate from another CA", tls(Some(("stranger.pem", "stranger-key.pem"))), "right"),
-        ("a wrong token", tls(Some(("client.pem", "client-key.pem"))), "wrong"),
+        (
+            "a certificate from another CA",
+            tls(Some(("stranger.pem", "stranger-key.pem"))),
+            "right",
+        ),
+        (
+            "a wrong token",
+            tls(Some(("client.pem", "client-key.pem"))),
+            "wrong",
+        ),
     ];
     for (what, t, token) in &cases {
         let ae = free_port();
@@ -488,10 +539,16 @@ async fn mutual_tls_and_the_token_keep_strangers_out() {
             &generator_edge(ae, 100, 1000, &sender(&[port], t)),
             &[("HOP_TOKEN", token)],
         );
-        e.wait_until(Duration::from_secs(30), Duration::from_millis(200), async || {
-            let f = metric(ae, "sluice_sink_endpoint_failures_total", "");
-            (f >= 2.0).then_some(()).ok_or(format!("{what}: no refusal yet"))
-        })
+        e.wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            async || {
+                let f = metric(ae, "sluice_sink_endpoint_failures_total", "");
+                (f >= 2.0)
+                    .then_some(())
+                    .ok_or(format!("{what}: no refusal yet"))
+            },
+        )
         .await;
         assert_eq!(
             metric(ae, "sluice_sink_endpoint_acknowledged_total", ""),
@@ -506,20 +563,31 @@ async fn mutual_tls_and_the_token_keep_strangers_out() {
         );
     }
     assert!(
-        metric(ac, "sluice_source_requests_rejected_total", "reason=\"unauthorized\"") > 0.0,
+        metric(
+            ac,
+            "sluice_source_requests_rejected_total",
+            "reason=\"unauthorized\""
+        ) > 0.0,
         "the wrong token was refused by the source itself"
     );
     let ae = free_port();
     let mut e = Agent::start_env(
         d,
         "edge",
-        &generator_edge(ae, 100, 1000, &sender(&[port], &tls(Some(("client.pem", "client-key.pem"))))),
+        &generator_edge(
+            ae,
+            100,
+            1000,
+            &sender(&[port], &tls(Some(("client.pem", "client-key.pem")))),
+        ),
         &[("HOP_TOKEN", "right")],
     );
     let out = vec![d.join("c/out.log")];
-    c.wait_until(Duration::from_secs(30), Duration::from_millis(200), async || {
-        expect_generated(&count_lines(&out), 100)
-    })
+    c.wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || expect_generated(&count_lines(&out), 100),
+    )
     .await;
     e.assert_running();
 }
@@ -543,19 +611,35 @@ async fn every_compression_carries_the_same_events_and_a_bomb_is_refused() {
         let mut e = Agent::start(
             d,
             &format!("edge-{how}"),
-            &generator_edge(ae, count, 100_000, &sender(&[port], &format!("    compression: {how}\n    origin: {how}\n"))),
+            &generator_edge(
+                ae,
+                count,
+                100_000,
+                &sender(
+                    &[port],
+                    &format!("    compression: {how}\n    origin: {how}\n"),
+                ),
+            ),
         );
         let out = vec![d.join("c/out.log")];
         // Each edge sends the same bodies: after it, each body is there once more.
-        let round = ["none", "gzip", "zstd"].iter().position(|h| *h == how).unwrap() + 1;
-        c.wait_until(Duration::from_secs(30), Duration::from_millis(200), async || {
-            let seen = count_lines(&out);
-            expect_generated(&seen, count)?;
-            match seen.values().all(|&n| n == round) {
-                true => Ok(()),
-                false => Err(format!("{how}: not every body arrived {round} times yet")),
-            }
-        })
+        let round = ["none", "gzip", "zstd"]
+            .iter()
+            .position(|h| *h == how)
+            .unwrap()
+            + 1;
+        c.wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            async || {
+                let seen = count_lines(&out);
+                expect_generated(&seen, count)?;
+                match seen.values().all(|&n| n == round) {
+                    true => Ok(()),
+                    false => Err(format!("{how}: not every body arrived {round} times yet")),
+                }
+            },
+        )
         .await;
         e.kill();
     }

@@ -304,6 +304,59 @@ async fn positions_survive_restarts_and_never_repeat_after_a_drain() {
     }
 }
 
+#[tokio::test]
+async fn marks_are_committed_with_their_puts_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = |k: &str, v: &[u8]| Mark {
+        key: k.into(),
+        value: v.to_vec(),
+    };
+    let id = {
+        let ch = open(dir.path());
+        assert_eq!(ch.marks("hop/").unwrap(), Some(vec![]));
+        ch.put_marked(
+            vec![ev(0), ev(1)],
+            &[mark("hop/in/a", b"1"), mark("hop/in/b", b"2")],
+        )
+        .await
+        .unwrap();
+        // Only marks: nothing to take, the mark is replaced.
+        ch.put_marked(vec![], &[mark("hop/in/a", b"3")])
+            .await
+            .unwrap();
+        assert_eq!(ch.stats().events, 2);
+        // A refused put writes no mark.
+        let too_big: Vec<Event> = (0..200).map(ev).collect();
+        let small = open_with(tempfile::tempdir().unwrap().path(), |o| o.capacity = 10);
+        assert!(small.put_marked(too_big, &[mark("x", b"1")]).await.is_err());
+        assert_eq!(small.marks("").unwrap(), Some(vec![]));
+        ch.close();
+        ch.id().expect("a rocksdb channel has an id")
+    };
+    let ch = open(dir.path());
+    assert_eq!(
+        ch.id().as_deref(),
+        Some(id.as_str()),
+        "the id survives a restart"
+    );
+    assert_eq!(
+        ch.marks("hop/in/").unwrap(),
+        Some(vec![mark("hop/in/a", b"3"), mark("hop/in/b", b"2")])
+    );
+    assert_eq!(ch.marks("hop/other/").unwrap(), Some(vec![]));
+    // An empty value deletes.
+    ch.put_marked(vec![ev(2)], &[mark("hop/in/b", b"")])
+        .await
+        .unwrap();
+    assert_eq!(
+        ch.marks("hop/").unwrap(),
+        Some(vec![mark("hop/in/a", b"3")])
+    );
+    assert_eq!(drain(&ch).await, vec![0, 1, 2]);
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(open(other.path()).id(), Some(id), "ids are per directory");
+}
+
 #[test]
 fn a_directory_of_another_format_is_refused_with_both_formats() {
     let dir = tempfile::tempdir().unwrap();

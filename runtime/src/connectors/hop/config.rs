@@ -176,7 +176,10 @@ pub fn check_sink(c: &HopSinkConfig, body: &Node) -> Vec<(Pos, String)> {
     let at = |key: &str| body.get(key).map_or(body.pos, |n| n.pos);
     let mut out = Vec::new();
     if c.endpoints.is_empty() {
-        out.push((at("endpoints"), "endpoints: list at least one host:port".into()));
+        out.push((
+            at("endpoints"),
+            "endpoints: list at least one host:port".into(),
+        ));
     }
     for e in &c.endpoints {
         if split_host_port(e).is_none() {
@@ -187,14 +190,23 @@ pub fn check_sink(c: &HopSinkConfig, body: &Node) -> Vec<(Pos, String)> {
         }
     }
     if c.max_batch_bytes.0 == 0 {
-        out.push((at("max_batch_bytes"), "max_batch_bytes must be above 0".into()));
+        out.push((
+            at("max_batch_bytes"),
+            "max_batch_bytes must be above 0".into(),
+        ));
     }
     if c.backoff.initial.0 > c.backoff.max.0 {
-        out.push((at("backoff"), "backoff.initial is longer than backoff.max".into()));
+        out.push((
+            at("backoff"),
+            "backoff.initial is longer than backoff.max".into(),
+        ));
     }
     if let Some(t) = &c.tls {
         if t.cert.is_some() != t.key.is_some() {
-            out.push((at("tls"), "tls: a client certificate needs both `cert` and `key`".into()));
+            out.push((
+                at("tls"),
+                "tls: a client certificate needs both `cert` and `key`".into(),
+            ));
         }
     }
     out

@@ -125,7 +125,9 @@ impl HopSink {
                 if let Some(ca) = &t.ca {
                     c = c.ca_certificate(Certificate::from_pem(read("ca", ca)?));
                 } else {
-                    return Err("tls.ca: name the CA that signed the receivers' certificates".into());
+                    return Err(
+                        "tls.ca: name the CA that signed the receivers' certificates".into(),
+                    );
                 }
                 if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
                     c = c.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
@@ -134,7 +136,10 @@ impl HopSink {
             })
             .transpose()?;
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let who = cfg.origin.clone().unwrap_or_else(|| format!("{host}/{name}"));
+        let who = cfg
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("{host}/{name}"));
         // The channel's id keeps two senders with the same name apart; without one (a memory
         // channel) positions do not survive a restart, and neither need the origin.
         let origin = match channel_id {
@@ -376,12 +381,10 @@ fn classify(s: &Status) -> Failure {
                 .map(Duration::from_millis),
         },
         Code::InvalidArgument | Code::OutOfRange => Failure::Permanent(reason),
-        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => {
-            Failure::Refused {
-                reason,
-                retry_after: None,
-            }
-        }
+        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => Failure::Refused {
+            reason,
+            retry_after: None,
+        },
         _ if connection_refused(s) => Failure::Refused {
             reason,
             retry_after: None,

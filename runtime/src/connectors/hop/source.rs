@@ -79,8 +79,10 @@ impl HopSource {
                     let p = base_dir.join(p);
                     std::fs::read(&p).map_err(|e| format!("tls.{field} {}: {e}", p.display()))
                 };
-                let mut c = ServerTlsConfig::new()
-                    .identity(Identity::from_pem(read("cert", &t.cert)?, read("key", &t.key)?));
+                let mut c = ServerTlsConfig::new().identity(Identity::from_pem(
+                    read("cert", &t.cert)?,
+                    read("key", &t.key)?,
+                ));
                 if let Some(ca) = &t.client_ca {
                     c = c.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
                 }

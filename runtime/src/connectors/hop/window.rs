@@ -274,6 +274,11 @@ impl Window {
 mod tests {
     use super::*;
 
+    /// One fresh range.
+    fn some(start: usize, end: usize) -> Fresh {
+        Fresh::Some(std::iter::once(start..end).collect())
+    }
+
     fn commit(w: &mut Window, o: &str, p: u64, n: usize) -> Vec<Mark> {
         let u = w.update(o, p, n);
         let marks = u.marks.clone();
@@ -289,11 +294,11 @@ mod tests {
         assert_eq!(w.fresh("a", 100, 10), Fresh::None, "the same batch again");
         assert_eq!(w.fresh("a", 105, 3), Fresh::None, "a part of it");
         // Re-cut after a restart: the first 10 were stored, the rest are new.
-        assert_eq!(w.fresh("a", 100, 25), Fresh::Some(vec![10..25]));
+        assert_eq!(w.fresh("a", 100, 25), some(10, 25));
         assert_eq!(w.fresh("b", 100, 10), Fresh::All, "other origins are apart");
         // Out of order (two batches in flight): a hole is new, both sides are not.
         commit(&mut w, "a", 120, 10);
-        assert_eq!(w.fresh("a", 100, 30), Fresh::Some(vec![10..20]));
+        assert_eq!(w.fresh("a", 100, 30), some(10, 20));
         commit(&mut w, "a", 110, 10);
         assert_eq!(w.origins["a"].spans, vec![(100, 130)], "ranges merge");
         assert!(w.covered("a", 129) && !w.covered("a", 130) && !w.covered("a", 99));
@@ -311,7 +316,7 @@ mod tests {
         let ch2 = vec![m1[0].clone(), mb[0].clone()];
         let mut back = Window::new("hop/in/".into(), 10);
         back.load(vec![Some(ch1), None, Some(ch2)]);
-        assert_eq!(back.fresh("a", 0, 20), Fresh::Some(vec![10..20]));
+        assert_eq!(back.fresh("a", 0, 20), some(10, 20));
         assert_eq!(back.fresh("b", 5, 5), Fresh::None);
         // Marks of another source are not this window's.
         let mut other = Window::new("hop/other/".into(), 10);

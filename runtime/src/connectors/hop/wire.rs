@@ -319,7 +319,10 @@ mod tests {
         let newer = BatchV2::decode(buf.as_slice()).unwrap();
         assert_eq!(newer.events.len(), evs.len());
         assert_eq!(newer.events[1].headers[0].value, "v");
-        assert_eq!((newer.events[3].body.len(), newer.events[3].event_time), (100_000, 0));
+        assert_eq!(
+            (newer.events[3].body.len(), newer.events[3].event_time),
+            (100_000, 0)
+        );
         let old = request(&evs, Compression::Zstd).encode_to_vec();
         let newer = SendRequestV2::decode(old.as_slice()).unwrap();
         assert_eq!((newer.position, newer.trace_id.as_str()), (Some(7), ""));

@@ -31,7 +31,8 @@ pub(crate) fn read_source(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
 /// `type: http` sinks.
 pub(crate) fn read_sink(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
     cx.codec_field("format", HTTP_CODECS);
-    cx.read_checked(config::check_sink).map(|c: HttpSinkConfig| Arc::new(c) as Arc<dyn SinkSpec>)
+    cx.read_checked(config::check_sink)
+        .map(|c: HttpSinkConfig| Arc::new(c) as Arc<dyn SinkSpec>)
 }
 
 impl SourceSpec for HttpSourceConfig {
