@@ -6,7 +6,8 @@
 //! Reports events/s from the edge's start until the collector's null sink has drained every
 //! event, and the CPU seconds per million events of each agent (utime + stime from /proc).
 //! `SLUICE_BENCH_EVENTS` (default 2,000,000; 50,000 under `cargo test`) and
-//! `SLUICE_BENCH_ONLY` (a comma-separated subset of `zstd,gzip,none,http`).
+//! `SLUICE_BENCH_ONLY` (a comma-separated subset of `zstd,gzip,none,http`), `SLUICE_BENCH_BIN`
+//! (another `sluice` binary, for before/after figures).
 //! Run with `cargo bench --bench hop`.
 
 use std::{
@@ -65,7 +66,8 @@ fn drained(admin: u16) -> Option<u64> {
 fn spawn(dir: &Path, name: &str, pipeline: &str) -> Child {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, pipeline).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let bin = std::env::var("SLUICE_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+    Command::new(bin)
         .arg("-p")
         .arg(&file)
         .args(["--log-level", "warn"])

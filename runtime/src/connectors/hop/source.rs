@@ -46,6 +46,7 @@ use super::{
 /// window updates.
 const STREAM_WINDOW: u32 = 4 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
+const MAX_FRAME: u32 = 1 << 20;
 
 /// Longest origin accepted (it names a metric label and a stored window record).
 const MAX_ORIGIN_LEN: usize = 512;
@@ -146,6 +147,8 @@ impl Source for HopSource {
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            // Senders may send a batch in frames of up to 1 MiB instead of 16 kB ones.
+            .max_frame_size(MAX_FRAME)
             .http2_keepalive_interval(Some(Duration::from_secs(30)));
         if let Some(tls) = tls {
             server = server
