@@ -14,16 +14,13 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::Path,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{cpu_of, env_or, spawn_agent};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -31,17 +28,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// CPU seconds used by a process so far (utime + stime from /proc/<pid>/stat).
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 /// The collector's null sink's drained count, from its admin server.
@@ -61,20 +47,6 @@ fn drained(admin: u16) -> Option<u64> {
         .parse::<f64>()
         .ok()
         .map(|v| v as u64)
-}
-
-fn spawn(dir: &Path, name: &str, pipeline: &str) -> Child {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, pipeline).unwrap();
-    let bin = std::env::var("SLUICE_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-    Command::new(bin)
-        .arg("-p")
-        .arg(&file)
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .expect("start sluice")
 }
 
 fn wait_listening(port: u16) {
@@ -109,11 +81,11 @@ fn run(dir: &Path, mode: &str, events: u64) {
     let edge = format!(
         "channels:\n  mem: {{ type: memory, capacity: 100000 }}\nsources:\n  gen: {{ type: generator, count: {events}, body_size: 256, batch_size: 1000, channels: [mem] }}\nsinks:\n  out: {sink}\n"
     );
-    let mut c = spawn(dir, &format!("collector-{mode}"), &collector);
+    let mut c = spawn_agent(dir, &format!("collector-{mode}"), &collector);
     wait_listening(port);
     let c_cpu0 = cpu_of(c.id());
     let started = Instant::now();
-    let mut e = spawn(dir, &format!("edge-{mode}"), &edge);
+    let mut e = spawn_agent(dir, &format!("edge-{mode}"), &edge);
     let mut e_cpu = 0.0;
     let deadline = started + Duration::from_secs(600);
     loop {

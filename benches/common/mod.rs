@@ -1,4 +1,4 @@
-//! Helpers the kafka, s3, sqs and sql benches share (each includes this file by path), so
+//! Helpers the kafka, s3, sqs, sql, http and hop benches share (each includes this file by path), so
 //! none keeps its own copy of them. What the tests have too (unique names, the test servers)
 //! comes from the tests' helpers, `tests/common/mod.rs`, which those benches include by path
 //! as `test_support`.
@@ -43,13 +43,27 @@ impl Measure {
     }
 }
 
+/// CPU seconds a process has used so far (utime + stime from /proc/<pid>/stat).
+pub fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 /// The `sluice` binary on `pipeline` (written to `<dir>/<label>.yaml`), its log in
 /// `<dir>/<label>.log`, stdout discarded and `RUST_LOG` unset; stdin is left to the caller.
 pub fn agent(dir: &Path, label: &str, pipeline: &str) -> Command {
     let file = dir.join(format!("{label}.yaml"));
     std::fs::write(&file, pipeline).unwrap();
     let log = File::create(dir.join(format!("{label}.log"))).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    // Another build of the agent, for before/after figures in one session.
+    let bin = std::env::var("SLUICE_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+    let mut c = Command::new(bin);
     c.arg("-p")
         .arg(&file)
         .args(["--log-level", "warn"])

@@ -39,8 +39,11 @@ pub struct AdminState {
     /// True while the pipeline accepts events (cleared when shutdown starts).
     pub ready: AtomicBool,
     pub plugins: Arc<dyn PluginHost>,
-    /// Channels whose health `/ready` reports.
-    pub channels: Vec<(String, Arc<dyn Channel>)>,
+    /// Channels whose health `/ready` reports (replaced by a live reload).
+    pub channels: std::sync::RwLock<Vec<(String, Arc<dyn Channel>)>>,
+    /// Where `POST /config/reload` asks for a reload of the pipeline file; `None` when the
+    /// pipeline was not read from a file.
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
 }
 
 /// Who may use the admin endpoints.
@@ -106,6 +109,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}/reload", post(reload))
+        .route("/config/reload", post(reload_config))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
     tokio::spawn(async move {
@@ -131,8 +135,8 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     if !s.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
     }
-    let failing: Vec<String> = s
-        .channels
+    let channels = s.channels.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let failing: Vec<String> = channels
         .iter()
         .filter_map(|(name, ch)| {
             ch.health()
@@ -186,6 +190,38 @@ async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> i
             Json(
                 serde_json::json!({ "error": e, "result": "refused; the previous version keeps running" }),
             ),
+        ),
+    }
+}
+
+/// Reloads the pipeline file now and answers with the outcome: 200 `applied` (with what
+/// changed) or `unchanged`, 422 `refused` with every error (the running pipeline is kept).
+async fn reload_config(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let Some(tx) = &s.reload else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "this agent's pipeline was not read from a file" })),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = tx
+        .send(crate::reload::Request {
+            origin: "admin",
+            reply: Some(reply),
+        })
+        .await;
+    match (asked, answer.await) {
+        (Ok(()), Ok(a)) => {
+            let status = if a.refused() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(a.to_json()))
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "the agent is stopping" })),
         ),
     }
 }

@@ -7,24 +7,31 @@
 //! runners roll back their leases and whatever remains is reported.
 
 use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
     io::IsTerminal,
-    sync::{Arc, atomic::Ordering},
+    path::PathBuf,
+    sync::{Arc, RwLock, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
+    channel::Channel,
     config::{ConfigErrors, Pipeline},
-    metrics::Metrics,
+    metrics::{Metrics, SourceMetrics},
+    plugin::PluginHost,
     sink::runner::RunnerControl,
-    source::SourceContext,
-    topology::{self, Topology},
+    source::{SourceContext, SourceError},
+    topology::{self, BuiltSink, Only, Reuse, Topology},
 };
 
-use crate::admin::{self, AdminState};
+use crate::{
+    admin::{self, AdminState},
+    reload,
+};
 
 /// Per-component counts at the end of a run.
 #[derive(Debug, Default, Clone)]
@@ -75,30 +82,43 @@ impl Report {
     }
 }
 
+/// How a running agent re-reads its pipeline file for a live reload.
+pub struct Reloads {
+    /// Reads the file again, as it was read at start (with the same `--plugin` overrides).
+    pub reread: Arc<dyn Fn() -> Result<Pipeline, ConfigErrors> + Send + Sync>,
+    pub file: PathBuf,
+    /// Reload when the file changes (`--no-watch` turns it off); SIGHUP and
+    /// `POST /config/reload` always work.
+    pub watch: bool,
+}
+
 /// Builds and runs `pipeline` until its sources end or a stop signal arrives.
 pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
+    run_with(pipeline, None).await
+}
+
+/// [`run`], reloading the pipeline live when `reloads` is given (see [`crate::reload`]).
+pub async fn run_with(
+    pipeline: Pipeline,
+    reloads: Option<Reloads>,
+) -> Result<Report, ConfigErrors> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
     // Building compiles plugins, opens RocksDB and may fetch OCI artifacts: blocking work.
     let topo =
         sluice_core::blocking::run(|| topology::build(&pipeline, &metrics, crate::registry()))?;
-    let Topology {
-        channels,
-        sources,
-        runners,
-        dlq_runner,
-        sinks,
-        plugins,
-    } = topo;
+    metrics.config_running(&config_hash(&pipeline));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<reload::Request>(16);
 
     let admin_state = Arc::new(AdminState {
         metrics: Arc::clone(&metrics),
         ready: false.into(),
-        plugins: Arc::clone(&plugins),
-        channels: channels.clone(),
+        plugins: Arc::clone(&topo.plugins),
+        channels: RwLock::new(topo.channels.clone()),
+        reload: reloads.as_ref().map(|_| reload_tx.clone()),
     });
     let admin_stop = CancellationToken::new();
-    plugins.watch(admin_stop.clone());
+    topo.plugins.watch(admin_stop.clone());
     if let Some(a) = &pipeline.admin {
         let access = admin::Access::new(a.token.as_ref().map(|t| t.expose()), a.public_metrics);
         match admin::serve(
@@ -113,70 +133,94 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
             Err(e) => tracing::error!(addr = %a.listen, error = %e, "admin server could not start"),
         }
     }
-
-    // Sink runners first, so nothing waits on a channel with no reader.
-    let (first, last) = (RunnerControl::default(), RunnerControl::default());
-    let mut first_runners = JoinSet::new();
-    let mut last_runners = JoinSet::new();
-    for (runner, is_dlq) in runners.into_iter().zip(dlq_runner) {
-        if is_dlq {
-            last_runners.spawn(runner.run(last.clone()));
-        } else {
-            first_runners.spawn(runner.run(first.clone()));
+    if let Some(r) = &reloads {
+        reload::on_sighup(reload_tx.clone(), admin_stop.clone());
+        if r.watch {
+            reload::on_change(&r.file, reload_tx.clone(), admin_stop.clone());
         }
     }
+    drop(reload_tx);
 
     let stop_sources = CancellationToken::new();
-    let mut source_tasks = JoinSet::new();
-    let expected: Option<u64> = sources.iter().map(|s| s.expected).sum();
-    let source_metrics: Vec<_> = sources
-        .iter()
-        .map(|s| (s.name.clone(), s.metrics.clone()))
-        .collect();
-    for s in sources {
-        let cx = SourceContext {
-            name: s.name.clone(),
-            out: s.processor,
-            shutdown: stop_sources.clone(),
-        };
-        let name = s.name;
-        source_tasks.spawn(async move { (name, s.source.run(cx).await) });
-    }
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let expected: Option<u64> = topo.sources.iter().map(|s| s.expected).sum();
+    let progress = Progress::start(
+        expected,
+        topo.sources
+            .iter()
+            .map(|s| s.metrics.accepted.clone())
+            .collect(),
+    );
+    let mut running = Running {
+        pipeline,
+        metrics: Arc::clone(&metrics),
+        plugins: Arc::clone(&topo.plugins),
+        channels: topo.channels.clone(),
+        sources: HashMap::new(),
+        runners: HashMap::new(),
+        fingerprints: (BTreeMap::new(), BTreeMap::new()),
+        source_metrics: BTreeMap::new(),
+        sinks: BTreeMap::new(),
+        stop_sources: stop_sources.clone(),
+        exits: exits_tx,
+        generation: 0,
+    };
+    running.fingerprints = topology::component_fingerprints(&running.pipeline);
+    running.start(topo);
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(
-        sources = source_metrics.len(),
-        channels = channels.len(),
-        sinks = sinks.len(),
+        sources = running.sources.len(),
+        channels = running.channels.len(),
+        sinks = running.sinks.len(),
         "pipeline running"
     );
 
-    let progress = Progress::start(
-        expected,
-        source_metrics
-            .iter()
-            .map(|(_, m)| m.accepted.clone())
-            .collect(),
-    );
-
-    // Wait for every source to end, or a signal.
+    // Wait for every source to end, or a signal; reload when asked.
     let signalled = CancellationToken::new();
     tokio::spawn(forward_signals(signalled.clone()));
     let mut report = Report::default();
-    loop {
+    while !running.sources.is_empty() {
         tokio::select! {
-            joined = source_tasks.join_next() => match joined {
-                None => break,
-                Some(Ok((_, Ok(())))) => {}
-                Some(Ok((name, Err(e)))) => {
-                    tracing::error!(source = %name, error = %e, "source failed; stopping the agent");
-                    report.source_errors.push(format!("source {name}: {e}"));
-                    stop_sources.cancel();
+            Some((name, generation, result)) = exits.recv() => {
+                if !running.exited(&name, generation) {
+                    continue; // a source a reload replaced
                 }
-                Some(Err(e)) => {
-                    report.source_errors.push(format!("source task panicked: {e}"));
-                    stop_sources.cancel();
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(source = %name, error = %e, "source failed; stopping the agent");
+                        report.source_errors.push(format!("source {name}: {e}"));
+                        stop_sources.cancel();
+                    }
+                    Err(panic) => {
+                        report.source_errors.push(format!("source task panicked: {panic}"));
+                        stop_sources.cancel();
+                    }
                 }
-            },
+            }
+            Some(first) = reload_rx.recv(), if !stop_sources.is_cancelled() => {
+                // Requests that came in meanwhile are answered by this reload.
+                let mut waiting = vec![first];
+                while let Ok(r) = reload_rx.try_recv() {
+                    waiting.push(r);
+                }
+                let origin = waiting[0].origin;
+                let answer = match &reloads {
+                    Some(r) => running.reload(&r.reread, &admin_state).await,
+                    None => reload::Answer::Unchanged,
+                };
+                metrics.config_reloaded(answer.result());
+                match &answer {
+                    reload::Answer::Applied { changed } => tracing::info!(%origin, changed = %changed.join(", "), "configuration reloaded"),
+                    reload::Answer::Unchanged => tracing::info!(%origin, "configuration unchanged"),
+                    reload::Answer::Refused { errors } => tracing::error!(%origin, errors = %errors.join("; "), "configuration refused; the running pipeline is unchanged"),
+                }
+                for r in waiting {
+                    if let Some(reply) = r.reply {
+                        let _ = reply.send(answer.clone());
+                    }
+                }
+            }
             _ = signalled.cancelled(), if !report.stopped_by_signal => {
                 tracing::info!("stop requested; stopping sources");
                 report.stopped_by_signal = true;
@@ -189,7 +233,7 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
     // Drain: bounded by shutdown_timeout once a stop was asked for (now or during the drain).
     let deadline = {
         let signalled = signalled.clone();
-        let timeout = pipeline.settings.shutdown_timeout;
+        let timeout = running.pipeline.settings.shutdown_timeout;
         let stopped = report.stopped_by_signal;
         async move {
             if !stopped {
@@ -200,15 +244,33 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
         }
     };
     tokio::pin!(deadline);
-    for (ctl, set) in [(&first, &mut first_runners), (&last, &mut last_runners)] {
-        ctl.drain.cancel();
-        loop {
-            tokio::select! {
-                j = set.join_next() => if j.is_none() { break },
-                _ = &mut deadline, if !ctl.abort.is_cancelled() => {
-                    tracing::warn!("shutdown timeout reached; rolling back what is in flight");
-                    first.abort.cancel();
-                    last.abort.cancel();
+    let mut aborted = false;
+    // Runners of ordinary channels first, then those of dead-letter channels.
+    for dlq_phase in [false, true] {
+        let phase: Vec<String> = running
+            .runners
+            .iter()
+            .filter(|(_, r)| r.is_dlq == dlq_phase)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &phase {
+            running.runners[n].ctl.drain.cancel();
+        }
+        for n in phase {
+            let Some(mut r) = running.runners.remove(&n) else {
+                continue;
+            };
+            loop {
+                tokio::select! {
+                    _ = &mut r.task => break,
+                    _ = &mut deadline, if !aborted => {
+                        tracing::warn!("shutdown timeout reached; rolling back what is in flight");
+                        aborted = true;
+                        r.ctl.abort.cancel();
+                        for other in running.runners.values() {
+                            other.ctl.abort.cancel();
+                        }
+                    }
                 }
             }
         }
@@ -217,7 +279,7 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
     admin_stop.cancel();
 
     report.elapsed = started.elapsed();
-    for (name, m) in &source_metrics {
+    for (name, m) in &running.source_metrics {
         let dlq = metrics.dlq().total_for(name);
         report.sources.push((
             name.clone(),
@@ -227,18 +289,298 @@ pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
             dlq,
         ));
     }
-    for (name, ch) in &channels {
+    for (name, ch) in &running.channels {
         report.channels.push((name.clone(), ch.stats().events));
     }
-    for s in &sinks {
+    for (name, s) in &running.sinks {
         report.sinks.push((
-            s.name.clone(),
+            name.clone(),
             s.metrics.drained.get(),
-            metrics.dlq().total_for(&s.name),
+            metrics.dlq().total_for(name),
             s.metrics.discarded.get(),
         ));
     }
     Ok(report)
+}
+
+/// A short hash of the whole configuration (`sluice_config_info{hash}`).
+fn config_hash(p: &Pipeline) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    p.fingerprints.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+type Exit = (String, u64, Result<Result<(), SourceError>, String>);
+
+/// A source that runs, and how to stop it.
+struct RunningSource {
+    stop: CancellationToken,
+    /// Tells this run of the source from a later one of the same name.
+    generation: u64,
+    task: JoinHandle<()>,
+}
+
+/// A sink runner that runs, and how to stop it.
+struct RunningRunner {
+    ctl: RunnerControl,
+    /// It reads a dead-letter channel: it drains last.
+    is_dlq: bool,
+    task: JoinHandle<()>,
+}
+
+/// Everything that runs, by name, so that a live reload can replace parts of it.
+struct Running {
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    plugins: Arc<dyn PluginHost>,
+    channels: Vec<(String, Arc<dyn Channel>)>,
+    sources: HashMap<String, RunningSource>,
+    runners: HashMap<String, RunningRunner>,
+    /// Of the running sources and runners (see [`topology::component_fingerprints`]).
+    fingerprints: (BTreeMap<String, u64>, BTreeMap<String, u64>),
+    /// Every source and sink that ran, for the report (their counters are cumulative).
+    source_metrics: BTreeMap<String, SourceMetrics>,
+    sinks: BTreeMap<String, BuiltSink>,
+    stop_sources: CancellationToken,
+    exits: mpsc::UnboundedSender<Exit>,
+    generation: u64,
+}
+
+impl Running {
+    /// Starts a topology's runners (first, so nothing waits on a channel with no reader),
+    /// then its sources.
+    fn start(&mut self, topo: Topology) {
+        let Topology {
+            sources,
+            runners,
+            dlq_runner,
+            sinks,
+            ..
+        } = topo;
+        for (runner, is_dlq) in runners.into_iter().zip(dlq_runner) {
+            let ctl = RunnerControl::default();
+            let name = runner.name.clone();
+            let task = tokio::spawn(runner.run(ctl.clone()));
+            self.runners
+                .insert(name, RunningRunner { ctl, is_dlq, task });
+        }
+        for s in sources {
+            self.generation += 1;
+            let generation = self.generation;
+            let stop = self.stop_sources.child_token();
+            let cx = SourceContext {
+                name: s.name.clone(),
+                out: s.processor,
+                shutdown: stop.clone(),
+            };
+            let (name, exits) = (s.name.clone(), self.exits.clone());
+            let source = s.source;
+            let task = tokio::spawn(async move {
+                // A panic is reported like an error, by the main loop.
+                let r = tokio::spawn(async move { source.run(cx).await })
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = exits.send((name, generation, r));
+            });
+            self.source_metrics.insert(s.name.clone(), s.metrics);
+            self.sources.insert(
+                s.name,
+                RunningSource {
+                    stop,
+                    generation,
+                    task,
+                },
+            );
+        }
+        for s in sinks {
+            self.sinks.insert(s.name.clone(), s);
+        }
+    }
+
+    /// A source ended by itself; false for one a reload already replaced.
+    fn exited(&mut self, name: &str, generation: u64) -> bool {
+        if self
+            .sources
+            .get(name)
+            .is_some_and(|s| s.generation == generation)
+        {
+            self.sources.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Reads the file again and applies the difference: build what is new or changed while
+    /// everything runs, and only if that succeeded, stop what changed or went away and start
+    /// its replacement. Unchanged sources, runners and channels (with their events) are not
+    /// touched.
+    async fn reload(
+        &mut self,
+        reread: &Arc<dyn Fn() -> Result<Pipeline, ConfigErrors> + Send + Sync>,
+        admin: &AdminState,
+    ) -> reload::Answer {
+        let refused = |errors: Vec<String>| reload::Answer::Refused { errors };
+        let reread = Arc::clone(reread);
+        let new = match sluice_core::blocking::run(move || reread()) {
+            Ok(p) => p,
+            Err(e) => return refused(e.0.iter().map(|e| e.to_string()).collect()),
+        };
+        let old = &self.pipeline;
+        let file = new.file.display().to_string();
+        let section = |p: &Pipeline, prefix: &str| -> BTreeMap<String, u64> {
+            p.fingerprints
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let mut errors = Vec::new();
+        if section(old, "plugins.") != section(&new, "plugins.") {
+            errors.push(format!("{file}: plugins: adding, removing or changing a plugin's settings needs a restart (a plugin's file is swapped live: `sluice plugin`, SIGHUP or POST /plugins/<name>/reload)"));
+        }
+        if old.fingerprints.get("admin") != new.fingerprints.get("admin") {
+            errors.push(format!(
+                "{file}: admin: the admin server's settings change only with a restart"
+            ));
+        }
+        // Channels: an unchanged one is kept with its events; a changed or removed one must
+        // be empty.
+        let mut keep: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+        let mut dropped = Vec::new();
+        for (name, ch) in &self.channels {
+            let key = format!("channels.{name}");
+            let (was, is) = (old.fingerprints.get(&key), new.fingerprints.get(&key));
+            if was == is {
+                keep.insert(name.clone(), Arc::clone(ch));
+                continue;
+            }
+            let held = ch.stats().events;
+            if held > 0 {
+                let what = if is.is_some() { "changed" } else { "removed" };
+                errors.push(format!(
+                    "{file}: channels.{name}: {what} while it holds {held} events; a channel is replaced only when empty: first remove its sources (its sinks keep draining it), reload, then change it"
+                ));
+                continue;
+            }
+            dropped.push(name.clone());
+        }
+        if !errors.is_empty() {
+            return refused(errors);
+        }
+
+        let (src_fp, run_fp) = topology::component_fingerprints(&new);
+        let changed = |now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>| {
+            now.iter()
+                .filter(|(n, fp)| before.get(*n) != Some(*fp))
+                .map(|(n, _)| n.clone())
+                .collect::<BTreeSet<String>>()
+        };
+        let gone = |now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>| {
+            before
+                .keys()
+                .filter(|n| !now.contains_key(*n))
+                .cloned()
+                .collect::<Vec<String>>()
+        };
+        let only = Only {
+            sources: changed(&src_fp, &self.fingerprints.0),
+            runners: changed(&run_fp, &self.fingerprints.1),
+        };
+        let removed_sources = gone(&src_fp, &self.fingerprints.0);
+        let removed_runners = gone(&run_fp, &self.fingerprints.1);
+        let added_channels: Vec<String> = new
+            .channels
+            .iter()
+            .filter(|c| !keep.contains_key(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if only.sources.is_empty()
+            && only.runners.is_empty()
+            && removed_sources.is_empty()
+            && removed_runners.is_empty()
+            && dropped.is_empty()
+            && added_channels.is_empty()
+        {
+            self.pipeline = new;
+            return reload::Answer::Unchanged;
+        }
+
+        // Build before stopping anything.
+        let reuse = Reuse {
+            channels: keep,
+            plugins: Some(Arc::clone(&self.plugins)),
+        };
+        let metrics = Arc::clone(&self.metrics);
+        let built = sluice_core::blocking::run(|| {
+            topology::build_part(&new, &metrics, crate::registry(), reuse, &only)
+        });
+        let topo = match built {
+            Ok(t) => t,
+            Err(e) => return refused(e.0.iter().map(|e| e.to_string()).collect()),
+        };
+
+        // Stop what changed or went away: sources first (their batch in flight committed or
+        // rolled back), then runners (their take in hand finished).
+        let grace = self.pipeline.settings.shutdown_timeout;
+        let mut report = Vec::new();
+        for name in only.sources.iter().chain(&removed_sources) {
+            if let Some(s) = self.sources.remove(name) {
+                s.stop.cancel();
+                stop_within(s.task, grace, || {}).await;
+                report.push(format!("sources.{name} stopped"));
+            }
+        }
+        for name in only.runners.iter().chain(&removed_runners) {
+            if let Some(r) = self.runners.remove(name) {
+                r.ctl.retire.cancel();
+                let abort = r.ctl.abort.clone();
+                stop_within(r.task, grace, move || abort.cancel()).await;
+                report.push(format!("sinks.{name} stopped"));
+            }
+        }
+        for (name, ch) in &self.channels {
+            if !topo.channels.iter().any(|(n, _)| n == name) || dropped.contains(name) {
+                ch.close();
+                report.push(format!("channels.{name} closed"));
+            }
+        }
+        for name in &added_channels {
+            report.push(format!("channels.{name} opened"));
+        }
+        self.channels = topo.channels.clone();
+        *admin.channels.write().unwrap_or_else(|p| p.into_inner()) = self.channels.clone();
+        for name in &removed_runners {
+            self.sinks.remove(name);
+        }
+        for r in &topo.runners {
+            report.push(format!("sinks.{} started", r.name));
+        }
+        for s in &topo.sources {
+            report.push(format!("sources.{} started", s.name));
+        }
+        self.start(topo);
+        self.metrics.config_running(&config_hash(&new));
+        self.fingerprints = (src_fp, run_fp);
+        self.pipeline = new;
+        reload::Answer::Applied { changed: report }
+    }
+}
+
+/// Waits for a stopping task; past `grace`, calls `hurry` (abort a runner's take) and waits
+/// on, or cancels the task when there is nothing to hurry.
+async fn stop_within(mut task: JoinHandle<()>, grace: Duration, hurry: impl FnOnce()) {
+    if tokio::time::timeout(grace, &mut task).await.is_err() {
+        tracing::warn!("a component did not stop within shutdown_timeout; forcing it");
+        hurry();
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod reload;
 
 use std::sync::OnceLock;
 

@@ -14,6 +14,7 @@ mod common;
 mod backpressure;
 mod channel_model;
 mod e2e;
+mod reload;
 mod tail;
 
 #[cfg(feature = "rocksdb")]

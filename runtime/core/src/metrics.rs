@@ -53,6 +53,18 @@ pub struct PluginCounterLabels {
     pub name: String,
 }
 
+/// The outcome of a live reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+/// The running configuration's hash.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabel {
+    pub hash: String,
+}
+
 /// A sink's remote endpoint (an address of an agent-to-agent hop).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -104,6 +116,9 @@ pub struct Metrics {
     endpoint_rtt: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     origin_events: Family<OriginLabels, Counter>,
     origin_duplicates: Family<OriginLabels, Counter>,
+    config_reloads: Family<ResultLabel, Counter>,
+    config_info: Family<HashLabel, Gauge>,
+    config_reloaded_at: Gauge,
 }
 
 fn call_buckets() -> Histogram {
@@ -160,6 +175,9 @@ impl Metrics {
             endpoint_rtt: Family::new_with_constructor(batch_buckets),
             origin_events: Family::default(),
             origin_duplicates: Family::default(),
+            config_reloads: Family::default(),
+            config_info: Family::default(),
+            config_reloaded_at: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -319,7 +337,52 @@ impl Metrics {
             "Events from one remote sender that were already stored and were not stored again",
             m.origin_duplicates.clone(),
         );
+        r.register(
+            "config_reloads",
+            "Live reloads of the pipeline file by result (applied, unchanged, refused)",
+            m.config_reloads.clone(),
+        );
+        for result in ["applied", "unchanged", "refused"] {
+            drop(m.config_reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
+        r.register(
+            "config_info",
+            "1 for the hash of the configuration that runs",
+            m.config_info.clone(),
+        );
+        r.register(
+            "config_last_reload_timestamp_seconds",
+            "When the configuration last changed by a live reload (Unix time)",
+            m.config_reloaded_at.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts a live reload's outcome; an applied one also records its time.
+    pub fn config_reloaded(&self, result: &str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+        if result == "applied" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.config_reloaded_at.set(now);
+        }
+    }
+
+    /// Marks `hash` as the configuration that runs (and no other).
+    pub fn config_running(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&HashLabel {
+                hash: hash.to_owned(),
+            })
+            .set(1);
     }
 
     /// The remote endpoints of sink `name` (they come and go as names are resolved).

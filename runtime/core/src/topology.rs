@@ -3,7 +3,7 @@
 //! compile, a bad path template) is reported as a config error at the component's position.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::Arc,
 };
@@ -113,7 +113,122 @@ pub fn build(
     metrics: &Metrics,
     registry: &Registry,
 ) -> Result<Topology, ConfigErrors> {
-    build_with(p, metrics, registry, Storage::Open)
+    build_with(p, metrics, registry, Storage::Open, Reuse::default(), None)
+}
+
+/// What a live reload hands over from the running pipeline: channels that stay (by name) and
+/// the plugin host, when the plugins did not change.
+#[derive(Default)]
+pub struct Reuse {
+    pub channels: HashMap<String, Arc<dyn Channel>>,
+    pub plugins: Option<Arc<dyn PluginHost>>,
+}
+
+/// The sources and sink runners (by runner name: a group's, or an ungrouped sink's) a live
+/// reload builds; the others keep running.
+#[derive(Debug, Default, Clone)]
+pub struct Only {
+    pub sources: BTreeSet<String>,
+    pub runners: BTreeSet<String>,
+}
+
+/// Builds only the components `only` names, with the channels and plugins of `reuse`; other
+/// channels are opened. Nothing running is touched: on error the caller keeps what runs.
+pub fn build_part(
+    p: &Pipeline,
+    metrics: &Metrics,
+    registry: &Registry,
+    reuse: Reuse,
+    only: &Only,
+) -> Result<Topology, ConfigErrors> {
+    build_with(p, metrics, registry, Storage::Open, reuse, Some(only))
+}
+
+/// What a sink runner is called: its group's name, or its sink's when it is in no group, with
+/// the sinks it runs.
+pub fn runners(p: &Pipeline) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = p
+        .sink_groups
+        .iter()
+        .map(|g| (g.name.clone(), g.spec.sinks.clone()))
+        .collect();
+    for s in &p.sinks {
+        if !out.iter().any(|(_, members)| members.contains(&s.name)) {
+            out.push((s.name.clone(), vec![s.name.clone()]));
+        }
+    }
+    out
+}
+
+/// The channels a source writes to (its list, the selector's, its DLQ's).
+fn source_channels(p: &Pipeline, s: &SourceConfig) -> Vec<String> {
+    let c = &s.common;
+    let mut names = c.channels.clone();
+    if let SelectorConfig::Multiplexing {
+        mapping,
+        default,
+        optional,
+        ..
+    } = &c.selector
+    {
+        names.extend(mapping.values().chain(optional.values()).flatten().cloned());
+        names.extend(default.iter().cloned());
+    }
+    names.extend(c.dlq.clone().or(p.settings.dlq.clone()));
+    names
+}
+
+/// A fingerprint per source and per sink runner that changes whenever anything it is built
+/// from changes: its own settings, the channels it uses, the pipeline's DLQ, the plugins.
+/// Equal fingerprints across two readings of a file mean the component can keep running.
+pub fn component_fingerprints(p: &Pipeline) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    use std::hash::{Hash, Hasher};
+    let fp = |key: &str| p.fingerprints.get(key).copied().unwrap_or(0);
+    let plugins: Vec<u64> = p
+        .fingerprints
+        .iter()
+        .filter(|(k, _)| k.starts_with("plugins."))
+        .map(|(_, v)| *v)
+        .collect();
+    let hash = |parts: &[u64]| {
+        let mut h = std::hash::DefaultHasher::new();
+        parts.hash(&mut h);
+        plugins.hash(&mut h);
+        h.finish()
+    };
+    let sources = p
+        .sources
+        .iter()
+        .map(|s| {
+            let mut parts = vec![fp(&format!("sources.{}", s.name)), fp("dlq")];
+            parts.extend(
+                source_channels(p, &s.spec)
+                    .iter()
+                    .map(|c| fp(&format!("channels.{c}"))),
+            );
+            (s.name.clone(), hash(&parts))
+        })
+        .collect();
+    let runners = runners(p)
+        .into_iter()
+        .map(|(name, members)| {
+            let mut parts = vec![fp(&format!("sink_groups.{name}")), fp("dlq")];
+            if let Some(d) = &p.settings.dlq {
+                parts.push(fp(&format!("channels.{d}")));
+            }
+            for m in &members {
+                parts.push(fp(&format!("sinks.{m}")));
+                if let Some(s) = p.sinks.iter().find(|s| &s.name == m) {
+                    parts.push(fp(&format!("channels.{}", s.spec.common.channel)));
+                    if let Some(d) = &s.spec.common.dlq {
+                        parts.push(fp(&format!("channels.{d}")));
+                    }
+                }
+            }
+            (name, hash(&parts))
+        })
+        .collect();
+    (sources, runners)
 }
 
 /// Builds everything as [`build`] does, to find errors, but opens no storage: durable channels
@@ -124,13 +239,52 @@ pub fn check(
     metrics: &Metrics,
     registry: &Registry,
 ) -> Result<Topology, ConfigErrors> {
-    build_with(p, metrics, registry, Storage::Skip)
+    build_with(p, metrics, registry, Storage::Skip, Reuse::default(), None)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Storage {
     Open,
     Skip,
+}
+
+/// The running plugin host, lent to a live reload's build (whose plugins did not change).
+struct Shared(Arc<dyn PluginHost>);
+
+#[async_trait::async_trait]
+impl PluginHost for Shared {
+    fn load(
+        &mut self,
+        name: &str,
+        _: &crate::config::PluginConfig,
+        _: &std::path::Path,
+        _: crate::metrics::PluginMetrics,
+    ) -> Result<(), String> {
+        Err(format!(
+            "plugin `{name}`: plugins are loaded when the agent starts"
+        ))
+    }
+    fn interceptor(&self, name: &str) -> Result<Box<dyn Interceptor>, String> {
+        self.0.interceptor(name)
+    }
+    fn codec(&self, name: &str) -> Result<Box<dyn crate::event::codec::Codec>, String> {
+        self.0.codec(name)
+    }
+    fn selector(&self, name: &str, channels: Vec<String>) -> Result<Box<dyn Selector>, String> {
+        self.0.selector(name, channels)
+    }
+    fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        self.0.watch(stop)
+    }
+    fn describe(&self) -> Vec<serde_json::Value> {
+        self.0.describe()
+    }
+    fn unhealthy(&self) -> Vec<String> {
+        self.0.unhealthy()
+    }
+    async fn reload(&self, name: &str) -> crate::plugin::ReloadOutcome {
+        self.0.reload(name).await
+    }
 }
 
 /// Opens one channel; `Err` is a message for the channel's config error.
@@ -161,9 +315,13 @@ fn build_with(
     metrics: &Metrics,
     registry: &Registry,
     storage: Storage,
+    reuse: Reuse,
+    only: Option<&Only>,
 ) -> Result<Topology, ConfigErrors> {
-    let plugins = match (&registry.plugins, p.plugins.is_empty()) {
-        (Some(support), false) => (support.new_host)(),
+    let shared = reuse.plugins.clone();
+    let plugins: Box<dyn PluginHost> = match (&shared, &registry.plugins, p.plugins.is_empty()) {
+        (Some(host), _, _) => Box::new(Shared(Arc::clone(host))),
+        (None, Some(support), false) => (support.new_host)(),
         _ => Box::new(NoPlugins),
     };
     let mut b = Builder {
@@ -174,9 +332,17 @@ fn build_with(
         failed_plugins: BTreeSet::new(),
         errors: Vec::new(),
     };
-    load_plugins(&mut b);
+    if shared.is_none() {
+        load_plugins(&mut b);
+    }
     let mut channels = Vec::new();
+    let mut kept = reuse.channels;
     for c in &p.channels {
+        if let Some(ch) = kept.remove(&c.name) {
+            b.channels.insert(c.name.clone(), Arc::clone(&ch));
+            channels.push((c.name.clone(), ch));
+            continue;
+        }
         let ch = match open_channel(c, metrics.channel(&c.name), storage) {
             Ok(ch) => ch,
             Err(e) => {
@@ -190,6 +356,9 @@ fn build_with(
 
     let mut sources = Vec::new();
     for s in &p.sources {
+        if only.is_some_and(|o| !o.sources.contains(&s.name)) {
+            continue;
+        }
         if let Some(built) = build_source(&mut b, s) {
             sources.push(built);
         }
@@ -207,9 +376,18 @@ fn build_with(
         .chain(p.settings.dlq.as_deref())
         .collect();
 
+    // The sinks of the runners to build.
+    let wanted: BTreeSet<String> = runners(p)
+        .into_iter()
+        .filter(|(name, _)| only.is_none_or(|o| o.runners.contains(name)))
+        .flat_map(|(_, members)| members)
+        .collect();
     let mut built_sinks: HashMap<&str, (Box<dyn Sink>, SinkMetrics)> = HashMap::new();
     let mut sinks = Vec::new();
     for s in &p.sinks {
+        if !wanted.contains(&s.name) {
+            continue;
+        }
         let component = format!("sinks.{}", s.name);
         let metrics = metrics.sink(&s.name);
         sinks.push(BuiltSink {
@@ -233,6 +411,10 @@ fn build_with(
     let mut dlq_runner = Vec::new();
     let mut grouped = BTreeSet::new();
     for g in &p.sink_groups {
+        if only.is_some_and(|o| !o.runners.contains(&g.name)) {
+            grouped.extend(g.spec.sinks.iter().map(String::as_str));
+            continue;
+        }
         let Some(first) = g
             .spec
             .sinks
@@ -298,7 +480,7 @@ fn build_with(
             runners,
             dlq_runner,
             sinks,
-            plugins: Arc::from(b.plugins),
+            plugins: shared.unwrap_or_else(|| Arc::from(b.plugins)),
         })
     } else {
         Err(ConfigErrors(b.errors))

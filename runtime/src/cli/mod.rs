@@ -49,6 +49,11 @@ struct RunArgs {
     /// overrides a plugin of the same name in the pipeline file. Repeatable.
     #[arg(long = "plugin", value_name = "PLUGIN")]
     plugins: Vec<String>,
+
+    /// Do not reload the pipeline when its file changes (SIGHUP and
+    /// `POST /config/reload` still reload it).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,7 +103,7 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "wasm")]
         Some(Command::Plugin(cmd)) => plugin::run(cmd),
         None => match cli.run.pipeline {
-            Some(p) => run(&p, &cli.run.plugins),
+            Some(p) => run(&p, &cli.run.plugins, !cli.run.no_watch),
             None => {
                 eprintln!("error: --pipeline <FILE> is required (see `sluice --help`)");
                 ExitCode::from(2)
@@ -208,7 +213,7 @@ fn oci_flag(flag: &str) -> Result<Option<(String, PathBuf)>, String> {
     Ok(None)
 }
 
-fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
+fn run(path: &std::path::Path, plugins: &[String], watch: bool) -> ExitCode {
     let extra = match plugin_flags(plugins) {
         Ok(x) => x,
         Err(e) => {
@@ -230,7 +235,17 @@ fn run(path: &std::path::Path, plugins: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match rt.block_on(crate::app::run(p)) {
+    let reloads = crate::app::Reloads {
+        reread: {
+            let path = path.to_owned();
+            std::sync::Arc::new(move || {
+                config::load_file_with_plugins(&path, &extra, crate::registry())
+            })
+        },
+        file: path.to_owned(),
+        watch,
+    };
+    match rt.block_on(crate::app::run_with(p, Some(reloads))) {
         Ok(report) => {
             eprint!("{}", report.render());
             if report.ok() {

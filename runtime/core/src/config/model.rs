@@ -34,6 +34,10 @@ pub struct Pipeline {
     pub sink_groups: Vec<Named<SinkGroupConfig>>,
     pub admin: Option<AdminConfig>,
     pub settings: Settings,
+    /// [`Node::fingerprint`](super::Node::fingerprint) of each component's settings
+    /// (`sources.<name>`, `channels.<name>`, …) and of each other top-level key (`dlq`,
+    /// `admin`, …): what a live reload compares.
+    pub fingerprints: std::collections::BTreeMap<String, u64>,
     /// Positions of references (channel names etc.), for cross-reference errors.
     pub(crate) refs: Vec<Reference>,
     /// Every component name written in the file, even those whose settings were invalid, so a

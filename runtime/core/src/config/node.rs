@@ -48,6 +48,40 @@ pub struct NodeError {
 }
 
 impl Node {
+    /// A hash of the value with positions left out, so that a component whose settings did
+    /// not change between two readings of a file has the same fingerprint (live reload keeps
+    /// it running). Map keys are hashed in file order: reordering keys counts as a change,
+    /// which only restarts the component.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        fn walk(n: &Node, h: &mut std::hash::DefaultHasher) {
+            std::mem::discriminant(&n.kind).hash(h);
+            match &n.kind {
+                NodeKind::Null => {}
+                NodeKind::Bool(b) => b.hash(h),
+                NodeKind::Int(i) => i.hash(h),
+                NodeKind::Float(f) => f.to_bits().hash(h),
+                NodeKind::Str(s) => s.hash(h),
+                NodeKind::Seq(items) => {
+                    items.len().hash(h);
+                    for i in items {
+                        walk(i, h);
+                    }
+                }
+                NodeKind::Map(entries) => {
+                    entries.len().hash(h);
+                    for (k, v) in entries {
+                        walk(k, h);
+                        walk(v, h);
+                    }
+                }
+            }
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        walk(self, &mut h);
+        h.finish()
+    }
+
     /// Parses a YAML document. `lookup_env` resolves `${NAME}` references (injected for tests).
     pub fn parse(
         text: &str,

@@ -124,7 +124,31 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector, registry: &Registry
             p.settings.shutdown_timeout = d.0;
         }
     }
+    p.fingerprints = fingerprints(root);
     p
+}
+
+/// Each component's fingerprint under `<section>.<name>`, each other top-level key's under
+/// its name.
+fn fingerprints(root: &Node) -> std::collections::BTreeMap<String, u64> {
+    const SECTIONS: &[&str] = &["plugins", "channels", "sources", "sinks", "sink_groups"];
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in root.entries() {
+        let Some(key) = k.as_str() else { continue };
+        match &v.kind {
+            NodeKind::Map(entries) if SECTIONS.contains(&key) => {
+                for (name, node) in entries {
+                    if let Some(name) = name.as_str() {
+                        out.insert(format!("{key}.{name}"), node.fingerprint());
+                    }
+                }
+            }
+            _ => {
+                out.insert(key.to_owned(), v.fingerprint());
+            }
+        }
+    }
+    out
 }
 
 /// The named entries of a top-level section, each a mapping.

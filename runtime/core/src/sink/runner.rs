@@ -33,6 +33,9 @@ pub struct RunnerControl {
     pub drain: CancellationToken,
     /// Stop now: roll back the lease in hand and return.
     pub abort: CancellationToken,
+    /// Finish the lease in hand (commit or roll back as usual), take no other, and return:
+    /// the sink is being replaced by a live reload while its channel keeps its events.
+    pub retire: CancellationToken,
 }
 
 pub struct SinkRunner {
@@ -85,7 +88,7 @@ impl SinkRunner {
 
     pub async fn run(mut self, ctl: RunnerControl) {
         loop {
-            if ctl.abort.is_cancelled() {
+            if ctl.abort.is_cancelled() || ctl.retire.is_cancelled() {
                 break;
             }
             let take = async {
@@ -106,6 +109,7 @@ impl SinkRunner {
             let lease = tokio::select! {
                 r = take => r,
                 _ = ctl.abort.cancelled() => break,
+                _ = ctl.retire.cancelled() => break,
             };
             match lease {
                 Ok(Some(lease)) => {
@@ -222,9 +226,16 @@ impl SinkRunner {
                 .next()
                 .unwrap_or(self.retry.max_backoff.0)
                 .max(retry_after.unwrap_or_default());
+            // A retiring runner does not wait out a failing delivery: the replacement
+            // takes the events again.
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = ctl.abort.cancelled() => {
+                    order.restore(lease.events_mut());
+                    let _ = lease.rollback().await;
+                    return Outcome::RolledBack;
+                }
+                _ = ctl.retire.cancelled() => {
                     order.restore(lease.events_mut());
                     let _ = lease.rollback().await;
                     return Outcome::RolledBack;

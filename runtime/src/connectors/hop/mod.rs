@@ -29,6 +29,26 @@ pub mod proto {
     tonic::include_proto!("sluice.hop.v1");
 }
 
+/// The bearer token in the environment variable a `token_env` names.
+fn token(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: Option<&str>,
+) -> Result<Option<String>, String> {
+    name.map(|n| env(n).ok_or_else(|| format!("token_env: ${n} is not set")))
+        .transpose()
+}
+
+/// A PEM file of a `tls` setting (relative to the pipeline file's directory), read when the
+/// pipeline is built so that a missing one is a configuration error.
+fn read_pem(
+    base_dir: &std::path::Path,
+    field: &str,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    let p = base_dir.join(path);
+    std::fs::read(&p).map_err(|e| format!("tls.{field} {}: {e}", p.display()))
+}
+
 /// `type: sluice` sources.
 pub(crate) fn read_source(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
     cx.read_checked(config::check_source)

@@ -104,23 +104,17 @@ impl HopSink {
         env: &dyn Fn(&str) -> Option<String>,
         family: EndpointFamily,
     ) -> Result<Self, String> {
-        let token = cfg
-            .token_env
-            .as_deref()
-            .map(|n| {
-                let t = env(n).ok_or_else(|| format!("token_env: ${n} is not set"))?;
+        let token = super::token(env, cfg.token_env.as_deref())?
+            .map(|t| {
                 MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| format!("token_env: ${n} holds characters a header cannot carry"))
+                    .map_err(|_| "token_env: the token holds characters a header cannot carry")
             })
             .transpose()?;
         let tls = cfg
             .tls
             .as_ref()
             .map(|t| {
-                let read = |field: &str, p: &Path| {
-                    let p = base_dir.join(p);
-                    std::fs::read(&p).map_err(|e| format!("tls.{field} {}: {e}", p.display()))
-                };
+                let read = |field: &str, p: &Path| super::read_pem(base_dir, field, p);
                 let mut c = ClientTlsConfig::new();
                 if let Some(ca) = &t.ca {
                     c = c.ca_certificate(Certificate::from_pem(read("ca", ca)?));

@@ -67,19 +67,12 @@ impl HopSource {
         env: &dyn Fn(&str) -> Option<String>,
         origins: OriginFamily,
     ) -> Result<Self, String> {
-        let token = cfg
-            .token_env
-            .as_deref()
-            .map(|name| env(name).ok_or_else(|| format!("token_env: ${name} is not set")))
-            .transpose()?;
+        let token = super::token(env, cfg.token_env.as_deref())?;
         let tls = cfg
             .tls
             .as_ref()
             .map(|t| {
-                let read = |field: &str, p: &Path| {
-                    let p = base_dir.join(p);
-                    std::fs::read(&p).map_err(|e| format!("tls.{field} {}: {e}", p.display()))
-                };
+                let read = |field: &str, p: &Path| super::read_pem(base_dir, field, p);
                 let mut c = ServerTlsConfig::new().identity(Identity::from_pem(
                     read("cert", &t.cert)?,
                     read("key", &t.key)?,

@@ -1,0 +1,144 @@
+//! What asks for a live reload of the pipeline file, and what it answers.
+//!
+//! Three things ask: SIGHUP, a change of the file (debounced, unless `--no-watch`) and
+//! `POST /config/reload` on the admin server, which waits for the answer. Requests go to the
+//! agent's main loop ([`crate::app`]) over one channel; requests that arrive while a reload
+//! runs are answered by the next one, so none is lost or answered before its reload ran.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long the file must stay quiet before a change is acted on (editors write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A request for a reload; `reply` gets the outcome.
+pub struct Request {
+    /// What asked: `SIGHUP`, `file` or `admin`.
+    pub origin: &'static str,
+    pub reply: Option<oneshot::Sender<Answer>>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The new configuration runs; the components named were started, stopped or rebuilt.
+    Applied { changed: Vec<String> },
+    /// The file says what already runs.
+    Unchanged,
+    /// Nothing was changed; the running pipeline keeps running. Each error as
+    /// `file:line:col: component: message`.
+    Refused { errors: Vec<String> },
+}
+
+impl Answer {
+    pub fn refused(&self) -> bool {
+        matches!(self, Answer::Refused { .. })
+    }
+
+    /// The `result` label of `sluice_config_reloads_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Answer::Applied { .. } => "applied",
+            Answer::Unchanged => "unchanged",
+            Answer::Refused { .. } => "refused",
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Answer::Applied { changed } => {
+                serde_json::json!({ "result": "applied", "changed": changed })
+            }
+            Answer::Unchanged => serde_json::json!({ "result": "unchanged" }),
+            Answer::Refused { errors } => serde_json::json!({
+                "result": "refused; the running pipeline is unchanged",
+                "errors": errors,
+            }),
+        }
+    }
+}
+
+/// Sends a request on every SIGHUP until `stop`.
+pub fn on_sighup(tx: mpsc::Sender<Request>, stop: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install a SIGHUP handler; reload with POST /config/reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            let _ = tx
+                .send(Request {
+                    origin: "SIGHUP",
+                    reply: None,
+                })
+                .await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (tx, stop);
+}
+
+/// Sends a request when `file` changes (once it has been quiet for [`DEBOUNCE`]), until
+/// `stop`. The directory is watched, not the file, so that editors and tools that replace the
+/// file (write a temporary, rename it over) are seen too.
+pub fn on_change(file: &Path, tx: mpsc::Sender<Request>, stop: CancellationToken) {
+    use notify::{RecursiveMode, Watcher};
+    let file: PathBuf = file.canonicalize().unwrap_or_else(|_| file.to_owned());
+    let Some(dir) = file.parent().map(Path::to_owned) else {
+        return;
+    };
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let name = file.file_name().map(|n| n.to_owned());
+    let watched = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        if let Ok(ev) = r {
+            let ours = ev.paths.iter().any(|p| p.file_name() == name.as_deref());
+            let writes = !matches!(ev.kind, notify::EventKind::Access(_));
+            if ours && writes {
+                let _ = ev_tx.send(());
+            }
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    let watcher = match watched {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot watch the pipeline file; reload with SIGHUP or POST /config/reload");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        // Kept alive (and dropped, unwatching) with this task.
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = ev_rx.recv() => if got.is_none() { return },
+            }
+            // Wait for the writes to settle.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let _ = tx
+                .send(Request {
+                    origin: "file",
+                    reply: None,
+                })
+                .await;
+        }
+    });
+}
