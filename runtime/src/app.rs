@@ -319,6 +319,9 @@ struct RunningSource {
     /// Tells this run of the source from a later one of the same name.
     generation: u64,
     task: JoinHandle<()>,
+    /// Ends the source's own task when it does not stop in time (blocked on a channel that
+    /// will not drain); its batch in flight is then not acknowledged upstream.
+    abort: tokio::task::AbortHandle,
 }
 
 /// A sink runner that runs, and how to stop it.
@@ -376,11 +379,11 @@ impl Running {
             };
             let (name, exits) = (s.name.clone(), self.exits.clone());
             let source = s.source;
+            let run = tokio::spawn(async move { source.run(cx).await });
+            let abort = run.abort_handle();
             let task = tokio::spawn(async move {
                 // A panic is reported like an error, by the main loop.
-                let r = tokio::spawn(async move { source.run(cx).await })
-                    .await
-                    .map_err(|e| e.to_string());
+                let r = run.await.map_err(|e| e.to_string());
                 let _ = exits.send((name, generation, r));
             });
             self.source_metrics.insert(s.name.clone(), s.metrics);
@@ -390,6 +393,7 @@ impl Running {
                     stop,
                     generation,
                     task,
+                    abort,
                 },
             );
         }
@@ -528,7 +532,8 @@ impl Running {
         for name in only.sources.iter().chain(&removed_sources) {
             if let Some(s) = self.sources.remove(name) {
                 s.stop.cancel();
-                stop_within(s.task, grace, || {}).await;
+                let abort = s.abort;
+                stop_within(s.task, grace, move || abort.abort()).await;
                 report.push(format!("sources.{name} stopped"));
             }
         }

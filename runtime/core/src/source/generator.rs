@@ -2,13 +2,17 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+/// How long a put waits for room in a full channel before the stop signal is looked at again.
+const FULL_RECHECK: Duration = Duration::from_millis(250);
+
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use serde::Deserialize;
 
-use super::{Source, SourceContext, SourceError};
+use super::{ProcessError, Source, SourceContext, SourceError};
 use crate::{
+    channel::ChannelError,
     config::units::ByteSize,
     event::{Event, Headers},
     registry::{BuildCx, SourceSpec},
@@ -135,8 +139,16 @@ impl Source for Generator {
             }
             buf.reserve(n * self.cfg.body_size.0 as usize);
             let batch = self.fill(seq, n, &headers, fixed.as_ref(), &mut buf);
-            match cx.out.process(batch).await {
+            // While a channel stays full, look at the stop signal every so often (a reload or
+            // a stop must not wait for room that may never come); nothing was put then, and
+            // the same batch is made again.
+            let patience = tokio::time::Instant::now() + FULL_RECHECK;
+            match cx.out.process_until(batch, Some(patience)).await {
                 Ok(()) => seq += n as u64,
+                Err(ProcessError::Channel {
+                    error: ChannelError::Full,
+                    ..
+                }) => {}
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {
                     // Regenerating the same sequence numbers makes the retry exact.
