@@ -90,7 +90,12 @@ pub struct Reloads {
     /// Reload when the file changes (`--no-watch` turns it off); SIGHUP and
     /// `POST /config/reload` always work.
     pub watch: bool,
+    /// Another trigger, started with the agent (a pipeline URL's poller).
+    pub trigger: Option<Trigger>,
 }
+
+/// Starts something that asks for reloads until the token is cancelled.
+pub type Trigger = Box<dyn FnOnce(mpsc::Sender<reload::Request>, CancellationToken) + Send>;
 
 /// Builds and runs `pipeline` until its sources end or a stop signal arrives.
 pub async fn run(pipeline: Pipeline) -> Result<Report, ConfigErrors> {
@@ -133,10 +138,14 @@ pub async fn run_with(
             Err(e) => tracing::error!(addr = %a.listen, error = %e, "admin server could not start"),
         }
     }
-    if let Some(r) = &reloads {
+    let mut reloads = reloads;
+    if let Some(r) = &mut reloads {
         reload::on_sighup(reload_tx.clone(), admin_stop.clone());
         if r.watch {
             reload::on_change(&r.file, reload_tx.clone(), admin_stop.clone());
+        }
+        if let Some(start) = r.trigger.take() {
+            start(reload_tx.clone(), admin_stop.clone());
         }
     }
     drop(reload_tx);

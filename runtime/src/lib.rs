@@ -10,6 +10,13 @@ pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod reload;
+#[cfg(feature = "http")]
+pub mod remote;
+
+/// True for `http(s)://` pipeline arguments (pipelines from a URL).
+pub fn remote_url(arg: &str) -> bool {
+    arg.starts_with("https://") || arg.starts_with("http://")
+}
 
 use std::sync::OnceLock;
 

@@ -334,7 +334,7 @@ fn a_change_of_the_file_and_sighup_reload_it() {
             "channels:
   a: {{ type: memory }}
 sources:
-  gen: {{ type: generator, rate: 500, channels: [a] }}
+  gen: {{ type: generator, rate: 500, batch_size: 10, channels: [a] }}
 sinks:
 {sinks}"
         )
@@ -394,4 +394,274 @@ sinks:
     );
     let log = agent.stop();
     assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+/// A tiny HTTP server for one pipeline file: `ETag` = a hash of the content, `304` for a
+/// matching `If-None-Match`. Serves until `up` is cleared.
+#[cfg(feature = "http")]
+struct ConfigServer {
+    port: u16,
+    content: std::sync::Arc<std::sync::Mutex<String>>,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    not_modified: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(feature = "http")]
+impl ConfigServer {
+    fn start(text: &str) -> ConfigServer {
+        use std::sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let content = Arc::new(Mutex::new(text.to_owned()));
+        let up = Arc::new(AtomicBool::new(true));
+        let not_modified = Arc::new(AtomicUsize::new(0));
+        let (c, u, n) = (content.clone(), up.clone(), not_modified.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if !u.load(Ordering::SeqCst) {
+                    return; // the listener is dropped: connections are refused from now on
+                }
+                let Ok(mut s) = s else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => req.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).to_lowercase();
+                let body = c.lock().unwrap().clone();
+                let tag = format!("\"{:x}\"", {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::hash::DefaultHasher::new();
+                    body.hash(&mut h);
+                    h.finish()
+                });
+                let reply = if req.contains(&format!("if-none-match: {tag}")) {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    format!("HTTP/1.1 304 Not Modified\r\nETag: {tag}\r\nContent-Length: 0\r\n\r\n")
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nETag: {tag}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        ConfigServer {
+            port,
+            content,
+            up,
+            not_modified,
+        }
+    }
+
+    fn stop(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_pipeline_from_a_url_is_polled_cached_and_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pipeline = |sinks: &[&str]| {
+        let mut s = "channels:\n  a: { type: memory }\nsources:\n  gen: { type: generator, rate: 500, batch_size: 10, channels: [a] }\nsinks:\n".to_owned();
+        for name in sinks {
+            s += &format!(
+                "  {name}: {{ type: file, channel: a, path: '{}/{name}.log' }}\n",
+                d.display()
+            );
+        }
+        s
+    };
+    let server = ConfigServer::start(&pipeline(&["one"]));
+    let url = format!("http://127.0.0.1:{}/p.yaml", server.port);
+    let cache = d.join("cache");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "-p".to_owned(),
+            url.clone(),
+            "--config-poll".into(),
+            "200ms".into(),
+            "--config-cache".into(),
+            cache.display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let start = |name: &str, a: Vec<String>| {
+        sluice()
+            .args(a)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join(name)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log = |name: &str| std::fs::read_to_string(d.join(name)).unwrap_or_default();
+    let mut agent = start("first.log", args(&[]));
+    wait_for(
+        "one.log",
+        Duration::from_secs(10),
+        || d.join("one.log").exists(),
+        || log("first.log"),
+    );
+    // A change at the URL is picked up by the next poll; unchanged polls are 304s.
+    *server.content.lock().unwrap() = pipeline(&["one", "two"]);
+    wait_for(
+        "the change applied",
+        Duration::from_secs(10),
+        || d.join("two.log").exists(),
+        || log("first.log"),
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        server
+            .not_modified
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "no conditional request"
+    );
+    // The server goes away: a warning, nothing else changes.
+    server.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(agent.try_wait().unwrap().is_none(), "{}", log("first.log"));
+    assert!(
+        log("first.log").contains("cannot fetch the pipeline"),
+        "{}",
+        log("first.log")
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // Restarted while the server is down: it runs the last good copy (with sink two).
+    std::fs::remove_file(d.join("two.log")).unwrap();
+    let mut again = start("second.log", args(&[]));
+    wait_for(
+        "ran from the cache",
+        Duration::from_secs(10),
+        || d.join("two.log").exists(),
+        || log("second.log"),
+    );
+    assert!(
+        log("second.log").contains("running the last good copy"),
+        "{}",
+        log("second.log")
+    );
+    let _ = again.kill();
+    let _ = again.wait();
+    // A pin that does not match is refused at start.
+    let server = ConfigServer::start(&pipeline(&["one"]));
+    let url = format!("http://127.0.0.1:{}/p.yaml", server.port);
+    let o = sluice()
+        .args([
+            "-p",
+            &url,
+            "--config-cache",
+            &d.join("cache2").display().to_string(),
+        ])
+        .args(["--config-sha256", &"00".repeat(32)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", crate::common::stderr(&o));
+    assert!(
+        crate::common::stderr(&o).contains("is not the pinned"),
+        "{}",
+        crate::common::stderr(&o)
+    );
+    // Plain http from anywhere but loopback needs --insecure.
+    let o = sluice()
+        .args([
+            "-p",
+            "http://192.0.2.1/p.yaml",
+            "--config-cache",
+            &d.join("cache3").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(
+        crate::common::stderr(&o).contains("--insecure"),
+        "{}",
+        crate::common::stderr(&o)
+    );
+}
+
+fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+#[test]
+fn fifty_reloads_leak_neither_descriptors_nor_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = free_port();
+    let pipeline = |i: usize| {
+        format!(
+            "admin: {{ listen: '127.0.0.1:{admin}' }}
+channels:
+  a: {{ type: memory }}
+  b: {{ type: memory }}
+sources:
+  gen: {{ type: generator, rate: 5000, channels: [a] }}
+  gen_b: {{ type: generator, rate: 1000, channels: [b], interceptors: [ {{ type: static, key: k, value: 'v{}' }} ] }}
+sinks:
+  out: {{ type: file, channel: a, path: '{}/a.log' }}
+  out_b: {{ type: file, channel: b, path: '{}/b-{}.log' }}
+",
+            i % 2,
+            d.display(),
+            d.display(),
+            i % 3
+        )
+    };
+    let agent = Agent::start(d, &pipeline(0), &["--no-watch"]);
+    let pid = agent.child.id();
+    let apply = |i: usize| {
+        std::fs::write(d.join("p.yaml"), pipeline(i)).unwrap();
+        let (status, body) = reload(admin);
+        assert_eq!(status, 200, "reload {i}: {body}");
+    };
+    wait_for(
+        "the agent answers",
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok(),
+        || agent.log(),
+    );
+    for i in 1..=10 {
+        apply(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = fds_and_rss(pid);
+    for i in 11..=60 {
+        apply(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = fds_and_rss(pid);
+    eprintln!(
+        "50 reloads: fds {} -> {}, RSS {} -> {} KiB",
+        before.0, after.0, before.1, after.1
+    );
+    assert!(
+        after.0 <= before.0 + 2,
+        "descriptors leak: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.1 <= before.1 + 16 * 1024,
+        "memory grows: {before:?} -> {after:?}"
+    );
+    agent.stop();
 }

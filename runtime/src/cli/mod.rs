@@ -54,6 +54,27 @@ struct RunArgs {
     /// `POST /config/reload` still reload it).
     #[arg(long)]
     no_watch: bool,
+
+    /// With a pipeline URL: how often it is fetched again (an unchanged file costs a 304).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    config_poll: std::time::Duration,
+
+    /// With a pipeline URL: the SHA-256 (hex) its content must have.
+    #[arg(long, value_name = "HEX")]
+    config_sha256: Option<String>,
+
+    /// With a pipeline URL: environment variable holding a bearer token for the server.
+    #[arg(long, value_name = "NAME")]
+    config_token_env: Option<String>,
+
+    /// With a pipeline URL: where the last good copy is kept (default
+    /// `$XDG_CACHE_HOME/sluice/config`, else `~/.cache/sluice/config`).
+    #[arg(long, value_name = "DIR")]
+    config_cache: Option<PathBuf>,
+
+    /// Accept a plain `http://` pipeline URL from a non-loopback address.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,7 +124,7 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "wasm")]
         Some(Command::Plugin(cmd)) => plugin::run(cmd),
         None => match cli.run.pipeline {
-            Some(p) => run(&p, &cli.run.plugins, !cli.run.no_watch),
+            Some(ref p) => run(p, &cli.run),
             None => {
                 eprintln!("error: --pipeline <FILE> is required (see `sluice --help`)");
                 ExitCode::from(2)
@@ -213,17 +234,13 @@ fn oci_flag(flag: &str) -> Result<Option<(String, PathBuf)>, String> {
     Ok(None)
 }
 
-fn run(path: &std::path::Path, plugins: &[String], watch: bool) -> ExitCode {
-    let extra = match plugin_flags(plugins) {
+fn run(path: &std::path::Path, args: &RunArgs) -> ExitCode {
+    let extra = match plugin_flags(&args.plugins) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
-    };
-    let p = match load(path, &extra) {
-        Ok(p) => p,
-        Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,15 +252,31 @@ fn run(path: &std::path::Path, plugins: &[String], watch: bool) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // A URL is fetched into a cache file; that file is what runs and reloads.
+    let (file, trigger) = match path.to_str().filter(|s| crate::remote_url(s)) {
+        Some(url) => match fetched(&rt, url, args) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => (path.to_owned(), None),
+    };
+    let p = match load(&file, &extra) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let reloads = crate::app::Reloads {
         reread: {
-            let path = path.to_owned();
+            let file = file.clone();
             std::sync::Arc::new(move || {
-                config::load_file_with_plugins(&path, &extra, crate::registry())
+                config::load_file_with_plugins(&file, &extra, crate::registry())
             })
         },
-        file: path.to_owned(),
-        watch,
+        watch: !args.no_watch && trigger.is_none(),
+        file,
+        trigger,
     };
     match rt.block_on(crate::app::run_with(p, Some(reloads))) {
         Ok(report) => {
@@ -259,6 +292,57 @@ fn run(path: &std::path::Path, plugins: &[String], watch: bool) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Fetches a pipeline URL (falling back to the last good copy when the server cannot be
+/// reached); returns the cached file and the poller that keeps it current.
+#[cfg(feature = "http")]
+fn fetched(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    args: &RunArgs,
+) -> Result<(PathBuf, Option<crate::app::Trigger>), String> {
+    let token = args
+        .config_token_env
+        .as_deref()
+        .map(|n| std::env::var(n).map_err(|_| format!("--config-token-env: ${n} is not set")))
+        .transpose()?;
+    let cache = args.config_cache.clone().unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("sluice/config")
+    });
+    let remote = crate::remote::Remote::new(
+        url,
+        args.insecure,
+        token,
+        args.config_sha256.as_deref(),
+        &cache,
+    )?;
+    if let Err(e) = rt.block_on(remote.fetch()) {
+        if !remote.cache().exists() {
+            return Err(format!("{e} (and there is no cached copy to run)"));
+        }
+        tracing::warn!(error = %e, cache = %remote.cache().display(), "cannot fetch the pipeline; running the last good copy");
+    }
+    let file = remote.cache().to_owned();
+    let every = args.config_poll;
+    let poll: crate::app::Trigger = Box::new(move |tx, stop| remote.poll(every, tx, stop));
+    Ok((file, Some(poll)))
+}
+
+#[cfg(not(feature = "http"))]
+fn fetched(
+    _: &tokio::runtime::Runtime,
+    url: &str,
+    _: &RunArgs,
+) -> Result<(PathBuf, Option<crate::app::Trigger>), String> {
+    Err(format!(
+        "--pipeline {url}: pipelines from a URL need the `http` feature; this build has: {}",
+        crate::features().join(", ")
+    ))
 }
 
 #[cfg(test)]
