@@ -24,8 +24,8 @@ use sluice_core::{
     metrics::{Metrics, SourceMetrics},
     plugin::PluginHost,
     sink::runner::RunnerControl,
-    source::{SourceContext, SourceError},
-    topology::{self, BuiltSink, Only, Reuse, Topology},
+    source::{RouteSlot, SourceContext, SourceError},
+    topology::{self, BuiltSink, Only, Reuse, SourceFingerprints, Topology},
 };
 
 use crate::{
@@ -331,6 +331,8 @@ struct RunningSource {
     /// Ends the source's own task when it does not stop in time (blocked on a channel that
     /// will not drain); its batch in flight is then not acknowledged upstream.
     abort: tokio::task::AbortHandle,
+    /// Where a reload leaves a new route (interceptors, selector, channels) for it.
+    route: Arc<RouteSlot>,
 }
 
 /// A sink runner that runs, and how to stop it.
@@ -350,7 +352,7 @@ struct Running {
     sources: HashMap<String, RunningSource>,
     runners: HashMap<String, RunningRunner>,
     /// Of the running sources and runners (see [`topology::component_fingerprints`]).
-    fingerprints: (BTreeMap<String, u64>, BTreeMap<String, u64>),
+    fingerprints: (SourceFingerprints, BTreeMap<String, u64>),
     /// Every source and sink that ran, for the report (their counters are cumulative).
     source_metrics: BTreeMap<String, SourceMetrics>,
     sinks: BTreeMap<String, BuiltSink>,
@@ -381,6 +383,7 @@ impl Running {
             self.generation += 1;
             let generation = self.generation;
             let stop = self.stop_sources.child_token();
+            let route = s.processor.route_slot();
             let cx = SourceContext {
                 name: s.name.clone(),
                 out: s.processor,
@@ -403,6 +406,7 @@ impl Running {
                     generation,
                     task,
                     abort,
+                    route,
                 },
             );
         }
@@ -497,11 +501,26 @@ impl Running {
                 .cloned()
                 .collect::<Vec<String>>()
         };
-        let only = Only {
-            sources: changed(&src_fp, &self.fingerprints.0),
-            runners: changed(&run_fp, &self.fingerprints.1),
+        // A source whose own settings changed is rebuilt; one whose route alone changed
+        // keeps running and takes the new route between two batches.
+        let body = |m: &SourceFingerprints| -> BTreeMap<String, u64> {
+            m.iter().map(|(n, (b, _))| (n.clone(), *b)).collect()
         };
-        let removed_sources = gone(&src_fp, &self.fingerprints.0);
+        let restart = changed(&body(&src_fp), &body(&self.fingerprints.0));
+        let reroutes = src_fp
+            .iter()
+            .filter(|(n, (_, r))| {
+                !restart.contains(*n)
+                    && self.fingerprints.0.get(*n).is_some_and(|(_, old)| old != r)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let only = Only {
+            sources: restart,
+            runners: changed(&run_fp, &self.fingerprints.1),
+            reroutes,
+        };
+        let removed_sources = gone(&body(&src_fp), &body(&self.fingerprints.0));
         let removed_runners = gone(&run_fp, &self.fingerprints.1);
         let added_channels: Vec<String> = new
             .channels
@@ -510,6 +529,7 @@ impl Running {
             .map(|c| c.name.clone())
             .collect();
         if only.sources.is_empty()
+            && only.reroutes.is_empty()
             && only.runners.is_empty()
             && removed_sources.is_empty()
             && removed_runners.is_empty()
@@ -529,7 +549,7 @@ impl Running {
         let built = sluice_core::blocking::run(|| {
             topology::build_part(&new, &metrics, crate::registry(), reuse, &only)
         });
-        let topo = match built {
+        let mut topo = match built {
             Ok(t) => t,
             Err(e) => return refused(e.0.iter().map(|e| e.to_string()).collect()),
         };
@@ -574,7 +594,15 @@ impl Running {
         for s in &topo.sources {
             report.push(format!("sources.{} started", s.name));
         }
+        let routes = std::mem::take(&mut topo.routes);
         self.start(topo);
+        // New routes last: the channels they name have their readers by now.
+        for (name, route) in routes {
+            if let Some(s) = self.sources.get(&name) {
+                s.route.offer(route);
+                report.push(format!("sources.{name} rerouted"));
+            }
+        }
         self.metrics.config_running(&config_hash(&new));
         self.fingerprints = (src_fp, run_fp);
         self.pipeline = new;

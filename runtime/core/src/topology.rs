@@ -25,7 +25,7 @@ use crate::{
         group::{Member, Policy, SinkSet},
         runner::SinkRunner,
     },
-    source::{ChannelProcessor, Source},
+    source::{ChannelProcessor, Route, Source},
 };
 
 pub struct BuiltSource {
@@ -52,6 +52,8 @@ pub struct Topology {
     pub sinks: Vec<BuiltSink>,
     /// The plugins the pipeline loaded (for hot swap and the admin server).
     pub plugins: Arc<dyn PluginHost>,
+    /// New routes for running sources ([`Only::reroutes`]).
+    pub routes: Vec<(String, Route)>,
 }
 
 struct Builder<'a> {
@@ -130,6 +132,8 @@ pub struct Reuse {
 pub struct Only {
     pub sources: BTreeSet<String>,
     pub runners: BTreeSet<String>,
+    /// Running sources that only need a new route (see [`RouteSlot`](crate::source::RouteSlot)).
+    pub reroutes: BTreeSet<String>,
 }
 
 /// Builds only the components `only` names, with the channels and plugins of `reuse`; other
@@ -178,10 +182,14 @@ fn source_channels(p: &Pipeline, s: &SourceConfig) -> Vec<String> {
     names
 }
 
-/// A fingerprint per source and per sink runner that changes whenever anything it is built
-/// from changes: its own settings, the channels it uses, the pipeline's DLQ, the plugins.
-/// Equal fingerprints across two readings of a file mean the component can keep running.
-pub fn component_fingerprints(p: &Pipeline) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+/// Fingerprints that change whenever anything a component is built from changes: per source
+/// one for the source itself and one for its route (its channels, selector, interceptors, the
+/// pipeline's DLQ), per sink runner one for its sinks, group, channels and DLQ; the plugins
+/// count everywhere. Equal fingerprints across two readings of a file mean the component (or
+/// route) can keep running.
+pub type SourceFingerprints = BTreeMap<String, (u64, u64)>;
+
+pub fn component_fingerprints(p: &Pipeline) -> (SourceFingerprints, BTreeMap<String, u64>) {
     use std::hash::{Hash, Hasher};
     let fp = |key: &str| p.fingerprints.get(key).copied().unwrap_or(0);
     let plugins: Vec<u64> = p
@@ -200,13 +208,14 @@ pub fn component_fingerprints(p: &Pipeline) -> (BTreeMap<String, u64>, BTreeMap<
         .sources
         .iter()
         .map(|s| {
-            let mut parts = vec![fp(&format!("sources.{}", s.name)), fp("dlq")];
-            parts.extend(
+            let body = hash(&[fp(&format!("sources.{}#body", s.name))]);
+            let mut route = vec![fp(&format!("sources.{}#route", s.name)), fp("dlq")];
+            route.extend(
                 source_channels(p, &s.spec)
                     .iter()
                     .map(|c| fp(&format!("channels.{c}"))),
             );
-            (s.name.clone(), hash(&parts))
+            (s.name.clone(), (body, hash(&route)))
         })
         .collect();
     let runners = runners(p)
@@ -354,6 +363,14 @@ fn build_with(
         channels.push((c.name.clone(), ch));
     }
 
+    let mut routes = Vec::new();
+    for s in &p.sources {
+        if only.is_some_and(|o| o.reroutes.contains(&s.name)) {
+            if let Some(r) = build_route(&mut b, s) {
+                routes.push((s.name.clone(), r));
+            }
+        }
+    }
     let mut sources = Vec::new();
     for s in &p.sources {
         if only.is_some_and(|o| !o.sources.contains(&s.name)) {
@@ -481,6 +498,7 @@ fn build_with(
             dlq_runner,
             sinks,
             plugins: shared.unwrap_or_else(|| Arc::from(b.plugins)),
+            routes,
         })
     } else {
         Err(ConfigErrors(b.errors))
@@ -543,6 +561,40 @@ fn build_sink(b: &Builder<'_>, name: &str, spec: &SinkConfig) -> Result<Box<dyn 
 }
 
 fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSource> {
+    let component = format!("sources.{}", s.name);
+    let c = &s.spec.common;
+    let Route {
+        interceptors,
+        selector,
+        channels,
+        dead,
+    } = build_route(b, s)?;
+    let metrics = b.metrics.source(&s.name);
+    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
+    let base = b.base_dir();
+    let source = match s
+        .spec
+        .spec
+        .build(&build_cx(b, &s.name, c.batch_size, &base))
+    {
+        Ok(source) => source,
+        Err(e) => {
+            b.err(s.pos, component, e);
+            return None;
+        }
+    };
+    let expected = s.spec.spec.expected_events();
+    Some(BuiltSource {
+        name: s.name.clone(),
+        source,
+        processor,
+        metrics,
+        expected,
+    })
+}
+
+/// A source's interceptors, selector, channels and dead letters.
+fn build_route(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<Route> {
     let component = format!("sources.{}", s.name);
     let c = &s.spec.common;
 
@@ -623,28 +675,11 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     if channels.len() != names.len() {
         return None; // dangling names were reported by validation
     }
-
-    let metrics = b.metrics.source(&s.name);
     let dead = b.dead_letters(c.dlq.as_ref(), &s.name, None);
-    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
-    let base = b.base_dir();
-    let source = match s
-        .spec
-        .spec
-        .build(&build_cx(b, &s.name, c.batch_size, &base))
-    {
-        Ok(source) => source,
-        Err(e) => {
-            b.err(s.pos, component, e);
-            return None;
-        }
-    };
-    let expected = s.spec.spec.expected_events();
-    Some(BuiltSource {
-        name: s.name.clone(),
-        source,
-        processor,
-        metrics,
-        expected,
+    Some(Route {
+        interceptors,
+        selector,
+        channels,
+        dead,
     })
 }

@@ -128,6 +128,28 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector, registry: &Registry
     p
 }
 
+/// A source's settings in two fingerprints: where its events go (`channels`, `selector`,
+/// `interceptors`, `dlq`: a live reload swaps these between batches) and the rest (which
+/// needs the source itself rebuilt).
+fn source_parts(node: &Node) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    const ROUTE: &[&str] = &["channels", "selector", "interceptors", "dlq"];
+    let (mut route, mut body) = (
+        std::hash::DefaultHasher::new(),
+        std::hash::DefaultHasher::new(),
+    );
+    for (k, v) in node.entries() {
+        let h = if k.as_str().is_some_and(|k| ROUTE.contains(&k)) {
+            &mut route
+        } else {
+            &mut body
+        };
+        k.fingerprint().hash(h);
+        v.fingerprint().hash(h);
+    }
+    (route.finish(), body.finish())
+}
+
 /// Each component's fingerprint under `<section>.<name>`, each other top-level key's under
 /// its name.
 fn fingerprints(root: &Node) -> std::collections::BTreeMap<String, u64> {
@@ -140,6 +162,11 @@ fn fingerprints(root: &Node) -> std::collections::BTreeMap<String, u64> {
                 for (name, node) in entries {
                     if let Some(name) = name.as_str() {
                         out.insert(format!("{key}.{name}"), node.fingerprint());
+                        if key == "sources" {
+                            let (route, body) = source_parts(node);
+                            out.insert(format!("sources.{name}#route"), route);
+                            out.insert(format!("sources.{name}#body"), body);
+                        }
                     }
                 }
             }

@@ -15,7 +15,7 @@ pub mod tail;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-pub use processor::{ChannelProcessor, ProcessError};
+pub use processor::{ChannelProcessor, ProcessError, Route, RouteSlot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -47,6 +47,32 @@ pub struct ChannelProcessor {
     routed: Routed,
     dead: DeadLetters,
     metrics: SourceMetrics,
+    slot: Arc<RouteSlot>,
+}
+
+/// What a source's events go through: interceptors, selector, channels, dead letters.
+pub struct Route {
+    pub interceptors: Vec<Box<dyn Interceptor>>,
+    pub selector: Box<dyn Selector>,
+    pub channels: Vec<(String, Arc<dyn Channel>)>,
+    pub dead: DeadLetters,
+}
+
+/// Where a live reload leaves a new [`Route`] for a running source: its processor takes it
+/// before its next batch, so interceptor, selector and channel-list changes need no restart
+/// of the source (no reconnect, no re-listen).
+#[derive(Default)]
+pub struct RouteSlot {
+    next: std::sync::Mutex<Option<Route>>,
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl RouteSlot {
+    pub fn offer(&self, route: Route) {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
+        self.waiting
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl ChannelProcessor {
@@ -65,6 +91,36 @@ impl ChannelProcessor {
             routed,
             dead,
             metrics,
+            slot: Arc::default(),
+        }
+    }
+
+    /// Where a new route for this processor can be left (see [`RouteSlot`]).
+    pub fn route_slot(&self) -> Arc<RouteSlot> {
+        Arc::clone(&self.slot)
+    }
+
+    /// Installs a route a reload left, between two batches. One atomic load otherwise.
+    fn take_new_route(&mut self) {
+        if !self
+            .slot
+            .waiting
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let next = self
+            .slot
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = next {
+            self.routed = Routed::new(r.channels.len());
+            self.interceptors = r.interceptors;
+            self.selector = r.selector;
+            self.channels = r.channels;
+            self.dead = r.dead;
         }
     }
 
@@ -88,6 +144,7 @@ impl ChannelProcessor {
 
     /// Sends events the source itself found malformed to the dead-letter channel.
     pub async fn reject_malformed(&mut self, letters: Vec<DeadLetter>) -> Result<(), ProcessError> {
+        self.take_new_route();
         let n = letters.len() as u64;
         self.metrics.received.inc_by(n);
         self.dead
@@ -127,6 +184,7 @@ impl ChannelProcessor {
         deadline: Option<tokio::time::Instant>,
         marks: &[Mark],
     ) -> Result<(), ProcessError> {
+        self.take_new_route();
         let received = batch.len();
         let mut rejected = Vec::new();
         for i in &mut self.interceptors {
