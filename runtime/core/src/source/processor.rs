@@ -100,12 +100,12 @@ impl ChannelProcessor {
         Arc::clone(&self.slot)
     }
 
-    /// Installs a route a reload left, between two batches. One atomic load otherwise.
+    /// Installs a route a reload left, between two batches; one atomic load otherwise.
     fn take_new_route(&mut self) {
-        if !self
-            .slot
-            .waiting
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        use std::sync::atomic::Ordering;
+        // A plain load on the hot path; the swap only when a route is waiting.
+        if !self.slot.waiting.load(Ordering::Acquire)
+            || !self.slot.waiting.swap(false, Ordering::AcqRel)
         {
             return;
         }
