@@ -693,3 +693,73 @@ fn the_tier_examples_validate() {
         assert!(o.status.success(), "{ex}: {}", stderr(&o));
     }
 }
+
+/// Ids given at the edge (`event_id: true`) arrive unchanged at the collector, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_given_at_the_edge_cross_the_hop_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, ac) = (free_port(), free_port());
+    let out = d.join("c/out.ndjson");
+    let mut c = Agent::start(
+        d,
+        "collector",
+        &format!(
+            "admin: {{ listen: '127.0.0.1:{ac}' }}
+channels:
+  mem: {{ type: memory }}
+sources:
+  in: {{ type: sluice, listen: '127.0.0.1:{port}', channels: [mem] }}
+sinks:
+  out: {{ type: file, channel: mem, path: '{}', format: ndjson }}
+",
+            out.display()
+        ),
+    );
+    listening(port).await;
+    let count = 3000;
+    let _e = Agent::start(
+        d,
+        "edge",
+        &format!(
+            "channels:
+  mem: {{ type: memory }}
+sources:
+  gen: {{ type: generator, count: {count}, batch_size: 100, channels: [mem], event_id: true }}
+sinks:
+  out:
+    channel: mem
+{}",
+            sender(&[port], "")
+        ),
+    );
+    let outs = vec![out.clone()];
+    c.wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let n = count_lines(&outs).len();
+            (n == count as usize)
+                .then_some(())
+                .ok_or(format!("{n} of {count}"))
+        },
+    )
+    .await;
+    let ids: Vec<String> = crate::common::json_lines(&out)
+        .iter()
+        .map(|v| {
+            v["headers"]["sluice.id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), count as usize, "one distinct id per event");
+    assert!(
+        ids.iter()
+            .all(|i| i.len() == 36 && i.as_bytes()[14] == b'7'),
+        "UUIDv7s: {:?}",
+        &ids[..3]
+    );
+}

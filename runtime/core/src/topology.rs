@@ -568,9 +568,11 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
         selector,
         channels,
         dead,
+        ids,
     } = build_route(b, s)?;
     let metrics = b.metrics.source(&s.name);
-    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone());
+    let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone())
+        .with_event_ids(ids);
     let base = b.base_dir();
     let source = match s
         .spec
@@ -681,5 +683,6 @@ fn build_route(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<Route> {
         selector,
         channels,
         dead,
+        ids: c.event_id.clone(),
     })
 }

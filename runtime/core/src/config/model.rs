@@ -145,10 +145,66 @@ pub struct SourceCommon {
     pub dlq: Option<String>,
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Stable event ids, given where an event first enters Sluice (see [`EventIdConfig`]).
+    pub event_id: Option<EventIdConfig>,
 }
 
 fn default_batch_size() -> usize {
     1000
+}
+
+/// `event_id: true`, or `event_id: { header: sluice.id, from: [kafka.topic, …] }`: every
+/// event this source emits gets an id in `header` unless it already carries one (it came
+/// from another agent, or a retry): a UUIDv7, or — with `from` — the values of those headers
+/// joined with `/` (a Kafka topic/partition/offset, an SQS message id), so that the same
+/// upstream record always gets the same id. Channels, interceptors and hops carry it
+/// unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventIdConfig {
+    pub header: String,
+    pub from: Vec<String>,
+}
+
+/// The header event ids go in unless `event_id.header` says otherwise.
+pub const EVENT_ID_HEADER: &str = "sluice.id";
+
+impl<'de> Deserialize<'de> for EventIdConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            #[serde(default = "default_id_header")]
+            header: String,
+            #[serde(default)]
+            from: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            On(bool),
+            Full(Full),
+        }
+        match Form::deserialize(d)? {
+            Form::On(true) => Ok(EventIdConfig {
+                header: default_id_header(),
+                from: Vec::new(),
+            }),
+            Form::On(false) => Err(serde::de::Error::custom(
+                "event_id: leave it out to give no ids",
+            )),
+            Form::Full(f) if f.header.is_empty() => Err(serde::de::Error::custom(
+                "event_id.header must not be empty",
+            )),
+            Form::Full(f) => Ok(EventIdConfig {
+                header: f.header,
+                from: f.from,
+            }),
+        }
+    }
+}
+
+fn default_id_header() -> String {
+    EVENT_ID_HEADER.to_owned()
 }
 
 /// An interceptor in a source's chain: a built-in (mapping with `type`) or a plugin name.

@@ -133,7 +133,7 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector, registry: &Registry
 /// needs the source itself rebuilt).
 fn source_parts(node: &Node) -> (u64, u64) {
     use std::hash::{Hash, Hasher};
-    const ROUTE: &[&str] = &["channels", "selector", "interceptors", "dlq"];
+    const ROUTE: &[&str] = &["channels", "selector", "interceptors", "dlq", "event_id"];
     let (mut route, mut body) = (
         std::hash::DefaultHasher::new(),
         std::hash::DefaultHasher::new(),
@@ -328,7 +328,14 @@ fn read_channel(
     )
 }
 
-const SOURCE_COMMON: &[&str] = &["channels", "selector", "interceptors", "dlq", "batch_size"];
+const SOURCE_COMMON: &[&str] = &[
+    "channels",
+    "selector",
+    "interceptors",
+    "dlq",
+    "batch_size",
+    "event_id",
+];
 
 fn read_source(
     name: &str,

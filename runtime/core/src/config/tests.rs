@@ -42,6 +42,7 @@ sources:
     type: generator
     count: 10
     channels: [mem]
+    event_id: { header: id, from: [a, b] }
     interceptors:
       - { type: static, key: env, value: prod }
       - { type: regex_filter, regex: 'x+', exclude: true }
@@ -65,6 +66,13 @@ fn a_good_pipeline_loads() {
     assert_eq!(m.capacity, 500, "${{CAP}} interpolated into a number");
     assert_eq!(m.max_bytes.unwrap().0, 64 << 20);
     assert_eq!(p.sources[0].spec.common.interceptors.len(), 2);
+    assert_eq!(
+        p.sources[0].spec.common.event_id,
+        Some(EventIdConfig {
+            header: "id".into(),
+            from: vec!["a".into(), "b".into()]
+        })
+    );
     assert_eq!(p.sinks[1].spec.common.retry.max_attempts, 3);
     assert_eq!(p.sinks[0].spec.common.retry.max_attempts, 10, "the default");
     assert_eq!(p.sinks[2].spec.common.retry.max_attempts, u32::MAX);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::{
     channel::{Channel, ChannelError, Mark},
+    config::EventIdConfig,
     dlq::{Class, DeadLetter, DeadLetters, Stage},
     event::Event,
     interceptor::{InterceptError, Interceptor},
@@ -48,6 +49,8 @@ pub struct ChannelProcessor {
     dead: DeadLetters,
     metrics: SourceMetrics,
     slot: Arc<RouteSlot>,
+    /// Ids given to events that come without one (`event_id`).
+    ids: Option<EventIdConfig>,
 }
 
 /// What a source's events go through: interceptors, selector, channels, dead letters.
@@ -56,6 +59,7 @@ pub struct Route {
     pub selector: Box<dyn Selector>,
     pub channels: Vec<(String, Arc<dyn Channel>)>,
     pub dead: DeadLetters,
+    pub ids: Option<EventIdConfig>,
 }
 
 /// Where a live reload leaves a new [`Route`] for a running source: its processor takes it
@@ -92,7 +96,14 @@ impl ChannelProcessor {
             dead,
             metrics,
             slot: Arc::default(),
+            ids: None,
         }
+    }
+
+    /// Gives every event that has none an id (see [`EventIdConfig`]).
+    pub fn with_event_ids(mut self, ids: Option<EventIdConfig>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// Where a new route for this processor can be left (see [`RouteSlot`]).
@@ -121,6 +132,7 @@ impl ChannelProcessor {
             self.selector = r.selector;
             self.channels = r.channels;
             self.dead = r.dead;
+            self.ids = r.ids;
         }
     }
 
@@ -185,6 +197,9 @@ impl ChannelProcessor {
         marks: &[Mark],
     ) -> Result<(), ProcessError> {
         self.take_new_route();
+        if let Some(ids) = &self.ids {
+            assign_ids(ids, &mut batch);
+        }
         let received = batch.len();
         let mut rejected = Vec::new();
         for i in &mut self.interceptors {
@@ -248,6 +263,24 @@ impl ChannelProcessor {
     }
 }
 
+/// Gives each event without `ids.header` an id: the `from` headers' values joined with `/`
+/// when the event has them all, a UUIDv7 (time-ordered) otherwise.
+fn assign_ids(ids: &EventIdConfig, batch: &mut [Event]) {
+    for e in batch {
+        if e.headers.contains(&ids.header) {
+            continue;
+        }
+        let from: Option<Vec<&str>> = (!ids.from.is_empty())
+            .then(|| ids.from.iter().map(|h| e.headers.get(h)).collect())
+            .flatten();
+        let id = match from {
+            Some(parts) => parts.join("/"),
+            None => uuid::Uuid::now_v7().hyphenated().to_string(),
+        };
+        e.headers.insert(ids.header.as_str(), id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -256,6 +289,60 @@ mod tests {
 
     use super::*;
     use crate::{channel::memory::MemoryChannel, metrics::Metrics, selector::Replicating};
+
+    #[test]
+    fn ids_are_given_once_from_headers_or_as_time_ordered_uuids() {
+        let ids = EventIdConfig {
+            header: "sluice.id".into(),
+            from: Vec::new(),
+        };
+        let mut batch = vec![
+            Event::new("a"),
+            Event::new("b"),
+            Event::new("c").with_header("sluice.id", "from-upstream"),
+        ];
+        assign_ids(&ids, &mut batch);
+        let got: Vec<&str> = batch
+            .iter()
+            .map(|e| e.headers.get("sluice.id").unwrap())
+            .collect();
+        assert_eq!(got[2], "from-upstream", "an id that came along is kept");
+        let (a, b) = (
+            uuid::Uuid::parse_str(got[0]).unwrap(),
+            uuid::Uuid::parse_str(got[1]).unwrap(),
+        );
+        assert_eq!((a.get_version_num(), b.get_version_num()), (7, 7));
+        assert!(a < b, "UUIDv7s sort in the order they were given");
+        // Again (a retry, another hop): nothing changes.
+        let before = batch.clone();
+        assign_ids(&ids, &mut batch);
+        assert_eq!(batch, before);
+
+        let from = EventIdConfig {
+            header: "id".into(),
+            from: vec![
+                "kafka.topic".into(),
+                "kafka.partition".into(),
+                "kafka.offset".into(),
+            ],
+        };
+        let mut batch = vec![
+            Event::new("x")
+                .with_header("kafka.topic", "orders")
+                .with_header("kafka.partition", "3")
+                .with_header("kafka.offset", "1042"),
+            Event::new("no offset").with_header("kafka.topic", "orders"),
+        ];
+        assign_ids(&from, &mut batch);
+        assert_eq!(batch[0].headers.get("id"), Some("orders/3/1042"));
+        assert_eq!(
+            uuid::Uuid::parse_str(batch[1].headers.get("id").unwrap())
+                .unwrap()
+                .get_version_num(),
+            7,
+            "without every `from` header: a UUIDv7"
+        );
+    }
 
     fn processor(channels: &[(&str, &Arc<MemoryChannel>)]) -> ChannelProcessor {
         let m = Metrics::new();
