@@ -763,3 +763,77 @@ sinks:
         &ids[..3]
     );
 }
+
+/// An HA pair: two edges send the same events; the collector's `dedup` interceptor keeps one
+/// copy, and its window — kept in the rocksdb channel with the events — survives a restart,
+/// so a third copy sent afterwards is dropped too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedup_window_keeps_one_copy_of_an_ha_pair_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, ac) = (free_port(), free_port());
+    let start_collector = || {
+        Agent::start(
+            d,
+            "collector",
+            &collector(
+                d,
+                "c",
+                port,
+                ac,
+                "    interceptors: [ { type: dedup, body: true, ttl: 1h } ]\n",
+            ),
+        )
+    };
+    let mut c = start_collector();
+    listening(port).await;
+    let count = 5000;
+    let edge = |name: &str| {
+        Agent::start(
+            d,
+            name,
+            &generator_edge(
+                free_port(),
+                count,
+                20_000,
+                &sender(&[port], &format!("    origin: {name}\n")),
+            ),
+        )
+    };
+    let (_a, _b) = (edge("edge-a"), edge("edge-b"));
+    let outs = vec![d.join("c/out.log")];
+    c.wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        async || {
+            let dropped = metric(ac, "sluice_source_events_dropped_total", "component=\"in\"");
+            let seen = count_lines(&outs);
+            expect_generated(&seen, count)?;
+            (dropped >= count as f64)
+                .then_some(())
+                .ok_or(format!("{dropped} duplicates dropped so far"))
+        },
+    )
+    .await;
+    assert_eq!(expect_generated(&count_lines(&outs), count), Ok(0));
+    c.stop().await;
+    let mut c = start_collector();
+    listening(port).await;
+    let _late = edge("edge-late");
+    c.wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        async || {
+            let dropped = metric(ac, "sluice_source_events_dropped_total", "component=\"in\"");
+            (dropped >= count as f64)
+                .then_some(())
+                .ok_or(format!("{dropped} of the late copy dropped so far"))
+        },
+    )
+    .await;
+    assert_eq!(
+        expect_generated(&count_lines(&outs), count),
+        Ok(0),
+        "the late copy was dropped: the window survived the restart"
+    );
+}

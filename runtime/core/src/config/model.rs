@@ -261,6 +261,32 @@ pub enum BuiltinInterceptor {
     },
     /// Replaces regex matches in the body.
     SearchReplace { search: String, replace: String },
+    /// Drops events whose key was already seen within `ttl` (the window survives restarts
+    /// in a channel that keeps marks: see `interceptor::dedup`).
+    Dedup {
+        /// The key: a header (default `sluice.id`, the event id) …
+        #[serde(default = "header_event_id")]
+        header: String,
+        /// … or the whole body …
+        #[serde(default)]
+        body: bool,
+        /// … or a JSON pointer into a JSON body (`/order/id`).
+        json: Option<String>,
+        #[serde(default = "default_dedup_ttl")]
+        ttl: HumanDuration,
+        #[serde(default = "default_dedup_keys")]
+        max_keys: usize,
+    },
+}
+
+fn header_event_id() -> String {
+    EVENT_ID_HEADER.into()
+}
+fn default_dedup_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_dedup_keys() -> usize {
+    1_000_000
 }
 
 fn header_timestamp() -> String {

@@ -437,6 +437,7 @@ fn read_interceptors(
                     "regex_extractor",
                     "uuid",
                     "search_replace",
+                    "dedup",
                 ];
                 let Some(ty) = component_type(item, component, KNOWN, cx) else {
                     ok = false;

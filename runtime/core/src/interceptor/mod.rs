@@ -6,9 +6,10 @@
 //! same trait.
 
 mod body;
+pub mod dedup;
 mod headers;
 
-use crate::{config::BuiltinInterceptor, dlq::DeadLetter, event::Event};
+use crate::{channel::Mark, config::BuiltinInterceptor, dlq::DeadLetter, event::Event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterceptError {
@@ -25,6 +26,28 @@ pub trait Interceptor: Send {
         batch: &mut Vec<Event>,
         rejected: &mut Vec<DeadLetter>,
     ) -> Result<(), InterceptError>;
+
+    /// True for an interceptor with state that must be committed with the events (a
+    /// de-duplication window): the processor then calls the three methods below.
+    fn keeps_marks(&self) -> bool {
+        false
+    }
+
+    /// Once, before the first batch: its marks (keys under `prefix`) as the channels
+    /// committed them.
+    fn restore(&mut self, prefix: &str, marks: Vec<Mark>) {
+        let _ = (prefix, marks);
+    }
+
+    /// The marks the batch just intercepted needs written in the same commit as its puts.
+    fn marks(&mut self, out: &mut Vec<Mark>) {
+        let _ = out;
+    }
+
+    /// Whether that batch was committed (its marks with it) or not.
+    fn settled(&mut self, committed: bool) {
+        let _ = committed;
+    }
 }
 
 /// Builds a built-in interceptor from its config.
@@ -88,6 +111,25 @@ pub fn build(cfg: &BuiltinInterceptor) -> Result<Box<dyn Interceptor>, Intercept
             search: compile(search)?,
             replace: replace.clone().into_bytes(),
         }),
+        B::Dedup {
+            header,
+            body,
+            json,
+            ttl,
+            max_keys,
+        } => {
+            let key = match (body, json) {
+                (true, Some(_)) => {
+                    return Err(InterceptError::Config(
+                        "dedup: use one of `header`, `body: true` or `json`".into(),
+                    ));
+                }
+                (true, None) => dedup::Key::Body,
+                (false, Some(p)) => dedup::Key::Json(p.clone()),
+                (false, None) => dedup::Key::Header(header.clone()),
+            };
+            Box::new(dedup::Dedup::new(key, ttl.0, *max_keys))
+        }
     })
 }
 

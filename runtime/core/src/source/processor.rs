@@ -51,6 +51,10 @@ pub struct ChannelProcessor {
     slot: Arc<RouteSlot>,
     /// Ids given to events that come without one (`event_id`).
     ids: Option<EventIdConfig>,
+    /// Whether the interceptors that keep marks got theirs (done before the first batch).
+    restored: bool,
+    /// Some interceptor keeps marks: collect them with each batch and tell it the outcome.
+    marking: bool,
 }
 
 /// What a source's events go through: interceptors, selector, channels, dead letters.
@@ -97,6 +101,37 @@ impl ChannelProcessor {
             metrics,
             slot: Arc::default(),
             ids: None,
+            restored: false,
+            marking: false,
+        }
+    }
+
+    /// Hands each interceptor that keeps marks (a `dedup` window) what the channels
+    /// committed for it, under `icpt/<source>/<position in the chain>/`: a mark counts only
+    /// when every channel that keeps marks has it.
+    fn restore_interceptors(&mut self) {
+        self.restored = true;
+        self.marking = self.interceptors.iter().any(|i| i.keeps_marks());
+        if !self.marking {
+            return;
+        }
+        let source = self.metrics.component.clone();
+        for (n, i) in self.interceptors.iter_mut().enumerate() {
+            if !i.keeps_marks() {
+                continue;
+            }
+            let prefix = format!("icpt/{source}/{n}/");
+            let per_channel: Vec<Option<Vec<Mark>>> = self
+                .channels
+                .iter()
+                .map(|(name, c)| {
+                    c.marks(&prefix).unwrap_or_else(|e| {
+                        tracing::error!(source = %source, channel = %name, error = %e, "cannot read the interceptor's marks; starting its window empty");
+                        None
+                    })
+                })
+                .collect();
+            i.restore(&prefix, common_marks(per_channel));
         }
     }
 
@@ -133,6 +168,7 @@ impl ChannelProcessor {
             self.channels = r.channels;
             self.dead = r.dead;
             self.ids = r.ids;
+            self.restored = false;
         }
     }
 
@@ -200,11 +236,43 @@ impl ChannelProcessor {
         if let Some(ids) = &self.ids {
             assign_ids(ids, &mut batch);
         }
+        if !self.restored {
+            self.restore_interceptors();
+        }
+        if !self.marking {
+            return self.process_inner(batch, deadline, marks).await;
+        }
+        let r = self.process_inner(batch, deadline, marks).await;
+        for i in &mut self.interceptors {
+            if i.keeps_marks() {
+                i.settled(r.is_ok());
+            }
+        }
+        r
+    }
+
+    async fn process_inner(
+        &mut self,
+        mut batch: Vec<Event>,
+        deadline: Option<tokio::time::Instant>,
+        marks: &[Mark],
+    ) -> Result<(), ProcessError> {
         let received = batch.len();
         let mut rejected = Vec::new();
         for i in &mut self.interceptors {
             i.intercept(&mut batch, &mut rejected)?;
         }
+        // Interceptors' marks go into the same commit as the events.
+        let mut owned = Vec::new();
+        let marks = if self.marking {
+            owned.extend_from_slice(marks);
+            for i in &mut self.interceptors {
+                i.marks(&mut owned);
+            }
+            &owned[..]
+        } else {
+            marks
+        };
         let kept = batch.len();
         let mut unroutable = Vec::new();
         self.routed.clear();
@@ -261,6 +329,21 @@ impl ChannelProcessor {
             .inc_by(received.saturating_sub(kept + n_rejected) as u64);
         Ok(())
     }
+}
+
+/// The marks every channel that keeps marks has (by key, with the first one's value).
+fn common_marks(per_channel: Vec<Option<Vec<Mark>>>) -> Vec<Mark> {
+    let mut kept = per_channel.into_iter().flatten();
+    let Some(first) = kept.next() else {
+        return Vec::new();
+    };
+    let others: Vec<std::collections::HashSet<String>> = kept
+        .map(|l| l.into_iter().map(|m| m.key).collect())
+        .collect();
+    first
+        .into_iter()
+        .filter(|m| others.iter().all(|o| o.contains(&m.key)))
+        .collect()
 }
 
 /// Gives each event without `ids.header` an id: the `from` headers' values joined with `/`
