@@ -9,10 +9,31 @@
 //! stored. A batch that failed leaves the window as it was (its retry is not a duplicate).
 
 use std::{
-    collections::{HashMap, VecDeque},
-    hash::{Hash, Hasher},
+    collections::{HashMap, HashSet, VecDeque},
+    hash::{BuildHasherDefault, Hash, Hasher},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+/// Keys are already uniform 128-bit hashes: the table uses their low bits as they are
+/// instead of hashing them again.
+#[derive(Default)]
+struct KeyBits(u64);
+
+impl Hasher for KeyBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, k: u128) {
+        self.0 = k as u64;
+    }
+}
+
+type Table<V> = HashMap<u128, V, BuildHasherDefault<KeyBits>>;
 
 use super::{InterceptError, Interceptor};
 use crate::{channel::Mark, dlq::DeadLetter, event::Event};
@@ -31,11 +52,12 @@ pub struct Dedup {
     ttl: Duration,
     max_keys: usize,
     /// Key → when it expires (ms since the epoch).
-    seen: HashMap<u128, u64>,
+    seen: Table<u64>,
     /// Keys in the order they were committed, to expire and evict the oldest.
     order: VecDeque<(u128, u64)>,
-    /// Keys of the batch in flight.
+    /// Keys of the batch in flight (and, to find repeats within it, as a set).
     pending: Vec<(u128, u64)>,
+    in_batch: HashSet<u128, BuildHasherDefault<KeyBits>>,
     /// Keys forgotten since the last commit, whose marks are to be deleted.
     forgotten: Vec<u128>,
     prefix: String,
@@ -47,9 +69,10 @@ impl Dedup {
             key,
             ttl,
             max_keys: max_keys.max(1),
-            seen: HashMap::new(),
+            seen: Table::default(),
             order: VecDeque::new(),
             pending: Vec::new(),
+            in_batch: HashSet::default(),
             forgotten: Vec::new(),
             prefix: String::new(),
         }
@@ -111,18 +134,19 @@ impl Interceptor for Dedup {
         let now = now_ms();
         self.expire(now);
         self.pending.clear();
+        self.in_batch.clear();
         let until = now + self.ttl.as_millis() as u64;
         let keys: Vec<Option<u128>> = batch.iter().map(|e| self.key_of(e)).collect();
         let mut keep = keys.iter().map(|k| match k {
             // Events without a key pass.
             None => true,
             Some(k) => {
-                let old = self.seen.get(k).is_some_and(|&t| t > now);
-                let twice = self.pending.iter().any(|(p, _)| p == k);
-                if !old && !twice {
+                // Not in the window (or expired there), and the first of its batch.
+                let fresh = self.seen.get(k).is_none_or(|&t| t <= now) && self.in_batch.insert(*k);
+                if fresh {
                     self.pending.push((*k, until));
                 }
-                !old && !twice
+                fresh
             }
         });
         batch.retain(|_| keep.next().unwrap_or(true));
