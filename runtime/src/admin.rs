@@ -44,6 +44,8 @@ pub struct AdminState {
     /// Where `POST /config/reload` asks for a reload of the pipeline file; `None` when the
     /// pipeline was not read from a file.
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
+    /// The running pipeline's source, hash and last reload (`GET /pipelines`).
+    pub config: std::sync::RwLock<crate::reload::Status>,
 }
 
 /// Who may use the admin endpoints.
@@ -110,6 +112,7 @@ pub async fn serve(
         .route("/plugins", get(plugins))
         .route("/plugins/{name}/reload", post(reload))
         .route("/config/reload", post(reload_config))
+        .route("/pipelines", get(pipelines))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
     tokio::spawn(async move {
@@ -192,6 +195,12 @@ async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> i
             ),
         ),
     }
+}
+
+/// The pipelines this agent runs (one so far), with their config hash and last reload.
+async fn pipelines(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let status = s.config.read().unwrap_or_else(|p| p.into_inner()).to_json();
+    Json(serde_json::json!([status]))
 }
 
 /// Reloads the pipeline file now and answers with the outcome: 200 `applied` (with what

@@ -84,6 +84,10 @@ impl Report {
 
 /// How a running agent re-reads its pipeline file for a live reload.
 pub struct Reloads {
+    /// What the pipeline is called (metrics, `GET /pipelines`) and where it comes from (its
+    /// file, or its URL).
+    pub name: String,
+    pub source: String,
     /// Reads the file again, as it was read at start (with the same `--plugin` overrides).
     pub reread: Arc<dyn Fn() -> Result<Pipeline, ConfigErrors> + Send + Sync>,
     pub file: PathBuf,
@@ -112,7 +116,20 @@ pub async fn run_with(
     // Building compiles plugins, opens RocksDB and may fetch OCI artifacts: blocking work.
     let topo =
         sluice_core::blocking::run(|| topology::build(&pipeline, &metrics, crate::registry()))?;
-    metrics.config_running(&config_hash(&pipeline));
+    let name = reloads
+        .as_ref()
+        .map_or_else(|| pipeline_name(&pipeline.file), |r| r.name.clone());
+    let hash = config_hash(&pipeline);
+    metrics.config_running(&name, &hash);
+    let status = reload::Status {
+        name: name.clone(),
+        source: reloads
+            .as_ref()
+            .map_or_else(|| pipeline.file.display().to_string(), |r| r.source.clone()),
+        hash,
+        since: reload::unix_now(),
+        last_reload: None,
+    };
     let (reload_tx, mut reload_rx) = mpsc::channel::<reload::Request>(16);
 
     let admin_state = Arc::new(AdminState {
@@ -121,6 +138,7 @@ pub async fn run_with(
         plugins: Arc::clone(&topo.plugins),
         channels: RwLock::new(topo.channels.clone()),
         reload: reloads.as_ref().map(|_| reload_tx.clone()),
+        config: RwLock::new(status),
     });
     let admin_stop = CancellationToken::new();
     topo.plugins.watch(admin_stop.clone());
@@ -161,6 +179,7 @@ pub async fn run_with(
             .collect(),
     );
     let mut running = Running {
+        name: name.clone(),
         pipeline,
         metrics: Arc::clone(&metrics),
         plugins: Arc::clone(&topo.plugins),
@@ -218,7 +237,15 @@ pub async fn run_with(
                     Some(r) => running.reload(&r.reread, &admin_state).await,
                     None => reload::Answer::Unchanged,
                 };
-                metrics.config_reloaded(answer.result());
+                metrics.config_reloaded(&name, answer.result());
+                {
+                    let mut st = admin_state.config.write().unwrap_or_else(|p| p.into_inner());
+                    if matches!(answer, reload::Answer::Applied { .. }) {
+                        st.hash = config_hash(&running.pipeline);
+                        st.since = reload::unix_now();
+                    }
+                    st.last_reload = Some((reload::unix_now(), origin, answer.clone()));
+                }
                 match &answer {
                     reload::Answer::Applied { changed } => tracing::info!(%origin, changed = %changed.join(", "), "configuration reloaded"),
                     reload::Answer::Unchanged => tracing::info!(%origin, "configuration unchanged"),
@@ -312,6 +339,14 @@ pub async fn run_with(
     Ok(report)
 }
 
+/// A pipeline's name: its file's stem.
+pub fn pipeline_name(file: &std::path::Path) -> String {
+    file.file_stem().map_or_else(
+        || "pipeline".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
 /// A short hash of the whole configuration (`sluice_config_info{hash}`).
 fn config_hash(p: &Pipeline) -> String {
     use std::hash::{Hash, Hasher};
@@ -345,6 +380,8 @@ struct RunningRunner {
 
 /// Everything that runs, by name, so that a live reload can replace parts of it.
 struct Running {
+    /// The pipeline's name (metric labels).
+    name: String,
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     plugins: Arc<dyn PluginHost>,
@@ -603,7 +640,7 @@ impl Running {
                 report.push(format!("sources.{name} rerouted"));
             }
         }
-        self.metrics.config_running(&config_hash(&new));
+        self.metrics.config_running(&self.name, &config_hash(&new));
         self.fingerprints = (src_fp, run_fp);
         self.pipeline = new;
         reload::Answer::Applied { changed: report }

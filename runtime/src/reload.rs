@@ -142,3 +142,42 @@ pub fn on_change(file: &Path, tx: mpsc::Sender<Request>, stop: CancellationToken
         }
     });
 }
+
+/// What `GET /pipelines` says of a pipeline: where it comes from, what runs, and how its last
+/// reload went.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub name: String,
+    /// The file, or the URL it is fetched from.
+    pub source: String,
+    /// The hash of the configuration that runs (`sluice_config_info{hash}`).
+    pub hash: String,
+    /// Unix seconds since that configuration runs.
+    pub since: u64,
+    /// Unix seconds, what asked, and the answer.
+    pub last_reload: Option<(u64, &'static str, Answer)>,
+}
+
+impl Status {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "source": self.source,
+            "state": "running",
+            "config_hash": self.hash,
+            "running_since": self.since,
+            "last_reload": self.last_reload.as_ref().map(|(at, origin, a)| serde_json::json!({
+                "at": at,
+                "origin": origin,
+                "outcome": a.to_json(),
+            })),
+        })
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

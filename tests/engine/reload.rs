@@ -273,7 +273,22 @@ sinks:
         );
         grows(&agent);
     }
-    assert_metric(admin, "sluice_config_reloads_total{result=\"refused\"} 4");
+    assert_metric(
+        admin,
+        "sluice_config_reloads_total{pipeline=\"p\",result=\"refused\"} 4",
+    );
+    let (status, listing) = crate::common::http(admin, "GET", "/pipelines").unwrap();
+    assert_eq!(status, 200, "{listing}");
+    let body = listing.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v[0]["name"], "p", "{v}");
+    assert_eq!(v[0]["state"], "running", "{v}");
+    assert!(
+        v[0]["last_reload"]["outcome"]["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("refused")),
+        "{v}"
+    );
     agent.stop();
 }
 

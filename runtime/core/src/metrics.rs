@@ -56,12 +56,14 @@ pub struct PluginCounterLabels {
 /// The outcome of a live reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    pub pipeline: String,
     pub result: String,
 }
 
 /// The running configuration's hash.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabel {
+    pub pipeline: String,
     pub hash: String,
 }
 
@@ -342,11 +344,6 @@ impl Metrics {
             "Live reloads of the pipeline file by result (applied, unchanged, refused)",
             m.config_reloads.clone(),
         );
-        for result in ["applied", "unchanged", "refused"] {
-            drop(m.config_reloads.get_or_create(&ResultLabel {
-                result: result.into(),
-            }));
-        }
         r.register(
             "config_info",
             "1 for the hash of the configuration that runs",
@@ -361,9 +358,10 @@ impl Metrics {
     }
 
     /// Counts a live reload's outcome; an applied one also records its time.
-    pub fn config_reloaded(&self, result: &str) {
+    pub fn config_reloaded(&self, pipeline: &str, result: &str) {
         self.config_reloads
             .get_or_create(&ResultLabel {
+                pipeline: pipeline.to_owned(),
                 result: result.to_owned(),
             })
             .inc();
@@ -375,11 +373,19 @@ impl Metrics {
         }
     }
 
-    /// Marks `hash` as the configuration that runs (and no other).
-    pub fn config_running(&self, hash: &str) {
+    /// Marks `hash` as the configuration of `pipeline` that runs (and no other); the reload
+    /// counters of the pipeline exist from then on, at 0.
+    pub fn config_running(&self, pipeline: &str, hash: &str) {
+        for result in ["applied", "unchanged", "refused"] {
+            drop(self.config_reloads.get_or_create(&ResultLabel {
+                pipeline: pipeline.to_owned(),
+                result: result.into(),
+            }));
+        }
         self.config_info.clear();
         self.config_info
             .get_or_create(&HashLabel {
+                pipeline: pipeline.to_owned(),
                 hash: hash.to_owned(),
             })
             .set(1);

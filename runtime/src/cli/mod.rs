@@ -268,6 +268,8 @@ fn run(path: &std::path::Path, args: &RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let reloads = crate::app::Reloads {
+        name: crate::app::pipeline_name(path),
+        source: path.display().to_string(),
         reread: {
             let file = file.clone();
             std::sync::Arc::new(move || {
