@@ -167,6 +167,17 @@ impl Agent {
 
     /// [`start`](Agent::start) with more environment variables.
     pub fn start_env(dir: &Path, name: &str, pipeline: &str, env: &[(&str, &str)]) -> Agent {
+        Agent::start_with(dir, name, pipeline, env, &[])
+    }
+
+    /// [`start`](Agent::start) with more environment variables and command-line arguments.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        pipeline: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Agent {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, pipeline).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -174,6 +185,7 @@ impl Agent {
             .envs(env.iter().copied())
             .arg("-p")
             .arg(&file)
+            .args(args)
             .args(["--log-level", "info"])
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -230,9 +242,8 @@ impl Agent {
         }
     }
 
-    /// SIGTERM, then a clean exit within 30 s (polled without blocking the runtime); returns
-    /// the log.
-    pub async fn stop(mut self) -> String {
+    /// SIGTERM, then a clean exit within 30 s; returns the log.
+    pub fn stop_blocking(mut self) -> String {
         let mut child = self.child.take().expect("agent already stopped");
         assert!(
             Command::new("kill")
@@ -250,11 +261,18 @@ impl Agent {
                 let _ = child.kill();
                 panic!("sluice did not stop in 30s:\n{}", self.log());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::thread::sleep(Duration::from_millis(50));
         };
         let log = self.log();
         assert!(status.success(), "sluice exited with {status}:\n{log}");
         log
+    }
+
+    /// [`stop_blocking`](Agent::stop_blocking) without blocking the runtime.
+    pub async fn stop(self) -> String {
+        tokio::task::spawn_blocking(move || self.stop_blocking())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 

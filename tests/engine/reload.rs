@@ -6,59 +6,11 @@
 use std::{
     io::{Read, Write},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::common::{free_port, lines, seq, sluice};
-
-/// An agent on `<dir>/p.yaml` with its log in `<dir>/agent.log`.
-struct Agent {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path, pipeline: &str, args: &[&str]) -> Agent {
-        std::fs::write(dir.join("p.yaml"), pipeline).unwrap();
-        let child = sluice()
-            .arg("-p")
-            .arg(dir.join("p.yaml"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Agent {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    fn stop(mut self) -> String {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "did not stop:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::common::{Agent, free_port, lines, seq, sluice};
 
 /// POST /config/reload: (status, body).
 fn reload(admin: u16) -> (u16, String) {
@@ -139,7 +91,7 @@ fn reloads_under_load_leave_unchanged_paths_untouched_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let admin = free_port();
-    let agent = Agent::start(d, &variant(d, admin, 0), &["--no-watch"]);
+    let agent = Agent::start_with(d, "p", &variant(d, admin, 0), &[], &["--no-watch"]);
     wait_for(
         "the agent answers",
         Duration::from_secs(30),
@@ -176,7 +128,7 @@ fn reloads_under_load_leave_unchanged_paths_untouched_and_lose_nothing() {
         || std::fs::metadata(d.join("a.log")).is_ok_and(|_| lines(&d.join("a.log")).len() >= 40000),
         || agent.log(),
     );
-    let log = agent.stop();
+    let log = agent.stop_blocking();
     let a: Vec<u64> = lines(&d.join("a.log")).iter().map(|l| seq(l)).collect();
     assert_eq!(
         a,
@@ -230,7 +182,7 @@ sinks:
 ",
         d.display()
     );
-    let agent = Agent::start(d, &good, &["--no-watch"]);
+    let agent = Agent::start_with(d, "p", &good, &[], &["--no-watch"]);
     let out = d.join("out.log");
     let grows = |agent: &Agent| {
         let before = std::fs::metadata(&out).map_or(0, |m| m.len());
@@ -289,7 +241,7 @@ sinks:
             .is_some_and(|r| r.starts_with("refused")),
         "{v}"
     );
-    agent.stop();
+    agent.stop_blocking();
 }
 
 #[test]
@@ -316,7 +268,13 @@ sources:
         )
     };
     // The sink cannot write (/dev/full): the channel fills.
-    let agent = Agent::start(d, &pipeline(1000, true, "/dev/full"), &["--no-watch"]);
+    let agent = Agent::start_with(
+        d,
+        "p",
+        &pipeline(1000, true, "/dev/full"),
+        &[],
+        &["--no-watch"],
+    );
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(d.join("p.yaml"), pipeline(2000, true, "/dev/full")).unwrap();
     let (status, body) = reload(admin);
@@ -359,7 +317,7 @@ sources:
         admin,
         "sluice_channel_capacity_events{component=\"c\"} 2000",
     );
-    agent.stop();
+    agent.stop_blocking();
 }
 
 #[test]
@@ -385,7 +343,7 @@ sinks:
         d.display()
     );
     // Watched: writing the file is enough.
-    let agent = Agent::start(d, &pipeline(&first), &[]);
+    let agent = Agent::start_with(d, "p", &pipeline(&first), &[], &[]);
     wait_for(
         "one.log",
         Duration::from_secs(10),
@@ -399,14 +357,14 @@ sinks:
         || d.join("two.log").exists(),
         || agent.log(),
     );
-    agent.stop();
+    agent.stop_blocking();
 
     // Not watched: only SIGHUP reloads.
     let d2 = tempfile::tempdir().unwrap();
     let d = d2.path();
     let first = first.replace(&dir.path().display().to_string(), &d.display().to_string());
     let second = second.replace(&dir.path().display().to_string(), &d.display().to_string());
-    let agent = Agent::start(d, &pipeline(&first), &["--no-watch"]);
+    let agent = Agent::start_with(d, "p", &pipeline(&first), &[], &["--no-watch"]);
     wait_for(
         "one.log",
         Duration::from_secs(10),
@@ -420,7 +378,7 @@ sinks:
         "--no-watch still reloaded on a change"
     );
     Command::new("kill")
-        .args(["-HUP", &agent.child.id().to_string()])
+        .args(["-HUP", &agent.pid().unwrap().to_string()])
         .status()
         .unwrap();
     wait_for(
@@ -429,7 +387,7 @@ sinks:
         || d.join("two.log").exists(),
         || agent.log(),
     );
-    let log = agent.stop();
+    let log = agent.stop_blocking();
     assert!(log.contains("configuration reloaded"), "{log}");
 }
 
@@ -665,8 +623,8 @@ sinks:
             i % 3
         )
     };
-    let agent = Agent::start(d, &pipeline(0), &["--no-watch"]);
-    let pid = agent.child.id();
+    let agent = Agent::start_with(d, "p", &pipeline(0), &[], &["--no-watch"]);
+    let pid = agent.pid().unwrap();
     let apply = |i: usize| {
         std::fs::write(d.join("p.yaml"), pipeline(i)).unwrap();
         let (status, body) = reload(admin);
@@ -700,5 +658,5 @@ sinks:
         after.1 <= before.1 + 16 * 1024,
         "memory grows: {before:?} -> {after:?}"
     );
-    agent.stop();
+    agent.stop_blocking();
 }
