@@ -6,11 +6,11 @@
 use std::{
     io::{Read, Write},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use crate::common::{Agent, free_port, lines, seq, sluice};
+use crate::common::{Agent, free_port, lines, seq};
 
 /// POST /config/reload: (status, body).
 fn reload(admin: u16) -> (u16, String) {
@@ -465,6 +465,9 @@ impl ConfigServer {
 #[cfg(feature = "http")]
 #[test]
 fn a_pipeline_from_a_url_is_polled_cached_and_pinned() {
+    use crate::common::sluice;
+    use std::process::Stdio;
+
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let pipeline = |sinks: &[&str]| {
