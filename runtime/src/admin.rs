@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/metrics` (Prometheus text), `/health`, `/ready`.
+//! The admin HTTP server of an agent (one for all its pipelines): `/metrics` (Prometheus
+//! text), `/health`, `/ready`, `/plugins`, `/pipelines` and the reload endpoints.
 //!
 //! `/ready` is 200 only while the pipeline runs and every channel can accept puts, so a load
 //! balancer stops sending to an agent whose durable channel cannot write (a full disk).
@@ -10,14 +11,14 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
 };
 
 use axum::{
     Json, Router,
-    extract::{Path, Request, State},
+    extract::{Path, Query, Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -33,19 +34,74 @@ use sluice_core::{
     plugin::{PluginHost, ReloadOutcome},
 };
 
-/// What the admin endpoints report on.
+/// What the admin endpoints report on: the agent's metrics and each pipeline it runs.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    /// True while the pipeline accepts events (cleared when shutdown starts).
+    /// In the order they started (pipelines of a watched directory come and go).
+    pub pipelines: Arc<RwLock<Vec<Arc<PipelineView>>>>,
+    /// Component names are `<pipeline>/<name>` (the agent may run several pipelines).
+    pub scoped: bool,
+}
+
+/// What the admin server sees of one pipeline (kept current by its live reloads).
+pub struct PipelineView {
+    pub name: String,
+    /// True while the pipeline accepts events (cleared when it stops).
     pub ready: AtomicBool,
-    pub plugins: Arc<dyn PluginHost>,
-    /// Channels whose health `/ready` reports (replaced by a live reload).
-    pub channels: std::sync::RwLock<Vec<(String, Arc<dyn Channel>)>>,
+    pub plugins: RwLock<Arc<dyn PluginHost>>,
+    /// Channels whose health `/ready` reports.
+    pub channels: RwLock<Vec<(String, Arc<dyn Channel>)>>,
     /// Where `POST /config/reload` asks for a reload of the pipeline file; `None` when the
     /// pipeline was not read from a file.
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
     /// The running pipeline's source, hash and last reload (`GET /pipelines`).
-    pub config: std::sync::RwLock<crate::reload::Status>,
+    pub status: RwLock<crate::reload::Status>,
+}
+
+impl PipelineView {
+    pub fn plugins(&self) -> Arc<dyn PluginHost> {
+        Arc::clone(&self.plugins.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn channels(&self) -> Vec<(String, Arc<dyn Channel>)> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl AdminState {
+    /// Every pipeline, now.
+    fn all(&self) -> Vec<Arc<PipelineView>> {
+        self.pipelines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The pipelines a request is about: the one `?pipeline=` names (none when no pipeline
+    /// has that name), else all.
+    fn chosen(&self, which: &Which) -> Vec<Arc<PipelineView>> {
+        let mut all = self.all();
+        all.retain(|p| which.pipeline.as_ref().is_none_or(|n| *n == p.name));
+        all
+    }
+
+    /// Component names carry their pipeline's name when the agent runs several.
+    fn qualified(&self, pipeline: &str, name: &str) -> String {
+        if self.scoped {
+            format!("{pipeline}/{name}")
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+/// `?pipeline=<name>`: limits a request to one pipeline.
+#[derive(serde::Deserialize, Default)]
+struct Which {
+    pipeline: Option<String>,
 }
 
 /// Who may use the admin endpoints.
@@ -113,6 +169,7 @@ pub async fn serve(
         .route("/plugins/{name}/reload", post(reload))
         .route("/config/reload", post(reload_config))
         .route("/pipelines", get(pipelines))
+        .route("/pipelines/{name}/reload", post(reload_pipeline))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
     tokio::spawn(async move {
@@ -135,18 +192,20 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if !s.ready.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    let mut failing = Vec::new();
+    let all = s.all();
+    for p in &all {
+        if !p.ready.load(Ordering::Relaxed) {
+            failing.push(format!("pipeline {}: not running\n", p.name));
+            continue;
+        }
+        for (name, ch) in p.channels() {
+            if let Err(why) = ch.health() {
+                let name = s.qualified(&p.name, &name);
+                failing.push(format!("channel {name}: {why}\n"));
+            }
+        }
     }
-    let channels = s.channels.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let failing: Vec<String> = channels
-        .iter()
-        .filter_map(|(name, ch)| {
-            ch.health()
-                .err()
-                .map(|why| format!("channel {name}: {why}\n"))
-        })
-        .collect();
     if failing.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
@@ -159,7 +218,16 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// 200 while every plugin is healthy; 503 naming the unhealthy ones otherwise.
 async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let sick = s.plugins.unhealthy();
+    let all = s.all();
+    let sick: Vec<String> = all
+        .iter()
+        .flat_map(|p| {
+            let sick = p.plugins().unhealthy();
+            sick.into_iter()
+                .map(|n| s.qualified(&p.name, &n))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     if sick.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
@@ -170,46 +238,156 @@ async fn health(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     }
 }
 
-async fn plugins(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    Json(s.plugins.describe())
+/// Every plugin of the chosen pipelines, each with its pipeline's name when there are several.
+async fn plugins(
+    State(s): State<Arc<AdminState>>,
+    Query(which): Query<Which>,
+) -> impl IntoResponse {
+    let several = s.scoped;
+    let mut out = Vec::new();
+    for p in s.chosen(&which) {
+        for mut d in p.plugins().describe() {
+            if let (true, Some(o)) = (several, d.as_object_mut()) {
+                o.insert("pipeline".into(), p.name.clone().into());
+            }
+            out.push(d);
+        }
+    }
+    Json(out)
 }
 
-async fn reload(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
-    match s.plugins.reload(&name).await {
+fn plugin_answer(name: &str, outcome: &ReloadOutcome) -> (StatusCode, serde_json::Value) {
+    match outcome {
         ReloadOutcome::NotFound => (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no plugin named `{name}`") })),
+            serde_json::json!({ "error": format!("no plugin named `{name}`") }),
         ),
-        ReloadOutcome::Unchanged => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "result": "unchanged" })),
-        ),
+        ReloadOutcome::Unchanged => (StatusCode::OK, serde_json::json!({ "result": "unchanged" })),
         ReloadOutcome::Swapped { from, to } => (
             StatusCode::OK,
-            Json(serde_json::json!({ "result": "swapped", "from": from, "to": to })),
+            serde_json::json!({ "result": "swapped", "from": from, "to": to }),
         ),
         ReloadOutcome::Refused(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(
-                serde_json::json!({ "error": e, "result": "refused; the previous version keeps running" }),
-            ),
+            serde_json::json!({ "error": e, "result": "refused; the previous version keeps running" }),
         ),
     }
 }
 
-/// The pipelines this agent runs (one so far), with their config hash and last reload.
-async fn pipelines(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let status = s.config.read().unwrap_or_else(|p| p.into_inner()).to_json();
-    Json(serde_json::json!([status]))
+/// Reloads plugin `name` in every chosen pipeline that has one of that name. With one such
+/// pipeline the answer is its outcome; with several, `{"pipelines": {name: outcome}}` (422
+/// when any was refused).
+async fn reload(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Query(which): Query<Which>,
+) -> impl IntoResponse {
+    let mut found = Vec::new();
+    for p in s.chosen(&which) {
+        let outcome = p.plugins().reload(&name).await;
+        if outcome != ReloadOutcome::NotFound {
+            found.push((p.name.clone(), outcome));
+        }
+    }
+    match found.as_slice() {
+        [] => {
+            let (code, body) = plugin_answer(&name, &ReloadOutcome::NotFound);
+            (code, Json(body))
+        }
+        [(_, one)] => {
+            let (code, body) = plugin_answer(&name, one);
+            (code, Json(body))
+        }
+        many => {
+            let mut code = StatusCode::OK;
+            let mut by = serde_json::Map::new();
+            for (p, o) in many {
+                let (c, body) = plugin_answer(&name, o);
+                if c != StatusCode::OK {
+                    code = c;
+                }
+                by.insert(p.clone(), body);
+            }
+            (code, Json(serde_json::json!({ "pipelines": by })))
+        }
+    }
 }
 
-/// Reloads the pipeline file now and answers with the outcome: 200 `applied` (with what
-/// changed) or `unchanged`, 422 `refused` with every error (the running pipeline is kept).
-async fn reload_config(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let Some(tx) = &s.reload else {
+/// The pipelines this agent runs, with their config hash and last reload.
+async fn pipelines(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let all: Vec<serde_json::Value> = s
+        .all()
+        .iter()
+        .map(|p| {
+            let mut st = p.status.read().unwrap_or_else(|e| e.into_inner()).to_json();
+            if !p.ready.load(Ordering::Relaxed) {
+                st["state"] = "stopped".into();
+            }
+            st
+        })
+        .collect();
+    Json(all)
+}
+
+/// Reloads one pipeline's file now (see [`reload_chosen`]).
+async fn reload_pipeline(
+    State(s): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> impl IntoResponse {
+    reload_chosen(
+        &s,
+        &Which {
+            pipeline: Some(name),
+        },
+    )
+    .await
+}
+
+/// Reloads the pipeline files (all, or the one `?pipeline=` names) now.
+async fn reload_config(
+    State(s): State<Arc<AdminState>>,
+    Query(which): Query<Which>,
+) -> impl IntoResponse {
+    reload_chosen(&s, &which).await
+}
+
+/// Asks each chosen pipeline for a reload and answers with the outcome: 200 `applied` (with
+/// what changed) or `unchanged`, 422 `refused` with every error (that pipeline keeps running
+/// as it was). Several pipelines: `{"pipelines": {name: outcome}}`, 422 when any refused.
+/// Each pipeline reloads on its own: one refused file changes nothing in the others.
+async fn reload_chosen(s: &AdminState, which: &Which) -> (StatusCode, Json<serde_json::Value>) {
+    let chosen = s.chosen(which);
+    if chosen.is_empty() {
+        let name = which.pipeline.clone().unwrap_or_default();
         return (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "this agent's pipeline was not read from a file" })),
+            Json(serde_json::json!({ "error": format!("no pipeline named `{name}`") })),
+        );
+    }
+    let mut answers = Vec::new();
+    for p in &chosen {
+        answers.push((p.name.clone(), ask_reload(p).await));
+    }
+    if let [(_, one)] = answers.as_slice() {
+        return (one.0, Json(one.1.clone()));
+    }
+    let code = answers
+        .iter()
+        .map(|(_, (c, _))| *c)
+        .find(|c| *c != StatusCode::OK)
+        .unwrap_or(StatusCode::OK);
+    let by: serde_json::Map<String, serde_json::Value> = answers
+        .into_iter()
+        .map(|(n, (_, body))| (n, body))
+        .collect();
+    (code, Json(serde_json::json!({ "pipelines": by })))
+}
+
+async fn ask_reload(p: &PipelineView) -> (StatusCode, serde_json::Value) {
+    let Some(tx) = &p.reload else {
+        return (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "this pipeline was not read from a file" }),
         );
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -226,11 +404,11 @@ async fn reload_config(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
             } else {
                 StatusCode::OK
             };
-            (status, Json(a.to_json()))
+            (status, a.to_json())
         }
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": "the agent is stopping" })),
+            serde_json::json!({ "error": "the pipeline is stopping" }),
         ),
     }
 }

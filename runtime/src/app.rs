@@ -10,7 +10,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
     io::IsTerminal,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
     channel::Channel,
-    config::{ConfigErrors, Pipeline},
+    config::{ConfigError, ConfigErrors, Pipeline, Pos},
     metrics::{Metrics, SourceMetrics},
     plugin::PluginHost,
     sink::runner::RunnerControl,
@@ -29,7 +29,7 @@ use sluice_core::{
 };
 
 use crate::{
-    admin::{self, AdminState},
+    admin::{self, AdminState, PipelineView},
     reload,
 };
 
@@ -111,44 +111,107 @@ pub async fn run_with(
     pipeline: Pipeline,
     reloads: Option<Reloads>,
 ) -> Result<Report, ConfigErrors> {
+    let mut reports = run_agent(vec![(pipeline, reloads)], Vec::new()).await?;
+    Ok(reports.remove(0).1)
+}
+
+/// A directory of pipeline files the agent follows while it runs: a file that appears
+/// starts a pipeline, a file that goes away stops its pipeline (drained as at a stop signal).
+/// Changes of a running pipeline's file are its own live reloads.
+pub struct PipelineDir {
+    pub dir: PathBuf,
+    /// Reads one of its files as the files given at start were read.
+    pub open: Arc<OpenFn>,
+}
+
+/// Reads a pipeline file, with what reloads it.
+pub type OpenFn = dyn Fn(&Path) -> Result<(Pipeline, Reloads), ConfigErrors> + Send + Sync;
+
+/// Runs several pipelines in one agent, each with its own components (named
+/// `<pipeline>/<name>` in metrics when there may be more than one), reloads and shutdown,
+/// until all have ended — and, with `dirs`, until a stop signal, starting and stopping
+/// pipelines as their files come and go. They share the admin server (which at most one of
+/// them configures) and the stop signals. Nothing starts unless every pipeline given builds.
+pub async fn run_agent(
+    list: Vec<(Pipeline, Option<Reloads>)>,
+    dirs: Vec<PipelineDir>,
+) -> Result<Vec<(String, Report)>, ConfigErrors> {
     let started = Instant::now();
-    let metrics = Arc::new(Metrics::new());
-    // Building compiles plugins, opens RocksDB and may fetch OCI artifacts: blocking work.
-    let topo =
-        sluice_core::blocking::run(|| topology::build(&pipeline, &metrics, crate::registry()))?;
-    let name = reloads
-        .as_ref()
-        .map_or_else(|| pipeline_name(&pipeline.file), |r| r.name.clone());
-    let hash = config_hash(&pipeline);
-    metrics.config_running(&name, &hash);
-    let status = reload::Status {
-        name: name.clone(),
-        source: reloads
-            .as_ref()
-            .map_or_else(|| pipeline.file.display().to_string(), |r| r.source.clone()),
-        hash,
-        since: reload::unix_now(),
-        last_reload: None,
+    let scoped = list.len() > 1 || !dirs.is_empty();
+    let admins: Vec<&Pipeline> = list
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.admin.is_some())
+        .collect();
+    if let [first, rest @ ..] = admins.as_slice() {
+        let errors: Vec<ConfigError> = rest
+            .iter()
+            .map(|p| ConfigError {
+                file: p.file.clone(),
+                pos: Pos::default(),
+                component: Some("admin".into()),
+                message: format!(
+                    "only one pipeline of an agent configures the admin server (it serves them all); {} does already",
+                    first.file.display()
+                ),
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+    }
+    let admin_config = admins.first().and_then(|p| p.admin.clone());
+
+    let mut agent = Agent {
+        root: Metrics::new(),
+        scoped,
+        views: Arc::new(RwLock::new(Vec::new())),
+        admin_stop: CancellationToken::new(),
+        signalled: CancellationToken::new(),
+        tasks: tokio::task::JoinSet::new(),
+        running: HashMap::new(),
+        removed: BTreeSet::new(),
     };
-    let (reload_tx, mut reload_rx) = mpsc::channel::<reload::Request>(16);
+    // Build every pipeline before starting any.
+    let mut built = Vec::new();
+    let mut errors = Vec::new();
+    for (pipeline, reloads) in list {
+        match agent.build(pipeline, reloads) {
+            Ok(b) => built.push(b),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    tokio::spawn(forward_signals(agent.signalled.clone()));
+    let mut expected = Some(0u64);
+    let mut accepted = Vec::new();
+    for b in &built {
+        let topo = &b.4;
+        expected = expected.and_then(|e| {
+            topo.sources
+                .iter()
+                .map(|s| s.expected)
+                .sum::<Option<u64>>()
+                .map(|n| n + e)
+        });
+        accepted.extend(topo.sources.iter().map(|s| s.metrics.accepted.clone()));
+    }
+    let runs: Vec<PipelineRun> = built.into_iter().map(|b| agent.prepare(b)).collect();
 
     let admin_state = Arc::new(AdminState {
-        metrics: Arc::clone(&metrics),
-        ready: false.into(),
-        plugins: Arc::clone(&topo.plugins),
-        channels: RwLock::new(topo.channels.clone()),
-        reload: reloads.as_ref().map(|_| reload_tx.clone()),
-        config: RwLock::new(status),
+        metrics: Arc::new(agent.root.clone()),
+        pipelines: Arc::clone(&agent.views),
+        scoped,
     });
-    let admin_stop = CancellationToken::new();
-    topo.plugins.watch(admin_stop.clone());
-    if let Some(a) = &pipeline.admin {
+    if let Some(a) = &admin_config {
         let access = admin::Access::new(a.token.as_ref().map(|t| t.expose()), a.public_metrics);
         match admin::serve(
             a.listen,
             access,
             Arc::clone(&admin_state),
-            admin_stop.clone(),
+            agent.admin_stop.clone(),
         )
         .await
         {
@@ -156,187 +219,423 @@ pub async fn run_with(
             Err(e) => tracing::error!(addr = %a.listen, error = %e, "admin server could not start"),
         }
     }
-    let mut reloads = reloads;
-    if let Some(r) = &mut reloads {
-        reload::on_sighup(reload_tx.clone(), admin_stop.clone());
-        if r.watch {
-            reload::on_change(&r.file, reload_tx.clone(), admin_stop.clone());
-        }
-        if let Some(start) = r.trigger.take() {
-            start(reload_tx.clone(), admin_stop.clone());
-        }
+
+    let progress = Progress::start(expected, accepted);
+    for run in runs {
+        agent.spawn(run);
     }
-    drop(reload_tx);
-
-    let stop_sources = CancellationToken::new();
-    let (exits_tx, mut exits) = mpsc::unbounded_channel();
-    let expected: Option<u64> = topo.sources.iter().map(|s| s.expected).sum();
-    let progress = Progress::start(
-        expected,
-        topo.sources
-            .iter()
-            .map(|s| s.metrics.accepted.clone())
-            .collect(),
-    );
-    let mut running = Running {
-        name: name.clone(),
-        pipeline,
-        metrics: Arc::clone(&metrics),
-        plugins: Arc::clone(&topo.plugins),
-        channels: topo.channels.clone(),
-        sources: HashMap::new(),
-        runners: HashMap::new(),
-        fingerprints: (BTreeMap::new(), BTreeMap::new()),
-        source_metrics: BTreeMap::new(),
-        sinks: BTreeMap::new(),
-        stop_sources: stop_sources.clone(),
-        exits: exits_tx,
-        generation: 0,
-    };
-    running.fingerprints = topology::component_fingerprints(&running.pipeline);
-    running.start(topo);
-    admin_state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        sources = running.sources.len(),
-        channels = running.channels.len(),
-        sinks = running.sinks.len(),
-        "pipeline running"
-    );
-
-    // Wait for every source to end, or a signal; reload when asked.
-    let signalled = CancellationToken::new();
-    tokio::spawn(forward_signals(signalled.clone()));
-    let mut report = Report::default();
-    while !running.sources.is_empty() {
+    let (rescan_tx, mut rescan_rx) = mpsc::channel::<()>(4);
+    for d in &dirs {
+        reload::on_dir_change(&d.dir, rescan_tx.clone(), agent.admin_stop.clone());
+    }
+    let mut reports = Vec::new();
+    loop {
         tokio::select! {
-            Some((name, generation, result)) = exits.recv() => {
-                if !running.exited(&name, generation) {
-                    continue; // a source a reload replaced
+            Some(joined) = agent.tasks.join_next() => {
+                // The task wraps the pipeline's own, so it does not panic itself.
+                let Ok((name, report)) = joined else { continue };
+                if agent.ended(&name) {
+                    // A file of the same name may be back already.
+                    let _ = rescan_tx.try_send(());
                 }
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(source = %name, error = %e, "source failed; stopping the agent");
-                        report.source_errors.push(format!("source {name}: {e}"));
-                        stop_sources.cancel();
-                    }
-                    Err(panic) => {
-                        report.source_errors.push(format!("source task panicked: {panic}"));
-                        stop_sources.cancel();
-                    }
+                reports.push((name, report));
+            }
+            Some(()) = rescan_rx.recv() => agent.rescan(&dirs),
+            _ = agent.signalled.cancelled(), if agent.tasks.is_empty() => break,
+        }
+        if agent.tasks.is_empty() && (dirs.is_empty() || agent.signalled.is_cancelled()) {
+            break;
+        }
+    }
+    progress.finish();
+    agent.admin_stop.cancel();
+    for (_, r) in &mut reports {
+        r.elapsed = started.elapsed();
+    }
+    Ok(reports)
+}
+
+/// A built pipeline: its name, settings, reload source, metrics and topology.
+type Built = (String, Pipeline, Option<Reloads>, Arc<Metrics>, Topology);
+
+/// The pipelines an agent runs, and what they share.
+struct Agent {
+    root: Metrics,
+    /// Components are named `<pipeline>/<name>` in metrics.
+    scoped: bool,
+    /// What the admin server sees, in the order the pipelines started.
+    views: Arc<RwLock<Vec<Arc<PipelineView>>>>,
+    admin_stop: CancellationToken,
+    /// SIGINT or SIGTERM: every pipeline stops.
+    signalled: CancellationToken,
+    /// Each running pipeline's task: its name and report.
+    tasks: tokio::task::JoinSet<(String, Report)>,
+    /// Running pipelines by name: their file, and what stops that pipeline alone.
+    running: HashMap<String, (PathBuf, CancellationToken)>,
+    /// Pipelines stopped because their file went away (their view goes when they end).
+    removed: BTreeSet<String>,
+}
+
+impl Agent {
+    /// Builds a pipeline's topology (compiling plugins and opening durable channels, blocking
+    /// work, done off the async workers).
+    fn build(&self, pipeline: Pipeline, reloads: Option<Reloads>) -> Result<Built, ConfigErrors> {
+        let name = reloads
+            .as_ref()
+            .map_or_else(|| pipeline_name(&pipeline.file), |r| r.name.clone());
+        let metrics = Arc::new(if self.scoped {
+            self.root.scoped(&name)
+        } else {
+            self.root.clone()
+        });
+        let m = Arc::clone(&metrics);
+        let p = pipeline.clone();
+        let topo = sluice_core::blocking::run(move || topology::build(&p, &m, crate::registry()))?;
+        Ok((name, pipeline, reloads, metrics, topo))
+    }
+
+    /// Makes a built pipeline's view and reload triggers; it runs once spawned.
+    fn prepare(&mut self, (name, pipeline, reloads, metrics, topo): Built) -> PipelineRun {
+        let hash = config_hash(&pipeline);
+        metrics.config_running(&name, &hash);
+        let status = reload::Status {
+            name: name.clone(),
+            source: reloads
+                .as_ref()
+                .map_or_else(|| pipeline.file.display().to_string(), |r| r.source.clone()),
+            hash,
+            since: reload::unix_now(),
+            last_reload: None,
+        };
+        let (reload_tx, reload_rx) = mpsc::channel::<reload::Request>(16);
+        let view = Arc::new(PipelineView {
+            name: name.clone(),
+            ready: false.into(),
+            plugins: RwLock::new(Arc::clone(&topo.plugins)),
+            channels: RwLock::new(topo.channels.clone()),
+            reload: reloads.as_ref().map(|_| reload_tx.clone()),
+            status: RwLock::new(status),
+        });
+        // This pipeline's triggers end with it (or with the agent).
+        let own = self.admin_stop.child_token();
+        let mut reloads = reloads;
+        if let Some(r) = &mut reloads {
+            reload::on_sighup(reload_tx.clone(), own.clone());
+            if r.watch {
+                reload::on_change(&r.file, reload_tx.clone(), own.clone());
+            }
+            if let Some(start) = r.trigger.take() {
+                start(reload_tx.clone(), own.clone());
+            }
+        }
+        drop(reload_tx);
+        let stop = self.signalled.child_token();
+        let file = reloads
+            .as_ref()
+            .map_or_else(|| pipeline.file.clone(), |r| r.file.clone());
+        self.running.insert(name.clone(), (file, stop.clone()));
+        self.views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&view));
+        PipelineRun {
+            name,
+            pipeline,
+            reloads,
+            reload_rx,
+            metrics,
+            topo,
+            view,
+            signalled: stop,
+            plugin_stop: own.child_token(),
+            triggers: own,
+        }
+    }
+
+    fn spawn(&mut self, run: PipelineRun) {
+        let name = run.name.clone();
+        let task = tokio::spawn(run.run());
+        self.tasks.spawn(async move {
+            let report = task.await.unwrap_or_else(|panic| Report {
+                source_errors: vec![format!("pipeline {name} panicked: {panic}")],
+                ..Report::default()
+            });
+            (name, report)
+        });
+    }
+
+    /// A pipeline's task ended; true when it had been stopped because its file went away.
+    fn ended(&mut self, name: &str) -> bool {
+        self.running.remove(name);
+        let removed = self.removed.remove(name);
+        if removed {
+            self.views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|v| v.name != name);
+        }
+        removed
+    }
+
+    /// Starts the pipelines of files new in `dirs`, stops those whose file went away.
+    fn rescan(&mut self, dirs: &[PipelineDir]) {
+        if self.signalled.is_cancelled() {
+            return;
+        }
+        for d in dirs {
+            let files = match pipeline_files(&d.dir) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(dir = %d.dir.display(), error = %e, "cannot list the pipeline directory");
+                    continue;
+                }
+            };
+            for (name, (file, stop)) in &self.running {
+                let here = file.parent() == Some(d.dir.as_path());
+                if here && !files.contains(file) && !self.removed.contains(name) {
+                    tracing::info!(pipeline = %name, file = %file.display(), "pipeline file removed; stopping the pipeline");
+                    stop.cancel();
+                    self.removed.insert(name.clone());
                 }
             }
-            Some(first) = reload_rx.recv(), if !stop_sources.is_cancelled() => {
-                // Requests that came in meanwhile are answered by this reload.
-                let mut waiting = vec![first];
-                while let Ok(r) = reload_rx.try_recv() {
-                    waiting.push(r);
-                }
-                let origin = waiting[0].origin;
-                let answer = match &reloads {
-                    Some(r) => running.reload(&r.reread, &admin_state).await,
-                    None => reload::Answer::Unchanged,
-                };
-                metrics.config_reloaded(&name, answer.result());
-                {
-                    let mut st = admin_state.config.write().unwrap_or_else(|p| p.into_inner());
-                    if matches!(answer, reload::Answer::Applied { .. }) {
-                        st.hash = config_hash(&running.pipeline);
-                        st.since = reload::unix_now();
+            for file in files {
+                let name = pipeline_name(&file);
+                if let Some((other, _)) = self.running.get(&name) {
+                    if *other != file {
+                        tracing::warn!(file = %file.display(), running = %other.display(), "a pipeline of this name runs already; not started");
                     }
-                    st.last_reload = Some((reload::unix_now(), origin, answer.clone()));
+                    continue;
                 }
-                match &answer {
-                    reload::Answer::Applied { changed } => tracing::info!(%origin, changed = %changed.join(", "), "configuration reloaded"),
-                    reload::Answer::Unchanged => tracing::info!(%origin, "configuration unchanged"),
-                    reload::Answer::Refused { errors } => tracing::error!(%origin, errors = %errors.join("; "), "configuration refused; the running pipeline is unchanged"),
-                }
-                for r in waiting {
-                    if let Some(reply) = r.reply {
-                        let _ = reply.send(answer.clone());
+                match (d.open)(&file).and_then(|(p, r)| {
+                    if p.admin.is_some() {
+                        return Err(ConfigErrors(vec![ConfigError {
+                            file: p.file.clone(),
+                            pos: Pos::default(),
+                            component: Some("admin".into()),
+                            message: "a pipeline added while the agent runs cannot configure the admin server".into(),
+                        }]));
+                    }
+                    self.build(p, Some(r))
+                }) {
+                    Ok(b) => {
+                        tracing::info!(pipeline = %name, file = %file.display(), "new pipeline file; starting the pipeline");
+                        let run = self.prepare(b);
+                        self.spawn(run);
+                    }
+                    Err(e) => {
+                        self.root.config_reloaded(&name, "refused");
+                        tracing::error!(file = %file.display(), errors = %e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "), "new pipeline file refused");
                     }
                 }
-            }
-            _ = signalled.cancelled(), if !report.stopped_by_signal => {
-                tracing::info!("stop requested; stopping sources");
-                report.stopped_by_signal = true;
-                stop_sources.cancel();
             }
         }
     }
-    admin_state.ready.store(false, Ordering::Relaxed);
+}
 
-    // Drain: bounded by shutdown_timeout once a stop was asked for (now or during the drain).
-    let deadline = {
-        let signalled = signalled.clone();
-        let timeout = running.pipeline.settings.shutdown_timeout;
-        let stopped = report.stopped_by_signal;
-        async move {
-            if !stopped {
-                signalled.cancelled().await;
-                tracing::info!("stop requested; draining for at most {timeout:?}");
+/// The pipeline files of a directory (`*.yaml`, `*.yml`), sorted.
+pub fn pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// One pipeline of an agent, from its start to the end of its drain.
+struct PipelineRun {
+    name: String,
+    pipeline: Pipeline,
+    reloads: Option<Reloads>,
+    reload_rx: mpsc::Receiver<reload::Request>,
+    metrics: Arc<Metrics>,
+    topo: Topology,
+    view: Arc<PipelineView>,
+    /// SIGINT or SIGTERM (every pipeline), or this pipeline's file went away: stop.
+    signalled: CancellationToken,
+    /// Ends the watch of this pipeline's plugin files (replaced when its plugins change).
+    plugin_stop: CancellationToken,
+    /// Ends what asks this pipeline for reloads (SIGHUP, its file, its URL).
+    triggers: CancellationToken,
+}
+
+impl PipelineRun {
+    async fn run(self) -> Report {
+        let PipelineRun {
+            name,
+            pipeline,
+            reloads,
+            mut reload_rx,
+            metrics,
+            topo,
+            view,
+            signalled,
+            plugin_stop,
+            triggers,
+        } = self;
+        let stop_sources = CancellationToken::new();
+        let (exits_tx, mut exits) = mpsc::unbounded_channel();
+        topo.plugins.watch(plugin_stop.clone());
+        let mut running = Running {
+            name: name.clone(),
+            pipeline,
+            metrics: Arc::clone(&metrics),
+            plugins: Arc::clone(&topo.plugins),
+            plugin_stop,
+            channels: topo.channels.clone(),
+            sources: HashMap::new(),
+            runners: HashMap::new(),
+            fingerprints: (BTreeMap::new(), BTreeMap::new()),
+            source_metrics: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            stop_sources: stop_sources.clone(),
+            exits: exits_tx,
+            generation: 0,
+        };
+        running.fingerprints = topology::component_fingerprints(&running.pipeline);
+        running.start(topo);
+        view.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            pipeline = %name,
+            sources = running.sources.len(),
+            channels = running.channels.len(),
+            sinks = running.sinks.len(),
+            "pipeline running"
+        );
+
+        // Wait for every source to end, or a signal; reload when asked.
+        let mut report = Report::default();
+        while !running.sources.is_empty() {
+            tokio::select! {
+                Some((source, generation, result)) = exits.recv() => {
+                    if !running.exited(&source, generation) {
+                        continue; // a source a reload replaced
+                    }
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(pipeline = %name, source = %source, error = %e, "source failed; stopping the pipeline");
+                            report.source_errors.push(format!("source {source}: {e}"));
+                            stop_sources.cancel();
+                        }
+                        Err(panic) => {
+                            report.source_errors.push(format!("source task panicked: {panic}"));
+                            stop_sources.cancel();
+                        }
+                    }
+                }
+                Some(first) = reload_rx.recv(), if !stop_sources.is_cancelled() => {
+                    // Requests that came in meanwhile are answered by this reload.
+                    let mut waiting = vec![first];
+                    while let Ok(r) = reload_rx.try_recv() {
+                        waiting.push(r);
+                    }
+                    let origin = waiting[0].origin;
+                    let answer = match &reloads {
+                        Some(r) => running.reload(&r.reread, &view).await,
+                        None => reload::Answer::Unchanged,
+                    };
+                    metrics.config_reloaded(&name, answer.result());
+                    {
+                        let mut st = view.status.write().unwrap_or_else(|p| p.into_inner());
+                        if matches!(answer, reload::Answer::Applied { .. }) {
+                            st.hash = config_hash(&running.pipeline);
+                            st.since = reload::unix_now();
+                        }
+                        st.last_reload = Some((reload::unix_now(), origin, answer.clone()));
+                    }
+                    match &answer {
+                        reload::Answer::Applied { changed } => tracing::info!(pipeline = %name, %origin, changed = %changed.join(", "), "configuration reloaded"),
+                        reload::Answer::Unchanged => tracing::info!(pipeline = %name, %origin, "configuration unchanged"),
+                        reload::Answer::Refused { errors } => tracing::error!(pipeline = %name, %origin, errors = %errors.join("; "), "configuration refused; the running pipeline is unchanged"),
+                    }
+                    for r in waiting {
+                        if let Some(reply) = r.reply {
+                            let _ = reply.send(answer.clone());
+                        }
+                    }
+                }
+                _ = signalled.cancelled(), if !report.stopped_by_signal => {
+                    tracing::info!(pipeline = %name, "stop requested; stopping sources");
+                    report.stopped_by_signal = true;
+                    stop_sources.cancel();
+                }
             }
-            tokio::time::sleep(timeout).await;
         }
-    };
-    tokio::pin!(deadline);
-    let mut aborted = false;
-    // Runners of ordinary channels first, then those of dead-letter channels.
-    for dlq_phase in [false, true] {
-        let phase: Vec<String> = running
-            .runners
-            .iter()
-            .filter(|(_, r)| r.is_dlq == dlq_phase)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in &phase {
-            running.runners[n].ctl.drain.cancel();
-        }
-        for n in phase {
-            let Some(mut r) = running.runners.remove(&n) else {
-                continue;
-            };
-            loop {
-                tokio::select! {
-                    _ = &mut r.task => break,
-                    _ = &mut deadline, if !aborted => {
-                        tracing::warn!("shutdown timeout reached; rolling back what is in flight");
-                        aborted = true;
-                        r.ctl.abort.cancel();
-                        for other in running.runners.values() {
-                            other.ctl.abort.cancel();
+        view.ready.store(false, Ordering::Relaxed);
+        running.plugin_stop.cancel();
+        triggers.cancel();
+
+        // Drain: bounded by shutdown_timeout once a stop was asked for (now or during the
+        // drain).
+        let deadline = {
+            let signalled = signalled.clone();
+            let timeout = running.pipeline.settings.shutdown_timeout;
+            let stopped = report.stopped_by_signal;
+            async move {
+                if !stopped {
+                    signalled.cancelled().await;
+                    tracing::info!("stop requested; draining for at most {timeout:?}");
+                }
+                tokio::time::sleep(timeout).await;
+            }
+        };
+        tokio::pin!(deadline);
+        let mut aborted = false;
+        // Runners of ordinary channels first, then those of dead-letter channels.
+        for dlq_phase in [false, true] {
+            let phase: Vec<String> = running
+                .runners
+                .iter()
+                .filter(|(_, r)| r.is_dlq == dlq_phase)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &phase {
+                running.runners[n].ctl.drain.cancel();
+            }
+            for n in phase {
+                let Some(mut r) = running.runners.remove(&n) else {
+                    continue;
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut r.task => break,
+                        _ = &mut deadline, if !aborted => {
+                            tracing::warn!("shutdown timeout reached; rolling back what is in flight");
+                            aborted = true;
+                            r.ctl.abort.cancel();
+                            for other in running.runners.values() {
+                                other.ctl.abort.cancel();
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    progress.finish();
-    admin_stop.cancel();
 
-    report.elapsed = started.elapsed();
-    for (name, m) in &running.source_metrics {
-        let dlq = metrics.dlq().total_for(name);
-        report.sources.push((
-            name.clone(),
-            m.received.get(),
-            m.accepted.get(),
-            m.dropped.get(),
-            dlq,
-        ));
+        for (name, m) in &running.source_metrics {
+            let dlq = metrics.dlq().total_for(name);
+            report.sources.push((
+                name.clone(),
+                m.received.get(),
+                m.accepted.get(),
+                m.dropped.get(),
+                dlq,
+            ));
+        }
+        for (name, ch) in &running.channels {
+            report.channels.push((name.clone(), ch.stats().events));
+        }
+        for (name, s) in &running.sinks {
+            report.sinks.push((
+                name.clone(),
+                s.metrics.drained.get(),
+                metrics.dlq().total_for(name),
+                s.metrics.discarded.get(),
+            ));
+        }
+        report
     }
-    for (name, ch) in &running.channels {
-        report.channels.push((name.clone(), ch.stats().events));
-    }
-    for (name, s) in &running.sinks {
-        report.sinks.push((
-            name.clone(),
-            s.metrics.drained.get(),
-            metrics.dlq().total_for(name),
-            s.metrics.discarded.get(),
-        ));
-    }
-    Ok(report)
 }
 
 /// A pipeline's name: its file's stem.
@@ -385,6 +684,8 @@ struct Running {
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     plugins: Arc<dyn PluginHost>,
+    /// Ends the watch of the plugins' files (a new host gets a new watch).
+    plugin_stop: CancellationToken,
     channels: Vec<(String, Arc<dyn Channel>)>,
     sources: HashMap<String, RunningSource>,
     runners: HashMap<String, RunningRunner>,
@@ -473,7 +774,7 @@ impl Running {
     async fn reload(
         &mut self,
         reread: &Arc<dyn Fn() -> Result<Pipeline, ConfigErrors> + Send + Sync>,
-        admin: &AdminState,
+        view: &PipelineView,
     ) -> reload::Answer {
         let refused = |errors: Vec<String>| reload::Answer::Refused { errors };
         let reread = Arc::clone(reread);
@@ -491,9 +792,20 @@ impl Running {
                 .collect()
         };
         let mut errors = Vec::new();
-        if section(old, "plugins.") != section(&new, "plugins.") {
-            errors.push(format!("{file}: plugins: adding, removing or changing a plugin's settings needs a restart (a plugin's file is swapped live: `sluice plugin`, SIGHUP or POST /plugins/<name>/reload)"));
-        }
+        // Plugins whose definition is new or changed are loaded (and `init`ed) by the build;
+        // the others are carried over as they run.
+        let (old_plugins, new_plugins) = (section(old, "plugins."), section(&new, "plugins."));
+        let load_plugins: BTreeSet<String> = new_plugins
+            .iter()
+            .filter(|(k, v)| old_plugins.get(*k) != Some(*v))
+            .map(|(k, _)| k["plugins.".len()..].to_owned())
+            .collect();
+        let removed_plugins: Vec<String> = old_plugins
+            .keys()
+            .filter(|k| !new_plugins.contains_key(*k))
+            .map(|k| k["plugins.".len()..].to_owned())
+            .collect();
+        let plugins_change = !load_plugins.is_empty() || !removed_plugins.is_empty();
         if old.fingerprints.get("admin") != new.fingerprints.get("admin") {
             errors.push(format!(
                 "{file}: admin: the admin server's settings change only with a restart"
@@ -517,6 +829,23 @@ impl Running {
                     "{file}: channels.{name}: {what} while it holds {held} events; a channel is replaced only when empty: first remove its sources (its sinks keep draining it), reload, then change it"
                 ));
                 continue;
+            }
+            // A durable channel cannot be opened again while it is open (its directory is
+            // locked), and it stays open until the new pipeline is built.
+            fn dir<'a>(p: &'a Pipeline, name: &str) -> Option<&'a std::path::Path> {
+                p.channels
+                    .iter()
+                    .find(|c| c.name == name)
+                    .and_then(|c| c.spec.storage_dir())
+            }
+            if let (Some(was), Some(is)) = (dir(old, name), dir(&new, name)) {
+                if was == is {
+                    errors.push(format!(
+                        "{file}: channels.{name}: its settings change but not its directory `{}`, which stays locked while the running pipeline uses it; it is empty, so give it a new `path` (applied at once), or restart the agent",
+                        is.display()
+                    ));
+                    continue;
+                }
             }
             dropped.push(name.clone());
         }
@@ -572,6 +901,7 @@ impl Running {
             && removed_runners.is_empty()
             && dropped.is_empty()
             && added_channels.is_empty()
+            && !plugins_change
         {
             self.pipeline = new;
             return reload::Answer::Unchanged;
@@ -581,6 +911,7 @@ impl Running {
         let reuse = Reuse {
             channels: keep,
             plugins: Some(Arc::clone(&self.plugins)),
+            load_plugins: plugins_change.then(|| load_plugins.clone()),
         };
         let metrics = Arc::clone(&self.metrics);
         let built = sluice_core::blocking::run(|| {
@@ -621,7 +952,22 @@ impl Running {
             report.push(format!("channels.{name} opened"));
         }
         self.channels = topo.channels.clone();
-        *admin.channels.write().unwrap_or_else(|p| p.into_inner()) = self.channels.clone();
+        *view.channels.write().unwrap_or_else(|p| p.into_inner()) = self.channels.clone();
+        if plugins_change {
+            // The new host holds the unchanged plugins too: hot swap and `GET /plugins` go
+            // through it from now on.
+            self.plugins = Arc::clone(&topo.plugins);
+            *view.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&self.plugins);
+            self.plugin_stop.cancel();
+            self.plugin_stop = CancellationToken::new();
+            self.plugins.watch(self.plugin_stop.clone());
+            for name in &load_plugins {
+                report.push(format!("plugins.{name} loaded"));
+            }
+            for name in &removed_plugins {
+                report.push(format!("plugins.{name} removed"));
+            }
+        }
         for name in &removed_runners {
             self.sinks.remove(name);
         }

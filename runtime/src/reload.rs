@@ -93,30 +93,71 @@ pub fn on_sighup(tx: mpsc::Sender<Request>, stop: CancellationToken) {
 /// `stop`. The directory is watched, not the file, so that editors and tools that replace the
 /// file (write a temporary, rename it over) are seen too.
 pub fn on_change(file: &Path, tx: mpsc::Sender<Request>, stop: CancellationToken) {
-    use notify::{RecursiveMode, Watcher};
     let file: PathBuf = file.canonicalize().unwrap_or_else(|_| file.to_owned());
     let Some(dir) = file.parent().map(Path::to_owned) else {
         return;
     };
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
     let name = file.file_name().map(|n| n.to_owned());
-    let watched = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+    let watching = watch_dir(
+        &dir,
+        move |p| p.file_name() == name.as_deref(),
+        move || {
+            let tx = tx.clone();
+            async move {
+                tx.send(Request {
+                    origin: "file",
+                    reply: None,
+                })
+                .await
+                .is_ok()
+            }
+        },
+        stop,
+    );
+    if let Err(e) = watching {
+        tracing::warn!(file = %file.display(), error = %e, "cannot watch the pipeline file; reload with SIGHUP or POST /config/reload");
+    }
+}
+
+/// Sends `()` when a pipeline file (`*.yaml`, `*.yml`) in `dir` appears, changes or goes
+/// away (debounced), until `stop`.
+pub fn on_dir_change(dir: &Path, tx: mpsc::Sender<()>, stop: CancellationToken) {
+    let watching = watch_dir(
+        dir,
+        |p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"),
+        move || {
+            let tx = tx.clone();
+            async move { tx.send(()).await.is_ok() }
+        },
+        stop,
+    );
+    if let Err(e) = watching {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the pipeline directory; files added later are not run");
+    }
+}
+
+/// Watches `dir` (not recursively) and calls `settled` once the writes to paths that `ours`
+/// accepts have been quiet for [`DEBOUNCE`], until `stop` or until `settled` returns false.
+fn watch_dir<F>(
+    dir: &Path,
+    ours: impl Fn(&Path) -> bool + Send + 'static,
+    settled: impl Fn() -> F + Send + 'static,
+    stop: CancellationToken,
+) -> notify::Result<()>
+where
+    F: std::future::Future<Output = bool> + Send,
+{
+    use notify::{RecursiveMode, Watcher};
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
         if let Ok(ev) = r {
-            let ours = ev.paths.iter().any(|p| p.file_name() == name.as_deref());
             let writes = !matches!(ev.kind, notify::EventKind::Access(_));
-            if ours && writes {
+            if writes && ev.paths.iter().any(|p| ours(p)) {
                 let _ = ev_tx.send(());
             }
         }
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let watcher = match watched {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "cannot watch the pipeline file; reload with SIGHUP or POST /config/reload");
-            return;
-        }
-    };
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         // Kept alive (and dropped, unwatching) with this task.
         let _watcher = watcher;
@@ -133,14 +174,12 @@ pub fn on_change(file: &Path, tx: mpsc::Sender<Request>, stop: CancellationToken
                     Err(_) => break,
                 }
             }
-            let _ = tx
-                .send(Request {
-                    origin: "file",
-                    reply: None,
-                })
-                .await;
+            if !settled().await {
+                return;
+            }
         }
     });
+    Ok(())
 }
 
 /// What `GET /pipelines` says of a pipeline: where it comes from, what runs, and how its last

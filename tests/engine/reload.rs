@@ -663,3 +663,333 @@ sinks:
     );
     agent.stop_blocking();
 }
+
+/// `POST path` on the admin server: (status, body).
+fn post(admin: u16, path: &str) -> (u16, serde_json::Value) {
+    let (status, raw) = crate::common::http(admin, "POST", path).unwrap();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+#[test]
+fn two_pipelines_in_one_agent_reload_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = free_port();
+    // The same component names in both files: each pipeline has its own namespace.
+    let pipeline = |admin_line: &str, out: &str, rate: u32| {
+        format!(
+            "{admin_line}
+channels:
+  mem: {{ type: memory, capacity: 10000 }}
+sources:
+  gen: {{ type: generator, count: 20000, rate: {rate}, batch_size: 20, channels: [mem] }}
+sinks:
+  out: {{ type: file, channel: mem, path: '{}/{out}' }}
+",
+            d.display()
+        )
+    };
+    let a = pipeline(
+        &format!("admin: {{ listen: '127.0.0.1:{admin}' }}"),
+        "a.out",
+        4000,
+    );
+    let b = |out: &str| pipeline("", out, 2000);
+    std::fs::write(d.join("b.yaml"), b("b-0.out")).unwrap();
+    let b_file = d.join("b.yaml").display().to_string();
+    let agent = Agent::start_with(d, "a", &a, &[], &["-p", &b_file, "--no-watch"]);
+    wait_for(
+        "the agent answers",
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok(),
+        || agent.log(),
+    );
+    let (status, raw) = crate::common::http(admin, "GET", "/pipelines").unwrap();
+    let listing: serde_json::Value =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(
+        (listing[0]["name"].as_str(), listing[1]["name"].as_str()),
+        (Some("a"), Some("b")),
+        "{listing}"
+    );
+    let a_hash = listing[0]["config_hash"].clone();
+    assert_metric(admin, "component=\"a/gen\"");
+    assert_metric(admin, "component=\"b/out\"");
+
+    // Reloading b (a new sink path) leaves a alone.
+    for i in 1..=5 {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(d.join("b.yaml"), b(&format!("b-{i}.out"))).unwrap();
+        let (status, answer) = post(admin, "/pipelines/b/reload");
+        assert_eq!(status, 200, "{answer}\n{}", agent.log());
+        assert_eq!(answer["result"], "applied", "{answer}");
+        assert_eq!(
+            answer["changed"],
+            serde_json::json!(["sinks.out stopped", "sinks.out started"]),
+            "{answer}"
+        );
+    }
+    // A broken b is refused; a reload of all answers per pipeline, a unchanged.
+    std::fs::write(d.join("b.yaml"), "channels: [").unwrap();
+    let (status, answer) = post(admin, "/config/reload");
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["pipelines"]["a"]["result"], "unchanged", "{answer}");
+    assert!(
+        answer["pipelines"]["b"]["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("b.yaml:2:1: invalid YAML")),
+        "{answer}"
+    );
+    assert_metric(
+        admin,
+        "sluice_config_reloads_total{pipeline=\"b\",result=\"refused\"} 1",
+    );
+    assert_metric(
+        admin,
+        "sluice_config_reloads_total{pipeline=\"a\",result=\"applied\"} 0",
+    );
+    let (_, raw) = crate::common::http(admin, "GET", "/pipelines").unwrap();
+    let listing: serde_json::Value =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    assert_eq!(listing[0]["config_hash"], a_hash, "{listing}");
+    assert_eq!(listing[0]["state"], "running", "{listing}");
+    assert_eq!(listing[1]["state"], "running", "{listing}");
+    assert_eq!(post(admin, "/pipelines/nosuch/reload").0, 404);
+
+    // Both run to their end: a without a gap or a repeat, b across its six files.
+    wait_for(
+        "both pipelines delivered everything",
+        Duration::from_secs(60),
+        || {
+            std::fs::metadata(d.join("a.out")).is_ok()
+                && lines(&d.join("a.out")).len() >= 20000
+                && count_lines(d, "b-") >= 20000
+        },
+        || agent.log(),
+    );
+    let log = agent.stop_blocking();
+    let a_out: Vec<u64> = lines(&d.join("a.out")).iter().map(|l| seq(l)).collect();
+    assert_eq!(
+        a_out,
+        (0..20000).collect::<Vec<_>>(),
+        "pipeline a: every event once"
+    );
+    let mut b_out: Vec<u64> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("b-"))
+        .flat_map(|e| lines(&e.path()))
+        .map(|l| seq(&l))
+        .collect();
+    b_out.sort_unstable();
+    assert_eq!(
+        b_out,
+        (0..20000).collect::<Vec<_>>(),
+        "pipeline b: every event once"
+    );
+    assert!(
+        log.contains("pipeline a:") && log.contains("pipeline b:"),
+        "{log}"
+    );
+}
+
+/// An empty durable channel whose settings change in place is refused with what to do (its
+/// directory stays locked while the running pipeline uses it); under a new path it is
+/// replaced at once.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn an_empty_durable_channel_is_replaced_under_a_new_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = free_port();
+    let pipeline = |capacity: usize, path: &str| {
+        format!(
+            "admin: {{ listen: '127.0.0.1:{admin}' }}
+channels:
+  c: {{ type: rocksdb, path: '{}/{path}', capacity: {capacity} }}
+sources:
+  gen: {{ type: generator, count: 100, channels: [c] }}
+  idle: {{ type: generator, rate: 1, channels: [c] }}
+sinks:
+  out: {{ type: file, channel: c, path: '{}/out.log' }}
+",
+            d.display(),
+            d.display()
+        )
+    };
+    let agent = Agent::start_with(d, "p", &pipeline(1000, "c1"), &[], &["--no-watch"]);
+    wait_for(
+        "the first events are delivered",
+        Duration::from_secs(30),
+        || {
+            std::fs::metadata(d.join("out.log"))
+                .is_ok_and(|_| lines(&d.join("out.log")).len() >= 100)
+        },
+        || agent.log(),
+    );
+    // `idle` writes one event a second: wait for a moment when the channel is empty.
+    let apply = |text: String, want: u16, says: &str| {
+        std::fs::write(d.join("p.yaml"), text).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = reload(admin);
+            if status == want && body.contains(says) {
+                return;
+            }
+            assert!(body.contains("holds"), "{body}");
+            assert!(Instant::now() < deadline, "{body}\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    apply(pipeline(2000, "c1"), 422, "give it a new `path`");
+    apply(pipeline(2000, "c2"), 200, "channels.c opened");
+    assert_metric(
+        admin,
+        "sluice_channel_capacity_events{component=\"c\"} 2000",
+    );
+    agent.stop_blocking();
+}
+
+/// `--pipeline DIR`: every pipeline file in it runs; a file added later starts a pipeline, a
+/// file removed stops its pipeline (drained: everything it accepted is delivered), and a
+/// broken new file is refused while the others run on.
+#[test]
+fn a_directory_of_pipelines_follows_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pipes = d.join("pipelines");
+    std::fs::create_dir(&pipes).unwrap();
+    let admin = free_port();
+    let pipeline = |admin_line: &str, name: &str| {
+        format!(
+            "{admin_line}
+channels:
+  mem: {{ type: memory }}
+sources:
+  gen: {{ type: generator, rate: 1000, batch_size: 10, channels: [mem] }}
+sinks:
+  out: {{ type: file, channel: mem, path: '{}/{name}.out' }}
+",
+            d.display()
+        )
+    };
+    std::fs::write(
+        pipes.join("a.yaml"),
+        pipeline(&format!("admin: {{ listen: '127.0.0.1:{admin}' }}"), "a"),
+    )
+    .unwrap();
+    std::fs::write(pipes.join("b.yaml"), pipeline("", "b")).unwrap();
+    let log = d.join("agent.log");
+    let mut child = crate::common::sluice()
+        .arg("-p")
+        .arg(&pipes)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    let names = || -> Vec<String> {
+        crate::common::http(admin, "GET", "/pipelines")
+            .and_then(|(_, raw)| {
+                serde_json::from_str::<serde_json::Value>(raw.split("\r\n\r\n").nth(1)?).ok()
+            })
+            .and_then(|v| {
+                v.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    let grows = |name: &str| {
+        let f = d.join(format!("{name}.out"));
+        let before = std::fs::metadata(&f).map_or(0, |m| m.len());
+        wait_for(
+            &format!("{name} delivers"),
+            Duration::from_secs(20),
+            || std::fs::metadata(&f).map_or(0, |m| m.len()) > before,
+            tail,
+        );
+    };
+    wait_for(
+        "a and b run",
+        Duration::from_secs(30),
+        || names() == ["a", "b"],
+        tail,
+    );
+    grows("a");
+    grows("b");
+
+    // A new file starts a pipeline; a broken one is refused (logged, counted).
+    std::fs::write(pipes.join("c.yaml"), pipeline("", "c")).unwrap();
+    std::fs::write(pipes.join("broken.yaml"), "sources: [").unwrap();
+    wait_for(
+        "c runs",
+        Duration::from_secs(20),
+        || names() == ["a", "b", "c"],
+        tail,
+    );
+    grows("c");
+    wait_for(
+        "the broken file is refused",
+        Duration::from_secs(10),
+        || tail().contains("new pipeline file refused"),
+        tail,
+    );
+    assert_metric(
+        admin,
+        "sluice_config_reloads_total{pipeline=\"broken\",result=\"refused\"}",
+    );
+    assert_metric(admin, "component=\"c/gen\"");
+
+    // A removed file stops its pipeline; a and c run on.
+    std::fs::remove_file(pipes.join("b.yaml")).unwrap();
+    wait_for(
+        "b stops",
+        Duration::from_secs(20),
+        || names() == ["a", "c"],
+        tail,
+    );
+    let b_lines = lines(&d.join("b.out")).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lines(&d.join("b.out")).len(),
+        b_lines,
+        "b delivers nothing more"
+    );
+    grows("a");
+    grows("c");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "{}", tail());
+    let log = tail();
+    for name in ["a", "b", "c"] {
+        // Each pipeline's summary: what its source accepted, its sink delivered.
+        let section = log
+            .split(&format!("pipeline {name}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no summary of {name}:\n{log}"));
+        let accepted: u64 = section
+            .split("accepted ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{section}"));
+        let delivered = lines(&d.join(format!("{name}.out"))).len() as u64;
+        assert_eq!(
+            accepted, delivered,
+            "{name}: all it accepted was delivered\n{log}"
+        );
+        let seqs: Vec<u64> = lines(&d.join(format!("{name}.out")))
+            .iter()
+            .map(|l| seq(l))
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..delivered).collect::<Vec<_>>(),
+            "{name}: in order, once"
+        );
+    }
+}

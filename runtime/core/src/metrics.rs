@@ -4,7 +4,10 @@
 //! one atomic add per batch and never looks a label set up. The same counters feed the
 //! end-of-run summary, so the summary and `/metrics` can never disagree.
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -84,8 +87,16 @@ pub struct OriginLabels {
 type Hist = Family<ComponentLabel, Histogram, fn() -> Histogram>;
 type PluginHist = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
+/// The agent's metric families. A clone shares them; a [`scoped`](Metrics::scoped) clone
+/// names its components `<pipeline>/<name>`, so several pipelines in one agent do not mix
+/// their counters.
+#[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
+    registry: Arc<Registry>,
+    /// Prefix of every component label (empty: one pipeline per agent).
+    scope: Arc<str>,
+    /// Each pipeline's running configuration hash (`sluice_config_info`).
+    config_hashes: Arc<Mutex<HashMap<String, String>>>,
     source_received: Family<ComponentLabel, Counter>,
     source_accepted: Family<ComponentLabel, Counter>,
     source_dropped: Family<ComponentLabel, Counter>,
@@ -180,7 +191,9 @@ impl Metrics {
             config_reloads: Family::default(),
             config_info: Family::default(),
             config_reloaded_at: Gauge::default(),
-            registry: Registry::default(),
+            registry: Arc::new(Registry::default()),
+            scope: Arc::from(""),
+            config_hashes: Arc::default(),
         };
         let r = &mut registry;
         r.register(
@@ -354,7 +367,10 @@ impl Metrics {
             "When the configuration last changed by a live reload (Unix time)",
             m.config_reloaded_at.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
     }
 
     /// Counts a live reload's outcome; an applied one also records its time.
@@ -382,7 +398,13 @@ impl Metrics {
                 result: result.into(),
             }));
         }
-        self.config_info.clear();
+        let mut hashes = self.config_hashes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = hashes.insert(pipeline.to_owned(), hash.to_owned()) {
+            self.config_info.remove(&HashLabel {
+                pipeline: pipeline.to_owned(),
+                hash: old,
+            });
+        }
         self.config_info
             .get_or_create(&HashLabel {
                 pipeline: pipeline.to_owned(),
@@ -391,10 +413,23 @@ impl Metrics {
             .set(1);
     }
 
+    /// These families with components named `<pipeline>/<name>`.
+    pub fn scoped(&self, pipeline: &str) -> Metrics {
+        Metrics {
+            scope: Arc::from(format!("{pipeline}/")),
+            ..self.clone()
+        }
+    }
+
+    /// A component's name as its metrics label it.
+    pub fn component(&self, name: &str) -> String {
+        format!("{}{name}", self.scope)
+    }
+
     /// The remote endpoints of sink `name` (they come and go as names are resolved).
     pub fn endpoints(&self, name: &str) -> EndpointFamily {
         EndpointFamily {
-            component: name.to_owned(),
+            component: self.component(name),
             sent: self.endpoint_sent.clone(),
             acked: self.endpoint_acked.clone(),
             duplicates: self.endpoint_duplicates.clone(),
@@ -407,16 +442,16 @@ impl Metrics {
     /// The remote senders of source `name`.
     pub fn origins(&self, name: &str) -> OriginFamily {
         OriginFamily {
-            component: name.to_owned(),
+            component: self.component(name),
             events: self.origin_events.clone(),
             duplicates: self.origin_duplicates.clone(),
         }
     }
 
     pub fn source(&self, name: &str) -> SourceMetrics {
-        let l = label(name);
+        let l = self.label(name);
         SourceMetrics {
-            component: name.to_owned(),
+            component: self.component(name),
             received: self.source_received.get_or_create(&l).clone(),
             accepted: self.source_accepted.get_or_create(&l).clone(),
             dropped: self.source_dropped.get_or_create(&l).clone(),
@@ -425,7 +460,7 @@ impl Metrics {
     }
 
     pub fn channel(&self, name: &str) -> ChannelMetrics {
-        let l = label(name);
+        let l = self.label(name);
         ChannelMetrics {
             events: self.channel_events.get_or_create(&l).clone(),
             capacity: self.channel_capacity.get_or_create(&l).clone(),
@@ -439,7 +474,7 @@ impl Metrics {
     }
 
     pub fn sink(&self, name: &str) -> SinkMetrics {
-        let l = label(name);
+        let l = self.label(name);
         SinkMetrics {
             drained: self.sink_drained.get_or_create(&l).clone(),
             batch_duration: self.sink_batch_duration.get_or_create(&l).clone(),
@@ -450,10 +485,10 @@ impl Metrics {
 
     pub fn plugin(&self, name: &str) -> PluginMetrics {
         let l = PluginLabel {
-            plugin: name.to_owned(),
+            plugin: self.component(name),
         };
         PluginMetrics {
-            plugin: name.to_owned(),
+            plugin: self.component(name),
             calls: self.plugin_calls.clone(),
             duration: self.plugin_duration.get_or_create(&l).clone(),
             traps: self.plugin_traps.clone(),
@@ -465,7 +500,7 @@ impl Metrics {
     }
 
     pub fn dlq(&self) -> DlqMetrics {
-        DlqMetrics(self.dlq_events.clone())
+        DlqMetrics(self.dlq_events.clone(), Arc::clone(&self.scope))
     }
 
     /// Prometheus text exposition of every metric.
@@ -477,9 +512,11 @@ impl Metrics {
     }
 }
 
-fn label(name: &str) -> ComponentLabel {
-    ComponentLabel {
-        component: name.to_owned(),
+impl Metrics {
+    fn label(&self, name: &str) -> ComponentLabel {
+        ComponentLabel {
+            component: self.component(name),
+        }
     }
 }
 
@@ -595,13 +632,14 @@ pub struct OriginMetrics {
 }
 
 #[derive(Clone)]
-pub struct DlqMetrics(Family<DlqLabels, Counter>);
+/// The DLQ counters, with the scope of the [`Metrics`] they came from.
+pub struct DlqMetrics(Family<DlqLabels, Counter>, Arc<str>);
 
 impl DlqMetrics {
     pub fn add(&self, component: &str, stage: &str, reason: &str, n: u64) {
         self.0
             .get_or_create(&DlqLabels {
-                component: component.into(),
+                component: format!("{}{component}", self.1),
                 stage: stage.into(),
                 reason: reason.into(),
             })
@@ -617,7 +655,7 @@ impl DlqMetrics {
             .map(|(r, s)| {
                 self.0
                     .get(&DlqLabels {
-                        component: component.into(),
+                        component: format!("{}{component}", self.1),
                         stage: s.as_str().into(),
                         reason: r.as_str().into(),
                     })

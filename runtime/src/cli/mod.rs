@@ -40,13 +40,16 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Pipeline file to run.
-    #[arg(long, short = 'p', value_name = "FILE")]
-    pipeline: Option<PathBuf>,
+    /// Pipeline to run: a file, a URL, or a directory (each `*.yaml`/`*.yml` in it).
+    /// Repeatable: each pipeline (named by its file's stem) has its own components, reloads
+    /// and metrics (`component="<pipeline>/<name>"`), in one agent.
+    #[arg(long, short = 'p', value_name = "FILE|URL|DIR")]
+    pipeline: Vec<PathBuf>,
 
     /// Wasm plugin to load: `path.wasm` (named by its file stem), `name=path.wasm`, or an
     /// `oci://registry/repo:tag` (named by the repository's last part, or `name=oci://…`);
-    /// overrides a plugin of the same name in the pipeline file. Repeatable.
+    /// overrides a plugin of the same name in the pipeline file. Repeatable. With several
+    /// pipelines it replaces the plugin of that name wherever one is declared.
     #[arg(long = "plugin", value_name = "PLUGIN")]
     plugins: Vec<String>,
 
@@ -123,13 +126,11 @@ pub fn main() -> ExitCode {
         Some(Command::Channel(cmd)) => channel::run(cmd),
         #[cfg(feature = "wasm")]
         Some(Command::Plugin(cmd)) => plugin::run(cmd),
-        None => match cli.run.pipeline {
-            Some(ref p) => run(p, &cli.run),
-            None => {
-                eprintln!("error: --pipeline <FILE> is required (see `sluice --help`)");
-                ExitCode::from(2)
-            }
-        },
+        None if cli.run.pipeline.is_empty() => {
+            eprintln!("error: --pipeline <FILE> is required (see `sluice --help`)");
+            ExitCode::from(2)
+        }
+        None => run(&cli.run),
     }
 }
 
@@ -173,6 +174,13 @@ fn validate(path: &std::path::Path) -> ExitCode {
                 p.sinks.len(),
                 p.sink_groups.len()
             );
+            let paths = sluice_core::guarantee::paths(&p);
+            if !paths.is_empty() {
+                println!("what each path guarantees if the agent crashes:");
+                for path in paths {
+                    println!("  {path}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -234,9 +242,102 @@ fn oci_flag(flag: &str) -> Result<Option<(String, PathBuf)>, String> {
     Ok(None)
 }
 
-fn run(path: &std::path::Path, args: &RunArgs) -> ExitCode {
+/// The pipeline files `--pipeline` names (files and URLs as given, directories as the
+/// `*.yaml`/`*.yml` files in them, sorted), and the directories (followed while running).
+fn pipeline_paths(given: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let found = crate::app::pipeline_files(path)
+            .map_err(|e| format!("--pipeline {}: {e}", path.display()))?;
+        if found.is_empty() {
+            return Err(format!(
+                "--pipeline {}: the directory holds no *.yaml or *.yml file",
+                path.display()
+            ));
+        }
+        files.extend(found);
+        dirs.push(path.clone());
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for p in &files {
+        let name = crate::app::pipeline_name(p);
+        if let Some(other) = seen.insert(name.clone(), p.clone()) {
+            return Err(format!(
+                "two pipelines are named `{name}` ({} and {}); a pipeline is named by its file's stem",
+                other.display(),
+                p.display()
+            ));
+        }
+    }
+    Ok((files, dirs))
+}
+
+/// How the agent reads a pipeline file, at start and for a file that appears later in a
+/// watched directory.
+#[derive(Clone)]
+struct Reader {
+    plugins: Vec<(String, PathBuf)>,
+    /// With several pipelines, `--plugin` replaces declared plugins only (it does not add
+    /// one to every pipeline).
+    several: bool,
+    watch: bool,
+}
+
+impl Reader {
+    /// The `--plugin` flags that apply to `file`.
+    fn plugins_for(&self, file: &std::path::Path) -> Vec<(String, PathBuf)> {
+        if !self.several {
+            return self.plugins.clone();
+        }
+        let declared = config::declared_plugins(file);
+        self.plugins
+            .iter()
+            .filter(|(n, _)| declared.contains(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Reads `file` (the cached copy of `shown` when that is a URL) with what reloads it.
+    fn open(
+        &self,
+        shown: &std::path::Path,
+        file: PathBuf,
+        trigger: Option<crate::app::Trigger>,
+    ) -> Result<(config::Pipeline, crate::app::Reloads), config::ConfigErrors> {
+        let extra = self.plugins_for(&file);
+        let p = config::load_file_with_plugins(&file, &extra, crate::registry())?;
+        let reloads = crate::app::Reloads {
+            name: crate::app::pipeline_name(shown),
+            source: shown.display().to_string(),
+            reread: {
+                let file = file.clone();
+                std::sync::Arc::new(move || {
+                    config::load_file_with_plugins(&file, &extra, crate::registry())
+                })
+            },
+            watch: self.watch && trigger.is_none(),
+            file,
+            trigger,
+        };
+        Ok((p, reloads))
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
     let extra = match plugin_flags(&args.plugins) {
         Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (paths, dirs) = match pipeline_paths(&args.pipeline) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -252,38 +353,67 @@ fn run(path: &std::path::Path, args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    // A URL is fetched into a cache file; that file is what runs and reloads.
-    let (file, trigger) = match path.to_str().filter(|s| crate::remote_url(s)) {
-        Some(url) => match fetched(&rt, url, args) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
+    let several = paths.len() > 1 || !dirs.is_empty();
+    let reader = Reader {
+        plugins: extra.clone(),
+        several,
+        watch: !args.no_watch,
+    };
+    let mut list = Vec::new();
+    let mut failed = false;
+    let mut used = std::collections::BTreeSet::new();
+    for path in &paths {
+        // A URL is fetched into a cache file; that file is what runs and reloads.
+        let (file, trigger) = match path.to_str().filter(|s| crate::remote_url(s)) {
+            Some(url) => match fetched(&rt, url, args) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            None => (path.to_owned(), None),
+        };
+        used.extend(reader.plugins_for(&file).into_iter().map(|(n, _)| n));
+        match reader.open(path, file, trigger) {
+            Ok((p, reloads)) => list.push((p, Some(reloads))),
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                failed = true;
             }
-        },
-        None => (path.to_owned(), None),
-    };
-    let p = match load(&file, &extra) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let reloads = crate::app::Reloads {
-        name: crate::app::pipeline_name(path),
-        source: path.display().to_string(),
-        reread: {
-            let file = file.clone();
-            std::sync::Arc::new(move || {
-                config::load_file_with_plugins(&file, &extra, crate::registry())
-            })
-        },
-        watch: !args.no_watch && trigger.is_none(),
-        file,
-        trigger,
-    };
-    match rt.block_on(crate::app::run_with(p, Some(reloads))) {
-        Ok(report) => {
-            eprint!("{}", report.render());
-            if report.ok() {
+        }
+    }
+    if failed {
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some((n, _)) = extra.iter().find(|(n, _)| !used.contains(n)) {
+        eprintln!("error: --plugin {n}: no pipeline declares a plugin named `{n}`");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let dirs = dirs
+        .into_iter()
+        .map(|dir| {
+            let reader = reader.clone();
+            crate::app::PipelineDir {
+                dir,
+                open: std::sync::Arc::new(move |file: &std::path::Path| {
+                    reader.open(file, file.to_owned(), None)
+                }),
+            }
+        })
+        .collect();
+    match rt.block_on(crate::app::run_agent(list, dirs)) {
+        Ok(reports) => {
+            let mut ok = true;
+            for (name, report) in &reports {
+                if several {
+                    eprintln!("pipeline {name}:");
+                }
+                eprint!("{}", report.render());
+                ok &= report.ok();
+            }
+            if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_RUNTIME)

@@ -103,6 +103,25 @@ pub fn load_str(
     load_str_with_plugins(file, text, env, &[], registry)
 }
 
+/// The plugin names a pipeline file declares under `plugins:` (none when it cannot be read;
+/// loading it reports why).
+pub fn declared_plugins(path: &Path) -> std::collections::BTreeSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    let Ok(root) = Node::parse(&text, &|name| std::env::var(name).ok()) else {
+        return Default::default();
+    };
+    root.get("plugins")
+        .map(|p| {
+            p.entries()
+                .iter()
+                .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn load_str_with_plugins(
     file: &Path,
     text: &str,
