@@ -73,6 +73,14 @@ pub trait PluginHost: Send + Sync {
 
     /// Reloads one plugin now (`POST /plugins/<name>/reload`).
     async fn reload(&self, name: &str) -> ReloadOutcome;
+
+    /// A new host holding the plugins named in `keep`, as loaded here (shared, not loaded
+    /// again), for a live reload that changes other plugins. `None`: this host cannot (it
+    /// has no plugins); the reload makes a fresh one.
+    fn carry_over(&self, keep: &std::collections::BTreeSet<String>) -> Option<Box<dyn PluginHost>> {
+        let _ = keep;
+        None
+    }
 }
 
 /// The host of a build (or pipeline) with no plugins: every lookup fails.

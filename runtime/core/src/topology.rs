@@ -12,7 +12,7 @@ use crate::{
     channel::{Channel, instrumented::Instrumented, memory::MemoryChannel},
     config::{
         BalanceOrder, ConfigError, ConfigErrors, InterceptorRef, Named, Pipeline, Pos,
-        SelectorConfig, SinkConfig, SinkGroupKind, SourceConfig,
+        SelectorConfig, SinkConfig, SinkGroupKind, SourceConfig, model::RefKind,
     },
     dlq::DeadLetters,
     interceptor::{self, Interceptor},
@@ -119,11 +119,16 @@ pub fn build(
 }
 
 /// What a live reload hands over from the running pipeline: channels that stay (by name) and
-/// the plugin host, when the plugins did not change.
+/// the plugin host.
 #[derive(Default)]
 pub struct Reuse {
     pub channels: HashMap<String, Arc<dyn Channel>>,
     pub plugins: Option<Arc<dyn PluginHost>>,
+    /// Plugins whose definition is new or changed: they are loaded into a new host, which
+    /// carries the others over from `plugins` (the same loaded plugins, so running
+    /// components and hot swap keep working). `None`: the plugins did not change and the
+    /// running host is shared as it is.
+    pub load_plugins: Option<BTreeSet<String>>,
 }
 
 /// The sources and sink runners (by runner name: a group's, or an ungrouped sink's) a live
@@ -184,38 +189,59 @@ fn source_channels(p: &Pipeline, s: &SourceConfig) -> Vec<String> {
 
 /// Fingerprints that change whenever anything a component is built from changes: per source
 /// one for the source itself and one for its route (its channels, selector, interceptors, the
-/// pipeline's DLQ), per sink runner one for its sinks, group, channels and DLQ; the plugins
-/// count everywhere. Equal fingerprints across two readings of a file mean the component (or
-/// route) can keep running.
+/// pipeline's DLQ), per sink runner one for its sinks, group, channels and DLQ; each counts
+/// the plugins it uses (so a changed plugin definition rebuilds its users, and only them).
+/// Equal fingerprints across two readings of a file mean the component (or route) can keep
+/// running.
 pub type SourceFingerprints = BTreeMap<String, (u64, u64)>;
 
 pub fn component_fingerprints(p: &Pipeline) -> (SourceFingerprints, BTreeMap<String, u64>) {
     use std::hash::{Hash, Hasher};
     let fp = |key: &str| p.fingerprints.get(key).copied().unwrap_or(0);
-    let plugins: Vec<u64> = p
-        .fingerprints
-        .iter()
-        .filter(|(k, _)| k.starts_with("plugins."))
-        .map(|(_, v)| *v)
-        .collect();
     let hash = |parts: &[u64]| {
         let mut h = std::hash::DefaultHasher::new();
         parts.hash(&mut h);
-        plugins.hash(&mut h);
         h.finish()
+    };
+    // The plugins a component names (codecs; a source's interceptors and selector too).
+    let plugins_of = |component: &str| -> BTreeSet<&str> {
+        p.refs
+            .iter()
+            .filter(|r| r.kind == RefKind::Plugin && r.component == component)
+            .map(|r| r.name.as_str())
+            .collect()
+    };
+    let with_plugins = |parts: &mut Vec<u64>, names: &BTreeSet<&str>| {
+        parts.extend(names.iter().map(|n| fp(&format!("plugins.{n}"))));
     };
     let sources = p
         .sources
         .iter()
         .map(|s| {
-            let body = hash(&[fp(&format!("sources.{}#body", s.name))]);
+            let c = &s.spec.common;
+            let mut on_route: BTreeSet<&str> = c
+                .interceptors
+                .iter()
+                .filter_map(|i| match i {
+                    InterceptorRef::Plugin(n) => Some(n.as_str()),
+                    InterceptorRef::Builtin(_) => None,
+                })
+                .collect();
+            if let SelectorConfig::Wasm { plugin } = &c.selector {
+                on_route.insert(plugin);
+            }
+            let mut in_body = plugins_of(&format!("sources.{}", s.name));
+            in_body.retain(|n| !on_route.contains(n));
+            let mut body = vec![fp(&format!("sources.{}#body", s.name))];
+            with_plugins(&mut body, &in_body);
             let mut route = vec![fp(&format!("sources.{}#route", s.name)), fp("dlq")];
             route.extend(
                 source_channels(p, &s.spec)
                     .iter()
                     .map(|c| fp(&format!("channels.{c}"))),
             );
-            (s.name.clone(), (body, hash(&route)))
+            with_plugins(&mut route, &on_route);
+            (s.name.clone(), (hash(&body), hash(&route)))
         })
         .collect();
     let runners = runners(p)
@@ -227,6 +253,7 @@ pub fn component_fingerprints(p: &Pipeline) -> (SourceFingerprints, BTreeMap<Str
             }
             for m in &members {
                 parts.push(fp(&format!("sinks.{m}")));
+                with_plugins(&mut parts, &plugins_of(&format!("sinks.{m}")));
                 if let Some(s) = p.sinks.iter().find(|s| &s.name == m) {
                     parts.push(fp(&format!("channels.{}", s.spec.common.channel)));
                     if let Some(d) = &s.spec.common.dlq {
@@ -294,6 +321,9 @@ impl PluginHost for Shared {
     async fn reload(&self, name: &str) -> crate::plugin::ReloadOutcome {
         self.0.reload(name).await
     }
+    fn carry_over(&self, keep: &BTreeSet<String>) -> Option<Box<dyn PluginHost>> {
+        self.0.carry_over(keep)
+    }
 }
 
 /// Opens one channel; `Err` is a message for the channel's config error.
@@ -327,11 +357,37 @@ fn build_with(
     reuse: Reuse,
     only: Option<&Only>,
 ) -> Result<Topology, ConfigErrors> {
-    let shared = reuse.plugins.clone();
-    let plugins: Box<dyn PluginHost> = match (&shared, &registry.plugins, p.plugins.is_empty()) {
-        (Some(host), _, _) => Box::new(Shared(Arc::clone(host))),
-        (None, Some(support), false) => (support.new_host)(),
-        _ => Box::new(NoPlugins),
+    let fresh = || match (&registry.plugins, p.plugins.is_empty()) {
+        (Some(support), false) => (support.new_host)(),
+        _ => Box::new(NoPlugins) as Box<dyn PluginHost>,
+    };
+    // The plugin host: the running one shared as it is (no plugin changed), a new one that
+    // carries the unchanged plugins over and loads the others, or a fresh one loading all.
+    type Host = (
+        Option<Arc<dyn PluginHost>>,
+        Box<dyn PluginHost>,
+        Option<BTreeSet<String>>,
+    );
+    let (shared, plugins, only_plugins): Host = match (reuse.plugins, reuse.load_plugins) {
+        (Some(host), None) => (
+            Some(Arc::clone(&host)),
+            Box::new(Shared(host)),
+            Some(BTreeSet::new()),
+        ),
+        (Some(host), Some(load)) => {
+            let keep = p
+                .plugins
+                .iter()
+                .map(|pc| pc.name.clone())
+                .filter(|n| !load.contains(n))
+                .collect();
+            (
+                None,
+                host.carry_over(&keep).unwrap_or_else(fresh),
+                Some(load),
+            )
+        }
+        (None, _) => (None, fresh(), None),
     };
     let mut b = Builder {
         p,
@@ -341,9 +397,7 @@ fn build_with(
         failed_plugins: BTreeSet::new(),
         errors: Vec::new(),
     };
-    if shared.is_none() {
-        load_plugins(&mut b);
-    }
+    load_plugins(&mut b, only_plugins.as_ref());
     let mut channels = Vec::new();
     let mut kept = reuse.channels;
     for c in &p.channels {
@@ -524,11 +578,15 @@ fn runner(
     Some(runner.with_linger(linger))
 }
 
-/// Loads every configured plugin (fetch, compile, link, init), reporting failures at their
+/// Loads every configured plugin, or those `only` names (fetch, compile, link, init),
+/// reporting failures at their
 /// position.
-fn load_plugins(b: &mut Builder<'_>) {
+fn load_plugins(b: &mut Builder<'_>, only: Option<&BTreeSet<String>>) {
     let dir = b.base_dir();
     for pc in &b.p.plugins {
+        if only.is_some_and(|o| !o.contains(&pc.name)) {
+            continue;
+        }
         let m = b.metrics.plugin(&pc.name);
         if let Err(e) = b.plugins.load(&pc.name, &pc.spec, &dir, m) {
             b.err(pc.pos, format!("plugins.{}", pc.name), e);

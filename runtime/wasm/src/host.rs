@@ -141,6 +141,19 @@ impl PluginHost for WasmHost {
             .collect()
     }
 
+    fn carry_over(&self, keep: &std::collections::BTreeSet<String>) -> Option<Box<dyn PluginHost>> {
+        let slots = self
+            .registry
+            .slots
+            .iter()
+            .filter(|(n, _)| keep.contains(*n))
+            .map(|(n, s)| (n.clone(), Arc::clone(s)))
+            .collect();
+        Some(Box::new(WasmHost {
+            registry: Registry { slots },
+        }))
+    }
+
     async fn reload(&self, name: &str) -> ReloadOutcome {
         match self.registry.reload(name).await {
             None => ReloadOutcome::NotFound,
