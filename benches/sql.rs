@@ -11,7 +11,11 @@
 //! - sluice insert: the binary reading the events from stdin (a file) into a memory channel,
 //!   the `sql` sink inserting batches of 1,000 into an empty table;
 //! - sluice upsert: other values for the same ids into the now full table, `mode: upsert`, so
-//!   every row is updated.
+//!   every row is updated;
+//! - sluice insert_new, replay: the first input again into the full table, `mode: insert_new`
+//!   (idempotent inserts): every row exists, none is changed;
+//! - sluice insert_new, new: the first input into another, empty table with `insert_new`: the
+//!   cost of the idempotent statement when every row is new.
 //!
 //! Sluice runs are timed from process start to exit after draining (start-up, about 50 ms, is
 //! included), and checked: every row present (insert) or updated (upsert).
@@ -161,11 +165,11 @@ fn run_sluice(dir: &Path, label: &str, pipeline: &str, input: &Path) -> Option<D
     }
 }
 
-fn pipeline(f: Flavor, table: &str, upsert: bool) -> String {
-    let mode = if upsert {
-        "\n    mode: upsert\n    key: [id]"
+fn pipeline(f: Flavor, table: &str, mode: &str) -> String {
+    let mode = if mode == "insert" {
+        String::new()
     } else {
-        ""
+        format!("\n    mode: {mode}\n    key: [id]")
     };
     format!(
         "channels:
@@ -241,22 +245,29 @@ fn main() {
                 Flavor::Postgres => "COUNT(*)",
                 Flavor::MySql => "CAST(COUNT(*) AS SIGNED)",
             };
-            for (case, input, upsert, check) in [
+            let fresh = unique_table("bench_new");
+            db.exec(&f.create(&fresh)).await;
+            let again = format!("SELECT {count} FROM {table} WHERE name LIKE 'again %'");
+            for (case, input, mode, table, check) in [
                 (
                     "insert",
                     &first,
-                    false,
+                    "insert",
+                    &table,
                     format!("SELECT {count} FROM {table}"),
                 ),
+                ("upsert", &second, "upsert", &table, again.clone()),
+                ("insert_new replay", &first, "insert_new", &table, again),
                 (
-                    "upsert",
-                    &second,
-                    true,
-                    format!("SELECT {count} FROM {table} WHERE name LIKE 'again %'"),
+                    "insert_new new",
+                    &first,
+                    "insert_new",
+                    &fresh,
+                    format!("SELECT {count} FROM {fresh}"),
                 ),
             ] {
-                let label = format!("{}-{case}", f.name());
-                let p = pipeline(f, &table, upsert);
+                let label = format!("{}-{}", f.name(), case.replace(' ', "-"));
+                let p = pipeline(f, table, mode);
                 let (d, input) = (dir.path().to_owned(), input.clone());
                 let took = tokio::task::spawn_blocking(move || run_sluice(&d, &label, &p, &input))
                     .await
@@ -273,6 +284,7 @@ fn main() {
                 rows.push((format!("{} sluice {case}", f.name()), rate, Some(raw_rate)));
             }
             db.exec(&format!("DROP TABLE {table}")).await;
+            db.exec(&format!("DROP TABLE {fresh}")).await;
         }
     });
 

@@ -341,6 +341,94 @@ async fn upsert(f: Flavor) {
     db.exec(&format!("DROP TABLE {t}")).await;
 }
 
+/// `mode: insert_new` keyed on the event id: the same upstream records sent again (a replay
+/// after a crash, an HA pair's second copy) add no row, and the first copy's values stay.
+async fn insert_new_by_event_id(f: Flavor) {
+    let db = Db::connect(f).await;
+    let t = unique_table("sluice_once");
+    db.exec(&match f {
+        Flavor::Postgres => {
+            format!("CREATE TABLE {t} (event_id text PRIMARY KEY, name text NOT NULL)")
+        }
+        Flavor::MySql => format!(
+            "CREATE TABLE {t} (event_id varchar(64) PRIMARY KEY, name varchar(100) NOT NULL)"
+        ),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        r#"channels:
+  mem: {{ type: memory }}
+  dead: {{ type: memory }}
+sources:
+  in: {{ type: stdin, codec: ndjson, channels: [mem], event_id: {{ from: [upstream.offset] }} }}
+sinks:
+  db:
+    type: sql
+    channel: mem
+    dlq: dead
+    url: '{url}'
+    table: {t}
+    mode: insert_new
+    key: [event_id]
+    columns:
+      event_id: {{ header: sluice.id }}
+      name: {{ json: /name }}
+  dl: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}
+"#,
+        url = f.url(),
+        d = dir.path().display()
+    );
+    let lines = |ids: std::ops::RangeInclusive<u32>, round: &str| -> String {
+        ids.map(|i| {
+            envelope(
+                &[("upstream.offset", i.to_string())],
+                &format!(r#"{{"name":"{round} {i}"}}"#),
+            )
+        })
+        .collect()
+    };
+    // Records 1..=60, then 1..=100 again (a replay of the first 60, and within one batch
+    // too), then 41..=100 once more.
+    let runs = [
+        lines(1..=60, "first"),
+        lines(1..=100, "second") + &lines(1..=100, "third"),
+        lines(41..=100, "fourth"),
+    ];
+    for input in runs {
+        let (path, pipeline) = (dir.path().to_owned(), pipeline.clone());
+        tokio::task::spawn_blocking(move || run_stdin(&path, &pipeline, &input))
+            .await
+            .unwrap();
+    }
+    let mut rows = db.rows(&format!("SELECT event_id, name FROM {t}")).await;
+    rows.sort_by(|a, b| a[1].cmp(&b[1]));
+    let mut want: Vec<Vec<Option<String>>> = (1..=100)
+        .map(|i| {
+            let round = if i <= 60 { "first" } else { "second" };
+            vec![Some(i.to_string()), Some(format!("{round} {i}"))]
+        })
+        .collect();
+    want.sort_by(|a, b| a[1].cmp(&b[1]));
+    assert_eq!(rows, want, "{f:?}: each record once, the first copy kept");
+    let dead = std::fs::read_to_string(dir.path().join("dead.ndjson")).unwrap_or_default();
+    assert!(
+        dead.is_empty(),
+        "a record written before is not an error: {dead}"
+    );
+    db.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn sql_postgres_insert_new_by_event_id() {
+    insert_new_by_event_id(Flavor::Postgres).await;
+}
+
+#[tokio::test]
+async fn sql_mysql_insert_new_by_event_id() {
+    insert_new_by_event_id(Flavor::MySql).await;
+}
+
 #[tokio::test]
 async fn sql_postgres_insert_and_dlq() {
     insert_and_dlq(Flavor::Postgres).await;
@@ -359,4 +447,58 @@ async fn sql_postgres_upsert() {
 #[tokio::test]
 async fn sql_mysql_upsert() {
     upsert(Flavor::MySql).await;
+}
+
+/// A replaying source, a durable channel and `mode: insert_new` keyed on the event id make a
+/// path exactly-once: `delivery: exactly_once` is accepted, and `sluice validate` says why.
+/// With `mode: insert` it is refused, naming the sink.
+#[test]
+fn validate_accepts_exactly_once_into_rows_keyed_on_the_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let pipeline = |mode: &str| {
+        format!(
+            "channels:
+  disk: {{ type: rocksdb, path: '{d}/disk' }}
+sources:
+  web: {{ type: http, listen: '127.0.0.1:0', channels: [disk], event_id: true }}
+sinks:
+  db:
+    type: sql
+    channel: disk
+    delivery: exactly_once
+    url: 'postgres://postgres@127.0.0.1:5432/test'
+    table: t
+    {mode}
+    columns:
+      event_id: {{ header: sluice.id }}
+      body: body
+"
+        )
+    };
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, pipeline("mode: insert_new\n    key: [event_id]")).unwrap();
+    let o = crate::common::sluice()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", crate::common::stderr(&o));
+    assert!(
+        out.contains("web → disk → db: exactly-once (sinks.db: rows are keyed on `event_id` (`mode: insert_new`)"),
+        "{out}"
+    );
+    std::fs::write(&file, pipeline("mode: insert")).unwrap();
+    let o = crate::common::sluice()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = crate::common::stderr(&o);
+    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("sinks.db: delivery: exactly-once: the path web → disk → db is at-least-once"),
+        "{err}"
+    );
 }

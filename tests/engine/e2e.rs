@@ -103,6 +103,61 @@ fn examples_validate() {
     }
 }
 
+/// `sluice validate` says what each path guarantees on a crash, and refuses a sink's
+/// `delivery:` that a path into it cannot give, naming what breaks it.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn validate_states_each_paths_guarantee_and_refuses_what_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let pipeline = |delivery: &str| {
+        format!(
+            "channels:
+  disk: {{ type: rocksdb, path: '{d}/disk' }}
+  mem: {{ type: memory }}
+sources:
+  logs: {{ type: file, paths: ['{d}/*.log'], position_file: '{d}/pos.json', channels: [disk, mem] }}
+sinks:
+  out: {{ type: file, channel: disk, path: '{d}/out'{delivery} }}
+  fast: {{ type: null, channel: mem }}
+"
+        )
+    };
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, pipeline("")).unwrap();
+    let o = sluice().arg("validate").arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("logs → disk → out: at-least-once (sinks.out: a batch delivered just before a crash is delivered again; sources.logs: its read position is saved only after a commit; channels.disk: survives a crash)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("logs → mem → fast: at-most-once (channels.mem: a memory channel"),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("disk").exists(),
+        "validate opens no channel"
+    );
+
+    std::fs::write(&file, pipeline(", delivery: at_least_once")).unwrap();
+    let o = sluice().arg("validate").arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(&file, pipeline(", delivery: exactly_once")).unwrap();
+    let o = sluice().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("p.yaml:7:") && err.contains("sinks.out: delivery: exactly-once: the path logs → disk → out is at-least-once: sinks.out: a batch delivered just before a crash is delivered again"),
+        "{err}"
+    );
+    // The agent refuses it too, before starting anything.
+    let o = sluice().arg("-p").arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+}
+
 /// `--version` names the features compiled in, and a component whose feature is off is refused
 /// at its `type`, naming the feature (exit 78).
 #[test]

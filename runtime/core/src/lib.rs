@@ -15,6 +15,7 @@ pub mod channel;
 pub mod config;
 pub mod dlq;
 pub mod event;
+pub mod guarantee;
 pub mod interceptor;
 pub mod metrics;
 pub mod plugin;

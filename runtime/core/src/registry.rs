@@ -35,6 +35,12 @@ pub trait ChannelSpec: Any + fmt::Debug + Send + Sync {
     fn storage_dir(&self) -> Option<&Path> {
         None
     }
+
+    /// `None` when what the channel holds survives a crash of the agent; otherwise what is
+    /// lost (see [`crate::guarantee`]).
+    fn crash_loss(&self) -> Option<&'static str> {
+        Some("it does not say that its events survive a crash")
+    }
 }
 
 /// A source's settings, ready to build it.
@@ -50,6 +56,11 @@ pub trait SourceSpec: Any + fmt::Debug + Send + Sync {
     fn exclusive_paths(&self) -> Vec<(&'static str, &Path)> {
         Vec::new()
     }
+
+    /// Whether what a crash interrupts is sent again (see [`crate::guarantee`]).
+    fn upstream(&self) -> crate::guarantee::Upstream {
+        crate::guarantee::Upstream::NoReplay("it does not say that it acknowledges after a commit")
+    }
 }
 
 /// A sink's settings, ready to build it.
@@ -60,6 +71,13 @@ pub trait SinkSpec: Any + fmt::Debug + Send + Sync {
     /// sink that writes one object per batch gets full objects (the `s3` sink's
     /// `roll_interval`). `None`: take whatever is there at once.
     fn linger(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// `Some(how)` when writing the same events again changes nothing (rows or items keyed
+    /// on the event, batches the receiver recognises), so a replay after a crash or a retry
+    /// leaves one copy (see [`crate::guarantee`]).
+    fn idempotent(&self) -> Option<String> {
         None
     }
 }

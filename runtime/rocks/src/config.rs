@@ -109,6 +109,10 @@ impl ChannelSpec for RocksChannelConfig {
     fn storage_dir(&self) -> Option<&std::path::Path> {
         Some(&self.path)
     }
+
+    fn crash_loss(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl ChannelSpec for SpillableChannelConfig {
@@ -120,6 +124,10 @@ impl ChannelSpec for SpillableChannelConfig {
 
     fn storage_dir(&self) -> Option<&std::path::Path> {
         Some(&self.path)
+    }
+
+    fn crash_loss(&self) -> Option<&'static str> {
+        Some("a spillable channel: what its memory tier holds is lost if the agent crashes")
     }
 }
 

@@ -45,6 +45,10 @@ impl ChannelSpec for MemoryChannelConfig {
             self.max_bytes.map(|b| b.0),
         )))
     }
+
+    fn crash_loss(&self) -> Option<&'static str> {
+        Some("a memory channel: what it holds is lost if the agent crashes")
+    }
 }
 
 pub struct MemoryChannel {

@@ -351,6 +351,13 @@ pub struct SinkCommon {
     pub batch_size: usize,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// The least every path into this sink must guarantee on a crash (`at_least_once`,
+    /// `exactly_once`); a pipeline whose paths fall short is refused, naming what breaks it.
+    #[serde(default)]
+    pub delivery: Option<crate::guarantee::Delivery>,
+    /// Where `delivery` is written (for its error).
+    #[serde(skip)]
+    pub delivery_pos: Pos,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -473,7 +473,7 @@ fn read_interceptors(
     ok.then_some(out)
 }
 
-const SINK_COMMON: &[&str] = &["channel", "dlq", "batch_size", "retry"];
+const SINK_COMMON: &[&str] = &["channel", "dlq", "batch_size", "retry", "delivery"];
 
 fn read_sink(
     name: &str,
@@ -511,10 +511,9 @@ fn read_sink(
         cx,
         refs,
     )?;
-    Some(SinkConfig {
-        common: common?,
-        spec,
-    })
+    let mut common = common?;
+    common.delivery_pos = node.get("delivery").map_or(pos, |n| n.pos);
+    Some(SinkConfig { common, spec })
 }
 
 fn read_sink_group(

@@ -96,6 +96,31 @@ pub(super) fn check(p: &Pipeline, cx: &mut Collector) {
         }
     }
 
+    // A sink's `delivery:` holds on every path into it.
+    if p.sinks.iter().any(|k| k.spec.common.delivery.is_some()) {
+        let all = crate::guarantee::paths(p);
+        for k in &p.sinks {
+            let Some(want) = k.spec.common.delivery else {
+                continue;
+            };
+            for path in crate::guarantee::short_of(&all, &k.name, want) {
+                cx.push(
+                    k.spec.common.delivery_pos,
+                    Some(&format!("sinks.{}", k.name)),
+                    format!(
+                        "delivery: {}: the path {} → {} → {} is {}: {}",
+                        want.level(),
+                        path.source,
+                        path.channel,
+                        path.sink,
+                        path.level,
+                        path.why.join("; ")
+                    ),
+                );
+            }
+        }
+    }
+
     for s in &p.sources {
         let component = format!("sources.{}", s.name);
         let c = &s.spec.common;

@@ -57,6 +57,12 @@ impl SourceSpec for GeneratorConfig {
     fn expected_events(&self) -> Option<u64> {
         self.count
     }
+
+    fn upstream(&self) -> crate::guarantee::Upstream {
+        crate::guarantee::Upstream::NoReplay(
+            "a generator has nothing upstream to send events again",
+        )
+    }
 }
 
 pub struct Generator {

@@ -44,6 +44,10 @@ impl SourceSpec for StdinConfig {
         let codec = cx.codec(&self.codec)?;
         Ok(Box::new(Stdin::new(self.clone(), cx.batch_size, codec)))
     }
+
+    fn upstream(&self) -> crate::guarantee::Upstream {
+        crate::guarantee::Upstream::NoReplay("stdin cannot send again what a crash interrupts")
+    }
 }
 
 pub struct Stdin {

@@ -71,6 +71,12 @@ impl SourceSpec for HopSourceConfig {
             cx.metrics.origins(cx.name),
         )?))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit(
+            "a sending agent's batch is acknowledged only after it is committed",
+        )
+    }
 }
 
 impl SinkSpec for HopSinkConfig {
@@ -84,6 +90,13 @@ impl SinkSpec for HopSinkConfig {
             &env,
             cx.metrics.endpoints(cx.name),
         )?))
+    }
+
+    fn idempotent(&self) -> Option<String> {
+        Some(
+            "the receiving agent drops a batch it committed before (by sender and channel position)"
+                .to_owned(),
+        )
     }
 }
 

@@ -50,6 +50,12 @@ impl SourceSpec for HttpSourceConfig {
             &env,
         )?))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit(
+            "a request is answered only after its events are committed (clients retry otherwise)",
+        )
+    }
 }
 
 impl SinkSpec for HttpSinkConfig {

@@ -82,6 +82,10 @@ impl ChannelSpec for KafkaChannelConfig {
     fn open(&self, cx: &ChannelCx<'_>) -> Result<Arc<dyn Channel>, String> {
         Ok(Arc::new(KafkaChannel::open(cx.name, self)?))
     }
+
+    fn crash_loss(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// How long a commit may wait for the broker's answer.

@@ -69,6 +69,12 @@ impl SourceSpec for KafkaSourceConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
         Ok(Box::new(KafkaSource::new(cx.name, self, cx.batch_size)?))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit(
+            "offsets are committed only after a commit",
+        )
+    }
 }
 
 /// The record's key (lossy UTF-8); absent for records without a key.

@@ -65,6 +65,12 @@ impl SourceSpec for RabbitSourceConfig {
             RabbitSource::new(cx.name, self, cx.batch_size).map_err(|e| e.to_string())?,
         ))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit(
+            "messages are acknowledged only after a commit",
+        )
+    }
 }
 
 /// Longest wait for an acknowledgement to be handed to the connection.

@@ -40,6 +40,13 @@ impl SinkSpec for RedisSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
         Ok(Box::new(RedisSink::new(cx.name, self)?))
     }
+
+    fn idempotent(&self) -> Option<String> {
+        use super::config::RedisCommand;
+        matches!(self.command, RedisCommand::Set | RedisCommand::Hset).then(|| {
+            "`SET`/`HSET` of the event's key: an event written again leaves one value".to_owned()
+        })
+    }
 }
 
 /// What a batch's reply (or an error reply) means for one event.

@@ -45,6 +45,12 @@ impl SourceSpec for RedisSourceConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
         Ok(Box::new(RedisSource::new(cx.name, self, cx.batch_size)?))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit(
+            "entries are acknowledged (XACK) only after a commit",
+        )
+    }
 }
 
 /// Header naming the stream an event was read from.

@@ -40,6 +40,12 @@ pub enum SqlMode {
     /// `ON CONFLICT (key) DO UPDATE`, MySQL/MariaDB `ON DUPLICATE KEY UPDATE`. The last event
     /// for a key wins, within a batch too.
     Upsert,
+    /// Insert, and leave a row whose `key` exists already as it is (PostgreSQL
+    /// `ON CONFLICT (key) DO NOTHING`, MySQL/MariaDB `ON DUPLICATE KEY UPDATE k = k`); the
+    /// event counts as delivered. Keyed on a column that holds the event id
+    /// (`{ header: sluice.id }` with `event_id` on the source), a batch written again after
+    /// a crash or a retry adds no row twice: an idempotent sink.
+    InsertNew,
 }
 
 /// Where one column's value comes from.
@@ -98,11 +104,11 @@ pub struct SqlSinkConfig {
     pub table: String,
     /// Column name → source of its value, in order.
     pub columns: SqlColumns,
-    /// `insert` (default) or `upsert`.
+    /// `insert` (default), `upsert` or `insert_new`.
     #[serde(default)]
     pub mode: SqlMode,
-    /// `upsert` only: the columns of the primary key or unique index rows are matched on
-    /// (they must be among `columns`; they are not updated).
+    /// `upsert` and `insert_new`: the columns of the primary key or unique index rows are
+    /// matched on (they must be among `columns`; they are not updated).
     #[serde(default)]
     pub key: Vec<String>,
     /// How long connecting, and each statement, may take.

@@ -24,4 +24,16 @@ impl SinkSpec for SqlSinkConfig {
         let sink = sink::SqlSink::new(cx.name, self).map_err(|e| e.to_string())?;
         Ok(Box::new(sink))
     }
+
+    fn idempotent(&self) -> Option<String> {
+        let mode = match self.mode {
+            config::SqlMode::Insert => return None,
+            config::SqlMode::Upsert => "upsert",
+            config::SqlMode::InsertNew => "insert_new",
+        };
+        Some(format!(
+            "rows are keyed on `{}` (`mode: {mode}`): an event written again leaves one row",
+            self.key.join(", ")
+        ))
+    }
 }

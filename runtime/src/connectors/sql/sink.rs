@@ -108,11 +108,11 @@ pub enum SqlConfigError {
     },
     #[error("`columns.{0}.header` must not be empty")]
     EmptyHeader(String),
-    #[error("`key` applies to `mode: upsert`")]
+    #[error("`key` applies to `mode: upsert` and `mode: insert_new`")]
     KeyWithoutUpsert,
     #[error(
-        "`key` is required with `mode: upsert`: the columns of the primary key or unique \
-         index to match rows on"
+        "`key` is required with `mode: upsert` and `mode: insert_new`: the columns of the \
+         primary key or unique index to match rows on"
     )]
     NoKey,
     #[error("`key`: {0:?} is not one of `columns`")]
@@ -650,6 +650,7 @@ impl InsertSql {
         columns: &[&str],
         casts: Vec<String>,
         key: Option<&[String]>,
+        keep_existing: bool,
     ) -> InsertSql {
         let mut head = String::from("INSERT INTO ");
         head.push_str(&table.quoted(dialect));
@@ -663,10 +664,11 @@ impl InsertSql {
         head.push_str(") VALUES ");
         let mut tail = String::new();
         if let Some(key) = key {
+            // `insert_new` updates nothing: an existing row stays as it is.
             let updated: Vec<&str> = columns
                 .iter()
                 .copied()
-                .filter(|c| !key.iter().any(|k| k == c))
+                .filter(|c| !keep_existing && !key.iter().any(|k| k == c))
                 .collect();
             match dialect {
                 Dialect::Postgres => {
@@ -1185,8 +1187,10 @@ struct Target {
     server: String,
     table: Table,
     columns: Vec<Column>,
-    /// `upsert`: the key columns.
+    /// `upsert` and `insert_new`: the key columns.
     key: Option<Vec<String>>,
+    /// `insert_new`: a row whose key exists is kept as it is.
+    keep_existing: bool,
     timeout: Duration,
 }
 
@@ -1267,8 +1271,10 @@ impl SqlSink {
         let key = match cfg.mode {
             SqlMode::Insert if !cfg.key.is_empty() => return Err(SqlConfigError::KeyWithoutUpsert),
             SqlMode::Insert => None,
-            SqlMode::Upsert if cfg.key.is_empty() => return Err(SqlConfigError::NoKey),
-            SqlMode::Upsert => {
+            SqlMode::Upsert | SqlMode::InsertNew if cfg.key.is_empty() => {
+                return Err(SqlConfigError::NoKey);
+            }
+            SqlMode::Upsert | SqlMode::InsertNew => {
                 for (i, k) in cfg.key.iter().enumerate() {
                     if !columns.iter().any(|c| &c.name == k) {
                         return Err(SqlConfigError::KeyNotAColumn(k.clone()));
@@ -1292,6 +1298,7 @@ impl SqlSink {
                 table,
                 columns,
                 key,
+                keep_existing: cfg.mode == SqlMode::InsertNew,
                 timeout: cfg.timeout.0,
             },
             live: None,
@@ -1353,6 +1360,7 @@ impl Target {
             &names,
             casts,
             self.key.as_deref(),
+            self.keep_existing,
         );
         tracing::info!(sink = %self.name, server = %self.server, table = %table, "connected to the database");
         Ok(Live {
@@ -1477,6 +1485,7 @@ mod tests {
             &["id", "name", "n"],
             casts.iter().map(|c| (*c).to_owned()).collect(),
             key,
+            false,
         );
         let mut out = String::from("junk");
         s.write(rows, &mut out);
@@ -1512,7 +1521,32 @@ mod tests {
             sql(Dialect::MySql, &[], Some(&all), 1)
                 .ends_with(" ON DUPLICATE KEY UPDATE `id` = `id`")
         );
-        let plain = InsertSql::new(Dialect::MySql, &table("t"), &["a"], Vec::new(), None);
+        let new_only = InsertSql::new(
+            Dialect::Postgres,
+            &table("t"),
+            &["id", "v"],
+            vec!["text".into(), "text".into()],
+            Some(&key),
+            true,
+        );
+        let mut out = String::new();
+        new_only.write(1, &mut out);
+        assert!(out.ends_with(r#" ON CONFLICT ("id") DO NOTHING"#), "{out}");
+        let new_only = InsertSql::new(
+            Dialect::MySql,
+            &table("t"),
+            &["id", "v"],
+            Vec::new(),
+            Some(&key),
+            true,
+        );
+        let mut out = String::new();
+        new_only.write(1, &mut out);
+        assert!(
+            out.ends_with(" ON DUPLICATE KEY UPDATE `id` = `id`"),
+            "{out}"
+        );
+        let plain = InsertSql::new(Dialect::MySql, &table("t"), &["a"], Vec::new(), None, false);
         let mut out = String::new();
         plain.write(1, &mut out);
         assert_eq!(out, "INSERT INTO `t` (`a`) VALUES (?)");
@@ -1520,7 +1554,7 @@ mod tests {
 
     #[test]
     fn statement_texts_are_cached_by_row_count() {
-        let s = InsertSql::new(Dialect::MySql, &table("t"), &["a"], Vec::new(), None);
+        let s = InsertSql::new(Dialect::MySql, &table("t"), &["a"], Vec::new(), None, false);
         let mut st = Statements::new(s);
         assert_eq!(st.get(2), "INSERT INTO `t` (`a`) VALUES (?), (?)");
         assert_eq!(st.get(1), "INSERT INTO `t` (`a`) VALUES (?)");

@@ -132,4 +132,8 @@ impl SourceSpec for FileSourceConfig {
     fn exclusive_paths(&self) -> Vec<(&'static str, &std::path::Path)> {
         vec![("position_file", &self.position_file)]
     }
+
+    fn upstream(&self) -> crate::guarantee::Upstream {
+        crate::guarantee::Upstream::AckAfterCommit("its read position is saved only after a commit")
+    }
 }

@@ -29,4 +29,8 @@ impl SinkSpec for DynamoSinkConfig {
             _ => sink,
         }))
     }
+
+    fn idempotent(&self) -> Option<String> {
+        Some("items are put by their key: an event written again leaves one item".to_owned())
+    }
 }

@@ -27,4 +27,8 @@ impl SourceSpec for SqsSourceConfig {
             cx.batch_size,
         )?))
     }
+
+    fn upstream(&self) -> sluice_core::guarantee::Upstream {
+        sluice_core::guarantee::Upstream::AckAfterCommit("messages are deleted only after a commit")
+    }
 }
