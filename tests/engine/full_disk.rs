@@ -64,14 +64,15 @@ sinks:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Full: the channel refuses puts and the agent says it is not ready.
+    // Full: the channel refuses puts and the agent says it is not ready, naming the channel
+    // and why (the generator can fill the 16 MiB within the first poll: /ready may never be
+    // seen at 200).
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut was_ready = false;
     loop {
-        match http(port, "GET", "/ready").map(|r| r.0) {
-            Some(200) => was_ready = true,
-            Some(503) if was_ready => break,
-            _ => {}
+        if let Some((503, body)) = http(port, "GET", "/ready") {
+            if body.contains("channel ch:") && body.contains("No space left on device") {
+                break;
+            }
         }
         assert!(Instant::now() < deadline, "the disk never filled up");
         std::thread::sleep(Duration::from_millis(100));

@@ -557,15 +557,21 @@ sinks:
         );
         marks.push(b_count());
     }
-    // A plugin that cannot load: refused, nothing changed.
-    std::fs::write(
-        &file,
-        variant("  tag: { path: '/nonexistent/tag.wasm' }", "tag"),
-    )
-    .unwrap();
-    let (status, body) = reload();
-    assert_eq!(status, 422, "{body}");
-    assert!(body.contains("plugins.tag"), "{body}");
+    // A plugin that cannot load, or whose `init` refuses its settings: refused, nothing
+    // changed.
+    let unknown_key = format!(
+        "  tag: {{ path: '{}', config: {{ no_such_setting: 1 }} }}",
+        dist("enrich").display()
+    );
+    for broken in [
+        "  tag: { path: '/nonexistent/tag.wasm' }",
+        unknown_key.as_str(),
+    ] {
+        std::fs::write(&file, variant(broken, "tag")).unwrap();
+        let (status, body) = reload();
+        assert_eq!(status, 422, "{broken}: {body}");
+        assert!(body.contains("plugins.tag"), "{body}");
+    }
     let (_, plugins) = http(admin, "GET", "/plugins").unwrap();
     assert!(
         plugins.contains("\"keep\"") && !plugins.contains("\"tag\""),

@@ -215,6 +215,24 @@ sinks:
             ),
         ),
     ];
+    // A durable channel whose directory cannot be made (a file stands in its way).
+    #[cfg(feature = "rocksdb")]
+    let broken = {
+        std::fs::write(d.join("in-the-way"), "").unwrap();
+        let mut b = broken.to_vec();
+        b.push((
+            "a channel path that cannot be opened",
+            good.replace(
+                "  a: { type: memory }",
+                &format!(
+                    "  a: {{ type: memory }}\n  disk: {{ type: rocksdb, path: '{}/in-the-way/disk' }}",
+                    d.display()
+                ),
+            ),
+        ));
+        b
+    };
+    let count = broken.len();
     for (what, text) in broken {
         std::fs::write(d.join("p.yaml"), &text).unwrap();
         let (status, body) = reload(admin);
@@ -227,7 +245,7 @@ sinks:
     }
     assert_metric(
         admin,
-        "sluice_config_reloads_total{pipeline=\"p\",result=\"refused\"} 4",
+        &format!("sluice_config_reloads_total{{pipeline=\"p\",result=\"refused\"}} {count}"),
     );
     let (status, listing) = crate::common::http(admin, "GET", "/pipelines").unwrap();
     assert_eq!(status, 200, "{listing}");
