@@ -279,6 +279,46 @@ sinks:
     cleanup(&mut c, &p);
 }
 
+/// `only_new: true` (`SET ... NX`) keyed on the event id: replayed records, also twice in one
+/// batch, leave the first copy's value, and nothing goes to the DLQ.
+#[test]
+fn set_only_new_keeps_the_first_copy_of_each_event() {
+    let p = prefix();
+    let url = redis_url();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        r#"channels:
+  mem: {{ type: memory }}
+  dead: {{ type: memory }}
+sources:
+  in: {{ type: stdin, codec: ndjson, channels: [mem], event_id: {{ from: [offset] }} }}
+sinks:
+  once: {{ type: redis, channel: mem, dlq: dead, url: '{url}', command: set, only_new: true, key: '{p}:ev:%{{sluice.id}}' }}
+  dl: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}
+"#,
+        d = dir.path().display()
+    );
+    let lines = |ids: std::ops::Range<u32>, round: &str| -> String {
+        ids.map(|i| envelope(&[("offset", i.to_string())], &format!("{round} {i}")))
+            .collect()
+    };
+    run_stdin(dir.path(), &pipeline, lines(0..30, "first"));
+    run_stdin(
+        dir.path(),
+        &pipeline,
+        lines(0..50, "second") + &lines(0..50, "third"),
+    );
+    let mut c = con();
+    for i in 0..50 {
+        let got: String = query(&mut c, &["GET", &format!("{p}:ev:{i}")]);
+        let round = if i < 30 { "first" } else { "second" };
+        assert_eq!(got, format!("{round} {i}"), "event {i}");
+    }
+    let dead = std::fs::read_to_string(dir.path().join("dead.ndjson")).unwrap_or_default();
+    assert!(dead.is_empty(), "an existing key is no error: {dead}");
+    cleanup(&mut c, &p);
+}
+
 #[test]
 fn binary_bodies_are_stored_byte_for_byte() {
     let p = prefix();

@@ -77,6 +77,11 @@ pub struct RedisSinkConfig {
     /// `xadd`: the field holding the body (default `body`; a header of that name is left
     /// out). `hset` with `fields: headers`: also store the body under this field.
     pub body_field: Option<String>,
+    /// `set` only: `SET ... NX`, so an existing key keeps its value and the event still
+    /// counts as delivered. With a key from the event id (`key: 'ev:%{sluice.id}'`) a replay
+    /// writes nothing twice and the first copy stays.
+    #[serde(default)]
+    pub only_new: bool,
     /// `xadd` only: trim the stream to about this many entries (`MAXLEN ~`).
     pub maxlen: Option<usize>,
     /// Wrap each batch in MULTI/EXEC: applied together, unseen by other clients halfway.

@@ -147,6 +147,8 @@ pub struct RedisSink {
     fields: HashFields,
     body_field: Option<String>,
     maxlen: Option<usize>,
+    /// `SET ... NX`.
+    only_new: bool,
     timeout: Duration,
     /// Reused for every batch (its settings — atomic, ignore_errors — stay).
     pipe: redis::Pipeline,
@@ -219,6 +221,11 @@ impl RedisSink {
             Some(0) => return Err("`maxlen` must be at least 1".into()),
             _ => {}
         }
+        if cfg.only_new && command != RedisCommand::Set {
+            return Err(format!(
+                "`only_new` applies to `command: set`, not `{cmd_name}`"
+            ));
+        }
         if cfg.timeout.0.is_zero() {
             return Err("`timeout` must be more than 0".into());
         }
@@ -239,6 +246,7 @@ impl RedisSink {
             fields,
             body_field,
             maxlen: cfg.maxlen,
+            only_new: cfg.only_new,
             timeout: cfg.timeout.0,
             pipe,
             plan: Vec::new(),
@@ -264,6 +272,9 @@ impl RedisSink {
             match self.command {
                 RedisCommand::Set => {
                     pipe.cmd("SET").arg(key).arg(&e.body[..]);
+                    if self.only_new {
+                        pipe.arg("NX");
+                    }
                     if let Some(ms) = self.ttl_ms {
                         pipe.arg("PX").arg(ms);
                     }
@@ -527,6 +538,7 @@ mod tests {
             fields: None,
             body_field: None,
             maxlen: None,
+            only_new: false,
             transaction: false,
             timeout: sluice_core::config::units::HumanDuration(Duration::from_secs(1)),
         }
@@ -722,6 +734,13 @@ mod tests {
         let mut s = RedisSink::new("s", &c).unwrap();
         plan(&mut s, std::slice::from_ref(&e));
         assert_eq!(commands(&s), [["SET", "k:7", "payload", "PX", "1500"]]);
+        c.only_new = true;
+        let mut s = RedisSink::new("s", &c).unwrap();
+        plan(&mut s, std::slice::from_ref(&e));
+        assert_eq!(
+            commands(&s),
+            [["SET", "k:7", "payload", "NX", "PX", "1500"]]
+        );
 
         let mut c = cfg(RedisCommand::Xadd, "st");
         c.maxlen = Some(100);
@@ -786,6 +805,13 @@ mod tests {
         assert!(err(&|c| c.url = Secret::new("nope://x")).starts_with("`url`:"));
         assert!(!err(&|c| c.url = Secret::new("redis://u:hunter2@[::1")).contains("hunter2"));
         assert!(err(&|c| c.maxlen = Some(5)).starts_with("`maxlen`"));
+        assert!(
+            err(&|c| {
+                c.command = RedisCommand::Lpush;
+                c.only_new = true;
+            })
+            .starts_with("`only_new` applies to `command: set`")
+        );
         assert!(err(&|c| c.fields = Some(HashFields::Json)).starts_with("`fields`"));
         assert!(err(&|c| c.body_field = Some("b".into())).starts_with("`body_field`"));
         assert!(
