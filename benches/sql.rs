@@ -288,13 +288,13 @@ fn main() {
         }
     });
 
-    println!("  {:<28} {:>10} {:>8}", "case", "rows/s", "vs raw");
+    println!("  {:<34} {:>10} {:>8}", "case", "rows/s", "vs raw");
     for (label, rate, raw) in &rows {
         match (rate, raw) {
             (Some(r), Some(raw)) => {
-                println!("  {label:<28} {r:>10.0} {:>7.0}%", r / raw * 100.0);
+                println!("  {label:<34} {r:>10.0} {:>7.0}%", r / raw * 100.0);
             }
-            _ => println!("  {label:<28} {:>10}", "failed"),
+            _ => println!("  {label:<34} {:>10}", "failed"),
         }
     }
     if rows.iter().any(|(_, rate, _)| rate.is_none()) {
