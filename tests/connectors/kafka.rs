@@ -639,3 +639,173 @@ sinks:
         out.len() - got.len()
     );
 }
+
+/// Every object's lines under `prefix`, read with the S3 SDK (the key and size of each object
+/// read before are remembered, so an unchanged object is not read again).
+async fn s3_lines(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    seen: &mut BTreeMap<String, (i64, Vec<String>)>,
+) -> Vec<String> {
+    let listed = crate::common::aws::list_objects(c, bucket, prefix).await;
+    seen.retain(|k, _| listed.contains_key(k));
+    for (key, size) in listed {
+        if seen.get(&key).is_some_and(|(s, _)| *s == size) {
+            continue;
+        }
+        let o = c
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {}", sluice::connectors::aws::describe(&e)));
+        let bytes = o.body.collect().await.unwrap().into_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        seen.insert(key, (size, text.lines().map(str::to_owned).collect()));
+    }
+    seen.values().flat_map(|(_, l)| l.iter().cloned()).collect()
+}
+
+/// Kafka → (event ids from topic/partition/offset, `dedup`) → rocksdb → s3, with
+/// `delivery: exactly_once`: the agent is SIGKILLed five times at random moments and
+/// restarted; the objects, read back with the S3 SDK, hold every record exactly once. A record
+/// read again after a kill (committed to the channel, offset not yet committed) is dropped by
+/// the dedup window stored with the channel; a batch uploaded again (uploaded, not yet
+/// committed) overwrites its own objects, named by channel position.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_to_s3_is_exactly_once_across_kills() {
+    const N: usize = 20_000;
+    let (topic, group) = (unique("eo-in"), unique("g"));
+    create_topic(&topic, 2).await;
+    let input: Vec<Rec> = (0..N).map(|i| Rec::body(format!("r-{i:05}"))).collect();
+    produce(&topic, &input, |i| (i % 2) as i32).await;
+    let s3 = crate::common::aws::s3(Duration::from_secs(30)).await;
+    let bucket = crate::common::aws::create_bucket(&s3, "sluice-eo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: \"{dir}/channel\" }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{topic}]
+    batch_size: 50
+    channels: [disk]
+    event_id: {{ from: [kafka.topic, kafka.partition, kafka.offset] }}
+    interceptors: [ {{ type: dedup }} ]
+sinks:
+  out:
+    type: s3
+    channel: disk
+    delivery: exactly_once
+    bucket: {bucket}
+    key: eo/
+    batch_size: 100
+    roll_count: 20
+    region: us-east-1
+    endpoint: \"{endpoint}\"
+    access_key_id: test
+    secret_access_key: test
+    force_path_style: true
+",
+        dir = dir.path().display(),
+        broker = broker(),
+        endpoint = crate::common::aws::endpoint(),
+    );
+    let file = dir.path().join("check.yaml");
+    std::fs::write(&file, &pipeline).unwrap();
+    let o = crate::common::sluice()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && said.contains("in → disk → out: exactly-once"),
+        "{said}{}",
+        crate::common::stderr(&o)
+    );
+
+    let mut seen = BTreeMap::new();
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut logs = String::new();
+    for run in 0..5 {
+        let mut agent = Agent::start(dir.path(), &format!("run{run}"), &pipeline);
+        // Some progress first (unless everything is there), then a random moment within
+        // the next second.
+        let before = s3_lines(&s3, &bucket, "eo/", &mut seen).await.len();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let now = s3_lines(&s3, &bucket, "eo/", &mut seen).await.len();
+            if now != before || now >= N {
+                break;
+            }
+            agent.assert_running();
+            assert!(Instant::now() < deadline, "no progress:\n{}", agent.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis((rng >> 33) % 1000)).await;
+        agent.kill();
+        let lines = s3_lines(&s3, &bucket, "eo/", &mut seen).await.len();
+        eprintln!("kill {}: {lines} lines in S3", run + 1);
+        logs += &agent.log();
+    }
+    let agent = Agent::start(dir.path(), "last", &pipeline);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let distinct: HashSet<String> = s3_lines(&s3, &bucket, "eo/", &mut seen)
+            .await
+            .into_iter()
+            .collect();
+        if distinct.len() >= N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {N} records in S3:\n{}",
+            distinct.len(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Stopped once it runs (its signal handlers are installed by then).
+    while !agent.log().contains("pipeline running") {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop().await;
+    let all = s3_lines(&s3, &bucket, "eo/", &mut BTreeMap::new()).await;
+    let by_record = counts(&all);
+    let want: HashSet<String> = input.iter().map(|r| r.body.clone()).collect();
+    let unexpected: Vec<_> = by_record
+        .keys()
+        .filter(|r| !want.contains(*r))
+        .take(5)
+        .collect();
+    let twice: Vec<_> = by_record.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    eprintln!(
+        "kafka → s3 exactly-once: {N} records, 5 kills, {} objects, {} lines, {} distinct",
+        seen.len(),
+        all.len(),
+        by_record.len()
+    );
+    assert!(
+        unexpected.is_empty(),
+        "records nobody produced: {unexpected:?}"
+    );
+    assert!(
+        twice.is_empty(),
+        "records in S3 more than once: {twice:?}\n{logs}"
+    );
+    assert_eq!(by_record.len(), N, "every record");
+}

@@ -24,6 +24,18 @@ pub enum Upstream {
     NoReplay(&'static str),
 }
 
+/// How a sink's writes are idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotence {
+    /// Keyed on the event (a row's key, an item's, a Redis key): a write repeated for any
+    /// reason leaves one copy, also of an event its source read twice when the key is stable
+    /// across upstream redeliveries (a business key, an event id `from` the upstream offset).
+    Keyed(String),
+    /// Named by channel position (objects, hop batches): a batch delivered again overwrites
+    /// its own copy, but an event the source puts into the channel twice is two events.
+    Positional(String),
+}
+
 /// A path's guarantee on a crash, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -126,28 +138,44 @@ pub fn paths(p: &Pipeline) -> Vec<Path> {
                     Some(why) => lost.push(format!("channels.{c}: {why}")),
                 }
                 let idempotent = k.spec.spec.idempotent();
-                let level = if !lost.is_empty() {
-                    Level::AtMostOnce
-                } else if idempotent.is_some() {
-                    Level::ExactlyOnce
+                // A record read again after a crash (between the commit and the upstream
+                // acknowledgement) enters the channel again, at a new position: only a keyed
+                // sink or a dedup interceptor keeps it from being written twice.
+                let (level, sink) = match (&idempotent, dedup) {
+                    (None, _) => (
+                        Level::AtLeastOnce,
+                        format!(
+                            "sinks.{}: a batch delivered just before a crash is delivered again",
+                            k.name
+                        ),
+                    ),
+                    (Some(Idempotence::Keyed(how)), _) => {
+                        (Level::ExactlyOnce, format!("sinks.{}: {how}", k.name))
+                    }
+                    (Some(Idempotence::Positional(how)), true) => {
+                        (Level::ExactlyOnce, format!("sinks.{}: {how}", k.name))
+                    }
+                    (Some(Idempotence::Positional(how)), false) => (
+                        Level::AtLeastOnce,
+                        format!(
+                            "sinks.{}: {how}, but a record sources.{} reads again after a crash enters the channel again (a dedup interceptor on a stable event id removes it)",
+                            k.name, s.name
+                        ),
+                    ),
+                };
+                let level = if lost.is_empty() {
+                    level
                 } else {
-                    Level::AtLeastOnce
+                    Level::AtMostOnce
                 };
                 // What decides the level comes first.
                 let mut why = lost;
                 if level != Level::AtMostOnce {
-                    let sink = match idempotent {
-                        Some(how) => format!("sinks.{}: {how}", k.name),
-                        None => format!(
-                            "sinks.{}: a batch delivered just before a crash is delivered again",
-                            k.name
-                        ),
-                    };
                     why.push(sink);
                     why.extend(kept);
                     if dedup {
                         why.push(format!(
-                            "sources.{}: dedup drops repeated events within its window",
+                            "sources.{}: dedup drops events whose key it has seen (keep that key stable: an event id `from` the upstream offset)",
                             s.name
                         ));
                     }
@@ -223,6 +251,71 @@ sinks:
         assert_eq!(
             all[0].to_string(),
             "logs → mem → out: at-most-once (channels.mem: a memory channel: what it holds is lost if the agent crashes)"
+        );
+    }
+
+    /// A sink that names what it writes by channel position (as the `s3` sink does).
+    #[derive(Debug, serde::Deserialize)]
+    struct ByPosition {}
+
+    impl crate::registry::SinkSpec for ByPosition {
+        fn build(
+            &self,
+            _: &crate::registry::BuildCx<'_>,
+        ) -> Result<Box<dyn crate::sink::Sink>, String> {
+            Err("not built in this test".into())
+        }
+        fn idempotent(&self) -> Option<Idempotence> {
+            Some(Idempotence::Positional("named by position".into()))
+        }
+    }
+
+    #[test]
+    fn a_sink_named_by_position_needs_dedup_for_exactly_once() {
+        let mut registry = Registry::builtin();
+        registry
+            .sinks
+            .add("by_position", crate::registry::plain_sink::<ByPosition>);
+        // The rocksdb channel lives in another crate: a stand-in that survives crashes.
+        #[derive(Debug, serde::Deserialize)]
+        struct Durable {}
+        impl crate::registry::ChannelSpec for Durable {
+            fn open(
+                &self,
+                _: &crate::registry::ChannelCx<'_>,
+            ) -> Result<std::sync::Arc<dyn crate::channel::Channel>, String> {
+                Err("not opened in this test".into())
+            }
+            fn crash_loss(&self) -> Option<&'static str> {
+                None
+            }
+        }
+        registry
+            .channels
+            .add("durable", crate::registry::plain_channel::<Durable>);
+        let text = |interceptors: &str| {
+            format!(
+                "channels:\n  disk: {{ type: durable }}\nsources:\n  logs: {{ type: file, paths: [/x.log], position_file: /tmp/x.pos, channels: [disk]{interceptors} }}\nsinks:\n  out: {{ type: by_position, channel: disk }}\n"
+            )
+        };
+        let level = |interceptors: &str| {
+            let p = load_str(
+                std::path::Path::new("p.yaml"),
+                &text(interceptors),
+                &|_| None,
+                &registry,
+            )
+            .unwrap();
+            let all = paths(&p);
+            (all[0].level, all[0].why[0].clone())
+        };
+        let (without, why) = level("");
+        assert_eq!(without, Level::AtLeastOnce);
+        assert!(why.contains("reads again after a crash"), "{why}");
+        let (with, why) = level(", interceptors: [ { type: dedup } ]");
+        assert_eq!(
+            (with, why.as_str()),
+            (Level::ExactlyOnce, "sinks.out: named by position")
         );
     }
 

@@ -74,10 +74,10 @@ pub trait SinkSpec: Any + fmt::Debug + Send + Sync {
         None
     }
 
-    /// `Some(how)` when writing the same events again changes nothing (rows or items keyed
-    /// on the event, batches the receiver recognises), so a replay after a crash or a retry
-    /// leaves one copy (see [`crate::guarantee`]).
-    fn idempotent(&self) -> Option<String> {
+    /// `Some` when writing the same events again changes nothing (rows or items keyed on the
+    /// event, objects or batches named by channel position), so a replay after a crash or a
+    /// retry leaves one copy (see [`crate::guarantee`]).
+    fn idempotent(&self) -> Option<crate::guarantee::Idempotence> {
         None
     }
 }

@@ -92,11 +92,11 @@ impl SinkSpec for HopSinkConfig {
         )?))
     }
 
-    fn idempotent(&self) -> Option<String> {
-        Some(
+    fn idempotent(&self) -> Option<sluice_core::guarantee::Idempotence> {
+        Some(sluice_core::guarantee::Idempotence::Positional(
             "the receiving agent drops a batch it committed before (by sender and channel position)"
                 .to_owned(),
-        )
+        ))
     }
 }
 

@@ -41,10 +41,13 @@ impl SinkSpec for RedisSinkConfig {
         Ok(Box::new(RedisSink::new(cx.name, self)?))
     }
 
-    fn idempotent(&self) -> Option<String> {
+    fn idempotent(&self) -> Option<sluice_core::guarantee::Idempotence> {
         use super::config::RedisCommand;
         matches!(self.command, RedisCommand::Set | RedisCommand::Hset).then(|| {
-            "`SET`/`HSET` of the event's key: an event written again leaves one value".to_owned()
+            sluice_core::guarantee::Idempotence::Keyed(
+                "`SET`/`HSET` of a key rendered from the event: an event written again leaves one value"
+                    .to_owned(),
+            )
         })
     }
 }

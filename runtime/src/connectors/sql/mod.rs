@@ -25,15 +25,15 @@ impl SinkSpec for SqlSinkConfig {
         Ok(Box::new(sink))
     }
 
-    fn idempotent(&self) -> Option<String> {
+    fn idempotent(&self) -> Option<sluice_core::guarantee::Idempotence> {
         let mode = match self.mode {
             config::SqlMode::Insert => return None,
             config::SqlMode::Upsert => "upsert",
             config::SqlMode::InsertNew => "insert_new",
         };
-        Some(format!(
+        Some(sluice_core::guarantee::Idempotence::Keyed(format!(
             "rows are keyed on `{}` (`mode: {mode}`): an event written again leaves one row",
             self.key.join(", ")
-        ))
+        )))
     }
 }

@@ -30,7 +30,9 @@ impl SinkSpec for DynamoSinkConfig {
         }))
     }
 
-    fn idempotent(&self) -> Option<String> {
-        Some("items are put by their key: an event written again leaves one item".to_owned())
+    fn idempotent(&self) -> Option<sluice_core::guarantee::Idempotence> {
+        Some(sluice_core::guarantee::Idempotence::Keyed(
+            "items are put by their key: an event written again leaves one item".to_owned(),
+        ))
     }
 }

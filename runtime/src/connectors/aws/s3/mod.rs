@@ -32,4 +32,11 @@ impl SinkSpec for S3SinkConfig {
     fn linger(&self) -> Option<std::time::Duration> {
         self.roll_interval.map(|d| d.0)
     }
+
+    fn idempotent(&self) -> Option<sluice_core::guarantee::Idempotence> {
+        Some(sluice_core::guarantee::Idempotence::Positional(
+            "objects are named by channel position, so a batch delivered again overwrites its own objects (keep `key` free of clock escapes, or give events a `timestamp`)"
+                .to_owned(),
+        ))
+    }
 }
