@@ -472,10 +472,19 @@ fn the_admin_api_requires_its_bearer_token() {
         .unwrap();
     wait_ready(port);
     let ask = |method, path, token| status_with_token(port, method, path, token);
-    for (method, path) in [("GET", "/plugins"), ("POST", "/plugins/none/reload")] {
+    for (method, path) in [
+        ("GET", "/plugins"),
+        ("POST", "/plugins/none/reload"),
+        ("GET", "/pipelines"),
+        ("POST", "/config/reload"),
+        ("POST", "/config/reload?pipeline=admin"),
+        ("POST", "/pipelines/admin/reload"),
+        ("GET", "/anything-else"),
+    ] {
         assert_eq!(ask(method, path, None), 401, "{method} {path}");
         assert_eq!(ask(method, path, Some("wrong")), 401, "{method} {path}");
     }
+    assert_eq!(ask("GET", "/pipelines", Some("open-sesame")), 200);
     assert_eq!(ask("GET", "/plugins", Some("open-sesame")), 200);
     assert_eq!(
         ask("POST", "/plugins/none/reload", Some("open-sesame")),

@@ -18,6 +18,8 @@ mod reload;
 mod tail;
 
 #[cfg(feature = "rocksdb")]
+mod chaos;
+#[cfg(feature = "rocksdb")]
 mod full_disk;
 #[cfg(all(feature = "hop", feature = "rocksdb"))]
 mod hop;
