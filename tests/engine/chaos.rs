@@ -13,12 +13,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read, Write},
+    io::Write,
     path::Path,
     time::{Duration, Instant},
 };
 
-use crate::common::{Agent, free_port, lines};
+use crate::common::{Agent, lines};
 
 /// The body of event `seq`: the number and a digest of it, so a body that was changed, cut
 /// or glued to another is recognised.
@@ -126,9 +126,11 @@ impl Rng {
     }
 }
 
+#[cfg(feature = "http")]
 /// One POST of `text` over a fresh connection: the status, or `None` when the agent is not
 /// there or the connection broke.
 fn post(port: u16, text: &str) -> Option<u16> {
+    use std::io::Read;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -168,7 +170,7 @@ fn drain(agent: Agent, out: &Path, acked: &BTreeSet<u64>) -> (Vec<String>, Strin
 fn http_to_rocksdb_to_file_through_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = free_port();
+    let port = crate::common::free_port();
     let out = d.join("out.log");
     let pipeline = format!(
         "channels:
