@@ -104,6 +104,89 @@ struct Which {
     pipeline: Option<String>,
 }
 
+/// The admin server's TLS: a ready acceptor (the `http` feature), or nothing to build one
+/// with.
+#[cfg(feature = "http")]
+pub type Tls = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "http"))]
+pub type Tls = std::convert::Infallible;
+
+/// The acceptor for `admin.tls`; an error message when it cannot be made (bad files, or a
+/// build without the `http` feature).
+pub fn tls_acceptor(
+    t: &sluice_core::config::AdminTls,
+    base: &std::path::Path,
+) -> Result<Tls, String> {
+    #[cfg(feature = "http")]
+    {
+        crate::connectors::http::source::tls::acceptor(&base.join(&t.cert), &base.join(&t.key))
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = (t, base);
+        Err(format!(
+            "admin.tls needs the `http` feature; this build has: {}",
+            crate::features().join(", ")
+        ))
+    }
+}
+
+#[cfg(feature = "http")]
+mod tls {
+    //! HTTPS for the admin server: each accepted connection is TLS-wrapped, then served by the
+    //! same router over HTTP/1.1.
+    use std::time::Duration;
+
+    use axum::Router;
+    use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+    use tokio_util::sync::CancellationToken;
+
+    pub fn spawn(
+        listener: tokio::net::TcpListener,
+        acceptor: super::Tls,
+        app: Router,
+        stop: CancellationToken,
+    ) {
+        tokio::spawn(async move {
+            loop {
+                let tcp = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "admin server: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "admin server: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!(error = %e, "admin connection ended with an error");
+                        },
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+    }
+}
+
 /// Who may use the admin endpoints.
 #[derive(Clone, Default)]
 pub struct Access {
@@ -156,6 +239,7 @@ async fn authorize(State(access): State<Access>, req: Request, next: Next) -> Re
 pub async fn serve(
     addr: SocketAddr,
     access: Access,
+    tls: Option<Tls>,
     state: Arc<AdminState>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
@@ -172,6 +256,15 @@ pub async fn serve(
         .route("/pipelines/{name}/reload", post(reload_pipeline))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
+    if let Some(tls) = tls {
+        #[cfg(feature = "http")]
+        {
+            tls::spawn(listener, tls, app, stop);
+            return Ok(bound);
+        }
+        #[cfg(not(feature = "http"))]
+        match tls {}
+    }
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = server.await {

@@ -160,7 +160,27 @@ pub async fn run_agent(
             return Err(ConfigErrors(errors));
         }
     }
-    let admin_config = admins.first().and_then(|p| p.admin.clone());
+    // The admin server's certificate is read now: a bad one refuses the start.
+    let mut admin_config = None;
+    if let Some(p) = admins.first() {
+        let a = p.admin.clone().expect("admins have an admin section");
+        let base = p.file.parent().map(Path::to_owned).unwrap_or_default();
+        let tls = match &a.tls {
+            None => None,
+            Some(t) => match admin::tls_acceptor(t, &base) {
+                Ok(acceptor) => Some(acceptor),
+                Err(message) => {
+                    return Err(ConfigErrors(vec![ConfigError {
+                        file: p.file.clone(),
+                        pos: Pos::default(),
+                        component: Some("admin.tls".into()),
+                        message,
+                    }]));
+                }
+            },
+        };
+        admin_config = Some((a, tls));
+    }
 
     let mut agent = Agent {
         root: Metrics::new(),
@@ -205,17 +225,19 @@ pub async fn run_agent(
         pipelines: Arc::clone(&agent.views),
         scoped,
     });
-    if let Some(a) = &admin_config {
+    if let Some((a, tls)) = admin_config {
         let access = admin::Access::new(a.token.as_ref().map(|t| t.expose()), a.public_metrics);
+        let https = tls.is_some();
         match admin::serve(
             a.listen,
             access,
+            tls,
             Arc::clone(&admin_state),
             agent.admin_stop.clone(),
         )
         .await
         {
-            Ok(addr) => tracing::info!(%addr, "admin server listening"),
+            Ok(addr) => tracing::info!(%addr, https, "admin server listening"),
             Err(e) => tracing::error!(addr = %a.listen, error = %e, "admin server could not start"),
         }
     }

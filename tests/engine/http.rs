@@ -945,3 +945,90 @@ fn the_webhook_example_validates_and_needs_its_secret() {
         common::stderr(&o)
     );
 }
+
+/// `admin.tls`: the admin server speaks HTTPS only (a client that trusts the test CA gets its
+/// answers, the bearer token still required); a certificate that cannot be read refuses the
+/// start, naming `admin.tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_serves_https_with_admin_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pipeline = |cert: &str| {
+        format!(
+            "admin: {{ listen: '127.0.0.1:{port}', token_env: SLUICE_TEST_ADMIN_TOKEN, tls: {{ cert: '{cert}', key: '{}' }} }}
+channels:
+  mem: {{ type: memory }}
+sources:
+  gen: {{ type: generator, rate: 100, channels: [mem] }}
+sinks:
+  out: {{ type: null, channel: mem }}
+",
+            fixture("key.pem")
+        )
+    };
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, pipeline("/nonexistent/cert.pem")).unwrap();
+    let o = sluice()
+        .arg("-p")
+        .arg(&bad)
+        .env("SLUICE_TEST_ADMIN_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("admin.tls: tls.cert /nonexistent/cert.pem"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, pipeline(&fixture("cert.pem"))).unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&good)
+        .env("SLUICE_TEST_ADMIN_TOKEN", "s3cret")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match https.get(url("/ready")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ => {
+                assert!(Instant::now() < deadline, "no HTTPS answer");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(https.get(url("/pipelines")).send().await.unwrap()),
+        401
+    );
+    let listing = https
+        .get(url("/pipelines"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    assert!(listing.text().await.unwrap().contains("\"good\""));
+    // Plain HTTP gets no answer from an HTTPS listener.
+    let plain = client()
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status() != 200),
+        "{plain:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

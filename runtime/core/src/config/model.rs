@@ -94,6 +94,17 @@ pub struct AdminConfig {
     /// The token read from `token_env` when the pipeline is read.
     #[serde(skip)]
     pub token: Option<super::secret::Secret>,
+    /// Serve HTTPS: PEM certificate chain and key (relative paths start at the pipeline
+    /// file's directory). Needs the `http` feature.
+    pub tls: Option<AdminTls>,
+}
+
+/// The admin server's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn public_metrics() -> bool {

@@ -21,7 +21,7 @@ pub mod auth;
 pub mod body;
 mod commit;
 pub mod decode;
-mod tls;
+pub(crate) mod tls;
 
 use std::{
     convert::Infallible,
