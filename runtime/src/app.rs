@@ -192,6 +192,7 @@ pub async fn run_agent(
         running: HashMap::new(),
         removed: BTreeSet::new(),
     };
+    forward_signals(agent.signalled.clone());
     // Build every pipeline before starting any.
     let mut built = Vec::new();
     let mut errors = Vec::new();
@@ -204,7 +205,6 @@ pub async fn run_agent(
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    tokio::spawn(forward_signals(agent.signalled.clone()));
     let mut expected = Some(0u64);
     let mut accepted = Vec::new();
     for b in &built {
@@ -1030,8 +1030,9 @@ async fn stop_within(mut task: JoinHandle<()>, grace: Duration, hurry: impl FnOn
     }
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn forward_signals(token: CancellationToken) {
+/// Cancels `token` on SIGINT or SIGTERM. The handlers are installed before this returns, so
+/// a signal that arrives while the pipelines are still being built is not lost (nor fatal).
+fn forward_signals(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -1042,16 +1043,19 @@ async fn forward_signals(token: CancellationToken) {
             tracing::warn!("cannot install signal handlers");
             return;
         };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            token.cancel();
+        });
     }
     #[cfg(not(unix))]
-    {
+    tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
-    }
-    token.cancel();
+        token.cancel();
+    });
 }
 
 /// A progress line on a terminal; nothing otherwise.

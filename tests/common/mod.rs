@@ -242,9 +242,20 @@ impl Agent {
         }
     }
 
-    /// SIGTERM, then a clean exit within 30 s; returns the log.
+    /// SIGTERM, then a clean exit within 30 s; returns the log. An agent still starting is
+    /// given up to 30 s to run its pipelines first (before that a SIGTERM ends the process
+    /// by default, not by a clean stop).
     pub fn stop_blocking(mut self) -> String {
         let mut child = self.child.take().expect("agent already stopped");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let running =
+            |log: &Path| std::fs::read_to_string(log).is_ok_and(|l| l.contains("pipeline running"));
+        while !running(&self.log)
+            && child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])

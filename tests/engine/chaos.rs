@@ -163,6 +163,26 @@ fn drain(agent: Agent, out: &Path, acked: &BTreeSet<u64>) -> (Vec<String>, Strin
     (lines(out), log)
 }
 
+/// Runs the agent on `pipeline`, SIGKILLing it at random moments and starting it again,
+/// [`kills`] times, while `feed` sends events (called again and again); returns the last,
+/// still running agent, the number of kills and the log of the last killed run.
+fn kill_loop(dir: &Path, pipeline: &str, mut feed: impl FnMut()) -> (Agent, usize, String) {
+    let mut rng = Rng::new();
+    let mut logs = String::new();
+    let mut agent = Agent::start(dir, "run0", pipeline);
+    let total = kills();
+    for k in 1..=total {
+        let until = Instant::now() + rng.millis(300, 1200);
+        while Instant::now() < until {
+            feed();
+        }
+        agent.kill();
+        logs = agent.log();
+        agent = Agent::start(dir, &format!("run{k}"), pipeline);
+    }
+    (agent, total, logs)
+}
+
 /// http → rocksdb → file: a client posts 20 events per request and counts a request as
 /// acknowledged on 200; the agent is SIGKILLed at random moments and started again.
 #[cfg(feature = "http")]
@@ -183,29 +203,19 @@ sinks:
         d.display(),
         out.display()
     );
-    let mut rng = Rng::new();
     let (mut sent, mut acked) = (BTreeSet::new(), BTreeSet::new());
     let mut next = 0u64;
-    let mut logs = String::new();
-    let mut agent = Agent::start(d, "run0", &pipeline);
-    let total = kills();
-    for k in 1..=total {
-        let until = Instant::now() + rng.millis(300, 1200);
-        while Instant::now() < until {
-            let seqs = next..next + 20;
-            next += 20;
-            let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
-            sent.extend(seqs.clone());
-            match post(port, &text) {
-                Some(200) => acked.extend(seqs),
-                Some(_) => {}
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
+    let (agent, total, logs) = kill_loop(d, &pipeline, || {
+        let seqs = next..next + 20;
+        next += 20;
+        let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
+        sent.extend(seqs.clone());
+        match post(port, &text) {
+            Some(200) => acked.extend(seqs),
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_millis(5)),
         }
-        agent.kill();
-        logs = agent.log();
-        agent = Agent::start(d, &format!("run{k}"), &pipeline);
-    }
+    });
     let (delivered, log) = drain(agent, &out, &acked);
     Report::check(total, &sent, &acked, &delivered)
         .assert_safe("http → rocksdb → file", &(logs + &log));
@@ -234,29 +244,19 @@ sinks:
         input = input.display(),
         out = out.display()
     );
-    let mut rng = Rng::new();
     let mut written = BTreeSet::new();
     let mut next = 0u64;
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&input)
         .unwrap();
-    let mut logs = String::new();
-    let mut agent = Agent::start(d, "run0", &pipeline);
-    let total = kills();
-    for k in 1..=total {
-        let until = Instant::now() + rng.millis(300, 1200);
-        while Instant::now() < until {
-            let text: String = (next..next + 50).map(|s| body(s) + "\n").collect();
-            file.write_all(text.as_bytes()).unwrap();
-            written.extend(next..next + 50);
-            next += 50;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        agent.kill();
-        logs = agent.log();
-        agent = Agent::start(d, &format!("run{k}"), &pipeline);
-    }
+    let (agent, total, logs) = kill_loop(d, &pipeline, || {
+        let text: String = (next..next + 50).map(|s| body(s) + "\n").collect();
+        file.write_all(text.as_bytes()).unwrap();
+        written.extend(next..next + 50);
+        next += 50;
+        std::thread::sleep(Duration::from_millis(2));
+    });
     let (delivered, log) = drain(agent, &out, &written);
     Report::check(total, &written, &written, &delivered)
         .assert_safe("tail → rocksdb → file", &(logs + &log));

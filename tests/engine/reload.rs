@@ -247,10 +247,7 @@ sinks:
         admin,
         &format!("sluice_config_reloads_total{{pipeline=\"p\",result=\"refused\"}} {count}"),
     );
-    let (status, listing) = crate::common::http(admin, "GET", "/pipelines").unwrap();
-    assert_eq!(status, 200, "{listing}");
-    let body = listing.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let v = pipelines(admin);
     assert_eq!(v[0]["name"], "p", "{v}");
     assert_eq!(v[0]["state"], "running", "{v}");
     assert!(
@@ -689,6 +686,14 @@ fn post(admin: u16, path: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 
+/// `GET /pipelines` on the admin server, as JSON (`Null` when it does not answer).
+fn pipelines(admin: u16) -> serde_json::Value {
+    crate::common::http(admin, "GET", "/pipelines")
+        .filter(|(status, _)| *status == 200)
+        .and_then(|(_, raw)| serde_json::from_str(raw.split("\r\n\r\n").nth(1)?).ok())
+        .unwrap_or_default()
+}
+
 #[test]
 fn two_pipelines_in_one_agent_reload_independently() {
     let dir = tempfile::tempdir().unwrap();
@@ -723,10 +728,7 @@ sinks:
         || std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok(),
         || agent.log(),
     );
-    let (status, raw) = crate::common::http(admin, "GET", "/pipelines").unwrap();
-    let listing: serde_json::Value =
-        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
-    assert_eq!(status, 200, "{raw}");
+    let listing = pipelines(admin);
     assert_eq!(
         (listing[0]["name"].as_str(), listing[1]["name"].as_str()),
         (Some("a"), Some("b")),
@@ -768,9 +770,7 @@ sinks:
         admin,
         "sluice_config_reloads_total{pipeline=\"a\",result=\"applied\"} 0",
     );
-    let (_, raw) = crate::common::http(admin, "GET", "/pipelines").unwrap();
-    let listing: serde_json::Value =
-        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    let listing = pipelines(admin);
     assert_eq!(listing[0]["config_hash"], a_hash, "{listing}");
     assert_eq!(listing[0]["state"], "running", "{listing}");
     assert_eq!(listing[1]["state"], "running", "{listing}");
@@ -908,16 +908,12 @@ sinks:
         .unwrap();
     let tail = || std::fs::read_to_string(&log).unwrap_or_default();
     let names = || -> Vec<String> {
-        crate::common::http(admin, "GET", "/pipelines")
-            .and_then(|(_, raw)| {
-                serde_json::from_str::<serde_json::Value>(raw.split("\r\n\r\n").nth(1)?).ok()
-            })
-            .and_then(|v| {
-                v.as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                        .collect()
-                })
+        pipelines(admin)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
             })
             .unwrap_or_default()
     };

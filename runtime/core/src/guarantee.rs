@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{InterceptorRef, Pipeline, SelectorConfig, model::BuiltinInterceptor};
+use crate::config::{InterceptorRef, Pipeline, model::BuiltinInterceptor};
 
 /// What a source does with its upstream around a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +103,7 @@ pub fn paths(p: &Pipeline) -> Vec<Path> {
     let mut out = Vec::new();
     for s in &p.sources {
         let common = &s.spec.common;
-        let mut channels = common.channels.clone();
-        if let SelectorConfig::Multiplexing {
-            mapping,
-            default,
-            optional,
-            ..
-        } = &common.selector
-        {
-            channels.extend(mapping.values().chain(optional.values()).flatten().cloned());
-            channels.extend(default.iter().cloned());
-        }
+        let mut channels = s.spec.targets();
         channels.sort();
         channels.dedup();
         let dedup = common

@@ -171,19 +171,8 @@ pub fn runners(p: &Pipeline) -> Vec<(String, Vec<String>)> {
 
 /// The channels a source writes to (its list, the selector's, its DLQ's).
 fn source_channels(p: &Pipeline, s: &SourceConfig) -> Vec<String> {
-    let c = &s.common;
-    let mut names = c.channels.clone();
-    if let SelectorConfig::Multiplexing {
-        mapping,
-        default,
-        optional,
-        ..
-    } = &c.selector
-    {
-        names.extend(mapping.values().chain(optional.values()).flatten().cloned());
-        names.extend(default.iter().cloned());
-    }
-    names.extend(c.dlq.clone().or(p.settings.dlq.clone()));
+    let mut names = s.targets();
+    names.extend(s.common.dlq.clone().or(p.settings.dlq.clone()));
     names
 }
 

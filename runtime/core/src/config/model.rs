@@ -142,6 +142,26 @@ pub struct SourceConfig {
     pub spec: Arc<dyn SourceSpec>,
 }
 
+impl SourceConfig {
+    /// The channels this source may write events to: its list and, for a multiplexing
+    /// selector, every channel of its mapping (not its DLQ).
+    pub fn targets(&self) -> Vec<String> {
+        let c = &self.common;
+        let mut names = c.channels.clone();
+        if let SelectorConfig::Multiplexing {
+            mapping,
+            default,
+            optional,
+            ..
+        } = &c.selector
+        {
+            names.extend(mapping.values().chain(optional.values()).flatten().cloned());
+            names.extend(default.iter().cloned());
+        }
+        names
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceCommon {
