@@ -15,4 +15,5 @@ mod oci;
 mod rabbitmq;
 mod redis;
 mod s3;
+mod secrets;
 mod sql;
