@@ -144,10 +144,10 @@ fn post(port: u16, text: &str) -> Option<u16> {
     reply.split(' ').nth(1)?.parse().ok()
 }
 
-/// The agent's output after the faults: once it holds every acknowledged event (or after a
-/// minute), a clean stop, then every line.
+/// The agent's output after the faults: once it holds every acknowledged event (or after ten
+/// minutes: a long run leaves a backlog), a clean stop, then every line.
 fn drain(agent: Agent, out: &Path, acked: &BTreeSet<u64>) -> (Vec<String>, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let got: BTreeSet<u64> = std::fs::read_to_string(out)
             .unwrap_or_default()
