@@ -310,9 +310,8 @@ impl Agent {
         } else {
             self.root.clone()
         });
-        let m = Arc::clone(&metrics);
-        let p = pipeline.clone();
-        let topo = sluice_core::blocking::run(move || topology::build(&p, &m, crate::registry()))?;
+        let topo =
+            sluice_core::blocking::run(|| topology::build(&pipeline, &metrics, crate::registry()))?;
         Ok((name, pipeline, reloads, metrics, topo))
     }
 

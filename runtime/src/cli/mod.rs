@@ -151,10 +151,15 @@ fn load(
     plugins: &[(String, PathBuf)],
 ) -> Result<config::Pipeline, ExitCode> {
     config::load_file_with_plugins(path, plugins, crate::registry()).map_err(|errors| {
-        eprintln!("{errors}");
-        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        print_errors(path, &errors);
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// Every error of a pipeline file, then how many.
+fn print_errors(path: &std::path::Path, errors: &config::ConfigErrors) {
+    eprintln!("{errors}");
+    eprintln!("{}: {} error(s)", path.display(), errors.0.len());
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
@@ -302,14 +307,15 @@ impl Reader {
             .collect()
     }
 
-    /// Reads `file` (the cached copy of `shown` when that is a URL) with what reloads it.
+    /// Reads `file` (the cached copy of `shown` when that is a URL) with the `--plugin` flags
+    /// `extra` (see [`plugins_for`](Self::plugins_for)) and what reloads it.
     fn open(
         &self,
         shown: &std::path::Path,
         file: PathBuf,
+        extra: Vec<(String, PathBuf)>,
         trigger: Option<crate::app::Trigger>,
     ) -> Result<(config::Pipeline, crate::app::Reloads), config::ConfigErrors> {
-        let extra = self.plugins_for(&file);
         let p = config::load_file_with_plugins(&file, &extra, crate::registry())?;
         let reloads = crate::app::Reloads {
             name: crate::app::pipeline_name(shown),
@@ -374,12 +380,12 @@ fn run(args: &RunArgs) -> ExitCode {
             },
             None => (path.to_owned(), None),
         };
-        used.extend(reader.plugins_for(&file).into_iter().map(|(n, _)| n));
-        match reader.open(path, file, trigger) {
+        let extra = reader.plugins_for(&file);
+        used.extend(extra.iter().map(|(n, _)| n.clone()));
+        match reader.open(path, file, extra, trigger) {
             Ok((p, reloads)) => list.push((p, Some(reloads))),
             Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                print_errors(path, &errors);
                 failed = true;
             }
         }
@@ -398,7 +404,7 @@ fn run(args: &RunArgs) -> ExitCode {
             crate::app::PipelineDir {
                 dir,
                 open: std::sync::Arc::new(move |file: &std::path::Path| {
-                    reader.open(file, file.to_owned(), None)
+                    reader.open(file, file.to_owned(), reader.plugins_for(file), None)
                 }),
             }
         })
