@@ -1,5 +1,7 @@
 //! The admin HTTP server of an agent (one for all its pipelines): `/metrics` (Prometheus
-//! text), `/health`, `/ready`, `/plugins`, `/pipelines` and the reload endpoints.
+//! text), `/health`, `/ready`, `/plugins`, `/pipelines`, the reload endpoints, `/tap` (live
+//! events at a point of a pipeline: [`tap`]), and the web console (`/`, `/graph`,
+//! `/dlq/recent`: [`console`]).
 //!
 //! `/ready` is 200 only while the pipeline runs and every channel can accept puts, so a load
 //! balancer stops sending to an agent whose durable channel cannot write (a full disk).
@@ -7,6 +9,9 @@
 //! With `token_env`, every other endpoint (`/plugins`, reloads, and `/metrics` unless
 //! `public_metrics`) answers 401 without `Authorization: Bearer <token>`; the token is
 //! compared in constant time (as SHA-256 digests, so its length does not leak either).
+
+mod console;
+mod tap;
 
 use std::{
     net::SocketAddr,
@@ -41,6 +46,9 @@ pub struct AdminState {
     pub pipelines: Arc<RwLock<Vec<Arc<PipelineView>>>>,
     /// Component names are `<pipeline>/<name>` (the agent may run several pipelines).
     pub scoped: bool,
+    /// Cancelled when the agent stops: endless answers (`/tap`) end then, so they do not hold
+    /// up the server's graceful shutdown.
+    pub stop: CancellationToken,
 }
 
 /// What the admin server sees of one pipeline (kept current by its live reloads).
@@ -51,6 +59,8 @@ pub struct PipelineView {
     pub plugins: RwLock<Arc<dyn PluginHost>>,
     /// Channels whose health `/ready` reports.
     pub channels: RwLock<Vec<(String, Arc<dyn Channel>)>>,
+    /// The running topology (`GET /graph`, the console).
+    pub graph: RwLock<sluice_core::graph::Graph>,
     /// Where `POST /config/reload` asks for a reload of the pipeline file; `None` when the
     /// pipeline was not read from a file.
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
@@ -207,7 +217,12 @@ impl Access {
         let Some(want) = &self.token else {
             return true;
         };
-        if path == "/health" || path == "/ready" || (path == "/metrics" && self.public_metrics) {
+        // `/` is the console's page, which holds no data: it asks for the token itself.
+        if path == "/"
+            || path == "/health"
+            || path == "/ready"
+            || (path == "/metrics" && self.public_metrics)
+        {
             return true;
         }
         let given = authorization
@@ -254,6 +269,10 @@ pub async fn serve(
         .route("/config/reload", post(reload_config))
         .route("/pipelines", get(pipelines))
         .route("/pipelines/{name}/reload", post(reload_pipeline))
+        .route("/tap", get(tap::tap))
+        .route("/", get(console::page))
+        .route("/graph", get(console::graph))
+        .route("/dlq/recent", get(console::recent_dead))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
     if let Some(tls) = tls {
@@ -518,10 +537,17 @@ mod tests {
             "no token configured: loopback only"
         );
         let a = Access::new(Some("s3cret"), true);
-        for path in ["/health", "/ready", "/metrics"] {
+        for path in ["/health", "/ready", "/metrics", "/"] {
             assert!(a.allows(path, None), "{path}");
         }
-        for path in ["/plugins", "/plugins/enrich/reload", "/anything"] {
+        for path in [
+            "/plugins",
+            "/plugins/enrich/reload",
+            "/anything",
+            "/graph",
+            "/dlq/recent",
+            "/tap",
+        ] {
             assert!(!a.allows(path, None), "{path}");
             assert!(!a.allows(path, Some(b"Bearer wrong")), "{path}");
             assert!(!a.allows(path, Some(b"Bearer s3cre")), "{path}");

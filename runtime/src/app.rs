@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use sluice_core::{
     channel::Channel,
     config::{ConfigError, ConfigErrors, Pipeline, Pos},
+    graph::Graph,
     metrics::{Metrics, SourceMetrics},
     plugin::PluginHost,
     sink::runner::RunnerControl,
@@ -224,6 +225,7 @@ pub async fn run_agent(
         metrics: Arc::new(agent.root.clone()),
         pipelines: Arc::clone(&agent.views),
         scoped,
+        stop: agent.admin_stop.clone(),
     });
     if let Some((a, tls)) = admin_config {
         let access = admin::Access::new(a.token.as_ref().map(|t| t.expose()), a.public_metrics);
@@ -334,6 +336,7 @@ impl Agent {
             ready: false.into(),
             plugins: RwLock::new(Arc::clone(&topo.plugins)),
             channels: RwLock::new(topo.channels.clone()),
+            graph: RwLock::new(Graph::of(&pipeline)),
             reload: reloads.as_ref().map(|_| reload_tx.clone()),
             status: RwLock::new(status),
         });
@@ -924,6 +927,7 @@ impl Running {
             && added_channels.is_empty()
             && !plugins_change
         {
+            *view.graph.write().unwrap_or_else(|p| p.into_inner()) = Graph::of(&new);
             self.pipeline = new;
             return reload::Answer::Unchanged;
         }
@@ -1009,6 +1013,7 @@ impl Running {
         }
         self.metrics.config_running(&self.name, &config_hash(&new));
         self.fingerprints = (src_fp, run_fp);
+        *view.graph.write().unwrap_or_else(|p| p.into_inner()) = Graph::of(&new);
         self.pipeline = new;
         reload::Answer::Applied { changed: report }
     }

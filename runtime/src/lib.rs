@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod pipeline_test;
 pub mod reload;
 #[cfg(feature = "http")]
 pub mod remote;
@@ -38,6 +39,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("rocksdb", cfg!(feature = "rocksdb")),
     ("wasm", cfg!(feature = "wasm")),
     ("oci", cfg!(feature = "oci")),
+    ("cli-tools", cfg!(feature = "cli-tools")),
 ];
 
 /// The cargo features this build was compiled with.

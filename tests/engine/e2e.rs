@@ -103,6 +103,111 @@ fn examples_validate() {
     }
 }
 
+/// `sluice graph` draws the example's topology: DOT by default (which Graphviz would
+/// render), Mermaid on request; the multiplexing rules label the edges, the failover group
+/// is a cluster, DLQ routes are dashed.
+#[test]
+fn graph_draws_the_topology_as_dot_and_mermaid() {
+    let o = sluice()
+        .args(["graph", "examples/fanout.yaml"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dot = String::from_utf8_lossy(&o.stdout);
+    for line in [
+        "digraph \"fanout\" {",
+        "\"source:gen\" -> \"channel:clicks\" [label=\"kind=click\"];",
+        "\"channel:views\" -> \"sink:views_backup\";",
+        "\"sink:views_primary\" -> \"channel:dead\" [label=\"dlq\", style=dashed];",
+        "label=\"group views_group\";",
+    ] {
+        assert!(dot.contains(line), "missing {line} in:\n{dot}");
+    }
+    let o = sluice()
+        .args(["graph", "--format", "mermaid", "examples/fanout.yaml"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = String::from_utf8_lossy(&o.stdout);
+    assert!(m.starts_with("flowchart LR"), "{m}");
+    assert!(m.contains("|\"kind=view\"|"), "{m}");
+    // A broken file is a config error, as for validate.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "sources:\n  s: { type: nope }\n").unwrap();
+    let o = sluice().arg("graph").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+}
+
+/// `sluice test`: the examples' unit tests pass (the quickstart's with its real Wasm
+/// plugin); a test whose conditions do not hold fails with exit code 1 and says what
+/// differed; a broken test file is a configuration error naming its line.
+#[test]
+fn sluice_test_runs_the_examples_tests_and_fails_where_it_should() {
+    let mut files = vec!["examples/tests/fanout.tests.yaml"];
+    if cfg!(feature = "wasm") {
+        files.push("examples/tests/quickstart.tests.yaml");
+    }
+    let o = sluice().arg("test").args(&files).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains(&format!("{} passed, 0 failed", files.len() * 2)),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::common::repo_root();
+    let wrong = dir.path().join("wrong.tests.yaml");
+    std::fs::write(
+        &wrong,
+        format!(
+            "pipeline: {}/examples/fanout.yaml
+tests:
+  - name: a click taken for a view
+    input:
+      gen: [{{ body: c1, headers: {{ kind: click }} }}]
+    expect:
+      views_backup: {{ count: 1 }}
+      click_files: {{ all: {{ headers: {{ kind: view }} }} }}
+  - name: this one holds
+    input:
+      gen: [{{ body: v, headers: {{ kind: view }} }}]
+    expect:
+      views_backup: {{ count: 1 }}
+",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("test").arg(&wrong).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for line in [
+        "a click taken for a view ... FAILED",
+        "    views_backup: 0 events, expected 1",
+        "    click_files: event 0: header kind is \"click\", not \"view\"",
+        "this one holds ... ok",
+        "1 passed, 1 failed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    let broken = dir.path().join("broken.tests.yaml");
+    std::fs::write(
+        &broken,
+        "pipeline: x.yaml\ntests:\n  - name: t\n    input: {}\n    expect:\n      s: { count: many }\n",
+    )
+    .unwrap();
+    let o = sluice().arg("test").arg(&broken).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(
+        stderr(&o).contains("broken.tests.yaml:6:"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `sluice validate` says what each path guarantees on a crash, and refuses a sink's
 /// `delivery:` that a path into it cannot give, naming what breaks it.
 #[cfg(feature = "rocksdb")]
@@ -479,6 +584,10 @@ fn the_admin_api_requires_its_bearer_token() {
         ("POST", "/config/reload"),
         ("POST", "/config/reload?pipeline=admin"),
         ("POST", "/pipelines/admin/reload"),
+        ("GET", "/tap"),
+        ("GET", "/tap?point=gen"),
+        ("GET", "/graph"),
+        ("GET", "/dlq/recent"),
         ("GET", "/anything-else"),
     ] {
         assert_eq!(ask(method, path, None), 401, "{method} {path}");
@@ -486,6 +595,7 @@ fn the_admin_api_requires_its_bearer_token() {
     }
     assert_eq!(ask("GET", "/pipelines", Some("open-sesame")), 200);
     assert_eq!(ask("GET", "/plugins", Some("open-sesame")), 200);
+    assert_eq!(ask("GET", "/tap", Some("open-sesame")), 200);
     assert_eq!(
         ask("POST", "/plugins/none/reload", Some("open-sesame")),
         404

@@ -20,6 +20,8 @@ mod tail;
 #[cfg(feature = "rocksdb")]
 mod chaos;
 #[cfg(feature = "rocksdb")]
+mod dlq_tools;
+#[cfg(feature = "rocksdb")]
 mod full_disk;
 #[cfg(all(feature = "hop", feature = "rocksdb"))]
 mod hop;
@@ -31,3 +33,5 @@ mod plugins;
 mod rocks_storage;
 #[cfg(feature = "rocksdb")]
 mod spillable_pipeline;
+#[cfg(feature = "cli-tools")]
+mod tools;

@@ -21,6 +21,10 @@ pub const HEADER_STAGE: &str = "sluice.dlq.stage";
 pub const HEADER_COMPONENT: &str = "sluice.dlq.component";
 pub const HEADER_ATTEMPTS: &str = "sluice.dlq.attempts";
 pub const HEADER_CLASS: &str = "sluice.dlq.class";
+/// When the event was dead-lettered (Unix milliseconds), for `sluice dlq … --since`.
+pub const HEADER_TIME: &str = "sluice.dlq.time";
+/// Every header the DLQ adds starts with this (a replay removes them).
+pub const HEADER_PREFIX: &str = "sluice.dlq.";
 
 /// Where in the flow an event was found to be poison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +155,8 @@ impl DeadLetters {
             return Ok(Disposition::Discarded);
         };
         let attempts = attempts.to_string();
+        let time = chrono::Utc::now().timestamp_millis().to_string();
+        let first_reason = letters[0].reason.clone();
         let batch = letters
             .into_iter()
             .map(|DeadLetter { mut event, reason }| {
@@ -161,12 +167,24 @@ impl DeadLetters {
                     .insert(HEADER_COMPONENT, self.component.as_str());
                 event.headers.insert(HEADER_CLASS, class.as_str());
                 event.headers.insert(HEADER_ATTEMPTS, attempts.as_str());
+                event.headers.insert(HEADER_TIME, time.as_str());
                 event
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let tapped = self.metrics.tap().active().then(|| batch.clone());
         channel.put(batch).await?;
+        if let Some(t) = tapped {
+            self.metrics.tap().offer(&t);
+        }
         self.metrics
             .add(&self.component, stage.as_str(), class.as_str(), n);
+        self.metrics.remember(
+            &self.component,
+            stage.as_str(),
+            class.as_str(),
+            &first_reason,
+            n,
+        );
         Ok(Disposition::Sent)
     }
 }

@@ -5,10 +5,11 @@
 //! end-of-run summary, so the summary and `/metrics` can never disagree.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, atomic::AtomicU64},
 };
 
+use crate::tap::{TapPoint, Taps};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -132,6 +133,10 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     config_info: Family<HashLabel, Gauge>,
     config_reloaded_at: Gauge,
+    /// Live taps (not Prometheus metrics, but made and found alongside them).
+    taps: Arc<Taps>,
+    /// The latest dead-lettered batches, newest first (the console shows their reasons).
+    recent_dead: Arc<Mutex<VecDeque<RecentDead>>>,
 }
 
 fn call_buckets() -> Histogram {
@@ -194,6 +199,8 @@ impl Metrics {
             registry: Arc::new(Registry::default()),
             scope: Arc::from(""),
             config_hashes: Arc::default(),
+            taps: Arc::default(),
+            recent_dead: Arc::default(),
         };
         let r = &mut registry;
         r.register(
@@ -448,9 +455,29 @@ impl Metrics {
         }
     }
 
+    /// The latest dead-lettered batches of the agent, newest first.
+    pub fn recent_dead(&self) -> Vec<RecentDead> {
+        let recent = self.recent_dead.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().cloned().collect()
+    }
+
+    /// Every tap point of the agent (shared by its pipelines).
+    pub fn taps(&self) -> &Arc<Taps> {
+        &self.taps
+    }
+
+    /// Tap point `point` of component `name`: `<component>:<point>`.
+    pub fn tap(&self, name: &str, point: &str) -> Arc<TapPoint> {
+        self.taps
+            .point(&format!("{}:{point}", self.component(name)))
+    }
+
     pub fn source(&self, name: &str) -> SourceMetrics {
         let l = self.label(name);
         SourceMetrics {
+            input: self.tap(name, "input"),
+            output: self.tap(name, "output"),
+            taps: self.taps.clone(),
             component: self.component(name),
             received: self.source_received.get_or_create(&l).clone(),
             accepted: self.source_accepted.get_or_create(&l).clone(),
@@ -470,6 +497,7 @@ impl Metrics {
             rollbacks: self.channel_rollbacks.get_or_create(&l).clone(),
             corrupt: self.channel_corrupt.get_or_create(&l).clone(),
             fsyncs: self.channel_fsyncs.get_or_create(&l).clone(),
+            tap: self.tap(name, "put"),
         }
     }
 
@@ -480,6 +508,7 @@ impl Metrics {
             batch_duration: self.sink_batch_duration.get_or_create(&l).clone(),
             retries: self.sink_retries.get_or_create(&l).clone(),
             discarded: self.sink_discarded.get_or_create(&l).clone(),
+            tap: self.tap(name, "delivered"),
         }
     }
 
@@ -500,7 +529,12 @@ impl Metrics {
     }
 
     pub fn dlq(&self) -> DlqMetrics {
-        DlqMetrics(self.dlq_events.clone(), Arc::clone(&self.scope))
+        DlqMetrics(
+            self.dlq_events.clone(),
+            Arc::clone(&self.scope),
+            self.taps.point(&format!("{}dlq", self.scope)),
+            Arc::clone(&self.recent_dead),
+        )
     }
 
     /// Prometheus text exposition of every metric.
@@ -527,9 +561,19 @@ pub struct SourceMetrics {
     pub accepted: Counter,
     pub dropped: Counter,
     rejected: Family<ReasonLabels, Counter>,
+    /// What the source read, before any interceptor.
+    pub input: Arc<TapPoint>,
+    /// What the interceptors let through, before the selector.
+    pub output: Arc<TapPoint>,
+    taps: Arc<Taps>,
 }
 
 impl SourceMetrics {
+    /// What interceptor `n` (0-based) of this source's chain let through.
+    pub fn interceptor_tap(&self, n: usize) -> Arc<TapPoint> {
+        self.taps.point(&format!("{}:{n}", self.component))
+    }
+
     /// Counts a refused batch/request; `reason` is a short fixed word (bounded cardinality).
     pub fn rejected(&self, reason: &str) {
         self.rejected
@@ -553,6 +597,8 @@ pub struct ChannelMetrics {
     pub corrupt: Counter,
     /// Durable channels only: synced writes.
     pub fsyncs: Counter,
+    /// Batches committed by puts.
+    pub tap: Arc<TapPoint>,
 }
 
 #[derive(Clone)]
@@ -561,6 +607,8 @@ pub struct SinkMetrics {
     pub batch_duration: Histogram,
     pub retries: Counter,
     pub discarded: Counter,
+    /// Batches the sink reported delivered.
+    pub tap: Arc<TapPoint>,
 }
 
 /// The endpoints of one sink (see [`Metrics::endpoints`]).
@@ -633,9 +681,58 @@ pub struct OriginMetrics {
 
 #[derive(Clone)]
 /// The DLQ counters, with the scope of the [`Metrics`] they came from.
-pub struct DlqMetrics(Family<DlqLabels, Counter>, Arc<str>);
+pub struct DlqMetrics(
+    Family<DlqLabels, Counter>,
+    Arc<str>,
+    Arc<TapPoint>,
+    Arc<Mutex<VecDeque<RecentDead>>>,
+);
+
+/// A batch of dead letters, as the console lists the latest ones.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentDead {
+    pub at_ms: i64,
+    pub component: String,
+    pub stage: &'static str,
+    pub class: &'static str,
+    /// The first event's reason.
+    pub reason: String,
+    pub events: u64,
+}
+
+/// How many dead-letter batches [`Metrics::recent_dead`] keeps.
+const RECENT_DEAD: usize = 20;
 
 impl DlqMetrics {
+    /// Every dead letter of the pipeline, with its reason headers.
+    pub fn tap(&self) -> &TapPoint {
+        &self.2
+    }
+
+    /// Keeps a dead-lettered batch's reason among the agent's latest (one lock per batch; a
+    /// DLQ is not the hot path).
+    pub fn remember(
+        &self,
+        component: &str,
+        stage: &'static str,
+        class: &'static str,
+        reason: &str,
+        events: u64,
+    ) {
+        let mut recent = self.3.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_DEAD {
+            recent.pop_back();
+        }
+        recent.push_front(RecentDead {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            component: format!("{}{component}", self.1),
+            stage,
+            class,
+            reason: reason.to_owned(),
+            events,
+        });
+    }
+
     pub fn add(&self, component: &str, stage: &str, reason: &str, n: u64) {
         self.0
             .get_or_create(&DlqLabels {

@@ -131,6 +131,25 @@ pub fn inspect(path: &Path, samples: usize) -> Result<Inspection, ChannelError> 
     Ok(out)
 }
 
+/// Calls `f` with every queued event of the channel in `path`, oldest first (read-only, so
+/// beside a running agent too); a record that cannot be read is handed over as its error.
+pub fn for_each_event(
+    path: &Path,
+    mut f: impl FnMut(u64, Result<Event, record::RecordError>),
+) -> Result<(), ChannelError> {
+    let db = open_read_only(path)?;
+    let mut bodies = BytesMut::new();
+    let mut it = db.raw_iterator_cf(cf(&db, path, CF_EVENTS)?);
+    it.seek_to_first();
+    while let Some((k, v)) = it.item() {
+        if let Ok(seq) = record::seq_of(k) {
+            f(seq, record::decode(seq, v, &mut bodies));
+        }
+        it.next();
+    }
+    it.status().map_err(|e| storage(path, e))
+}
+
 /// Verifies every stored record; with `quarantine`, moves the corrupt ones aside (the agent
 /// must be stopped).
 pub fn fsck(path: &Path, quarantine: bool) -> Result<FsckReport, ChannelError> {

@@ -1,15 +1,25 @@
-//! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`,
-//! `sluice channel inspect|fsck|purge <dir>` on a durable channel's directory, and
+//! The command line: `sluice --pipeline p.yaml`, `sluice validate p.yaml`, `sluice graph
+//! p.yaml`, `sluice test tests.yaml` ([`crate::pipeline_test`]), `sluice tap POINT` (live
+//! events of a running agent), `sluice top`, `sluice channel inspect|fsck|purge <dir>` on a
+//! durable channel's directory, `sluice dlq list|show|replay` on a durable DLQ, and
 //! `sluice plugin push|pull|inspect|new|test` ([`plugin`]). The `channel` and `plugin`
 //! commands exist when the build has the `rocksdb` and `wasm` features.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage (clap), 78 invalid configuration
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage (clap), 3 (`import-flume`) some items
+//! not translated, 78 invalid configuration
 //! (EX_CONFIG from sysexits.h), so scripts can tell a typo from an outage.
 
 #[cfg(feature = "rocksdb")]
 mod channel;
+#[cfg(feature = "rocksdb")]
+mod dlq;
+pub mod import_flume;
 #[cfg(feature = "wasm")]
 pub mod plugin;
+#[cfg(feature = "cli-tools")]
+mod tap;
+#[cfg(feature = "cli-tools")]
+mod top;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -87,14 +97,58 @@ enum Command {
         /// Pipeline file to check.
         pipeline: PathBuf,
     },
+    /// Run a pipeline's unit tests: events injected at sources, conditions on what reaches
+    /// channels, sinks and the DLQ (real interceptors and plugins; sinks captured).
+    Test {
+        /// Test files (YAML, each naming its `pipeline:`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Translate one agent of an Apache Flume configuration (`.properties`) into a Sluice
+    /// pipeline, printed on stdout; what cannot be translated is listed on stderr with its
+    /// line. Exit code 0: everything translated; 3: some items were left out; 78: nothing to
+    /// translate (no such agent, or no component could be).
+    ImportFlume {
+        /// The Flume configuration file.
+        properties: PathBuf,
+        /// The agent's name (`-n` of `flume-ng agent`).
+        #[arg(long, short = 'n', value_name = "NAME")]
+        agent: String,
+    },
+    /// Print a pipeline's topology as Graphviz DOT (default) or Mermaid text.
+    Graph {
+        /// Pipeline file to draw.
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Print live events passing a point of a running agent (through its admin server).
+    #[cfg(feature = "cli-tools")]
+    Tap(tap::TapArgs),
+    /// A terminal dashboard of a running agent: rates, channel fill, DLQ, plugins.
+    #[cfg(feature = "cli-tools")]
+    Top(top::TopArgs),
     /// Look into a durable (rocksdb or spillable) channel's directory.
     #[cfg(feature = "rocksdb")]
     #[command(subcommand)]
     Channel(channel::ChannelCommand),
+    /// Count, show and replay the dead letters of a durable DLQ channel.
+    #[cfg(feature = "rocksdb")]
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Write, test, inspect and distribute Wasm plugins (OCI registries).
     #[cfg(feature = "wasm")]
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GraphFormat {
+    /// `sluice graph p.yaml | dot -Tsvg > p.svg`
+    Dot,
+    /// A `flowchart` for Markdown (GitHub, GitLab).
+    Mermaid,
 }
 
 /// `--version`: the version and the optional features compiled in (built once per process,
@@ -122,8 +176,17 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log_level);
     match cli.command {
         Some(Command::Validate { pipeline }) => validate(&pipeline),
+        Some(Command::Graph { pipeline, format }) => graph(&pipeline, format),
+        Some(Command::Test { files }) => unit_tests(&files),
+        Some(Command::ImportFlume { properties, agent }) => import_flume(&properties, &agent),
+        #[cfg(feature = "cli-tools")]
+        Some(Command::Tap(args)) => tap::run(args),
+        #[cfg(feature = "cli-tools")]
+        Some(Command::Top(args)) => top::run(args),
         #[cfg(feature = "rocksdb")]
         Some(Command::Channel(cmd)) => channel::run(cmd),
+        #[cfg(feature = "rocksdb")]
+        Some(Command::Dlq(cmd)) => dlq::run(cmd),
         #[cfg(feature = "wasm")]
         Some(Command::Plugin(cmd)) => plugin::run(cmd),
         None if cli.run.pipeline.is_empty() => {
@@ -193,6 +256,112 @@ fn validate(path: &std::path::Path) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Runs every test of every file; prints one line per test and each failure under it.
+fn unit_tests(files: &[PathBuf]) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for file in files {
+        match rt.block_on(crate::pipeline_test::run_file(file)) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Ok(results) => {
+                for (name, failures) in results {
+                    if failures.is_empty() {
+                        passed += 1;
+                        println!("{}: {name} ... ok", file.display());
+                    } else {
+                        failed += 1;
+                        println!("{}: {name} ... FAILED", file.display());
+                        for f in failures {
+                            println!("    {f}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// Exit code of `import-flume` when the YAML was written but some items were left out.
+pub const EXIT_PARTIAL: u8 = 3;
+
+fn import_flume(path: &std::path::Path, agent: &str) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let t = import_flume::translate(&text, agent);
+    if t.components == 0 {
+        let agents = import_flume::agents(&text);
+        eprintln!(
+            "error: {}: agent `{agent}` has no component that can be translated (agents in the file: {})",
+            path.display(),
+            if agents.is_empty() {
+                "none".to_owned()
+            } else {
+                agents.join(", ")
+            }
+        );
+        for s in &t.skipped {
+            eprintln!("  {}:{s}", path.display());
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    print!("{}", t.yaml);
+    if t.skipped.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{}: {} item(s) left out of the translation:",
+        path.display(),
+        t.skipped.len()
+    );
+    for s in &t.skipped {
+        eprintln!("  {}:{s}", path.display());
+    }
+    ExitCode::from(EXIT_PARTIAL)
+}
+
+fn graph(path: &std::path::Path, format: GraphFormat) -> ExitCode {
+    let p = match load(path, &[]) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let g = sluice_core::graph::Graph::of(&p);
+    let title = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pipeline");
+    print!(
+        "{}",
+        match format {
+            GraphFormat::Dot => g.to_dot(title),
+            GraphFormat::Mermaid => g.to_mermaid(),
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 /// Parses `--plugin path.wasm` (named by its file stem) and `--plugin name=path.wasm`.

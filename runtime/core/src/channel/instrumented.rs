@@ -33,7 +33,11 @@ fn refresh(m: &ChannelMetrics, s: ChannelStats) {
 impl<C: Channel> Channel for Instrumented<C> {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
+        let tapped = self.metrics.tap.active().then(|| batch.clone());
         self.inner.put(batch).await?;
+        if let Some(t) = tapped {
+            self.metrics.tap.offer(&t);
+        }
         self.metrics.put.inc_by(n);
         refresh(&self.metrics, self.inner.stats());
         Ok(())
@@ -41,7 +45,11 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
+        let tapped = self.metrics.tap.active().then(|| batch.clone());
         self.inner.put_marked(batch, marks).await?;
+        if let Some(t) = tapped {
+            self.metrics.tap.offer(&t);
+        }
         self.metrics.put.inc_by(n);
         refresh(&self.metrics, self.inner.stats());
         Ok(())
@@ -57,7 +65,11 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
+        let tapped = self.metrics.tap.active().then(|| batch.clone());
         self.inner.try_put(batch)?;
+        if let Some(t) = tapped {
+            self.metrics.tap.offer(&t);
+        }
         self.metrics.put.inc_by(n);
         refresh(&self.metrics, self.inner.stats());
         Ok(())

@@ -163,6 +163,7 @@ fn load_str_with_plugins(
                 pipeline.plugins.push(Named {
                     name: name.clone(),
                     pos: Pos::default(),
+                    kind: "plugin".into(),
                     spec: PluginConfig {
                         path: path.clone(),
                         refresh: None,

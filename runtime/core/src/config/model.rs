@@ -21,6 +21,8 @@ use crate::registry::{ChannelSpec, SinkSpec, SourceSpec};
 pub struct Named<T> {
     pub name: String,
     pub pos: Pos,
+    /// Its `type` as written (`kafka`, `failover`); `plugin` for plugins.
+    pub kind: String,
     pub spec: T,
 }
 

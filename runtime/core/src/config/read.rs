@@ -83,29 +83,34 @@ pub(super) fn read_pipeline(root: &Node, cx: &mut Collector, registry: &Registry
                     if let Err(e) = (support.check_path)(&spec.path) {
                         cx.push(at, Some(&component), e);
                     }
-                    p.plugins.push(Named { name, pos, spec });
+                    p.plugins.push(Named {
+                        name,
+                        pos,
+                        kind: "plugin".into(),
+                        spec,
+                    });
                 }
             }
         }
     }
     for (name, pos, node) in section(root, "channels", cx) {
         if let Some(spec) = read_channel(&name, pos, node, cx, &mut p.refs, registry) {
-            p.channels.push(Named { name, pos, spec });
+            p.channels.push(named(name, pos, node, spec));
         }
     }
     for (name, pos, node) in section(root, "sources", cx) {
         if let Some(spec) = read_source(&name, pos, node, cx, &mut p.refs, registry) {
-            p.sources.push(Named { name, pos, spec });
+            p.sources.push(named(name, pos, node, spec));
         }
     }
     for (name, pos, node) in section(root, "sinks", cx) {
         if let Some(spec) = read_sink(&name, pos, node, cx, &mut p.refs, registry) {
-            p.sinks.push(Named { name, pos, spec });
+            p.sinks.push(named(name, pos, node, spec));
         }
     }
     for (name, pos, node) in section(root, "sink_groups", cx) {
         if let Some(spec) = read_sink_group(&name, node, cx, &mut p.refs) {
-            p.sink_groups.push(Named { name, pos, spec });
+            p.sink_groups.push(named(name, pos, node, spec));
         }
     }
     if let Some(node) = root.get("admin") {
@@ -211,6 +216,24 @@ fn section<'a>(root: &'a Node, key: &str, cx: &mut Collector) -> Vec<(String, Po
             );
             Vec::new()
         }
+    }
+}
+
+/// A component read from `node`, with its `type` (already checked) as its kind.
+fn named<T>(name: String, pos: Pos, node: &Node, spec: T) -> Named<T> {
+    let kind = match node.get("type").map(|t| &t.kind) {
+        Some(NodeKind::Null) => "null".to_owned(),
+        _ => node
+            .get("type")
+            .and_then(Node::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Named {
+        name,
+        pos,
+        kind,
+        spec,
     }
 }
 

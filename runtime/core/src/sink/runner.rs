@@ -21,6 +21,7 @@ use crate::{
     channel::{Channel, Lease},
     config::RetryConfig,
     dlq::{Class, DeadLetter, DeadLetters, Disposition, Stage},
+    event::Event,
 };
 
 /// How long a take waits before the runner does idle housekeeping and checks for shutdown.
@@ -61,6 +62,21 @@ enum Outcome {
 type Poison = (Option<usize>, DeadLetter);
 
 impl SinkRunner {
+    /// Offers the events of `events` that member `m` delivered (`kept` by index) to its tap.
+    fn tap_delivered(&self, m: usize, events: &[Event], kept: impl Fn(usize) -> bool) {
+        let Some(member) = self.sinks.members().get(m) else {
+            return;
+        };
+        let tap = &member.metrics.tap;
+        if tap.active() {
+            let some: Vec<Event> = (0..events.len())
+                .filter(|&k| kept(k))
+                .map(|k| events[k].clone())
+                .collect();
+            tap.offer(&some);
+        }
+    }
+
     pub fn new(
         name: &str,
         channel: Arc<dyn Channel>,
@@ -164,6 +180,7 @@ impl SinkRunner {
                 Ok(()) => {
                     if let Some(m) = member {
                         delivered.add(m, pending as u64);
+                        self.tap_delivered(m, batch.events, |_| true);
                     }
                     break;
                 }
@@ -181,15 +198,22 @@ impl SinkRunner {
                     retriable.retain(|&k| k < pending);
                     retriable.sort_unstable();
                     retriable.dedup();
-                    let mut refused = 0;
+                    let mut refused = Vec::new();
                     for (k, reason) in rejected {
                         if k < pending && retriable.binary_search(&k).is_err() {
                             poison.push((member, letter(&batch[k], reason)));
-                            refused += 1;
+                            refused.push(k);
                         }
                     }
                     if let Some(m) = member {
-                        delivered.add(m, pending.saturating_sub(refused + retriable.len()) as u64);
+                        delivered.add(
+                            m,
+                            pending.saturating_sub(refused.len() + retriable.len()) as u64,
+                        );
+                        self.tap_delivered(m, batch.events, |k| {
+                            retriable.binary_search(&k).is_err()
+                                && refused.binary_search(&k).is_err()
+                        });
                     }
                     if retriable.is_empty() {
                         break;

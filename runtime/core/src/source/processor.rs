@@ -13,6 +13,7 @@ use crate::{
     interceptor::{InterceptError, Interceptor},
     metrics::SourceMetrics,
     selector::{Routed, Selector},
+    tap::TapPoint,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub struct ChannelProcessor {
     restored: bool,
     /// Some interceptor keeps marks: collect them with each batch and tell it the outcome.
     marking: bool,
+    /// Tap points after each interceptor (`<source>:<n>`).
+    interceptor_taps: Vec<Arc<TapPoint>>,
 }
 
 /// What a source's events go through: interceptors, selector, channels, dead letters.
@@ -92,7 +95,11 @@ impl ChannelProcessor {
         metrics: SourceMetrics,
     ) -> Self {
         let routed = Routed::new(channels.len());
+        let interceptor_taps = (0..interceptors.len())
+            .map(|n| metrics.interceptor_tap(n))
+            .collect();
         ChannelProcessor {
+            interceptor_taps,
             interceptors,
             selector,
             channels,
@@ -163,6 +170,9 @@ impl ChannelProcessor {
             .take();
         if let Some(r) = next {
             self.routed = Routed::new(r.channels.len());
+            self.interceptor_taps = (0..r.interceptors.len())
+                .map(|n| self.metrics.interceptor_tap(n))
+                .collect();
             self.interceptors = r.interceptors;
             self.selector = r.selector;
             self.channels = r.channels;
@@ -170,6 +180,11 @@ impl ChannelProcessor {
             self.ids = r.ids;
             self.restored = false;
         }
+    }
+
+    /// How many interceptors the chain has.
+    pub fn interceptors(&self) -> usize {
+        self.interceptors.len()
     }
 
     pub fn metrics(&self) -> &SourceMetrics {
@@ -228,6 +243,18 @@ impl ChannelProcessor {
     /// agree with what was committed.
     pub async fn process_marked(
         &mut self,
+        batch: Vec<Event>,
+        deadline: Option<tokio::time::Instant>,
+        marks: &[Mark],
+    ) -> Result<(), ProcessError> {
+        self.process_from(0, batch, deadline, marks).await
+    }
+
+    /// [`process_marked`](Self::process_marked) from interceptor `first` of the chain on (the
+    /// ones before it skipped): what `sluice test` injects at an interceptor.
+    pub async fn process_from(
+        &mut self,
+        first: usize,
         mut batch: Vec<Event>,
         deadline: Option<tokio::time::Instant>,
         marks: &[Mark],
@@ -240,9 +267,9 @@ impl ChannelProcessor {
             self.restore_interceptors();
         }
         if !self.marking {
-            return self.process_inner(batch, deadline, marks).await;
+            return self.process_inner(first, batch, deadline, marks).await;
         }
-        let r = self.process_inner(batch, deadline, marks).await;
+        let r = self.process_inner(first, batch, deadline, marks).await;
         for i in &mut self.interceptors {
             if i.keeps_marks() {
                 i.settled(r.is_ok());
@@ -253,15 +280,20 @@ impl ChannelProcessor {
 
     async fn process_inner(
         &mut self,
+        first: usize,
         mut batch: Vec<Event>,
         deadline: Option<tokio::time::Instant>,
         marks: &[Mark],
     ) -> Result<(), ProcessError> {
         let received = batch.len();
         let mut rejected = Vec::new();
-        for i in &mut self.interceptors {
+        self.metrics.input.offer(&batch);
+        let chain = self.interceptors.iter_mut().zip(&self.interceptor_taps);
+        for (i, tap) in chain.skip(first) {
             i.intercept(&mut batch, &mut rejected)?;
+            tap.offer(&batch);
         }
+        self.metrics.output.offer(&batch);
         // Interceptors' marks go into the same commit as the events.
         let mut owned = Vec::new();
         let marks = if self.marking {
