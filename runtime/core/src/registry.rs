@@ -61,6 +61,13 @@ pub trait SourceSpec: Any + fmt::Debug + Send + Sync {
     fn upstream(&self) -> crate::guarantee::Upstream {
         crate::guarantee::Upstream::NoReplay("it does not say that it acknowledges after a commit")
     }
+
+    /// Whether a transactional sink may commit this source's upstream positions in its own
+    /// transactions instead of the source (a `kafka` source's offsets, for a `kafka` sink with
+    /// `delivery: exactly_once`): see [`BuildCx::positions_committed_by`].
+    fn positions_in_transactions(&self) -> bool {
+        false
+    }
 }
 
 /// A sink's settings, ready to build it.
@@ -78,6 +85,14 @@ pub trait SinkSpec: Any + fmt::Debug + Send + Sync {
     /// event, objects or batches named by channel position), so a replay after a crash or a
     /// retry leaves one copy (see [`crate::guarantee`]).
     fn idempotent(&self) -> Option<crate::guarantee::Idempotence> {
+        None
+    }
+
+    /// `Some(how)` when, with `delivery: exactly_once`, the sink writes each batch and its
+    /// sources' upstream positions in one transaction (sources whose
+    /// [`SourceSpec::positions_in_transactions`] is true, through a channel that does not
+    /// keep events across a crash).
+    fn transactions(&self) -> Option<&'static str> {
         None
     }
 }
@@ -101,6 +116,13 @@ pub struct BuildCx<'a> {
     /// A sink's channel's [`Channel::id`](crate::channel::Channel::id) (`None` for sources,
     /// and for channels whose positions do not survive a restart).
     pub channel_id: Option<String>,
+    /// A sink's `delivery:`.
+    pub delivery: Option<crate::guarantee::Delivery>,
+    /// A source: the transactional sink (its metrics label) that commits this source's
+    /// upstream positions; the source then never commits them itself.
+    pub positions_committed_by: Option<String>,
+    /// A transactional sink: the sources (metrics labels) whose positions it commits.
+    pub transactional_sources: Vec<String>,
     pub(crate) plugins: &'a dyn crate::plugin::PluginHost,
 }
 

@@ -596,14 +596,45 @@ fn build_cx<'a>(
         base_dir: base,
         metrics: b.metrics,
         channel_id: None,
+        delivery: None,
+        positions_committed_by: None,
+        transactional_sources: Vec::new(),
         plugins: b.plugins.as_ref(),
     }
+}
+
+/// The sink with `delivery: exactly_once` that writes in transactions and reads a channel
+/// source `s` writes to, when `s` can leave its positions to it.
+fn transactional_sink_of<'p>(
+    p: &'p Pipeline,
+    s: &SourceConfig,
+) -> Option<&'p crate::config::Named<SinkConfig>> {
+    if !s.spec.positions_in_transactions() {
+        return None;
+    }
+    let targets = s.targets();
+    p.sinks.iter().find(|k| {
+        k.spec.common.delivery == Some(crate::guarantee::Delivery::ExactlyOnce)
+            && k.spec.spec.transactions().is_some()
+            && targets.contains(&k.spec.common.channel)
+    })
 }
 
 fn build_sink(b: &Builder<'_>, name: &str, spec: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let base = b.base_dir();
     let mut cx = build_cx(b, name, spec.common.batch_size, &base);
     cx.channel_id = b.channel(&spec.common.channel).and_then(|c| c.id());
+    cx.delivery = spec.common.delivery;
+    if spec.common.delivery == Some(crate::guarantee::Delivery::ExactlyOnce)
+        && spec.spec.transactions().is_some()
+    {
+        cx.transactional_sources =
+            b.p.sources
+                .iter()
+                .filter(|s| transactional_sink_of(b.p, &s.spec).is_some_and(|k| k.name == name))
+                .map(|s| b.metrics.component(&s.name))
+                .collect();
+    }
     spec.spec.build(&cx)
 }
 
@@ -621,11 +652,10 @@ fn build_source(b: &mut Builder<'_>, s: &Named<SourceConfig>) -> Option<BuiltSou
     let processor = ChannelProcessor::new(interceptors, selector, channels, dead, metrics.clone())
         .with_event_ids(ids);
     let base = b.base_dir();
-    let source = match s
-        .spec
-        .spec
-        .build(&build_cx(b, &s.name, c.batch_size, &base))
-    {
+    let mut cx = build_cx(b, &s.name, c.batch_size, &base);
+    cx.positions_committed_by =
+        transactional_sink_of(b.p, &s.spec).map(|k| b.metrics.component(&k.name));
+    let source = match s.spec.spec.build(&cx) {
         Ok(source) => source,
         Err(e) => {
             b.err(s.pos, component, e);

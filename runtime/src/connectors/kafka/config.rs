@@ -205,6 +205,10 @@ pub struct KafkaSinkConfig {
     /// librdkafka producer properties (`compression.type`, `linger.ms`, ...).
     #[serde(default)]
     pub producer: KafkaOptions,
+    /// With `delivery: exactly_once`: the producer's `transactional.id`, which must stay the
+    /// same across restarts of this sink and differ from every other producer's (default
+    /// `sluice-<sink name>`; set it when several agents run the same pipeline).
+    pub transactional_id: Option<String>,
 }
 
 fn yes() -> bool {

@@ -1,6 +1,6 @@
 //! Kafka: a source (consumer group member, offsets committed after the put), a sink
-//! (idempotent producer, `acks=all`) and a channel (a topic as a durable buffer), over
-//! librdkafka. Behind the `kafka` feature.
+//! (idempotent producer, `acks=all`; transactional with `delivery: exactly_once`) and a
+//! channel (a topic as a durable buffer), over librdkafka. Behind the `kafka` feature.
 
 pub mod channel;
 pub mod client;
@@ -8,3 +8,4 @@ pub mod config;
 pub mod producer;
 pub mod sink;
 pub mod source;
+pub(crate) mod transaction;

@@ -22,11 +22,21 @@
 //!
 //! The producer is created on the first delivery (so the agent starts while Kafka is down)
 //! and closed on a thread of its own.
+//!
+//! With `delivery: exactly_once` (fed by a `kafka` source through a memory channel: see
+//! [`super::transaction`]) the producer is transactional: each batch is one transaction
+//! holding its records and the source's offsets after them. Any failure aborts it and the
+//! batch is retried whole in a new one (records the broker rejects for good are
+//! dead-lettered first), so the output topic's committed records and the consumer group's
+//! committed offsets always agree.
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, error::KafkaError, producer::Producer};
 use sluice_core::{
     event::template::Template,
+    guarantee::Delivery,
     registry::{BuildCx, ReadCx, SinkSpec, plain_sink},
     sink::{Batch, DeliveryError, Sink},
 };
@@ -38,7 +48,11 @@ use super::{
         Failures, HeaderFilter, KafkaProducer, Routing, create_producer, produce_batch,
         producer_config,
     },
+    transaction::{self, OffsetLink},
 };
+
+/// How long a transaction step (init, offsets, commit, abort) may wait for the broker.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `type: kafka` sinks.
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
@@ -47,7 +61,28 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> 
 
 impl SinkSpec for KafkaSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
-        Ok(Box::new(KafkaSink::new(cx.name, self)?))
+        let mut sink = KafkaSink::new(cx.name, self)?;
+        if cx.delivery == Some(Delivery::ExactlyOnce) {
+            let [source] = cx.transactional_sources.as_slice() else {
+                return Err(format!(
+                    "`delivery: exactly_once` needs exactly one `kafka` source writing into this sink's channel (found {})",
+                    cx.transactional_sources.len()
+                ));
+            };
+            let id = self
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("sluice-{}", cx.metrics.component(cx.name)));
+            sink.config.set("transactional.id", &id);
+            sink.txn = Some(transaction::link(source));
+        } else if self.transactional_id.is_some() {
+            return Err("`transactional_id` is only used with `delivery: exactly_once`".into());
+        }
+        Ok(Box::new(sink))
+    }
+
+    fn transactions(&self) -> Option<&'static str> {
+        Some("writes each batch and the kafka source's offsets after it in one Kafka transaction")
     }
 }
 
@@ -57,6 +92,8 @@ pub struct KafkaSink {
     routing: Routing,
     /// Created on the first delivery; replaced after a fatal error.
     producer: Option<KafkaProducer>,
+    /// `delivery: exactly_once`: the source whose offsets each transaction commits.
+    txn: Option<Arc<OffsetLink>>,
 }
 
 impl KafkaSink {
@@ -81,6 +118,7 @@ impl KafkaSink {
                 headers: HeaderFilter::new(cfg.headers, &cfg.exclude_headers),
             },
             producer: None,
+            txn: None,
         })
     }
 
@@ -92,6 +130,128 @@ impl KafkaSink {
         self.producer = Some(p.clone());
         Ok(p)
     }
+
+    /// A transactional producer, initialised: the broker fences an earlier producer with the
+    /// same `transactional.id` (a crashed agent's) and aborts its open transaction.
+    async fn transactional_producer(&mut self) -> Result<KafkaProducer, DeliveryError> {
+        if let Some(p) = &self.producer {
+            return Ok(p.clone());
+        }
+        let p = create_producer(&self.config, &self.name).map_err(DeliveryError::retriable)?;
+        blocking(&p, |p| p.init_transactions(TXN_TIMEOUT))
+            .await
+            .map_err(|e| {
+                drop_detached(p.clone());
+                DeliveryError::retriable(format!("kafka init_transactions: {e}"))
+            })?;
+        tracing::info!(sink = %self.name, "kafka transactions ready");
+        self.producer = Some(p.clone());
+        Ok(p)
+    }
+
+    /// One batch, one transaction: records, then the source's offsets, then the commit.
+    async fn deliver_in_transaction(
+        &mut self,
+        link: &OffsetLink,
+        batch: &Batch<'_>,
+    ) -> Result<(), DeliveryError> {
+        let offsets = transaction::offsets_of(batch.events).map_err(DeliveryError::Permanent)?;
+        let Some(group) = link.group_metadata() else {
+            return Err(DeliveryError::retriable(
+                "the kafka source has no consumer group membership yet",
+            ));
+        };
+        let producer = self.transactional_producer().await?;
+        let step = async {
+            producer
+                .begin_transaction()
+                .map_err(|e| Step::Failed(format!("begin: {e}"), e))?;
+            let mut failures = Failures::default();
+            produce_batch(&producer, &self.routing, batch, &mut failures).await;
+            if !failures.is_empty() {
+                return Err(Step::Records(failures));
+            }
+            blocking(&producer, move |p| {
+                p.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
+            })
+            .await
+            .map_err(|e| Step::Failed(format!("send offsets: {e}"), e))?;
+            blocking(&producer, |p| p.commit_transaction(TXN_TIMEOUT))
+                .await
+                .map_err(|e| Step::Failed(format!("commit: {e}"), e))
+        };
+        let outcome = step.await;
+        let Err(failed) = outcome else {
+            return Ok(());
+        };
+        // Whatever failed, the transaction is aborted (a fenced or broken producer cannot
+        // abort: it is replaced, and its transaction is aborted by the broker).
+        let fatal = matches!(&failed, Step::Failed(_, e) if is_fatal(e))
+            || matches!(&failed, Step::Records(f) if f.fatal);
+        if fatal
+            || blocking(&producer, |p| p.abort_transaction(TXN_TIMEOUT))
+                .await
+                .is_err()
+        {
+            tracing::warn!(sink = %self.name, "replacing the transactional kafka producer");
+            if let Some(p) = self.producer.take() {
+                drop_detached(p);
+            }
+        }
+        drop(producer);
+        match failed {
+            Step::Failed(why, _) => Err(DeliveryError::retriable(format!(
+                "kafka transaction aborted ({why}); the batch is retried in a new one"
+            ))),
+            // Rejected records go to the dead-letter queue; the rest is retried in a new
+            // transaction (this one, aborted, wrote nothing).
+            Step::Records(mut f) => {
+                if f.rejected.is_empty() {
+                    return Err(DeliveryError::Retriable {
+                        reason: format!(
+                            "kafka transaction aborted: {}",
+                            f.first_reason().unwrap_or("a record failed")
+                        ),
+                        retry_after: None,
+                    });
+                }
+                f.rejected.sort_by_key(|(i, _)| *i);
+                let retriable = (0..batch.len())
+                    .filter(|i| f.rejected.binary_search_by_key(i, |(k, _)| *k).is_err())
+                    .collect();
+                Err(DeliveryError::Partial {
+                    rejected: f.rejected,
+                    retriable,
+                })
+            }
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum Step {
+    /// A transaction call failed.
+    Failed(String, KafkaError),
+    /// Records failed.
+    Records(Failures),
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
+/// Runs one of librdkafka's blocking transaction calls off the async runtime.
+async fn blocking<T: Send + 'static>(
+    producer: &KafkaProducer,
+    call: impl FnOnce(&KafkaProducer) -> rdkafka::error::KafkaResult<T> + Send + 'static,
+) -> rdkafka::error::KafkaResult<T> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || call(&p))
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
 }
 
 #[async_trait]
@@ -99,6 +259,9 @@ impl Sink for KafkaSink {
     async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(link) = self.txn.clone() {
+            return self.deliver_in_transaction(&link, batch).await;
         }
         let producer = self.producer()?;
         let mut failures = Failures::default();

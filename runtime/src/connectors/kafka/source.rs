@@ -56,6 +56,7 @@ use super::{
         drop_detached, for_each_header, lossy,
     },
     config::KafkaSourceConfig,
+    transaction,
 };
 
 /// `type: kafka` sources.
@@ -67,7 +68,15 @@ pub(crate) fn read(
 
 impl SourceSpec for KafkaSourceConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
-        Ok(Box::new(KafkaSource::new(cx.name, self, cx.batch_size)?))
+        let mut source = KafkaSource::new(cx.name, self, cx.batch_size)?;
+        if let Some(sink) = &cx.positions_committed_by {
+            source.commit_in_transactions(sink, transaction::link(&cx.metrics.component(cx.name)));
+        }
+        Ok(Box::new(source))
+    }
+
+    fn positions_in_transactions(&self) -> bool {
+        true
     }
 
     fn upstream(&self) -> sluice_core::guarantee::Upstream {
@@ -95,9 +104,24 @@ pub struct KafkaSource {
     subscription: Vec<String>,
     batch_size: usize,
     linger: Duration,
+    /// Set when a transactional sink commits this source's offsets (see [`transaction`]):
+    /// the source then commits none itself.
+    offsets_by: Option<Arc<transaction::OffsetLink>>,
 }
 
 impl KafkaSource {
+    /// Leaves the offsets to the transactions of sink `sink`, and reads only committed
+    /// records upstream.
+    pub(crate) fn commit_in_transactions(
+        &mut self,
+        sink: &str,
+        link: Arc<transaction::OffsetLink>,
+    ) {
+        self.config.set("isolation.level", "read_committed");
+        tracing::debug!(source = %self.name, sink, "offsets committed in the sink's transactions");
+        self.offsets_by = Some(link);
+    }
+
     /// Checks the settings and builds the consumer configuration; nothing connects here.
     pub fn new(name: &str, cfg: &KafkaSourceConfig, batch_size: usize) -> Result<Self, String> {
         let subscription = match (&cfg.topic_pattern, cfg.topics.is_empty()) {
@@ -139,6 +163,7 @@ impl KafkaSource {
             subscription,
             batch_size: batch_size.max(1),
             linger: cfg.linger.0,
+            offsets_by: None,
         })
     }
 
@@ -241,6 +266,8 @@ impl KafkaSource {
                 r = cx.out.process(events) => r,
             };
             match outcome {
+                // The sink commits the offsets with its records.
+                Ok(()) if self.offsets_by.is_some() => session.mark_progress(),
                 Ok(()) => match commit_list(&pending.topics, &spans) {
                     Ok(tpl) => {
                         session.mark_progress();
@@ -316,7 +343,11 @@ impl Supervised for KafkaSource {
             .subscribe()
             .map_err(|e| Failure::Fatal(SourceError::Io(std::io::Error::other(e))))?;
         tracing::info!(source = %self.name, subscription = ?self.subscription, "consuming from kafka");
-        Ok(Subscribed(Arc::new(consumer)))
+        let consumer = Arc::new(consumer);
+        if let Some(link) = &self.offsets_by {
+            link.publish(&consumer);
+        }
+        Ok(Subscribed(consumer))
     }
 
     async fn consume(
