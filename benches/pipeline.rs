@@ -28,8 +28,11 @@ fn pipeline(events: u64, batch: usize, body: usize) -> String {
 }
 
 /// Connects to `/tap?point=gen` on `port` (retrying while the agent starts) and reads a few
-/// bytes every 10 ms until the agent closes the connection.
-fn slow_tap(port: u16) -> std::thread::JoinHandle<u64> {
+/// bytes every 10 ms until `done` is set.
+fn slow_tap(
+    port: u16,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
     use std::io::{Read, Write};
     std::thread::spawn(move || {
         let mut s = loop {
@@ -42,6 +45,9 @@ fn slow_tap(port: u16) -> std::thread::JoinHandle<u64> {
         let (mut buf, mut total) = ([0u8; 256], 0u64);
         while let Ok(n @ 1..) = s.read(&mut buf) {
             total += n as u64;
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         total
@@ -65,9 +71,10 @@ fn main() {
         .unwrap();
     for (batch, tapped) in [(100usize, false), (1000, false), (1000, true)] {
         let mut text = pipeline(events, batch, 256);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = tapped.then(|| {
             text.push_str(&format!("admin: {{ listen: '127.0.0.1:{port}' }}\n"));
-            slow_tap(port)
+            slow_tap(port, done.clone())
         });
         let p = sluice_core::config::load_str(
             Path::new("bench.yaml"),
@@ -80,6 +87,7 @@ fn main() {
         let report = rt.block_on(sluice::app::run(p)).unwrap();
         let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
         assert_eq!(report.sinks[0].1, events, "every event delivered");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
         let tap = match reader {
             Some(r) => format!(
                 ", tapped by a slow client ({} bytes read)",

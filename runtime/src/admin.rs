@@ -1,7 +1,8 @@
 //! The admin HTTP server of an agent (one for all its pipelines): `/metrics` (Prometheus
 //! text), `/health`, `/ready`, `/plugins`, `/pipelines`, the reload endpoints, `/tap` (live
-//! events at a point of a pipeline: [`tap`]), and the web console (`/`, `/graph`,
-//! `/dlq/recent`: [`console`]).
+//! events at a point of a pipeline: [`tap`]), the web console (`/`, `/graph`,
+//! `/dlq/recent`: [`console`]), and a running agent's dead letters (`/dlq`,
+//! `/dlq/replay`: [`dlq`]).
 //!
 //! `/ready` is 200 only while the pipeline runs and every channel can accept puts, so a load
 //! balancer stops sending to an agent whose durable channel cannot write (a full disk).
@@ -11,6 +12,7 @@
 //! compared in constant time (as SHA-256 digests, so its length does not leak either).
 
 mod console;
+mod dlq;
 mod tap;
 
 use std::{
@@ -273,6 +275,8 @@ pub async fn serve(
         .route("/", get(console::page))
         .route("/graph", get(console::graph))
         .route("/dlq/recent", get(console::recent_dead))
+        .route("/dlq", get(dlq::census))
+        .route("/dlq/replay", post(dlq::replay))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, authorize));
     if let Some(tls) = tls {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod dead_letters;
 pub mod pipeline_test;
 pub mod reload;
 #[cfg(feature = "http")]

@@ -1,8 +1,10 @@
 //! Secrets never leak: an agent configured with recognisable secret values — the admin token,
 //! an `http` source's bearer token, a PostgreSQL and a Redis password in their URLs, an AWS
-//! secret key, an `http` sink's token — runs against real servers with every sink failing
-//! (a missing table, a Redis that refuses the password, a missing bucket, an unreachable
-//! endpoint) and requests with right and wrong tokens. Its whole log, `sluice validate`'s
+//! secret key, an `http` sink's token, a RabbitMQ password in its URI, a Kafka SASL password,
+//! the hop's tokens (a `sluice` source's and a `sluice` sink's that does not match it) — runs
+//! against real servers with every sink failing (a missing table, a Redis and a RabbitMQ that
+//! refuse the password, a missing bucket, an unreachable endpoint, a broker without SASL, a
+//! collector that refuses the token) and requests with right and wrong tokens. Its whole log, `sluice validate`'s
 //! output (also for a broken file) and every admin answer are then scanned for the values.
 
 use std::{
@@ -16,15 +18,25 @@ const SECRETS: &[(&str, &str)] = &[
     ("LEAK_ADMIN_TOKEN", "leak-admin-7f3a90"),
     ("LEAK_HOOK_TOKEN", "leak-hook-91c2ee"),
     ("LEAK_SINK_TOKEN", "leak-sink-6e0f14"),
+    ("LEAK_HOP_SERVER", "leak-hop-server-a81d"),
+    ("LEAK_HOP_CLIENT", "leak-hop-client-77e2"),
 ];
 const PG_PASSWORD: &str = "leak-pg-5d1e77";
 const REDIS_PASSWORD: &str = "leak-redis-2b8c03";
 const AWS_SECRET: &str = "leak-aws-c4d9a1";
+const AMQP_PASSWORD: &str = "leak-amqp-3f6b52";
+const KAFKA_PASSWORD: &str = "leak-kafka-90d4c8";
 
 /// Every secret value, for the scan.
 fn all_secrets() -> Vec<&'static str> {
     let mut v: Vec<&str> = SECRETS.iter().map(|(_, s)| *s).collect();
-    v.extend([PG_PASSWORD, REDIS_PASSWORD, AWS_SECRET]);
+    v.extend([
+        PG_PASSWORD,
+        REDIS_PASSWORD,
+        AWS_SECRET,
+        AMQP_PASSWORD,
+        KAFKA_PASSWORD,
+    ]);
     v
 }
 
@@ -66,7 +78,7 @@ fn strip_colours(text: &str) -> String {
 #[test]
 fn no_secret_value_reaches_a_log_an_error_or_an_admin_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let (admin, hook, dead) = (free_port(), free_port(), free_port());
+    let (admin, hook, dead, hop) = (free_port(), free_port(), free_port(), free_port());
     let aws = crate::common::aws::endpoint();
     let pipeline = format!(
         r#"admin: {{ listen: '127.0.0.1:{admin}', token_env: LEAK_ADMIN_TOKEN }}
@@ -75,12 +87,21 @@ channels:
   b: {{ type: memory }}
   c: {{ type: memory }}
   d: {{ type: memory }}
+  e: {{ type: memory }}
+  f: {{ type: memory }}
+  g: {{ type: memory }}
+  h: {{ type: memory }}
 sources:
   hook:
     type: http
     listen: '127.0.0.1:{hook}'
     auth: {{ type: bearer, secret_env: LEAK_HOOK_TOKEN }}
-    channels: [a, b, c, d]
+    channels: [a, b, c, d, e, f, g]
+  collector:
+    type: sluice
+    listen: '127.0.0.1:{hop}'
+    token_env: LEAK_HOP_SERVER
+    channels: [h]
 sinks:
   db:
     type: sql
@@ -113,6 +134,29 @@ sinks:
     url: 'http://127.0.0.1:{dead}/in'
     auth: {{ type: bearer, secret_env: LEAK_SINK_TOKEN }}
     retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
+  rabbit:
+    type: rabbitmq
+    channel: e
+    uri: 'amqp://guest:{AMQP_PASSWORD}@127.0.0.1:5672/%2f'
+    routing_key: leaks
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
+  kafkaout:
+    type: kafka
+    channel: f
+    bootstrap_servers: '127.0.0.1:9092'
+    topic: leaks
+    security: {{ protocol: sasl_plaintext, sasl_mechanism: PLAIN, sasl_username: leaker, sasl_password: '{KAFKA_PASSWORD}' }}
+    producer: {{ message.timeout.ms: '2000' }}
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
+  hopout:
+    type: sluice
+    channel: g
+    endpoints: ['127.0.0.1:{hop}']
+    token_env: LEAK_HOP_CLIENT
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
+  collected:
+    type: null
+    channel: h
 "#
     );
     let file = dir.path().join("leaks.yaml");
@@ -168,7 +212,17 @@ sinks:
     // Let every sink fail and retry, then ask everything the admin server answers.
     std::thread::sleep(Duration::from_secs(3));
     let token = Some("leak-admin-7f3a90");
-    for path in ["/metrics", "/plugins", "/pipelines", "/ready", "/health"] {
+    for path in [
+        "/metrics",
+        "/plugins",
+        "/pipelines",
+        "/ready",
+        "/health",
+        "/graph",
+        "/dlq/recent",
+        "/tap",
+        "/",
+    ] {
         seen.push((path.to_owned(), request(admin, "GET", path, token, "")));
     }
     seen.push((
@@ -188,6 +242,8 @@ sinks:
         "NoSuchBucket",
         "sink=hookout",
         "Connection refused",
+        "sink=rabbit",
+        "sink=hopout",
     ] {
         assert!(log.contains(failure), "no `{failure}` in the log:\n{log}");
     }

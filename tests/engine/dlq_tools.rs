@@ -146,3 +146,80 @@ sinks:
         assert!(e["headers"].get("sluice.dlq.reason").is_none(), "{e}");
     }
 }
+
+/// A running agent's DLQ through the admin server: `GET /dlq` counts it by kind, `POST
+/// /dlq/replay` moves a selection into another channel, whose sink then delivers it.
+#[test]
+fn a_running_agents_dead_letters_are_counted_and_replayed_through_the_admin_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::common::free_port();
+    let out = dir.path().join("fixed.ndjson");
+    let agent = crate::common::Agent::start(
+        dir.path(),
+        "live",
+        &format!(
+            "admin: {{ listen: '127.0.0.1:{port}' }}
+dlq: dead
+channels:
+  ok: {{ type: memory }}
+  dead: {{ type: memory }}
+  inbox: {{ type: memory }}
+sources:
+  gen:
+    type: generator
+    rate: 300
+    cycle: {{ header: kind, values: [click, junk] }}
+    selector: {{ type: multiplexing, header: kind, mapping: {{ click: [ok] }} }}
+sinks:
+  out: {{ type: null, channel: ok }}
+  fixed: {{ type: file, path: '{}', format: ndjson, channel: inbox }}
+",
+            out.display()
+        ),
+    );
+    let body = |r: (u16, String)| -> (u16, serde_json::Value) {
+        let text = &r.1[r.1.find("\r\n\r\n").unwrap() + 4..];
+        (
+            r.0,
+            serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let counted = loop {
+        if let Some(r) = crate::common::http(port, "GET", "/dlq?channel=dead&stage=source") {
+            let (status, v) = body(r);
+            if status == 200 && v[0]["events"].as_u64().is_some_and(|n| n >= 20) {
+                break v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(counted[0]["component"], "gen");
+    assert_eq!(counted[0]["class"], "rejected");
+    let (status, v) = body(
+        crate::common::http(
+            port,
+            "POST",
+            "/dlq/replay?channel=dead&to=inbox&limit=15&stage=source",
+        )
+        .unwrap(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["replayed"], 15);
+    let (status, _) =
+        body(crate::common::http(port, "POST", "/dlq/replay?channel=dead&to=nowhere").unwrap());
+    assert_eq!(status, 404);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 15 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = agent.stop_blocking();
+    let delivered = json_lines(&out);
+    assert_eq!(delivered.len(), 15, "{log}");
+    for e in &delivered {
+        assert_eq!(e["headers"]["kind"], "junk");
+        assert!(e["headers"].get("sluice.dlq.stage").is_none());
+    }
+}

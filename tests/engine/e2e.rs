@@ -208,6 +208,78 @@ tests:
     );
 }
 
+/// `sluice import-flume` on every Flume configuration of `tests/fixtures/flume` (written from
+/// the Flume 1.11 user guide's examples): the exit code each fixture's comment block states,
+/// every item it lists as left out reported on stderr with its line, and YAML that `sluice
+/// validate` accepts.
+#[cfg(all(feature = "kafka", feature = "http", feature = "rocksdb"))]
+#[test]
+fn flume_configurations_translate_and_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = crate::common::repo_root().join("tests/fixtures/flume");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = text.lines().next().unwrap();
+        let word_after = |w: &str| {
+            let at = expected
+                .find(w)
+                .unwrap_or_else(|| panic!("{}: {expected}", path.display()));
+            expected[at + w.len()..]
+                .split(|c: char| c == '`' || c.is_whitespace())
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let (agent, code) = (word_after("--agent "), word_after("exits "));
+        let o = sluice()
+            .args(["import-flume", "--agent", &agent])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(code.parse().unwrap()),
+            "{}: {err}",
+            path.display()
+        );
+        // `#   line 37: agent_foo.channels.x.transactionCapacity - why`
+        for listed in text.lines().filter_map(|l| l.strip_prefix("#   line ")) {
+            let (line, rest) = listed.split_once(": ").unwrap();
+            let key = rest.split(" - ").next().unwrap().trim();
+            assert!(
+                err.contains(&format!(":{line}: {key}")),
+                "{}: line {line} ({key}) not reported:\n{err}",
+                path.display()
+            );
+        }
+        let yaml = dir.path().join(format!("{agent}-{n}.yaml"));
+        std::fs::write(&yaml, &o.stdout).unwrap();
+        let v = sluice()
+            .arg("validate")
+            .arg(&yaml)
+            .envs([
+                ("HOME", "/home/flume"),
+                ("KAFKA_BROKERS", "127.0.0.1:9092"),
+                ("KAFKA_PASSWORD", "secret"),
+                ("LOG_DIR", "/var/log/flume"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{}: the translation does not validate:\n{}\n{}",
+            path.display(),
+            stderr(&v),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} fixtures");
+}
+
 /// `sluice validate` says what each path guarantees on a crash, and refuses a sink's
 /// `delivery:` that a path into it cannot give, naming what breaks it.
 #[cfg(feature = "rocksdb")]
@@ -588,6 +660,8 @@ fn the_admin_api_requires_its_bearer_token() {
         ("GET", "/tap?point=gen"),
         ("GET", "/graph"),
         ("GET", "/dlq/recent"),
+        ("GET", "/dlq?channel=mem"),
+        ("POST", "/dlq/replay?channel=mem&to=mem"),
         ("GET", "/anything-else"),
     ] {
         assert_eq!(ask(method, path, None), 401, "{method} {path}");

@@ -109,11 +109,26 @@ impl TapPoint {
         let at_ms = chrono::Utc::now().timestamp_millis();
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         subs.retain_mut(|s| {
-            for e in events {
+            if s.tx.is_closed() {
+                return false;
+            }
+            for (i, e) in events.iter().enumerate() {
                 if !s.wants(e) {
                     continue;
                 }
-                let sample = Sample {
+                // A sample is built only when the client has room for it: a full queue costs
+                // a count, not a copy of each event.
+                let Ok(permit) = s.tx.try_reserve() else {
+                    let unfiltered = s.filter.header.is_none() && s.filter.rate.is_none();
+                    let missed = if unfiltered {
+                        events.len() - i
+                    } else {
+                        1 + events[i + 1..].iter().filter(|e| s.wants(e)).count()
+                    };
+                    s.dropped.fetch_add(missed as u64, Ordering::Relaxed);
+                    break;
+                };
+                permit.send(Sample {
                     point: self.name.clone(),
                     at_ms,
                     headers: e
@@ -122,14 +137,7 @@ impl TapPoint {
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect(),
                     body: e.body.clone(),
-                };
-                match s.tx.try_send(sample) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        s.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                }
+                });
             }
             true
         });

@@ -2,30 +2,20 @@
 //! its events by component, stage, class and reason; `show` prints them with their reason
 //! headers; `replay` moves a selection into another channel. `list` and `show` read the
 //! directory read-only (beside a running agent too); `replay` needs the agent stopped.
-//!
-//! A replay never loses an event: each batch is put (and committed) into the target channel
-//! before it leaves the DLQ, and the events not selected are put back into the DLQ, in order,
-//! in the same round. A crash in between leaves an event in both (delivered twice), never in
-//! neither.
+//! A running agent's DLQ channels are reached through its admin server instead (`/dlq`).
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
 };
 
-use clap::{Args, Subcommand};
-use sluice_core::{
-    channel::Channel,
-    dlq::{
-        HEADER_CLASS, HEADER_COMPONENT, HEADER_PREFIX, HEADER_REASON, HEADER_STAGE, HEADER_TIME,
-    },
-    event::Event,
-};
+use clap::Subcommand;
+use sluice_core::event::Event;
 use sluice_rocks::{RocksChannel, RocksOptions, tools};
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::dead_letters::{self, Selection, now_ms, replay as replay_into};
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
@@ -69,50 +59,6 @@ pub enum DlqCommand {
         #[arg(long)]
         yes: bool,
     },
-}
-
-/// Which dead letters a command is about (all given filters must match).
-#[derive(Args, Debug, Default)]
-pub struct Selection {
-    /// The reason contains this text.
-    #[arg(long, value_name = "TEXT")]
-    reason: Option<String>,
-    /// `source`, `interceptor` or `sink`.
-    #[arg(long)]
-    stage: Option<String>,
-    /// `malformed`, `rejected`, `permanent`, `attempts_exhausted`, `plugin_trap`, `too_large`.
-    #[arg(long)]
-    class: Option<String>,
-    /// The component that dead-lettered it.
-    #[arg(long)]
-    component: Option<String>,
-    /// Dead-lettered at most this long ago (`10m`, `2h`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    since: Option<Duration>,
-}
-
-impl Selection {
-    fn matches(&self, e: &Event, now_ms: i64) -> bool {
-        let h = |k| e.headers.get(k).unwrap_or_default();
-        self.reason
-            .as_ref()
-            .is_none_or(|r| h(HEADER_REASON).contains(r.as_str()))
-            && self.stage.as_ref().is_none_or(|s| h(HEADER_STAGE) == s)
-            && self.class.as_ref().is_none_or(|c| h(HEADER_CLASS) == c)
-            && self
-                .component
-                .as_ref()
-                .is_none_or(|c| h(HEADER_COMPONENT) == c)
-            && self.since.is_none_or(|d| {
-                h(HEADER_TIME)
-                    .parse::<i64>()
-                    .is_ok_and(|t| now_ms - t <= d.as_millis() as i64)
-            })
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 pub fn run(cmd: DlqCommand) -> ExitCode {
@@ -183,19 +129,11 @@ fn channel_dir(pipeline: &Path, name: &str) -> Result<PathBuf, String> {
 
 fn list(path: &Path, select: &Selection) -> Result<ExitCode, String> {
     let now = now_ms();
-    let mut counts: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
+    let mut counts = BTreeMap::new();
     let (mut total, mut unreadable) = (0u64, 0u64);
     tools::for_each_event(path, |_, e| match e {
         Ok(e) if select.matches(&e, now) => {
-            let h = |k| e.headers.get(k).unwrap_or("?").to_owned();
-            *counts
-                .entry((
-                    h(HEADER_COMPONENT),
-                    h(HEADER_STAGE),
-                    h(HEADER_CLASS),
-                    h(HEADER_REASON),
-                ))
-                .or_default() += 1;
+            dead_letters::count(&mut counts, &e);
             total += 1;
         }
         Ok(_) => {}
@@ -305,43 +243,7 @@ fn replay(
             target.display()
         )
     })?;
-    let (moved, kept) = rt.block_on(async {
-        let mut left = dlq.stats().events;
-        let (mut moved, mut kept) = (0usize, 0usize);
-        while left > 0 {
-            let Some(lease) = dlq
-                .take(left.min(1000), Duration::ZERO)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
-                break;
-            };
-            left -= lease.events().len();
-            let (mut chosen, mut others) = (Vec::new(), Vec::new());
-            for e in lease.events() {
-                if moved + chosen.len() < limit && select.matches(e, now) {
-                    let mut e = e.clone();
-                    if !keep_headers {
-                        e.headers.retain(|k, _| !k.starts_with(HEADER_PREFIX));
-                    }
-                    chosen.push(e);
-                } else {
-                    others.push(e.clone());
-                }
-            }
-            // Into the target first: only then may the batch leave the DLQ.
-            moved += chosen.len();
-            kept += others.len();
-            if !chosen.is_empty() {
-                to.put(chosen).await.map_err(|e| e.to_string())?;
-            }
-            if !others.is_empty() {
-                dlq.put(others).await.map_err(|e| e.to_string())?;
-            }
-            lease.commit().await.map_err(|e| e.to_string())?;
-        }
-        Ok::<_, String>((moved, kept))
-    })?;
+    let (moved, kept) = rt.block_on(replay_into(&dlq, &to, select, limit, keep_headers))?;
     println!(
         "{}: replayed {moved} dead letters into {}; {kept} stay",
         path.display(),

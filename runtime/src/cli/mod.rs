@@ -324,9 +324,7 @@ fn import_flume(path: &std::path::Path, agent: &str) -> ExitCode {
                 agents.join(", ")
             }
         );
-        for s in &t.skipped {
-            eprintln!("  {}:{s}", path.display());
-        }
+        print_skipped(path, &t.skipped);
         return ExitCode::from(EXIT_CONFIG);
     }
     print!("{}", t.yaml);
@@ -338,10 +336,15 @@ fn import_flume(path: &std::path::Path, agent: &str) -> ExitCode {
         path.display(),
         t.skipped.len()
     );
-    for s in &t.skipped {
-        eprintln!("  {}:{s}", path.display());
-    }
+    print_skipped(path, &t.skipped);
     ExitCode::from(EXIT_PARTIAL)
+}
+
+/// `file:line: key: why`, one per item left out.
+fn print_skipped(path: &std::path::Path, skipped: &[import_flume::Skipped]) {
+    for s in skipped {
+        eprintln!("  {}:{}: {}: {}", path.display(), s.line, s.key, s.why);
+    }
 }
 
 fn graph(path: &std::path::Path, format: GraphFormat) -> ExitCode {
