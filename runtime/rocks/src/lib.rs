@@ -68,6 +68,14 @@ pub(crate) const META_MARK_PREFIX: &[u8] = b"mark/";
 
 /// After a failed write, puts are refused for this long before one is tried again.
 const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
+/// Free space a put must leave on the channel's filesystem. Below it puts are refused before
+/// RocksDB runs out of room: a write that fails for lack of space stops the database until it
+/// is reopened, deletes included, so a channel that filled its disk could never drain. The
+/// room kept lets the sinks' commits go through; once they have emptied the channel a flush
+/// lets RocksDB drop its old logs and the space comes back.
+const KEEP_FREE: u64 = 4 << 20;
+/// How a refusal for lack of space starts (health and errors).
+const LOW_SPACE: &str = "disk almost full";
 
 /// When a put is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +200,9 @@ struct State {
     closed: bool,
     /// The last write error and when it happened; cleared by the next successful write.
     failed: Option<(String, Instant)>,
+    /// Puts were refused to keep [`KEEP_FREE`]: the writer flushes once deletes have freed
+    /// the logs' contents, so the disk space comes back.
+    space_low: bool,
     /// Corrupt records seen so far, for rate-limited logging.
     corrupt_seen: u64,
 }
@@ -314,14 +325,47 @@ pub struct RocksChannel {
 /// manifest and an options file; after a crash on a full disk there would be no room for them
 /// and the channel could never open to drain. The ballast is deleted before opening and put
 /// back afterwards, when there is room again.
+///
+/// It is also what lets a running channel recover from a full disk: a write that fails for
+/// lack of space stops RocksDB (it refuses every write, deletes included, until it has
+/// recovered), and with no write nothing is ever freed. Deleting the ballast then gives
+/// RocksDB the room its automatic recovery waits for; the sinks' commits (deletes) go through
+/// again, the channel drains, and the ballast is put back once there is room for it and more.
 mod ballast {
     use std::{fs, io::Write, path::Path};
 
     const FILE: &str = "sluice-ballast";
     const BYTES: usize = 4 << 20;
 
-    pub(super) fn release(dir: &Path) {
-        let _ = fs::remove_file(dir.join(FILE));
+    /// Deletes the ballast; true when there was one.
+    pub(super) fn release(dir: &Path) -> bool {
+        fs::remove_file(dir.join(FILE)).is_ok()
+    }
+
+    /// Whether the ballast is in place.
+    pub(super) fn present(dir: &Path) -> bool {
+        dir.join(FILE).is_file()
+    }
+
+    /// Free bytes on the filesystem holding `dir`.
+    pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs only writes into the struct we hand it; `c` is a valid C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
+    /// Puts the ballast back when the filesystem has room for it four times over (so taking
+    /// it back does not make the disk full again at once).
+    pub(super) fn restore_if_room(dir: &Path) {
+        if !present(dir) && free_bytes(dir).is_some_and(|free| free > 4 * BYTES as u64) {
+            restore(dir);
+            tracing::info!(channel = %dir.display(), "disk space is back; the channel's reserve file is in place again");
+        }
     }
 
     /// Written for real (zeros, not a sparse file), so the space is actually taken.
@@ -365,8 +409,10 @@ fn db_options(statistics: bool) -> Options {
     if statistics {
         o.enable_statistics();
     }
-    // Not in the Rust API; set through RocksDB's own option string.
-    match o.get_options_from_string("avoid_flush_during_recovery=true") {
+    // Not in the Rust API; set through RocksDB's own option string. No `fallocate`: RocksDB
+    // preallocates a new log at open (more than a full disk has), which left a channel that
+    // was stopped on a full disk unable to open in the room its reserve file gives back.
+    match o.get_options_from_string("avoid_flush_during_recovery=true;allow_fallocate=false") {
         Ok(recovering_in_memory) => recovering_in_memory,
         Err(e) => {
             tracing::warn!(error = %e, "cannot set avoid_flush_during_recovery");
@@ -479,7 +525,7 @@ impl RocksChannel {
         let fail =
             |e: &dyn std::fmt::Display| ChannelError::Storage(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
-        ballast::release(path);
+        let _ = ballast::release(path);
         let (db, db_opts) = open_db(path, opts.statistics).map_err(|e| fail(&e))?;
         ballast::restore(path);
         check_format(&db).map_err(|e| fail(&e))?;
@@ -506,6 +552,7 @@ impl RocksChannel {
                 next_seq: scan.next_seq,
                 closed: false,
                 failed: None,
+                space_low: false,
                 corrupt_seen: 0,
             }),
             space: Notify::new(),
@@ -555,6 +602,36 @@ impl RocksChannel {
         let first = s.next_seq;
         s.next_seq += n as u64;
         first
+    }
+
+    /// Refuses a put of `bytes` that would leave less than [`KEEP_FREE`] on the disk (and
+    /// says so in the channel's health until a put fits again).
+    fn low_space(&self, bytes: usize) -> Option<ChannelError> {
+        let core = &self.shared.core;
+        let free = ballast::free_bytes(&core.path)?;
+        let needed = KEEP_FREE + 2 * bytes as u64;
+        let mut s = core.lock();
+        if free >= needed {
+            if s.space_low {
+                s.space_low = false;
+                if s.failed
+                    .as_ref()
+                    .is_some_and(|(why, _)| why.starts_with(LOW_SPACE))
+                {
+                    s.failed = None;
+                }
+            }
+            return None;
+        }
+        let why = format!(
+            "{LOW_SPACE}: {free} bytes free, a put of {bytes} bytes must leave {KEEP_FREE} for commits (No space left on device otherwise)"
+        );
+        s.space_low = true;
+        s.failed = Some((why.clone(), Instant::now()));
+        drop(s);
+        // Let the writer flush (and free the logs) as soon as the channel drains.
+        core.space.notify_waiters();
+        Some(ChannelError::Storage(why))
     }
 
     fn refuse(&self, s: &State) -> Option<ChannelError> {
@@ -634,6 +711,9 @@ impl Channel for RocksChannel {
         if let Some(e) = core.too_large(batch.len(), bytes) {
             return Err(e);
         }
+        if let Some(e) = self.low_space(bytes) {
+            return Err(e);
+        }
         let first = loop {
             let notified = core.space.notified();
             tokio::pin!(notified);
@@ -688,6 +768,9 @@ impl Channel for RocksChannel {
         let core = &self.shared.core;
         let bytes = stored_len(&batch);
         if let Some(e) = core.too_large(batch.len(), bytes) {
+            return Err(e);
+        }
+        if let Some(e) = self.low_space(bytes) {
             return Err(e);
         }
         let first = {

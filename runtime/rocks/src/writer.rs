@@ -10,7 +10,7 @@
 use std::{
     sync::{Arc, mpsc},
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use rocksdb::{ColumnFamily, WriteBatch, WriteOptions};
@@ -65,6 +65,10 @@ struct Writer {
     fsync: Fsync,
     /// Deletes whose write failed; retried with the next write.
     retry_deletes: Vec<Span>,
+    /// The reserve file was deleted after a full disk, and is not back yet.
+    released_ballast: bool,
+    /// The last flush for disk space ([`Writer::flush_if_space_low`]).
+    last_flush: Instant,
     /// Something was written since the last sync.
     dirty: bool,
     last_sync: Instant,
@@ -76,6 +80,8 @@ impl Writer {
             core,
             fsync,
             retry_deletes: Vec::new(),
+            released_ballast: false,
+            last_flush: Instant::now(),
             dirty: false,
             last_sync: Instant::now(),
         }
@@ -140,6 +146,31 @@ impl Writer {
         }
     }
 
+    /// After deletes, while puts are refused for lack of space: flushes the memtables, so
+    /// RocksDB drops the write-ahead logs that held the deleted events and the space comes
+    /// back (at most once a second; at once when the channel is empty).
+    fn flush_if_space_low(&mut self) {
+        let (low, empty) = {
+            let s = self.core.lock();
+            (s.space_low, s.held_events == 0)
+        };
+        if !low || (!empty && self.last_flush.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.last_flush = Instant::now();
+        for name in [CF_EVENTS, CF_META, CF_QUARANTINE] {
+            let flushed = self
+                .core
+                .cf(name)
+                .and_then(|cf| Ok(self.core.db.flush_cf(cf)?));
+            if let Err(e) = flushed {
+                tracing::warn!(channel = %self.core.path.display(), error = %e, "flushing to free disk space failed");
+                return;
+            }
+        }
+        tracing::info!(channel = %self.core.path.display(), "flushed to free disk space");
+    }
+
     fn write(&mut self, group: Vec<Request>) {
         let has_put = group.iter().any(|r| matches!(r.op, Op::Put { .. }));
         let sync = has_put && self.fsync == Fsync::PerCommit;
@@ -159,6 +190,14 @@ impl Writer {
         match &result {
             Ok(()) => {
                 self.retry_deletes.clear();
+                let deleted = group.iter().any(|r| matches!(r.op, Op::Delete(_)));
+                if deleted {
+                    self.flush_if_space_low();
+                }
+                if self.released_ballast {
+                    super::ballast::restore_if_room(&self.core.path);
+                    self.released_ballast = !super::ballast::present(&self.core.path);
+                }
                 if sync {
                     self.core.counters.fsyncs.inc();
                     self.dirty = false;
@@ -187,6 +226,14 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(channel = %self.core.path.display(), error = %e, "channel write failed; refusing puts until a write succeeds");
+                // Out of space: give RocksDB the reserve so it can recover and deletes (the
+                // sinks' commits) free space again.
+                if e.to_string().contains("No space left")
+                    && super::ballast::release(&self.core.path)
+                {
+                    self.released_ballast = true;
+                    tracing::warn!(channel = %self.core.path.display(), "disk full: the channel's reserve file is released so that draining can free space");
+                }
                 {
                     let mut s = self.core.lock();
                     s.failed = Some((e.to_string(), Instant::now()));

@@ -302,15 +302,9 @@ fn avro_events(c: &mut Component, cx: &mut Cx, name: &str) -> Verdict {
     }
 }
 
-/// `org.apache.flume.source.kafka.KafkaSource` → `kafka` source.
-pub(super) fn source(c: &mut Component, cx: &mut Cx, out: &mut Map) -> Verdict {
-    avro_events(c, cx, "useFlumeEventFormat")?;
-    out.insert("type", "kafka");
-    let servers = cx.required(c, "kafka.bootstrap.servers")?;
-    out.insert("bootstrap_servers", servers);
-    let mut client = Client::default();
-    client.read(c, cx, Role::Consumer);
-
+/// `group_id` from `kafka.consumer.group.id` (or the older `groupId`, which it overrides, as
+/// in Flume), else Flume's default group `flume`.
+fn group_id(c: &mut Component, cx: &mut Cx, client: &mut Client, out: &mut Map) {
     let old_group = c.take("groupId");
     let group = match (client.group.take(), old_group) {
         (Some(g), Some(old)) => {
@@ -332,6 +326,18 @@ pub(super) fn source(c: &mut Component, cx: &mut Cx, out: &mut Map) -> Verdict {
             );
         }
     }
+}
+
+/// `org.apache.flume.source.kafka.KafkaSource` → `kafka` source.
+pub(super) fn source(c: &mut Component, cx: &mut Cx, out: &mut Map) -> Verdict {
+    avro_events(c, cx, "useFlumeEventFormat")?;
+    out.insert("type", "kafka");
+    let servers = cx.required(c, "kafka.bootstrap.servers")?;
+    out.insert("bootstrap_servers", servers);
+    let mut client = Client::default();
+    client.read(c, cx, Role::Consumer);
+
+    group_id(c, cx, &mut client, out);
 
     let regex = c.take("kafka.topics.regex");
     let topics = cx.take_first(c, &["kafka.topics", "topic"]);
@@ -515,27 +521,7 @@ pub(super) fn channel(c: &mut Component, cx: &mut Cx, out: &mut Map) -> Verdict 
     let mut client = Client::default();
     client.read(c, cx, Role::Consumer);
     client.read(c, cx, Role::Producer);
-    let old_group = c.take("groupId");
-    let group = match (client.group.take(), old_group) {
-        (Some(g), Some(old)) => {
-            cx.skip_prop(
-                &old,
-                format!("`{}` (line {}) is used instead, as in Flume", g.key, g.line),
-            );
-            Some(g)
-        }
-        (g, old) => g.or(old),
-    };
-    match group.and_then(|g| cx.text(&g)) {
-        Some(g) => out.insert("group_id", g),
-        None => {
-            out.insert("group_id", "flume");
-            out.comment(
-                "group_id",
-                "Flume's default group: the committed offsets carry over",
-            );
-        }
-    }
+    group_id(c, cx, &mut client, out);
     if let Some(p) = client.offset_reset.take() {
         match p.trimmed().to_ascii_lowercase().as_str() {
             v @ ("earliest" | "latest") => client.consumer.insert("auto.offset.reset", v),

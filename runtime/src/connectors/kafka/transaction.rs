@@ -12,6 +12,12 @@
 //! offsets of the last committed transaction, and the crashed producer's open transaction is
 //! aborted by the broker when the new producer with the same `transactional.id` starts
 //! (zombie fencing).
+//!
+//! Not handled yet: a rebalance that revokes partitions while batches of theirs still wait in
+//! the memory channel. Their offsets carry the old generation, the broker refuses them, and
+//! those batches are retried until the sink's `retry.max_attempts` sends them to the DLQ
+//! (nothing is committed twice, but they do not reach the output). One agent per consumer
+//! group, or a stable assignment, avoids it.
 
 use std::{
     collections::{BTreeMap, HashMap},
