@@ -31,6 +31,8 @@ mod http;
 mod plugins;
 #[cfg(feature = "rocksdb")]
 mod rocks_storage;
+#[cfg(feature = "http")]
+mod slow_sink;
 #[cfg(feature = "rocksdb")]
 mod spillable_pipeline;
 #[cfg(feature = "cli-tools")]
