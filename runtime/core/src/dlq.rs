@@ -171,7 +171,7 @@ impl DeadLetters {
                 event
             })
             .collect::<Vec<_>>();
-        let tapped = self.metrics.tap().active().then(|| batch.clone());
+        let tapped = self.metrics.tap().copy_to_offer(&batch);
         channel.put(batch).await?;
         if let Some(t) = tapped {
             self.metrics.tap().offer(&t);

@@ -104,6 +104,25 @@ impl TapPoint {
         }
     }
 
+    /// For a point that can offer a batch only after it was handed on (a channel put, which
+    /// takes the batch): a copy to offer afterwards when some client has room for samples.
+    /// When none has, nothing is copied and the misses are counted now.
+    pub fn copy_to_offer(&self, batch: &[Event]) -> Option<Vec<Event>> {
+        if !self.active() {
+            return None;
+        }
+        let room = {
+            let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            subs.iter().any(|s| s.tx.capacity() > 0)
+        };
+        if room {
+            Some(batch.to_vec())
+        } else {
+            self.offer_slow(batch);
+            None
+        }
+    }
+
     #[cold]
     fn offer_slow(&self, events: &[Event]) {
         let at_ms = chrono::Utc::now().timestamp_millis();
@@ -287,6 +306,21 @@ mod tests {
         drop(odd);
         assert!(!point.active(), "a client that left is forgotten");
         assert_eq!(taps.names(), vec!["in:out".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_copied_for_a_later_offer_only_when_a_client_has_room() {
+        let point = Taps::default().point("c:put");
+        assert!(point.copy_to_offer(&batch(3)).is_none(), "nobody tapping");
+        let mut t = point.subscribe(2, TapFilter::default());
+        let copy = point.copy_to_offer(&batch(3)).expect("room for samples");
+        point.offer(&copy);
+        assert_eq!(t.dropped(), 1);
+        // Full now: nothing is copied, and the batch's events count as missed.
+        assert!(point.copy_to_offer(&batch(3)).is_none());
+        assert_eq!(t.dropped(), 4);
+        t.recv().await.unwrap();
+        assert!(point.copy_to_offer(&batch(3)).is_some());
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ fn refresh(m: &ChannelMetrics, s: ChannelStats) {
 impl<C: Channel> Channel for Instrumented<C> {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
-        let tapped = self.metrics.tap.active().then(|| batch.clone());
+        let tapped = self.metrics.tap.copy_to_offer(&batch);
         self.inner.put(batch).await?;
         if let Some(t) = tapped {
             self.metrics.tap.offer(&t);
@@ -45,7 +45,7 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     async fn put_marked(&self, batch: Vec<Event>, marks: &[Mark]) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
-        let tapped = self.metrics.tap.active().then(|| batch.clone());
+        let tapped = self.metrics.tap.copy_to_offer(&batch);
         self.inner.put_marked(batch, marks).await?;
         if let Some(t) = tapped {
             self.metrics.tap.offer(&t);
@@ -65,7 +65,7 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
         let n = batch.len() as u64;
-        let tapped = self.metrics.tap.active().then(|| batch.clone());
+        let tapped = self.metrics.tap.copy_to_offer(&batch);
         self.inner.try_put(batch)?;
         if let Some(t) = tapped {
             self.metrics.tap.offer(&t);

@@ -62,18 +62,23 @@ enum Outcome {
 type Poison = (Option<usize>, DeadLetter);
 
 impl SinkRunner {
-    /// Offers the events of `events` that member `m` delivered (`kept` by index) to its tap.
-    fn tap_delivered(&self, m: usize, events: &[Event], kept: impl Fn(usize) -> bool) {
+    /// Offers what member `m` delivered to its tap: all of `events`, or (after a partial
+    /// delivery) those `kept` by index.
+    fn tap_delivered(&self, m: usize, events: &[Event], kept: Option<&dyn Fn(usize) -> bool>) {
         let Some(member) = self.sinks.members().get(m) else {
             return;
         };
         let tap = &member.metrics.tap;
-        if tap.active() {
-            let some: Vec<Event> = (0..events.len())
-                .filter(|&k| kept(k))
-                .map(|k| events[k].clone())
-                .collect();
-            tap.offer(&some);
+        match kept {
+            None => tap.offer(events),
+            Some(kept) if tap.active() => {
+                let some: Vec<Event> = (0..events.len())
+                    .filter(|&k| kept(k))
+                    .map(|k| events[k].clone())
+                    .collect();
+                tap.offer(&some);
+            }
+            Some(_) => {}
         }
     }
 
@@ -180,7 +185,7 @@ impl SinkRunner {
                 Ok(()) => {
                     if let Some(m) = member {
                         delivered.add(m, pending as u64);
-                        self.tap_delivered(m, batch.events, |_| true);
+                        self.tap_delivered(m, batch.events, None);
                     }
                     break;
                 }
@@ -210,10 +215,14 @@ impl SinkRunner {
                             m,
                             pending.saturating_sub(refused.len() + retriable.len()) as u64,
                         );
-                        self.tap_delivered(m, batch.events, |k| {
-                            retriable.binary_search(&k).is_err()
-                                && refused.binary_search(&k).is_err()
-                        });
+                        self.tap_delivered(
+                            m,
+                            batch.events,
+                            Some(&|k| {
+                                retriable.binary_search(&k).is_err()
+                                    && refused.binary_search(&k).is_err()
+                            }),
+                        );
                     }
                     if retriable.is_empty() {
                         break;
