@@ -157,3 +157,13 @@ need_mariadb() {
   $sudo mariadb -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('');
     CREATE DATABASE IF NOT EXISTS test"
 }
+
+# cargo-fuzz (libFuzzer driver) for scripts/fuzz. It needs a few unstable compiler flags
+# (coverage instrumentation); scripts/fuzz allows them on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 rather than installing a second toolchain.
+need_cargo_fuzz() {
+  if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2'; then
+    log "installing cargo-fuzz 0.13.2 (crates.io)"
+    cargo install --quiet --locked cargo-fuzz --version 0.13.2
+  fi
+}

@@ -14,6 +14,8 @@
     feature = "aws-kinesis"
 ))]
 pub mod aws;
+pub mod faults;
+pub mod jepsen;
 #[cfg(all(feature = "sql-postgres", feature = "sql-mysql"))]
 pub mod sql;
 

@@ -29,16 +29,16 @@ use sluice_core::{
 
 use crate::common::{Agent, unique};
 
-fn broker() -> String {
+pub(crate) fn broker() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
 /// One record: key, body, headers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Rec {
-    key: Option<String>,
-    body: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct Rec {
+    pub key: Option<String>,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Rec {
@@ -51,9 +51,13 @@ impl Rec {
     }
 }
 
-async fn create_topic(name: &str, partitions: i32) {
+pub(crate) async fn create_topic(name: &str, partitions: i32) {
+    create_topic_on(&broker(), name, partitions).await
+}
+
+async fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -119,14 +123,25 @@ fn rec_of<M: Message>(m: &M) -> Rec {
 
 /// Reads `topic` (every partition, from the start, outside any group's offsets) until `done`
 /// says so or `within` passed; returns what was read and whether `done` was reached.
-async fn read_until(
+pub(crate) async fn read_until(
+    topic: &str,
+    partitions: i32,
+    within: Duration,
+    done: impl FnMut(&Rec) -> bool,
+) -> (Vec<Rec>, bool) {
+    read_until_on(&broker(), topic, partitions, within, done).await
+}
+
+/// [`read_until`] from the broker at `bootstrap`.
+async fn read_until_on(
+    bootstrap: &str,
     topic: &str,
     partitions: i32,
     within: Duration,
     mut done: impl FnMut(&Rec) -> bool,
 ) -> (Vec<Rec>, bool) {
     let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -372,6 +387,273 @@ sinks:
         out.len(),
         out.len() - got.len()
     );
+}
+
+/// Kafka → rocksdb → Kafka through 20 SIGKILLs (`SLUICE_CHAOS_KILLS`), in Jepsen's terms: a
+/// producer writes self-checking records all along; after each restart the agent is killed
+/// 300–1200 ms after its output moves again. Records read from the input count as
+/// acknowledged once produced: Kafka keeps them, and the source must not commit an offset past
+/// one it has not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_to_rocksdb_to_kafka_through_sigkills() {
+    use crate::common::jepsen::{Report, body, parse};
+    let kills: usize = std::env::var("SLUICE_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let (a, b, group) = (unique("chaos-in"), unique("chaos-out"), unique("g"));
+    create_topic(&a, 2).await;
+    create_topic(&b, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: \"{dir}/channel\" }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    batch_size: 100
+    channels: [disk]
+sinks:
+  out:
+    type: kafka
+    channel: disk
+    bootstrap_servers: \"{broker}\"
+    topic: {b}
+    batch_size: 100
+",
+        dir = dir.path().display(),
+        broker = broker()
+    );
+    // 200 records every 50 ms until the kills are over.
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (produced, stop, a) = (produced.clone(), stop.clone(), a.clone());
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let recs: Vec<Rec> = (next..next + 200).map(|s| Rec::body(body(s))).collect();
+                produce(&a, &recs, |i| (i % 2) as i32).await;
+                next += 200;
+                produced.store(next, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let marks = Watermarks::new();
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut logs = String::new();
+    for run in 0..kills {
+        let mut agent = Agent::start(dir.path(), &format!("run{run}"), &pipeline);
+        let before = marks.count(&b, 2);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while marks.count(&b, 2) == before {
+            agent.assert_running();
+            assert!(Instant::now() < deadline, "no progress:\n{}", agent.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(300 + (rng >> 33) % 900)).await;
+        agent.kill();
+        logs = agent.log();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer.await.unwrap();
+    let sent: std::collections::BTreeSet<u64> =
+        (0..produced.load(std::sync::atomic::Ordering::SeqCst)).collect();
+    let agent = Agent::start(dir.path(), "last", &pipeline);
+    let mut distinct = std::collections::BTreeSet::new();
+    let (out, _) = read_until(&b, 2, Duration::from_secs(180), |r| {
+        if let Some(seq) = parse(&r.body) {
+            distinct.insert(seq);
+        }
+        distinct.len() >= sent.len()
+    })
+    .await;
+    let log = agent.stop().await;
+    let bodies: Vec<String> = out.into_iter().map(|r| r.body).collect();
+    Report::check(kills, &sent, &sent, &bodies)
+        .assert_safe("kafka → rocksdb → kafka", &(logs + &log));
+}
+
+/// A broker of the test's own (tansu, `SLUICE_TANSU`, which `scripts/test` exports) behind a
+/// TCP proxy and advertised at the proxy's port, so that every connection a client makes to
+/// it goes through the proxy: the test can cut them all, or refuse them for a while.
+struct ProxiedBroker {
+    child: std::process::Child,
+    proxy: crate::common::faults::Proxy,
+    bootstrap: String,
+}
+
+impl ProxiedBroker {
+    fn start() -> ProxiedBroker {
+        let tansu = std::env::var("SLUICE_TANSU")
+            .expect("SLUICE_TANSU: the tansu binary (scripts/test sets it)");
+        let port = crate::common::free_port();
+        let proxy = crate::common::faults::Proxy::start(port);
+        let child = std::process::Command::new(tansu)
+            .args(["broker", "--listener-url"])
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", proxy.port))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ProxiedBroker {
+            child,
+            bootstrap: format!("127.0.0.1:{}", proxy.port),
+            proxy,
+        }
+    }
+}
+
+impl Drop for ProxiedBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kafka → rocksdb → Kafka whose output broker goes away: its connections are cut every
+/// 300–900 ms for 8 s, then refused for 30 s (`SLUICE_CHAOS_OUTAGE_SECS`), then cut again for
+/// 8 s, while a producer writes self-checking records to the input all along. Checked in
+/// Jepsen's terms; the agent's memory is sampled all along (the backlog waits on disk).
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_to_rocksdb_to_kafka_through_a_broker_outage_and_cuts() {
+    use crate::common::{
+        faults::rss,
+        jepsen::{Report, body, parse},
+    };
+    let outage = Duration::from_secs(
+        std::env::var("SLUICE_CHAOS_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    );
+    let out_broker = ProxiedBroker::start();
+    let (a, b, group) = (unique("outage-in"), unique("outage-out"), unique("g"));
+    create_topic(&a, 2).await;
+    create_topic_on(&out_broker.bootstrap, &b, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: \"{dir}/channel\" }}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: \"{broker}\"
+    group_id: {group}
+    topics: [{a}]
+    batch_size: 200
+    channels: [disk]
+sinks:
+  out:
+    type: kafka
+    channel: disk
+    bootstrap_servers: \"{out}\"
+    topic: {b}
+    batch_size: 200
+",
+        dir = dir.path().display(),
+        broker = broker(),
+        out = out_broker.bootstrap,
+    );
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (produced, stop, a) = (produced.clone(), stop.clone(), a.clone());
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let recs: Vec<Rec> = (next..next + 200).map(|s| Rec::body(body(s))).collect();
+                produce(&a, &recs, |i| (i % 2) as i32).await;
+                next += 200;
+                produced.store(next, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut agent = Agent::start(dir.path(), "run", &pipeline);
+    let marks = Watermarks(
+        ClientConfig::new()
+            .set("bootstrap.servers", &out_broker.bootstrap)
+            .create()
+            .expect("metadata client"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while marks.count(&b, 2) == 0 {
+        agent.assert_running();
+        assert!(Instant::now() < deadline, "no output:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = agent.pid().unwrap();
+    let mut peak = 0u64;
+    let mut seed = Instant::now().elapsed().subsec_nanos() as u64 | 1;
+    for (length, down) in [
+        (Duration::from_secs(8), false),
+        (outage, true),
+        (Duration::from_secs(8), false),
+    ] {
+        out_broker.proxy.set_down(down);
+        let start = Instant::now();
+        while start.elapsed() < length {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(300 + (seed >> 33) % 600)).await;
+            if !down {
+                out_broker.proxy.cut();
+            }
+            peak = peak.max(rss(pid).unwrap_or(0));
+            agent.assert_running();
+        }
+    }
+    out_broker.proxy.set_down(false);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer.await.unwrap();
+    let sent: std::collections::BTreeSet<u64> =
+        (0..produced.load(std::sync::atomic::Ordering::SeqCst)).collect();
+    let mut distinct = std::collections::BTreeSet::new();
+    let (out, _) = read_until_on(
+        &out_broker.bootstrap,
+        &b,
+        2,
+        Duration::from_secs(180),
+        |r| {
+            if let Some(seq) = parse(&r.body) {
+                distinct.insert(seq);
+            }
+            distinct.len() >= sent.len()
+        },
+    )
+    .await;
+    let log = agent.stop().await;
+    let bodies: Vec<String> = out.into_iter().map(|r| r.body).collect();
+    let cuts = out_broker
+        .proxy
+        .cuts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "chaos kafka → rocksdb → kafka (broker outage): proxy cuts {cuts}, broker down {outage:?}, peak RSS {:.1} MiB",
+        peak as f64 / (1 << 20) as f64
+    );
+    Report::check(0, &sent, &sent, &bodies)
+        .assert_safe("kafka → rocksdb → kafka (broker outage)", &log);
+    assert!(cuts > 0, "the proxy cut nothing");
+    assert!(peak < 256 << 20, "peak RSS {peak} during the outage");
 }
 
 #[tokio::test(flavor = "multi_thread")]

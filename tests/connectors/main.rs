@@ -13,6 +13,7 @@ mod aws_streams;
 mod kafka;
 mod oci;
 mod rabbitmq;
+mod rabbitmq_to_kafka;
 mod redis;
 mod s3;
 mod secrets;

@@ -38,19 +38,19 @@ use tokio::{
     task::{AbortHandle, JoinHandle},
 };
 
-fn amqp() -> String {
+pub(crate) fn amqp() -> String {
     std::env::var("SLUICE_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-async fn connect() -> Connection {
+pub(crate) async fn connect() -> Connection {
     Connection::connect(&amqp(), ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| panic!("cannot reach RabbitMQ (SLUICE_TEST_AMQP): {e}"))
 }
 
 /// A channel whose publishes are confirmed.
-async fn publisher(conn: &Connection) -> Channel {
+pub(crate) async fn publisher(conn: &Connection) -> Channel {
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -59,7 +59,7 @@ async fn publisher(conn: &Connection) -> Channel {
 }
 
 /// A queue that deletes itself after ten unused minutes.
-async fn declare_queue(ch: &Channel, name: &str) {
+pub(crate) async fn declare_queue(ch: &Channel, name: &str) {
     let mut args = FieldTable::default();
     args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
     ch.queue_declare(
@@ -75,7 +75,7 @@ async fn declare_queue(ch: &Channel, name: &str) {
 }
 
 /// Messages ready in `queue` (delivered-but-unacknowledged ones are not counted).
-async fn ready(ch: &Channel, queue: &str) -> u32 {
+pub(crate) async fn ready(ch: &Channel, queue: &str) -> u32 {
     ch.queue_declare(
         queue.into(),
         QueueDeclareOptions {
@@ -90,7 +90,7 @@ async fn ready(ch: &Channel, queue: &str) -> u32 {
 }
 
 /// Publishes persistent messages to the default exchange and waits for every confirm.
-async fn publish(ch: &Channel, queue: &str, messages: Vec<(String, BasicProperties)>) {
+pub(crate) async fn publish(ch: &Channel, queue: &str, messages: Vec<(String, BasicProperties)>) {
     let mut confirms = Vec::with_capacity(messages.len());
     for (body, props) in messages {
         let c = ch
@@ -113,14 +113,14 @@ async fn publish(ch: &Channel, queue: &str, messages: Vec<(String, BasicProperti
     }
 }
 
-fn plain(bodies: impl IntoIterator<Item = String>) -> Vec<(String, BasicProperties)> {
+pub(crate) fn plain(bodies: impl IntoIterator<Item = String>) -> Vec<(String, BasicProperties)> {
     bodies
         .into_iter()
         .map(|b| (b, BasicProperties::default()))
         .collect()
 }
 
-async fn cleanup(ch: &Channel, queues: &[&str], exchanges: &[&str]) {
+pub(crate) async fn cleanup(ch: &Channel, queues: &[&str], exchanges: &[&str]) {
     for q in queues {
         let _ = ch
             .queue_delete((*q).into(), QueueDeleteOptions::default())

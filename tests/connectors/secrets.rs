@@ -1,6 +1,6 @@
 //! Secrets never leak: an agent configured with recognisable secret values — the admin token,
 //! an `http` source's bearer token, a PostgreSQL and a Redis password in their URLs, an AWS
-//! secret key, an `http` sink's token, a RabbitMQ password in its URI, a Kafka SASL password,
+//! secret key (on the S3 sink, the SQS source, the DynamoDB and Kinesis sinks), an `http` sink's token, a RabbitMQ password in its URI, a Kafka SASL password,
 //! the hop's tokens (a `sluice` source's and a `sluice` sink's that does not match it) — runs
 //! against real servers with every sink failing (a missing table, a Redis and a RabbitMQ that
 //! refuse the password, a missing bucket, an unreachable endpoint, a broker without SASL, a
@@ -91,12 +91,22 @@ channels:
   f: {{ type: memory }}
   g: {{ type: memory }}
   h: {{ type: memory }}
+  i: {{ type: memory }}
+  j: {{ type: memory }}
 sources:
   hook:
     type: http
     listen: '127.0.0.1:{hook}'
     auth: {{ type: bearer, secret_env: LEAK_HOOK_TOKEN }}
-    channels: [a, b, c, d, e, f, g]
+    channels: [a, b, c, d, e, f, g, i, j]
+  queue:
+    type: sqs
+    endpoint: '{aws}'
+    region: us-east-1
+    queue_name: sluice-no-such-queue-for-leaks
+    access_key_id: test
+    secret_access_key: '{AWS_SECRET}'
+    channels: [h]
   collector:
     type: sluice
     listen: '127.0.0.1:{hop}'
@@ -157,6 +167,25 @@ sinks:
   collected:
     type: null
     channel: h
+  table:
+    type: dynamodb
+    channel: i
+    endpoint: '{aws}'
+    region: us-east-1
+    table: sluice_no_such_table_for_leaks
+    key: [id]
+    access_key_id: test
+    secret_access_key: '{AWS_SECRET}'
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
+  stream:
+    type: kinesis
+    channel: j
+    endpoint: '{aws}'
+    region: us-east-1
+    stream: sluice-no-such-stream-for-leaks
+    access_key_id: test
+    secret_access_key: '{AWS_SECRET}'
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
 "#
     );
     let file = dir.path().join("leaks.yaml");
@@ -244,6 +273,9 @@ sinks:
         "Connection refused",
         "sink=rabbit",
         "sink=hopout",
+        "sink=table",
+        "sink=stream",
+        "sluice-no-such-queue-for-leaks",
     ] {
         assert!(log.contains(failure), "no `{failure}` in the log:\n{log}");
     }

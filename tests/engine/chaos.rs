@@ -8,94 +8,26 @@
 //! - **duplicated**: delivered more than once (reported: the paths are at-least-once).
 //!
 //! Paths: http → rocksdb → file, and file tail → rocksdb → file, each through 20 SIGKILLs
-//! of the agent at random moments while events flow (`SLUICE_CHAOS_KILLS` for a longer run).
-//! Every run prints its line of figures.
+//! of the agent at random moments while events flow (`SLUICE_CHAOS_KILLS` for a longer run);
+//! http → rocksdb → http and file tail → rocksdb → http, whose sink reaches its server through
+//! a TCP proxy that cuts every connection at random moments and then refuses connections for
+//! 30 s (an outage of the destination, `SLUICE_CHAOS_OUTAGE_SECS`), with SIGKILLs before,
+//! during and after the outage and the agent's memory sampled all along. Every run prints its
+//! line of figures.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::Write,
     path::Path,
     time::{Duration, Instant},
 };
 
-use crate::common::{Agent, lines};
-
-/// The body of event `seq`: the number and a digest of it, so a body that was changed, cut
-/// or glued to another is recognised.
-fn body(seq: u64) -> String {
-    let mut h = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 29;
-    format!("{seq:010}:{h:016x}")
-}
-
-/// `Some(seq)` for a line that is exactly one event's body.
-fn parse(line: &str) -> Option<u64> {
-    let seq: u64 = line.split(':').next()?.parse().ok()?;
-    (body(seq) == line).then_some(seq)
-}
-
-/// Figures of one run.
-#[derive(Debug, Default)]
-struct Report {
-    kills: usize,
-    sent: usize,
-    acknowledged: usize,
-    delivered: usize,
-    lost: usize,
-    unexpected: usize,
-    duplicated: usize,
-    corrupted: usize,
-}
-
-impl Report {
-    fn check(kills: usize, sent: &BTreeSet<u64>, acked: &BTreeSet<u64>, out: &[String]) -> Self {
-        let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut corrupted = 0;
-        for l in out {
-            match parse(l) {
-                Some(seq) => *seen.entry(seq).or_default() += 1,
-                None => corrupted += 1,
-            }
-        }
-        Report {
-            kills,
-            sent: sent.len(),
-            acknowledged: acked.len(),
-            delivered: seen.len(),
-            lost: acked.iter().filter(|s| !seen.contains_key(s)).count(),
-            unexpected: seen.keys().filter(|s| !sent.contains(s)).count(),
-            duplicated: seen.values().map(|n| n - 1).sum(),
-            corrupted,
-        }
-    }
-
-    fn line(&self, path: &str) -> String {
-        format!(
-            "chaos {path}: kills {}, sent {}, acknowledged {}, delivered {}, lost {}, unexpected {}, duplicated {}, corrupted {}",
-            self.kills,
-            self.sent,
-            self.acknowledged,
-            self.delivered,
-            self.lost,
-            self.unexpected,
-            self.duplicated,
-            self.corrupted
-        )
-    }
-
-    fn assert_safe(&self, path: &str, logs: &str) {
-        let line = self.line(path);
-        eprintln!("{line}");
-        assert!(
-            self.lost == 0 && self.unexpected == 0 && self.corrupted == 0,
-            "{line}\n{logs}"
-        );
-        assert!(
-            self.acknowledged > 0,
-            "nothing was acknowledged: {line}\n{logs}"
-        );
-    }
-}
+use crate::common::{
+    Agent,
+    faults::{HttpReceiver, Proxy, rss},
+    jepsen::{Report, body, parse},
+    lines,
+};
 
 fn kills() -> usize {
     std::env::var("SLUICE_CHAOS_KILLS")
@@ -260,4 +192,209 @@ sinks:
     let (delivered, log) = drain(agent, &out, &written);
     Report::check(total, &written, &written, &delivered)
         .assert_safe("tail → rocksdb → file", &(logs + &log));
+}
+
+/// What [`fault_run`] did.
+struct Faults {
+    kills: usize,
+    cuts: u64,
+    outage: Duration,
+    peak_rss: u64,
+}
+
+fn outage() -> Duration {
+    let secs = std::env::var("SLUICE_CHAOS_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// Runs the agent on `pipeline`, whose sink goes through `proxy`, while `feed` sends events:
+/// 8 s in which the proxy cuts every connection every 300–900 ms and the agent is SIGKILLed
+/// (and started again) 3 times; an outage of the destination ([`outage`]: connections
+/// refused) with 2 kills; 8 s more of cuts and 3 kills. Samples the agent's RSS every 100 ms.
+/// Returns the last, still running agent, what was done, and the logs of the killed runs.
+fn fault_run(
+    dir: &Path,
+    pipeline: &str,
+    proxy: &Proxy,
+    mut feed: impl FnMut(),
+) -> (Agent, Faults, String) {
+    let mut rng = Rng::new();
+    let mut logs = String::new();
+    let mut runs = 0;
+    let mut agent = Agent::start(dir, "run0", pipeline);
+    let outage = outage();
+    // (length, destination down, kills during it)
+    let phases = [
+        (Duration::from_secs(8), false, 3),
+        (outage, true, 2),
+        (Duration::from_secs(8), false, 3),
+    ];
+    let mut faults = Faults {
+        kills: 0,
+        cuts: 0,
+        outage,
+        peak_rss: 0,
+    };
+    for (length, down, kills) in phases {
+        proxy.set_down(down);
+        let start = Instant::now();
+        let mut kill_at: Vec<Duration> = (1..=kills)
+            .map(|k| length * k / (kills + 1) + rng.millis(0, 200))
+            .collect();
+        let mut next_cut = start + rng.millis(300, 900);
+        let mut next_sample = start;
+        while start.elapsed() < length {
+            feed();
+            let now = Instant::now();
+            if !down && now >= next_cut {
+                proxy.cut();
+                next_cut = now + rng.millis(300, 900);
+            }
+            if now >= next_sample {
+                if let Some(r) = agent.pid().and_then(rss) {
+                    faults.peak_rss = faults.peak_rss.max(r);
+                }
+                next_sample = now + Duration::from_millis(100);
+            }
+            if kill_at.first().is_some_and(|&t| start.elapsed() >= t) {
+                kill_at.remove(0);
+                agent.kill();
+                logs += &agent.log();
+                runs += 1;
+                faults.kills += 1;
+                agent = Agent::start(dir, &format!("run{runs}"), pipeline);
+            }
+        }
+    }
+    proxy.set_down(false);
+    faults.cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
+    (agent, faults, logs)
+}
+
+/// Every line the receiver got, once it holds every acknowledged event (or after ten
+/// minutes), then the agent's log after a clean stop.
+fn drain_receiver(
+    agent: Agent,
+    receiver: &HttpReceiver,
+    acked: &BTreeSet<u64>,
+) -> (Vec<String>, String) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        let got: BTreeSet<u64> = receiver.text().lines().filter_map(parse).collect();
+        if acked.is_subset(&got) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = agent.stop_blocking();
+    let lines = receiver.text().lines().map(str::to_owned).collect();
+    (lines, log)
+}
+
+/// Checks a run through the proxy: Jepsen's figures, then memory. During the outage the
+/// rocksdb channel holds the backlog on disk; the agent's memory must not grow with it.
+fn assert_proxy_run(path: &str, report: Report, faults: &Faults, logs: &str) {
+    let mib = faults.peak_rss as f64 / (1 << 20) as f64;
+    eprintln!(
+        "chaos {path}: proxy cuts {}, destination down {:?}, peak RSS {mib:.1} MiB",
+        faults.cuts, faults.outage
+    );
+    report.assert_safe(path, logs);
+    assert!(faults.cuts > 0, "the proxy cut nothing");
+    assert!(
+        faults.peak_rss < 256 << 20,
+        "peak RSS {mib:.1} MiB during a sink outage: the backlog is held in memory"
+    );
+}
+
+fn http_sink(proxy: &Proxy) -> String {
+    format!(
+        "{{ type: http, channel: disk, url: 'http://127.0.0.1:{}/in', mode: batch, format: lines, batch_size: 100, timeout: 5s }}",
+        proxy.port
+    )
+}
+
+/// http → rocksdb → http: the sink's destination behind a proxy that cuts connections and
+/// then goes away for 30 s, the agent SIGKILLed 8 times; the client counts a request as
+/// acknowledged on 200.
+#[cfg(all(feature = "http", feature = "rocksdb"))]
+#[test]
+fn http_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let receiver = HttpReceiver::start(Duration::ZERO, true);
+    let proxy = Proxy::start(receiver.port);
+    let port = crate::common::free_port();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: '{}/disk' }}
+sources:
+  web: {{ type: http, listen: '127.0.0.1:{port}', codec: lines, channels: [disk] }}
+sinks:
+  out: {}
+",
+        d.display(),
+        http_sink(&proxy)
+    );
+    let (mut sent, mut acked) = (BTreeSet::new(), BTreeSet::new());
+    let mut next = 0u64;
+    let (agent, faults, logs) = fault_run(d, &pipeline, &proxy, || {
+        let seqs = next..next + 20;
+        next += 20;
+        let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
+        sent.extend(seqs.clone());
+        match post(port, &text) {
+            Some(200) => acked.extend(seqs),
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    });
+    let (delivered, log) = drain_receiver(agent, &receiver, &acked);
+    let report = Report::check(faults.kills, &sent, &acked, &delivered);
+    assert_proxy_run("http → rocksdb → http", report, &faults, &(logs + &log));
+}
+
+/// file tail → rocksdb → http, through the same faults; every line written counts as
+/// acknowledged.
+#[cfg(all(feature = "http", feature = "rocksdb"))]
+#[test]
+fn tail_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let receiver = HttpReceiver::start(Duration::ZERO, true);
+    let proxy = Proxy::start(receiver.port);
+    let input = d.join("in.log");
+    std::fs::write(&input, "").unwrap();
+    let pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: '{d}/disk' }}
+sources:
+  logs: {{ type: file, paths: ['{input}'], position_file: '{d}/pos.json', start_at: beginning, poll_interval: 50ms, batch_size: 200, channels: [disk] }}
+sinks:
+  out: {sink}
+",
+        d = d.display(),
+        input = input.display(),
+        sink = http_sink(&proxy)
+    );
+    let mut written = BTreeSet::new();
+    let mut next = 0u64;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    let (agent, faults, logs) = fault_run(d, &pipeline, &proxy, || {
+        let text: String = (next..next + 50).map(|s| body(s) + "\n").collect();
+        file.write_all(text.as_bytes()).unwrap();
+        written.extend(next..next + 50);
+        next += 50;
+        std::thread::sleep(Duration::from_millis(5));
+    });
+    let (delivered, log) = drain_receiver(agent, &receiver, &written);
+    let report = Report::check(faults.kills, &written, &written, &delivered);
+    assert_proxy_run("tail → rocksdb → http", report, &faults, &(logs + &log));
 }

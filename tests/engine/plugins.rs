@@ -624,3 +624,204 @@ sinks:
         "{first_none} {marks:?}"
     );
 }
+
+/// A plugin that reaches for every WASI capability and abuses the host calls is contained:
+/// no file, no environment, a sleep past its deadline fails the call at once instead of
+/// blocking the agent, a huge random request fails its call, counter names are capped, and
+/// the healthy events around the abusive ones go through.
+#[test]
+fn a_plugin_abusing_the_sandbox_is_contained() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::interceptor::WasmInterceptor;
+    let m = sluice_core::metrics::Metrics::new();
+    let slot = sluice_wasm::slot::PluginSlot::load(
+        "chaos",
+        dist("chaos"),
+        &serde_json::json!({}),
+        Some(32 << 20),
+        Some(Duration::from_millis(200)),
+        m.plugin("chaos"),
+    )
+    .unwrap();
+    let mut chain = WasmInterceptor::new(slot).unwrap();
+    let bodies = [
+        "e0",
+        "wasi-files",
+        "wasi-env",
+        "sleep",
+        "wasi-clock",
+        "nap",
+        "random",
+        "counter-spam",
+        "e8",
+    ];
+    let batch: Vec<Event> = bodies.iter().map(|b| Event::new(*b)).collect();
+    // On a thread of its own, so a sleep that blocks fails the test in 20 s, not in an hour.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut batch, mut rejected) = (batch, Vec::new());
+        chain.intercept(&mut batch, &mut rejected).unwrap();
+        let _ = done.send((batch, rejected));
+    });
+    let (batch, rejected) = result
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a plugin's sleep held the batch past 20 s");
+    let by_body: HashMap<String, &Event> = batch
+        .iter()
+        .map(|e| (String::from_utf8_lossy(&e.body).into_owned(), e))
+        .collect();
+    let header = |body: &str, h: &str| {
+        by_body
+            .get(body)
+            .unwrap_or_else(|| panic!("{body} was not kept"))
+            .headers
+            .get(h)
+            .map(str::to_owned)
+    };
+    assert_eq!(header("wasi-files", "reached").as_deref(), Some("0"));
+    assert_eq!(header("wasi-env", "env").as_deref(), Some("0"));
+    assert_eq!(
+        header("wasi-clock", "clock").as_deref(),
+        Some("wall=true monotonic=true")
+    );
+    assert_eq!(header("nap", "slept").as_deref(), Some("1ms"));
+    assert_eq!(header("counter-spam", "counters").as_deref(), Some("5000"));
+    assert_eq!(header("e0", "chaos").as_deref(), Some("ok"));
+    assert_eq!(header("e8", "chaos").as_deref(), Some("ok"));
+    let dead: HashMap<String, String> = rejected
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.event.body).into_owned(),
+                d.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead["sleep"].contains("past its call's deadline"),
+        "{}",
+        dead["sleep"]
+    );
+    assert!(
+        dead["random"].contains("exceeds limit"),
+        "{}",
+        dead["random"]
+    );
+    let metrics = m.encode();
+    let names = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_plugin_counter_total{") && l.contains("chaos_counter_"))
+        .count();
+    assert_eq!(names, sluice_wasm::quota::MAX_COUNTER_NAMES, "{metrics}");
+    let refused = metrics
+        .lines()
+        .find(|l| l.contains("plugin_limited_total") && l.contains("counter_name_refused"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        refused.ends_with(&format!(
+            " {}",
+            5000 - sluice_wasm::quota::MAX_COUNTER_NAMES
+        )),
+        "{refused}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("plugin_limited_total") && l.contains("sleep_refused")),
+        "{metrics}"
+    );
+}
+
+/// A plugin that floods its log (host `log` and stdout, short lines and one of 8 MiB) gets a
+/// bounded number of lines into the agent's log, each cut to the line limit, and a line saying
+/// how many were dropped; its events go through.
+#[test]
+fn a_plugin_flooding_the_log_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flood.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  chaos: {{ path: '{}', limits: {{ deadline: 5s }} }}\nchannels:\n  mem: {{ type: memory }}\n\
+             sources:\n  in: {{ type: stdin, batch_size: 1, channels: [mem], interceptors: [chaos] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{}/out.ndjson', format: ndjson }}\n",
+            dist("chaos").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .arg("-p")
+        .arg(&p)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"log-flood\nprint-flood\nlog-flood\nafter\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let log = stderr(&o);
+    assert!(
+        o.status.success(),
+        "{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    let out = json_lines(&dir.path().join("out.ndjson"));
+    assert_eq!(out.len(), 4, "every event goes through");
+    let flood = log
+        .lines()
+        .filter(|l| l.contains("chaos flood line") || l.contains("chaos print line"))
+        .count();
+    // 80,000 lines asked for; the burst and what the rate earns while they run get through.
+    assert!(
+        (400..=3_000).contains(&flood),
+        "{flood} flood lines reached the log"
+    );
+    assert!(
+        log.contains("lines dropped"),
+        "no line says lines were dropped"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 5_000, "a log line of {longest} bytes");
+    assert!(log.contains("more bytes cut]"), "no line says it was cut");
+}
+
+/// A real component that reaches for the network (`plugins/escape`, built against
+/// `wasi:sockets` by the Rust toolchain) is refused at load, naming the import; through the
+/// agent, the pipeline is refused at start with the same reason.
+#[test]
+fn a_plugin_that_opens_sockets_is_refused_at_load() {
+    let m = sluice_core::metrics::Metrics::new();
+    let err = match sluice_wasm::slot::PluginSlot::load(
+        "escape",
+        dist("escape"),
+        &serde_json::json!({}),
+        None,
+        None,
+        m.plugin("escape"),
+    ) {
+        Ok(_) => panic!("a plugin importing wasi:sockets was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("wasi:sockets/"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("escape.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "plugins:\n  escape: {{ path: '{}' }}\nchannels:\n  mem: {{ type: memory }}\n\
+             sources:\n  gen: {{ type: generator, count: 1, channels: [mem], interceptors: [escape] }}\n\
+             sinks:\n  out: {{ type: null, channel: mem }}\n",
+            dist("escape").display()
+        ),
+    )
+    .unwrap();
+    let o = sluice().arg("-p").arg(&p).output().unwrap();
+    assert!(!o.status.success(), "the agent ran a socket-opening plugin");
+    assert!(stderr(&o).contains("wasi:sockets/"), "{}", stderr(&o));
+}

@@ -2,8 +2,17 @@
 //! the host isolates exactly the poison events. Body `panic` panics, `loop` spins forever,
 //! `oom` allocates without bound, `recurse` overflows the stack, `reject` is rejected, `print` writes to stdout (the agent's log); any
 //! other event is kept with header `chaos: ok`. Not for production pipelines.
+//!
+//! Bodies that probe the sandbox (each keeps the event with a header saying what it got):
+//! `wasi-files` tries to read, write and list host files (`reached`: how many worked),
+//! `wasi-env` counts environment variables and arguments (`env`), `wasi-clock` reads the
+//! clocks (`clock`), `nap` sleeps 1 ms (within any deadline), `sleep` asks to sleep an hour,
+//! `random` asks for 4 GiB of random bytes, `log-flood` logs 20,000 lines and one of 8 MiB,
+//! `print-flood` prints the same to stdout, `counter-spam` reports 5,000 counter names.
 
-use sluice_guest::{Error, Event, Verdict};
+use std::time::{Duration, SystemTime};
+
+use sluice_guest::{Error, Event, Level, Verdict};
 
 #[inline(never)]
 fn recurse(n: u64) -> u64 {
@@ -32,6 +41,68 @@ pub fn chaos(mut ev: Event) -> Result<Verdict, Error> {
         b"reject" => Ok(Verdict::Reject("chaos: rejected on request".into())),
         b"print" => {
             println!("chaos says hello from inside the sandbox");
+            Ok(Verdict::Keep(ev))
+        }
+        b"wasi-files" => {
+            let reached = [
+                std::fs::read("/etc/passwd").is_ok(),
+                std::fs::read("Cargo.toml").is_ok(),
+                std::fs::write("/tmp/sluice-chaos-escape", b"x").is_ok(),
+                std::fs::read_dir("/").is_ok(),
+                std::fs::create_dir("escape").is_ok(),
+                std::env::current_dir().is_ok_and(|d| d.read_dir().is_ok()),
+            ];
+            ev.set_header("reached", reached.iter().filter(|r| **r).count().to_string());
+            Ok(Verdict::Keep(ev))
+        }
+        b"wasi-env" => {
+            let n = std::env::vars_os().count() + std::env::args_os().count();
+            ev.set_header("env", n.to_string());
+            Ok(Verdict::Keep(ev))
+        }
+        b"wasi-clock" => {
+            let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).is_ok();
+            let start = std::time::Instant::now();
+            let moved = (0..1000).any(|_| start.elapsed() > Duration::ZERO);
+            ev.set_header("clock", format!("wall={wall} monotonic={moved}"));
+            Ok(Verdict::Keep(ev))
+        }
+        b"nap" => {
+            std::thread::sleep(Duration::from_millis(1));
+            ev.set_header("slept", "1ms");
+            Ok(Verdict::Keep(ev))
+        }
+        b"sleep" => {
+            std::thread::sleep(Duration::from_secs(3600));
+            ev.set_header("slept", "1h");
+            Ok(Verdict::Keep(ev))
+        }
+        b"random" => {
+            let bytes = wasip2::random::random::get_random_bytes(4 << 30);
+            ev.set_header("random", bytes.len().to_string());
+            Ok(Verdict::Keep(ev))
+        }
+        b"log-flood" => {
+            for i in 0..20_000 {
+                sluice_guest::log(Level::Info, &format!("chaos flood line {i}"));
+            }
+            sluice_guest::log(Level::Warn, &"L".repeat(8 << 20));
+            ev.set_header("flooded", "log");
+            Ok(Verdict::Keep(ev))
+        }
+        b"print-flood" => {
+            for i in 0..20_000 {
+                println!("chaos print line {i}");
+            }
+            println!("{}", "P".repeat(8 << 20));
+            ev.set_header("flooded", "stdout");
+            Ok(Verdict::Keep(ev))
+        }
+        b"counter-spam" => {
+            for i in 0..5_000 {
+                sluice_guest::counter_add(&format!("chaos_counter_{i}"), 1);
+            }
+            ev.set_header("counters", "5000");
             Ok(Verdict::Keep(ev))
         }
         _ => {

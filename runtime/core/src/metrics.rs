@@ -121,6 +121,7 @@ pub struct Metrics {
     plugin_swaps: Family<PluginLabel, Counter>,
     plugin_swap_failures: Family<PluginLabel, Counter>,
     plugin_counters: Family<PluginCounterLabels, Counter>,
+    plugin_limited: Family<PluginKindLabels, Counter>,
     plugin_healthy: Family<PluginLabel, Gauge>,
     endpoint_sent: Family<EndpointLabels, Counter>,
     endpoint_acked: Family<EndpointLabels, Counter>,
@@ -184,6 +185,7 @@ impl Metrics {
             plugin_swaps: Family::default(),
             plugin_swap_failures: Family::default(),
             plugin_counters: Family::default(),
+            plugin_limited: Family::default(),
             plugin_healthy: Family::default(),
             endpoint_sent: Family::default(),
             endpoint_acked: Family::default(),
@@ -313,6 +315,12 @@ impl Metrics {
             "plugin_counter",
             "Counters a plugin reports through the host interface",
             m.plugin_counters.clone(),
+        );
+        r.register(
+            "plugin_limited",
+            "Host calls a plugin made past a sandbox limit, by kind (log lines dropped or cut, \
+             counter names refused, sleeps refused)",
+            m.plugin_limited.clone(),
         );
         r.register(
             "plugin_healthy",
@@ -524,6 +532,7 @@ impl Metrics {
             swaps: self.plugin_swaps.get_or_create(&l).clone(),
             swap_failures: self.plugin_swap_failures.get_or_create(&l).clone(),
             counters: self.plugin_counters.clone(),
+            limited: self.plugin_limited.clone(),
             healthy: self.plugin_healthy.get_or_create(&l).clone(),
         }
     }
@@ -772,6 +781,7 @@ pub struct PluginMetrics {
     pub swaps: Counter,
     pub swap_failures: Counter,
     counters: Family<PluginCounterLabels, Counter>,
+    limited: Family<PluginKindLabels, Counter>,
     pub healthy: Gauge,
 }
 
@@ -792,6 +802,16 @@ impl PluginMetrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a host call refused or cut by a sandbox limit (`kind` names the limit).
+    pub fn limited(&self, kind: &str) -> Counter {
+        self.limited
+            .get_or_create(&PluginKindLabels {
+                plugin: self.plugin.clone(),
+                kind: kind.to_owned(),
+            })
+            .clone()
     }
 
     pub fn counter(&self, name: &str) -> Counter {

@@ -15,6 +15,7 @@ pub mod host;
 pub mod interceptor;
 pub mod oci;
 pub mod packed;
+pub mod quota;
 pub mod sandbox;
 pub mod selector;
 pub mod slot;
@@ -140,7 +141,12 @@ impl CallFailure {
             FailureKind::Deadline => {
                 "call exceeded its deadline (runaway plugin interrupted)".to_owned()
             }
-            _ => format!("{e:#}").lines().next().unwrap_or("trap").to_owned(),
+            // The trap itself, or the reason a host function failed the call (a sleep past
+            // the deadline, a refused request), not wasmtime's backtrace header.
+            _ => match e.downcast_ref::<wasmtime::Trap>() {
+                Some(t) => t.to_string(),
+                None => e.root_cause().to_string(),
+            },
         };
         CallFailure { kind, message }
     }

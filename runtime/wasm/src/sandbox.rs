@@ -1,26 +1,39 @@
 //! What a plugin instance can touch: per-store state, limits, and the linker.
 //!
 //! WASI is deny-all: no preopened directories, no environment, no arguments, no network;
-//! stdout and stderr go to the agent's log. A component that imports anything beyond the
-//! `sluice:plugin` host interface and the harmless WASI interfaces is refused at load with
-//! the name of the import.
+//! stdout and stderr go to the agent's log (cut and rate-limited by the plugin's
+//! [`GuestQuota`]). A component that imports anything beyond the `sluice:plugin` host
+//! interface and the harmless WASI interfaces is refused at load with the name of the import.
+//! Sleeps are allowed only within the call's deadline: a WASI sleep blocks in the host, where
+//! the epoch deadline cannot interrupt it, so one past the deadline fails the call at once.
+//! Random bytes are capped per request ([`MAX_RANDOM_BYTES`]).
 
 use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use wasmtime::{
-    Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder,
-    component::{Component, Linker, ResourceTable, types::ComponentItem},
+    Engine, ResourceLimiter, StoreContextMut, StoreLimits, StoreLimitsBuilder,
+    component::{Component, Linker, Resource, ResourceTable, types::ComponentItem},
 };
 use wasmtime_wasi::{
-    WasiCtx, WasiCtxView, WasiView,
+    HostMonotonicClock, WasiCtx, WasiCtxView, WasiView,
     cli::{IsTerminal, StdoutStream},
+    p2::{DynPollable, Pollable},
 };
 
-use super::{PluginError, PluginMetrics};
+use super::{PluginError, quota::GuestQuota};
+
+/// Most random bytes one `get-random-bytes` call may ask for (WASI's default is 64 MiB, which
+/// the host allocates before the guest's memory cap applies).
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// The WASI clock interface whose sleeps are bounded (the version wasmtime-wasi provides;
+/// guests built against older 0.2 versions link to it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// Import prefixes a plugin may use. Filesystem and clocks are linked but reach nothing
 /// dangerous: there are no preopened directories.
@@ -38,8 +51,11 @@ pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: Limits,
-    plugin: Arc<str>,
-    metrics: PluginMetrics,
+    quota: Arc<GuestQuota>,
+    /// The guest's monotonic clock counts from here.
+    clock_origin: Instant,
+    /// When the current call's deadline passes: no sleep may end later.
+    call_ends: Instant,
 }
 
 impl WasiView for StoreState {
@@ -52,41 +68,82 @@ impl WasiView for StoreState {
 }
 
 impl StoreState {
-    pub fn new(plugin: &Arc<str>, memory_limit: usize, metrics: PluginMetrics) -> Self {
+    pub fn new(quota: &Arc<GuestQuota>, memory_limit: usize) -> Self {
+        let clock_origin = Instant::now();
         let wasi = WasiCtx::builder()
             .stdout(LogStream {
-                plugin: plugin.clone(),
+                quota: quota.clone(),
                 stream: "stdout",
             })
             .stderr(LogStream {
-                plugin: plugin.clone(),
+                quota: quota.clone(),
                 stream: "stderr",
             })
+            .monotonic_clock(GuestClock(clock_origin))
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         StoreState {
             wasi,
             table: ResourceTable::new(),
             limits: Limits::new(memory_limit),
-            plugin: plugin.clone(),
-            metrics,
+            quota: quota.clone(),
+            clock_origin,
+            call_ends: clock_origin,
         }
+    }
+
+    /// Starts a call (or `init`) that may run for `budget`.
+    pub(super) fn start_call(&mut self, budget: Duration) {
+        let now = Instant::now();
+        self.call_ends = now.checked_add(budget).unwrap_or(now);
     }
 
     pub(super) fn host_log(&self, level: tracing::Level, message: &str) {
-        let plugin = &*self.plugin;
-        match level {
-            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
-            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
-            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
-            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
-        }
+        self.quota.log(level, None, message.as_bytes(), 0);
     }
 
     pub(super) fn host_counter_add(&self, name: &str, delta: i64) {
-        if delta > 0 {
-            self.metrics.counter(name).inc_by(delta as u64);
-        }
+        self.quota.counter_add(name, delta);
+    }
+
+    /// A pollable that is ready after `duration`, unless that is past the call's deadline: then
+    /// the call fails now instead of blocking the agent's thread where no deadline reaches.
+    fn sleep(&mut self, duration: Duration) -> wasmtime::Result<Resource<DynPollable>> {
+        let now = Instant::now();
+        let ends = now.checked_add(duration).filter(|&t| t <= self.call_ends);
+        let Some(ends) = ends else {
+            self.quota.note_sleep_refused();
+            wasmtime::bail!(
+                "plugin asked to sleep {duration:?}, past its call's deadline (sleeps must end \
+                 within the deadline)"
+            );
+        };
+        let sleep = self
+            .table
+            .push(Sleep(tokio::time::Instant::from_std(ends)))?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, sleep)
+    }
+}
+
+/// The guest's monotonic clock: nanoseconds since its instance started.
+struct GuestClock(Instant);
+
+impl HostMonotonicClock for GuestClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// A guest's sleep, already checked against its call's deadline.
+struct Sleep(tokio::time::Instant);
+
+#[async_trait::async_trait]
+impl Pollable for Sleep {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
     }
 }
 
@@ -171,7 +228,31 @@ pub fn linker(engine: &Engine) -> Result<Linker<StoreState>, PluginError> {
         |s| s,
     )
     .map_err(|e| PluginError::Engine(e.to_string()))?;
+    bound_sleeps(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     Ok(linker)
+}
+
+/// Replaces WASI's sleeps (`subscribe-duration`, `subscribe-instant`) with ones bounded by the
+/// call's deadline.
+fn bound_sleeps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: StoreContextMut<'_, StoreState>, (nanos,): (u64,)| {
+            Ok((cx.data_mut().sleep(Duration::from_nanos(nanos))?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: StoreContextMut<'_, StoreState>, (when,): (u64,)| {
+            let s = cx.data_mut();
+            let now = s.clock_origin.elapsed().as_nanos() as u64;
+            Ok((s.sleep(Duration::from_nanos(when.saturating_sub(now)))?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Refuses a component importing anything outside [`ALLOWED_IMPORTS`].
@@ -205,7 +286,7 @@ pub fn check_imports(engine: &Engine, component: &Component) -> Result<(), Plugi
 
 /// Guest stdout/stderr, line by line into the log.
 struct LogStream {
-    plugin: Arc<str>,
+    quota: Arc<GuestQuota>,
     stream: &'static str,
 }
 
@@ -218,32 +299,33 @@ impl IsTerminal for LogStream {
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(LogWriter {
-            plugin: self.plugin.clone(),
+            quota: self.quota.clone(),
             stream: self.stream,
             line: Vec::new(),
+            cut: 0,
         })
     }
 }
 
 struct LogWriter {
-    plugin: Arc<str>,
+    quota: Arc<GuestQuota>,
     stream: &'static str,
     line: Vec<u8>,
+    /// Bytes of the current line left out: only [`MAX_LINE`](super::quota::MAX_LINE) are
+    /// buffered, so a plugin cannot flood memory.
+    cut: usize,
 }
-
-/// Longest line kept; the rest of a longer line is cut (a plugin cannot flood memory).
-const MAX_LINE: usize = 4096;
 
 impl LogWriter {
     fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(
-            plugin = &*self.plugin,
-            stream = self.stream,
-            "{}",
-            text.trim_end()
+        self.quota.log(
+            tracing::Level::INFO,
+            Some(self.stream),
+            &self.line,
+            self.cut,
         );
         self.line.clear();
+        self.cut = 0;
     }
 }
 
@@ -256,8 +338,10 @@ impl tokio::io::AsyncWrite for LogWriter {
         for &b in buf {
             if b == b'\n' {
                 self.emit();
-            } else if self.line.len() < MAX_LINE {
+            } else if self.line.len() < super::quota::MAX_LINE {
                 self.line.push(b);
+            } else {
+                self.cut += 1;
             }
         }
         Poll::Ready(Ok(buf.len()))

@@ -24,6 +24,7 @@ use super::{
     bindings::{interceptor, packed, selector, serde},
     engine::{EPOCH_TICK, PluginEngine},
     oci::{self, OciRef},
+    quota::GuestQuota,
     sandbox::{self, StoreState},
 };
 
@@ -103,6 +104,8 @@ pub struct PluginSlot {
     current: RwLock<Arc<Loaded>>,
     version: AtomicU64,
     pub metrics: PluginMetrics,
+    /// Log lines and counter names, shared by every instance of every version.
+    quota: Arc<GuestQuota>,
     stats: Stats,
     unhealthy: AtomicBool,
     /// Channel names a selector's `init` receives (kept to validate swapped versions).
@@ -174,6 +177,7 @@ impl PluginSlot {
             linker,
             current: RwLock::new(Arc::new(loaded)),
             version: AtomicU64::new(1),
+            quota: GuestQuota::new(name.into(), metrics.clone()),
             metrics,
             stats: Stats::default(),
             unhealthy: AtomicBool::new(false),
@@ -236,11 +240,13 @@ impl PluginSlot {
     ) -> Result<Live, PluginError> {
         let mut store = Store::new(
             &self.engine.engine,
-            StoreState::new(&self.name, self.memory_limit, self.metrics.clone()),
+            StoreState::new(&self.quota, self.memory_limit),
         );
         store.limiter(|s| &mut s.limits);
         let init_ticks = (INIT_DEADLINE.as_micros() / EPOCH_TICK.as_micros()) as u64;
-        store.set_epoch_deadline(self.deadline_ticks.max(init_ticks));
+        let init_ticks = self.deadline_ticks.max(init_ticks);
+        store.set_epoch_deadline(init_ticks);
+        store.data_mut().start_call(EPOCH_TICK * init_ticks as u32);
         let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
         // Instantiate through the world's bindings, then call its `init` with `args`.
         macro_rules! bind {
@@ -280,7 +286,9 @@ impl PluginSlot {
         f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallFailure> {
         live.store.set_epoch_deadline(self.deadline_ticks);
-        live.store.data_mut().limits.take_memory_refused();
+        let state = live.store.data_mut();
+        state.limits.take_memory_refused();
+        state.start_call(EPOCH_TICK * self.deadline_ticks as u32);
         let started = Instant::now();
         let result = outside_async(|| f(&mut live.store, &live.bound));
         self.metrics

@@ -148,7 +148,7 @@ impl SinkSet {
                         result: Ok(()),
                     };
                 }
-                Err(e @ DeliveryError::Retriable { .. }) => {
+                Err(e @ (DeliveryError::Retriable { .. } | DeliveryError::Unreachable(_))) => {
                     m.metrics.retries.inc();
                     if self.policy != Policy::Single {
                         tracing::warn!(sink = %m.name, error = %e, "sink failed; trying the next one in the group");

@@ -34,6 +34,12 @@ pub enum DeliveryError {
     /// The whole batch can never be delivered (e.g. the server refused its content).
     #[error("{0}")]
     Permanent(String),
+    /// The destination could not be reached at all (connection refused, no route): nothing
+    /// was sent, so no event of the batch can be at fault. The runner retries until the
+    /// destination is back without spending the batch's attempt budget, so an outage of any
+    /// length sends nothing to the DLQ and loses nothing from a durable channel.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl DeliveryError {

@@ -173,6 +173,8 @@ impl SinkRunner {
         let mut poison: Vec<Poison> = Vec::new();
         let mut dead_class = Class::Permanent;
         let mut attempts = 0u32;
+        // Consecutive failures to reach the destination at all (they spend no attempts).
+        let mut outage = 0u64;
         let mut delivered = Credits::default();
         loop {
             attempts += 1;
@@ -228,6 +230,15 @@ impl SinkRunner {
                         break;
                     }
                     pending = order.bring_forward(lease.events_mut(), &retriable);
+                    None
+                }
+                Err(DeliveryError::Unreachable(reason)) => {
+                    // Not an attempt on these events: they never left.
+                    attempts -= 1;
+                    outage += 1;
+                    if outage == 1 || outage.is_power_of_two() {
+                        tracing::warn!(sink = %self.name, failures = outage, error = %reason, "destination unreachable; retrying until it is back (the batch's attempts are not spent)");
+                    }
                     None
                 }
                 Err(DeliveryError::Retriable {
@@ -401,9 +412,11 @@ mod tests {
         },
     };
 
-    /// Fails `fail_first` calls retriably, rejects bodies starting with "bad", records the rest.
+    /// Fails `fail_first` calls retriably (or as unreachable), rejects bodies starting with
+    /// "bad", records the rest.
     struct Scripted {
         fail_first: u32,
+        unreachable: bool,
         calls: u32,
         got: Arc<Mutex<Vec<String>>>,
     }
@@ -413,7 +426,11 @@ mod tests {
         async fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), DeliveryError> {
             self.calls += 1;
             if self.calls <= self.fail_first {
-                return Err(DeliveryError::retriable("flaky"));
+                return Err(if self.unreachable {
+                    DeliveryError::Unreachable("connection refused".into())
+                } else {
+                    DeliveryError::retriable("flaky")
+                });
             }
             let mut rejected = Vec::new();
             for (i, e) in batch.iter().enumerate() {
@@ -448,6 +465,15 @@ mod tests {
         attempts: u32,
         bodies: &[&str],
     ) -> (Vec<String>, Vec<Event>, Arc<MemoryChannel>) {
+        run_with(fail_first, false, attempts, bodies).await
+    }
+
+    async fn run_with(
+        fail_first: u32,
+        unreachable: bool,
+        attempts: u32,
+        bodies: &[&str],
+    ) -> (Vec<String>, Vec<Event>, Arc<MemoryChannel>) {
         let m = Metrics::new();
         let ch = Arc::new(MemoryChannel::new(100, None));
         let dlq = Arc::new(MemoryChannel::new(100, None));
@@ -457,6 +483,7 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = Scripted {
             fail_first,
+            unreachable,
             calls: 0,
             got: got.clone(),
         };
@@ -497,6 +524,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreachable_destination_spends_no_attempts() {
+        // 50 failures to connect against a budget of 4 attempts: an outage, not poison.
+        let (got, dead, ch) = run_with(50, true, 4, &["a", "b"]).await;
+        assert_eq!(got, ["a", "b"]);
+        assert!(dead.is_empty());
+        assert_eq!(ch.stats().events, 0);
+    }
+
+    #[tokio::test]
     async fn an_exhausted_budget_dead_letters_instead_of_retrying_forever() {
         let (got, dead, ch) = run(100, 4, &["a", "b"]).await;
         assert!(got.is_empty());
@@ -523,6 +559,7 @@ mod tests {
         ch.put(vec![Event::new("a")]).await.unwrap();
         let sink = Scripted {
             fail_first: u32::MAX,
+            unreachable: false,
             calls: 0,
             got: Arc::default(),
         };

@@ -89,6 +89,8 @@ enum Sent {
         /// The server is overloaded (429, 503): start no more requests of this batch.
         throttle: bool,
     },
+    /// No connection could be made: the request never left.
+    Unreachable(String),
     Reject(String),
 }
 
@@ -271,12 +273,19 @@ impl HttpSink {
         let mut retriable: Vec<usize> = Vec::new();
         let mut first_reason: Option<String> = None;
         let mut after: Option<Duration> = None;
+        // Whether every request that failed could not even connect.
+        let mut unreachable = true;
         for (unit, s) in units.into_iter().zip(sent) {
             match s.unwrap_or_else(not_sent) {
                 Sent::Delivered => {}
+                Sent::Unreachable(reason) => {
+                    retriable.extend(unit.indices);
+                    first_reason.get_or_insert(reason);
+                }
                 Sent::Retry {
                     reason, after: a, ..
                 } => {
+                    unreachable = false;
                     retriable.extend(unit.indices);
                     first_reason.get_or_insert(reason);
                     if let Some(a) = a {
@@ -284,6 +293,7 @@ impl HttpSink {
                     }
                 }
                 Sent::Reject(reason) => {
+                    unreachable = false;
                     rejected.extend(unit.indices.into_iter().map(|i| (i, reason.clone())));
                 }
             }
@@ -292,6 +302,8 @@ impl HttpSink {
         self.not_before = after.map(|a| Instant::now() + a);
         if rejected.is_empty() && retriable.is_empty() {
             Ok(())
+        } else if unreachable && retriable.len() == total {
+            Err(DeliveryError::Unreachable(first_reason.unwrap_or_default()))
         } else if rejected.is_empty() && retriable.len() == total {
             Err(DeliveryError::Retriable {
                 reason: first_reason.unwrap_or_default(),
@@ -431,6 +443,9 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
     const READ_AT_MOST: usize = 1 << 20;
     let mut resp = match request.send().await {
         Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return Sent::Unreachable(format!("cannot connect: {}", with_causes(&e)));
+        }
         Err(e) => {
             return Sent::Retry {
                 reason: format!("request failed: {}", with_causes(&e)),

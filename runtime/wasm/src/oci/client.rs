@@ -376,7 +376,7 @@ fn refused_or(r: &OciRef, digest: &str, e: OciDistributionError, creds: &Registr
 }
 
 /// A manifest in the CNCF Wasm layout: the right config type and exactly one component layer.
-fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, OciError> {
+pub fn parse_manifest(r: &OciRef, bytes: &[u8]) -> Result<OciImageManifest, OciError> {
     let m: OciImageManifest =
         serde_json::from_slice(bytes).map_err(|source| OciError::NotAManifest {
             reference: r.to_string(),
