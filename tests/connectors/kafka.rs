@@ -647,8 +647,9 @@ sinks:
         .cuts
         .load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "chaos kafka → rocksdb → kafka (broker outage): proxy cuts {cuts}, broker down {outage:?}, peak RSS {:.1} MiB",
-        peak as f64 / (1 << 20) as f64
+        "chaos kafka → rocksdb → kafka (broker outage): proxy cuts {cuts}, broker down {outage:?}, peak RSS {:.1} MiB, producer replaced {} times",
+        peak as f64 / (1 << 20) as f64,
+        log.matches("replacing the producer").count()
     );
     Report::check(0, &sent, &sent, &bodies)
         .assert_safe("kafka → rocksdb → kafka (broker outage)", &log);

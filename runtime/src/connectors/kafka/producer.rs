@@ -241,7 +241,9 @@ pub(crate) fn classify_code(code: RDKafkaErrorCode) -> Class {
         | C::InvalidArgument
         | C::KeySerialization
         | C::ValueSerialization => Class::Reject,
-        C::Fatal => Class::Fatal,
+        // The idempotent producer's identity is no longer accepted (a broker fences it, e.g.
+        // after an outage): no retry with this producer can succeed, a new one must be made.
+        C::Fatal | C::ProducerFenced | C::InvalidProducerEpoch => Class::Fatal,
         // Timeouts, a full queue, leader elections, brokers down, and unknown topics or
         // partitions (a topic may be created later, or appear once metadata propagates).
         _ => Class::Retry,
@@ -334,6 +336,8 @@ mod tests {
         assert_eq!(class(RDKafkaErrorCode::UnknownTopic), Class::Retry);
         assert_eq!(class(RDKafkaErrorCode::NotEnoughReplicas), Class::Retry);
         assert_eq!(class(RDKafkaErrorCode::Fatal), Class::Fatal);
+        assert_eq!(class(RDKafkaErrorCode::ProducerFenced), Class::Fatal);
+        assert_eq!(class(RDKafkaErrorCode::InvalidProducerEpoch), Class::Fatal);
         assert_eq!(classify(&KafkaError::Canceled), Class::Retry);
     }
 

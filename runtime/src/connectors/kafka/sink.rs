@@ -266,9 +266,11 @@ impl Sink for KafkaSink {
         let producer = self.producer()?;
         let mut failures = Failures::default();
         produce_batch(&producer, &self.routing, batch, &mut failures).await;
+        // librdkafka may also have raised a fatal error of its own (reported on the client).
+        let fatal = failures.fatal || producer.client().fatal_error().is_some();
         // Never the last handle dropped here: closing a client may block.
         drop(producer);
-        if failures.fatal {
+        if fatal {
             tracing::warn!(sink = %self.name, "fatal kafka producer error; replacing the producer");
             if let Some(p) = self.producer.take() {
                 drop_detached(p);
