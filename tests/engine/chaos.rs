@@ -115,8 +115,110 @@ fn kill_loop(dir: &Path, pipeline: &str, mut feed: impl FnMut()) -> (Agent, usiz
     (agent, total, logs)
 }
 
-/// http → rocksdb → file: a client posts 20 events per request and counts a request as
-/// acknowledged on 200; the agent is SIGKILLed at random moments and started again.
+/// A client of an `http` source: each call posts the next 20 events in one request and
+/// counts them as acknowledged on a 200.
+#[cfg(feature = "http")]
+struct Poster {
+    port: u16,
+    next: u64,
+    sent: BTreeSet<u64>,
+    acked: BTreeSet<u64>,
+}
+
+#[cfg(feature = "http")]
+impl Poster {
+    fn new(port: u16) -> Poster {
+        Poster {
+            port,
+            next: 0,
+            sent: BTreeSet::new(),
+            acked: BTreeSet::new(),
+        }
+    }
+
+    /// One request; `pause` after it, so the backlog of an outage stays a few hundred
+    /// thousand events.
+    fn feed(&mut self, pause: Duration) {
+        let seqs = self.next..self.next + 20;
+        self.next += 20;
+        let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
+        self.sent.extend(seqs.clone());
+        match post(self.port, &text) {
+            Some(200) => self.acked.extend(seqs),
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// A writer appending 50 events per call to a tailed file; what is written counts as
+/// acknowledged (the file is the upstream that must not lose it).
+struct Appender {
+    file: std::fs::File,
+    next: u64,
+    written: BTreeSet<u64>,
+}
+
+impl Appender {
+    fn new(path: &Path) -> Appender {
+        std::fs::write(path, "").unwrap();
+        Appender {
+            file: std::fs::OpenOptions::new().append(true).open(path).unwrap(),
+            next: 0,
+            written: BTreeSet::new(),
+        }
+    }
+
+    fn feed(&mut self, pause: Duration) {
+        let text: String = (self.next..self.next + 50)
+            .map(|s| body(s) + "\n")
+            .collect();
+        self.file.write_all(text.as_bytes()).unwrap();
+        self.written.extend(self.next..self.next + 50);
+        self.next += 50;
+        std::thread::sleep(pause);
+    }
+}
+
+/// http source on `port` → rocksdb → `sink` (a flow mapping, draining `disk`).
+fn http_pipeline(d: &Path, port: u16, sink: &str) -> String {
+    format!(
+        "channels:
+  disk: {{ type: rocksdb, path: '{}/disk' }}
+sources:
+  web: {{ type: http, listen: '127.0.0.1:{port}', codec: lines, channels: [disk] }}
+sinks:
+  out: {sink}
+",
+        d.display()
+    )
+}
+
+/// file source tailing `input` → rocksdb → `sink` (a flow mapping, draining `disk`).
+fn tail_pipeline(d: &Path, input: &Path, sink: &str) -> String {
+    format!(
+        "channels:
+  disk: {{ type: rocksdb, path: '{d}/disk' }}
+sources:
+  logs: {{ type: file, paths: ['{input}'], position_file: '{d}/pos.json', start_at: beginning, poll_interval: 50ms, batch_size: 200, channels: [disk] }}
+sinks:
+  out: {sink}
+",
+        d = d.display(),
+        input = input.display()
+    )
+}
+
+fn file_sink(out: &Path) -> String {
+    format!(
+        "{{ type: file, channel: disk, path: '{}', batch_size: 100 }}",
+        out.display()
+    )
+}
+
+/// http → rocksdb → file: the agent is SIGKILLed at random moments and started again while a
+/// client posts.
 #[cfg(feature = "http")]
 #[test]
 fn http_to_rocksdb_to_file_through_sigkills() {
@@ -124,73 +226,29 @@ fn http_to_rocksdb_to_file_through_sigkills() {
     let d = dir.path();
     let port = crate::common::free_port();
     let out = d.join("out.log");
-    let pipeline = format!(
-        "channels:
-  disk: {{ type: rocksdb, path: '{}/disk' }}
-sources:
-  web: {{ type: http, listen: '127.0.0.1:{port}', codec: lines, channels: [disk] }}
-sinks:
-  out: {{ type: file, channel: disk, path: '{}', batch_size: 100 }}
-",
-        d.display(),
-        out.display()
-    );
-    let (mut sent, mut acked) = (BTreeSet::new(), BTreeSet::new());
-    let mut next = 0u64;
-    let (agent, total, logs) = kill_loop(d, &pipeline, || {
-        let seqs = next..next + 20;
-        next += 20;
-        let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
-        sent.extend(seqs.clone());
-        match post(port, &text) {
-            Some(200) => acked.extend(seqs),
-            Some(_) => {}
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
+    let mut client = Poster::new(port);
+    let (agent, total, logs) = kill_loop(d, &http_pipeline(d, port, &file_sink(&out)), || {
+        client.feed(Duration::ZERO)
     });
-    let (delivered, log) = drain(agent, &out, &acked);
-    Report::check(total, &sent, &acked, &delivered)
+    let (delivered, log) = drain(agent, &out, &client.acked);
+    Report::check(total, &client.sent, &client.acked, &delivered)
         .assert_safe("http → rocksdb → file", &(logs + &log));
 }
 
-/// file tail → rocksdb → file: a writer appends events to the tailed file all along (what
-/// is written is "acknowledged": the file is the upstream that must not lose it); the agent
-/// is SIGKILLed at random moments and started again.
+/// file tail → rocksdb → file: the agent is SIGKILLed at random moments and started again
+/// while a writer appends.
 #[cfg(feature = "rocksdb")]
 #[test]
 fn tail_to_rocksdb_to_file_through_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let input = d.join("in.log");
-    let out = d.join("out.log");
-    std::fs::write(&input, "").unwrap();
-    let pipeline = format!(
-        "channels:
-  disk: {{ type: rocksdb, path: '{d}/disk' }}
-sources:
-  logs: {{ type: file, paths: ['{input}'], position_file: '{d}/pos.json', start_at: beginning, poll_interval: 50ms, batch_size: 200, channels: [disk] }}
-sinks:
-  out: {{ type: file, channel: disk, path: '{out}', batch_size: 100 }}
-",
-        d = d.display(),
-        input = input.display(),
-        out = out.display()
-    );
-    let mut written = BTreeSet::new();
-    let mut next = 0u64;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&input)
-        .unwrap();
-    let (agent, total, logs) = kill_loop(d, &pipeline, || {
-        let text: String = (next..next + 50).map(|s| body(s) + "\n").collect();
-        file.write_all(text.as_bytes()).unwrap();
-        written.extend(next..next + 50);
-        next += 50;
-        std::thread::sleep(Duration::from_millis(2));
+    let (input, out) = (d.join("in.log"), d.join("out.log"));
+    let mut writer = Appender::new(&input);
+    let (agent, total, logs) = kill_loop(d, &tail_pipeline(d, &input, &file_sink(&out)), || {
+        writer.feed(Duration::from_millis(2))
     });
-    let (delivered, log) = drain(agent, &out, &written);
-    Report::check(total, &written, &written, &delivered)
+    let (delivered, log) = drain(agent, &out, &writer.written);
+    Report::check(total, &writer.written, &writer.written, &delivered)
         .assert_safe("tail → rocksdb → file", &(logs + &log));
 }
 
@@ -318,8 +376,7 @@ fn http_sink(proxy: &Proxy) -> String {
 }
 
 /// http → rocksdb → http: the sink's destination behind a proxy that cuts connections and
-/// then goes away for 30 s, the agent SIGKILLed 8 times; the client counts a request as
-/// acknowledged on 200.
+/// then goes away for 30 s, the agent SIGKILLed 8 times.
 #[cfg(all(feature = "http", feature = "rocksdb"))]
 #[test]
 fn http_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
@@ -328,38 +385,17 @@ fn http_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
     let receiver = HttpReceiver::start(Duration::ZERO, true);
     let proxy = Proxy::start(receiver.port);
     let port = crate::common::free_port();
-    let pipeline = format!(
-        "channels:
-  disk: {{ type: rocksdb, path: '{}/disk' }}
-sources:
-  web: {{ type: http, listen: '127.0.0.1:{port}', codec: lines, channels: [disk] }}
-sinks:
-  out: {}
-",
-        d.display(),
-        http_sink(&proxy)
-    );
-    let (mut sent, mut acked) = (BTreeSet::new(), BTreeSet::new());
-    let mut next = 0u64;
+    let mut client = Poster::new(port);
+    let pipeline = http_pipeline(d, port, &http_sink(&proxy));
     let (agent, faults, logs) = fault_run(d, &pipeline, &proxy, || {
-        let seqs = next..next + 20;
-        next += 20;
-        let text: String = seqs.clone().map(|s| body(s) + "\n").collect();
-        sent.extend(seqs.clone());
-        match post(port, &text) {
-            Some(200) => acked.extend(seqs),
-            Some(_) => {}
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        client.feed(Duration::from_millis(2))
     });
-    let (delivered, log) = drain_receiver(agent, &receiver, &acked);
-    let report = Report::check(faults.kills, &sent, &acked, &delivered);
+    let (delivered, log) = drain_receiver(agent, &receiver, &client.acked);
+    let report = Report::check(faults.kills, &client.sent, &client.acked, &delivered);
     assert_proxy_run("http → rocksdb → http", report, &faults, &(logs + &log));
 }
 
-/// file tail → rocksdb → http, through the same faults; every line written counts as
-/// acknowledged.
+/// file tail → rocksdb → http, through the same faults.
 #[cfg(all(feature = "http", feature = "rocksdb"))]
 #[test]
 fn tail_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
@@ -368,33 +404,82 @@ fn tail_to_rocksdb_to_http_through_cuts_an_outage_and_sigkills() {
     let receiver = HttpReceiver::start(Duration::ZERO, true);
     let proxy = Proxy::start(receiver.port);
     let input = d.join("in.log");
-    std::fs::write(&input, "").unwrap();
-    let pipeline = format!(
+    let mut writer = Appender::new(&input);
+    let pipeline = tail_pipeline(d, &input, &http_sink(&proxy));
+    let (agent, faults, logs) = fault_run(d, &pipeline, &proxy, || {
+        writer.feed(Duration::from_millis(5))
+    });
+    let (delivered, log) = drain_receiver(agent, &receiver, &writer.written);
+    let report = Report::check(faults.kills, &writer.written, &writer.written, &delivered);
+    assert_proxy_run("tail → rocksdb → http", report, &faults, &(logs + &log));
+}
+
+/// file tail → rocksdb → `sluice` hop → rocksdb → file: an edge tails a file and sends to a
+/// collector through a TCP proxy. The collector goes through [`fault_run`] (cuts, a 30 s
+/// outage, 8 SIGKILLs); the edge is SIGKILLed too, every 3 s. Every line written counts as
+/// acknowledged.
+#[cfg(all(feature = "hop", feature = "rocksdb"))]
+#[test]
+fn tail_to_a_hop_to_a_collector_through_cuts_an_outage_and_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hop = crate::common::free_port();
+    let proxy = Proxy::start(hop);
+    let input = d.join("in.log");
+    let out = d.join("out.log");
+    let collector = format!(
         "channels:
-  disk: {{ type: rocksdb, path: '{d}/disk' }}
+  disk: {{ type: rocksdb, path: '{d}/collector' }}
+sources:
+  in: {{ type: sluice, listen: '127.0.0.1:{hop}', channels: [disk] }}
+sinks:
+  out: {{ type: file, channel: disk, path: '{out}', batch_size: 100 }}
+",
+        d = d.display(),
+        out = out.display()
+    );
+    let edge_pipeline = format!(
+        "channels:
+  disk: {{ type: rocksdb, path: '{d}/edge' }}
 sources:
   logs: {{ type: file, paths: ['{input}'], position_file: '{d}/pos.json', start_at: beginning, poll_interval: 50ms, batch_size: 200, channels: [disk] }}
 sinks:
-  out: {sink}
+  out:
+    type: sluice
+    channel: disk
+    endpoints: ['127.0.0.1:{port}']
+    origin: edge
+    timeout: 5s
+    retry: {{ max_attempts: unlimited, initial_backoff: 50ms, max_backoff: 1s }}
 ",
         d = d.display(),
         input = input.display(),
-        sink = http_sink(&proxy)
+        port = proxy.port
     );
-    let mut written = BTreeSet::new();
-    let mut next = 0u64;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&input)
-        .unwrap();
-    let (agent, faults, logs) = fault_run(d, &pipeline, &proxy, || {
-        let text: String = (next..next + 50).map(|s| body(s) + "\n").collect();
-        file.write_all(text.as_bytes()).unwrap();
-        written.extend(next..next + 50);
-        next += 50;
-        std::thread::sleep(Duration::from_millis(5));
+    let mut writer = Appender::new(&input);
+    let edge_dir = d.join("edge-runs");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let mut edge = Agent::start(&edge_dir, "edge0", &edge_pipeline);
+    let (mut edge_kills, mut next_edge_kill) = (0, Instant::now() + Duration::from_secs(3));
+    let mut edge_logs = String::new();
+    let (agent, mut faults, logs) = fault_run(d, &collector, &proxy, || {
+        writer.feed(Duration::from_millis(5));
+        if Instant::now() >= next_edge_kill {
+            edge.kill();
+            edge_logs = edge.log();
+            edge_kills += 1;
+            edge = Agent::start(&edge_dir, &format!("edge{edge_kills}"), &edge_pipeline);
+            next_edge_kill = Instant::now() + Duration::from_secs(3);
+        }
     });
-    let (delivered, log) = drain_receiver(agent, &receiver, &written);
-    let report = Report::check(faults.kills, &written, &written, &delivered);
-    assert_proxy_run("tail → rocksdb → http", report, &faults, &(logs + &log));
+    faults.kills += edge_kills;
+    let (delivered, log) = drain(agent, &out, &writer.written);
+    let edge_log = edge.stop_blocking();
+    let report = Report::check(faults.kills, &writer.written, &writer.written, &delivered);
+    assert_proxy_run(
+        "tail → rocksdb → hop → rocksdb → file",
+        report,
+        &faults,
+        &(logs + &log + &edge_logs + &edge_log),
+    );
 }

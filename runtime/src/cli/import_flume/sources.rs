@@ -388,7 +388,8 @@ fn taildir(c: &mut Component, cx: &mut Cx, out: &mut Map, pre: &mut Vec<Value>) 
         } else if let Some(value) = cx.raw(&p) {
             let mut m = Map::new();
             m.insert("type", "static");
-            m.insert("key", name);
+            // A header name from a property key: literal, never a reference.
+            m.insert("key", values::literal(&name));
             m.insert("value", value);
             m.insert("preserve_existing", false);
             m.comment(

@@ -309,6 +309,32 @@ a1.sinks.k2.channel = c2
     loads(&t, &[]);
 }
 
+/// A header value that looks like a reference (`${TX}`) is a literal in Flume's property key;
+/// Sluice expands `${…}` everywhere, so the translation escapes it (found by fuzzing:
+/// `fuzz/regressions/flume_import`).
+#[test]
+fn a_mapped_header_value_that_looks_like_a_reference_stays_literal() {
+    let t = translate(
+        "\
+a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.channels = c1
+a1.sources.r1.selector.type = multiplexing
+a1.sources.r1.selector.header = State
+a1.sources.r1.selector.mapping.${TX = c1
+a1.sources.r1.selector.default = c1
+a1.channels.c1.type = memory
+a1.sinks.k1.type = null
+a1.sinks.k1.channel = c1
+",
+        "a1",
+    );
+    has(&t, "        '$${TX': [c1]\n");
+    loads(&t, &[]);
+}
+
 #[test]
 fn replicating_selector_with_an_optional_channel() {
     let t = translate(

@@ -99,6 +99,13 @@ fn env_refs_at(
     Ok(out)
 }
 
+/// A literal taken from the Flume file (a header value in a property's key, which Flume never
+/// expands) as Sluice will read it back: Sluice expands `${…}` in every string of a pipeline,
+/// so each `${` is escaped as `$${`.
+pub(super) fn literal(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
 /// Whether a (converted) value still reads the environment, so it cannot be interpreted now.
 pub(super) fn has_ref(value: &str) -> bool {
     value.replace("$${", "").contains("${")

@@ -128,7 +128,7 @@ fn entries(out: &mut String, map: &Map, indent: usize, first_inline: bool) {
             }
             pad(out, indent);
         }
-        out.push_str(&scalar(&e.key));
+        out.push_str(&key(&e.key));
         out.push(':');
         after_key(out, &e.value, indent);
     }
@@ -205,7 +205,7 @@ fn inline(value: &Value) -> String {
             let parts: Vec<String> = m
                 .entries
                 .iter()
-                .map(|e| format!("{}: {}", scalar(&e.key), inline(&e.value)))
+                .map(|e| format!("{}: {}", key(&e.key), inline(&e.value)))
                 .collect();
             if parts.is_empty() {
                 "{}".to_owned()
@@ -220,17 +220,41 @@ fn pad(out: &mut String, indent: usize) {
     out.extend(std::iter::repeat_n(' ', indent));
 }
 
+/// A comment of one or more lines. Its text comes from the input file, so a character YAML
+/// would not accept, or would read as a line break (ending the comment and starting YAML of
+/// the input's choosing), is written as an escape instead.
 fn push_comment(out: &mut String, indent: usize, text: &str) {
-    for line in text.lines() {
+    for line in text.split('\n') {
         pad(out, indent);
         if line.is_empty() {
             out.push_str("#\n");
         } else {
             out.push_str("# ");
-            out.push_str(line);
+            for c in line.chars() {
+                if needs_escape(c) {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push(c);
+                }
+            }
             out.push('\n');
         }
     }
+}
+
+/// Whether `c` cannot stand as itself inside a comment or a quoted scalar: outside YAML's
+/// printable set, a control character, or a line break of YAML 1.1 or 1.2 (`\r`, NEL, LS,
+/// PS), or a byte order mark.
+fn needs_escape(c: char) -> bool {
+    let printable = matches!(c,
+        '\t' | ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    !printable || matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}')
+}
+
+/// A mapping key. Keys come from the Flume file (component names, header values, property
+/// names) and are never references, but Sluice expands `${…}` in keys too: so `${` is escaped.
+fn key(k: &str) -> String {
+    scalar(&super::values::literal(k))
 }
 
 /// A string as a YAML scalar: plain when that reads back as the same string, else quoted.
@@ -238,7 +262,7 @@ pub(super) fn scalar(s: &str) -> String {
     if is_plain_safe(s) {
         return s.to_owned();
     }
-    if s.chars().any(|c| c.is_control()) {
+    if s.chars().any(|c| c == '\t' || needs_escape(c)) {
         double_quoted(s)
     } else {
         format!("'{}'", s.replace('\'', "''"))
@@ -286,7 +310,7 @@ fn double_quoted(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -297,6 +321,25 @@ fn double_quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn characters_from_the_input_cannot_break_the_document() {
+        // NUL, DEL, a C1 control, CR, NEL and LS, BOM, U+FFFE: in a comment and in values.
+        let nasty = "a\u{0}b\u{7f}c\u{9b}d\re: [x]\u{85}f\u{2028}g\u{feff}h\u{fffe}i";
+        let mut doc = Map::default();
+        doc.insert("key", Value::Str(nasty.to_owned()));
+        doc.insert(nasty, Value::Str("v".to_owned()));
+        doc.comment("key", nasty);
+        let text = emit(&doc, &[nasty.to_owned()]);
+        let node = sluice_core::config::Node::parse(&text, &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        assert_eq!(
+            node.get("key").and_then(|n| n.as_str()),
+            Some(nasty),
+            "{text}"
+        );
+        assert_eq!(node.entries().len(), 2, "a comment became YAML:\n{text}");
+    }
 
     #[test]
     fn scalars_are_quoted_only_when_needed() {
