@@ -389,7 +389,7 @@ fn taildir(c: &mut Component, cx: &mut Cx, out: &mut Map, pre: &mut Vec<Value>) 
             let mut m = Map::new();
             m.insert("type", "static");
             // A header name from a property key: literal, never a reference.
-            m.insert("key", values::literal(&name));
+            m.insert("key", values::literal(name));
             m.insert("value", value);
             m.insert("preserve_existing", false);
             m.comment(
