@@ -436,6 +436,31 @@ fn classify(status: StatusCode, after: Option<Duration>, body: &str) -> Sent {
     }
 }
 
+/// Whether `e` failed before reaching the server at all: the connection was refused, or the
+/// host or network cannot be reached. A TLS failure is not one (the server was reached and
+/// the configuration is wrong), so it still spends the batch's attempts.
+fn unreachable(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind as K;
+    if !e.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::NetworkDown
+                    | K::AddrNotAvailable
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Sends one request and classifies the answer. The response body is read (so the
 /// connection can be reused) keeping only its start, for error reasons.
 async fn send(request: reqwest::RequestBuilder) -> Sent {
@@ -443,7 +468,7 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
     const READ_AT_MOST: usize = 1 << 20;
     let mut resp = match request.send().await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => {
+        Err(e) if unreachable(&e) => {
             return Sent::Unreachable(format!("cannot connect: {}", with_causes(&e)));
         }
         Err(e) => {
