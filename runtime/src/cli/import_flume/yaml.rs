@@ -107,6 +107,9 @@ impl Map {
     }
 }
 
+/// Longest key written the usual way (`key: value`); YAML's limit is 1024 characters.
+const MAX_IMPLICIT_KEY: usize = 1000;
+
 /// The whole document: `header` lines as comments, then `doc`.
 pub(super) fn emit(doc: &Map, header: &[String]) -> String {
     let mut out = String::new();
@@ -128,7 +131,16 @@ fn entries(out: &mut String, map: &Map, indent: usize, first_inline: bool) {
             }
             pad(out, indent);
         }
-        out.push_str(&key(&e.key));
+        let k = key(&e.key);
+        if k.len() > MAX_IMPLICIT_KEY {
+            // YAML allows implicit keys of at most 1024 characters: a longer one is explicit.
+            out.push_str("? ");
+            out.push_str(&k);
+            out.push('\n');
+            pad(out, indent);
+        } else {
+            out.push_str(&k);
+        }
         out.push(':');
         after_key(out, &e.value, indent);
     }
@@ -339,6 +351,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(node.entries().len(), 2, "a comment became YAML:\n{text}");
+    }
+
+    #[test]
+    fn a_key_too_long_for_yaml_s_implicit_keys_is_written_explicitly() {
+        let long = "k\u{0}".repeat(600);
+        let mut inner = Map::default();
+        inner.insert(long.clone(), Value::Str("v".to_owned()));
+        inner.insert("after", Value::Str("w".to_owned()));
+        let mut doc = Map::default();
+        doc.insert("m", Value::Map(inner));
+        let text = emit(&doc, &[]);
+        let node = sluice_core::config::Node::parse(&text, &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        let m = node.get("m").expect("m");
+        assert_eq!(m.get(&long).and_then(|n| n.as_str()), Some("v"), "{text}");
+        assert_eq!(m.get("after").and_then(|n| n.as_str()), Some("w"), "{text}");
     }
 
     #[test]
