@@ -51,6 +51,13 @@ build_plugin() {
 
 # What building the agent needs beyond Rust: a C++ toolchain and libclang (RocksDB's bindings),
 # cmake (bundled librdkafka), curl headers (librdkafka includes them even when unused).
+# The toolchains of Python and JavaScript plugins (`sluice plugin build` installs the pinned
+# componentize-py and componentize-js into each project from PyPI and npm).
+need_plugin_languages() {
+  command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1 || need_apt python3 python3-venv
+  command -v npm >/dev/null 2>&1 || need_apt nodejs npm
+}
+
 need_build_deps() {
   need_apt build-essential cmake libclang-dev libcurl4-openssl-dev pkg-config
 }

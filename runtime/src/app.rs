@@ -46,6 +46,9 @@ pub struct Report {
     pub channels: Vec<(String, usize)>,
     /// name, delivered, dead-lettered, discarded
     pub sinks: Vec<(String, u64, u64, u64)>,
+    /// The agent's metrics at the end, in the Prometheus text format (for benchmarks and
+    /// tests that want a counter the summary does not print).
+    pub metrics_text: String,
 }
 
 impl Report {
@@ -658,6 +661,7 @@ impl PipelineRun {
                 s.metrics.discarded.get(),
             ));
         }
+        report.metrics_text = metrics.encode();
         report
     }
 }

@@ -28,6 +28,10 @@ mod hop;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "wasm")]
+mod plugin_pacing;
+#[cfg(feature = "wasm")]
+mod plugin_templates;
+#[cfg(feature = "wasm")]
 mod plugins;
 #[cfg(feature = "rocksdb")]
 mod rocks_storage;

@@ -231,6 +231,56 @@ fn the_plugin_flag_adds_a_plugin_named_by_its_file_stem() {
     );
 }
 
+/// `sluice validate --plugin` checks a pipeline whose plugin comes from the command line; a
+/// bad `--plugin` is reported as the argument it is, not as a position in the file. The first
+/// load of a component says it compiles (and a later start, from the cache, does not); a log
+/// written to a pipe has no colour codes.
+#[test]
+fn validate_takes_plugins_and_names_a_bad_plugin_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flag.yaml");
+    std::fs::write(
+        &p,
+        "channels:\n  mem: { type: memory }\nsources:\n  gen: { type: generator, count: 1, channels: [mem], interceptors: [enrich] }\n\
+         sinks:\n  out: { type: null, channel: mem }\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let validate = |plugin: &std::ffi::OsStr| {
+        sluice()
+            .arg("validate")
+            .arg(&p)
+            .arg("--plugin")
+            .arg(plugin)
+            .env("SLUICE_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let o = validate(dist("enrich").as_os_str());
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("compiling plugin enrich (cached afterwards)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
+    let again = stderr(&validate(dist("enrich").as_os_str()));
+    assert!(!again.contains("compiling plugin"), "{again}");
+
+    let missing = dir.path().join("missing.wasm");
+    let o = validate(std::ffi::OsString::from(format!("enrich={}", missing.display())).as_os_str());
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("--plugin enrich={}", missing.display())),
+        "{err}"
+    );
+    assert!(!err.contains(":0:0"), "{err}");
+}
+
 fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice_wasm::slot::PluginSlot> {
     let m = sluice_core::metrics::Metrics::new();
     sluice_wasm::slot::PluginSlot::load(

@@ -55,9 +55,10 @@ impl Parse for Arg {
     }
 }
 
-/// The WIT package shipped with the SDK (the repository's `wit/`).
+/// The WIT package shipped with the SDK: `wit/` of this crate (a link to the repository's
+/// `wit/` in a checkout, its files in the published crate).
 fn wit_path() -> String {
-    format!("{}/../../wit", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/wit", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A path to an item of the user's crate, seen from inside the generated module.

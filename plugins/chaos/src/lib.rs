@@ -9,6 +9,10 @@
 //! clocks (`clock`), `nap` sleeps 1 ms (within any deadline), `sleep` asks to sleep an hour,
 //! `random` asks for 4 GiB of random bytes, `log-flood` logs 20,000 lines and one of 8 MiB,
 //! `print-flood` prints the same to stdout, `counter-spam` reports 5,000 counter names.
+//!
+//! Bodies for the host's pacing and recycling: `slow:<µs>` spins that long (a slow guest),
+//! `leak:<bytes>` allocates that much and never frees it (a leaky one); text after a space
+//! is ignored.
 
 use std::time::{Duration, SystemTime};
 
@@ -105,9 +109,33 @@ pub fn chaos(mut ev: Event) -> Result<Verdict, Error> {
             ev.set_header("counters", "5000");
             Ok(Verdict::Keep(ev))
         }
+        body if body.starts_with(b"slow:") => {
+            let micros = number(&body[5..])?;
+            let until = std::time::Instant::now() + Duration::from_micros(micros);
+            while std::time::Instant::now() < until {
+                std::hint::black_box(&ev);
+            }
+            ev.set_header("chaos", "ok");
+            Ok(Verdict::Keep(ev))
+        }
+        body if body.starts_with(b"leak:") => {
+            let bytes = number(&body[5..])? as usize;
+            std::mem::forget(std::hint::black_box(vec![1u8; bytes]));
+            ev.set_header("chaos", "ok");
+            Ok(Verdict::Keep(ev))
+        }
         _ => {
             ev.set_header("chaos", "ok");
             Ok(Verdict::Keep(ev))
         }
     }
+}
+
+/// The number after `slow:` or `leak:`, up to a space (the rest of a body is padding).
+fn number(digits: &[u8]) -> Result<u64, Error> {
+    let end = digits.iter().position(|&b| b == b' ').unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| Error::new("chaos: `slow:` and `leak:` take a number"))
 }

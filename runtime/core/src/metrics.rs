@@ -122,6 +122,8 @@ pub struct Metrics {
     plugin_swap_failures: Family<PluginLabel, Counter>,
     plugin_counters: Family<PluginCounterLabels, Counter>,
     plugin_limited: Family<PluginKindLabels, Counter>,
+    plugin_adjustments: Family<PluginKindLabels, Counter>,
+    plugin_call_limit: Family<PluginLabel, Gauge>,
     plugin_healthy: Family<PluginLabel, Gauge>,
     endpoint_sent: Family<EndpointLabels, Counter>,
     endpoint_acked: Family<EndpointLabels, Counter>,
@@ -186,6 +188,8 @@ impl Metrics {
             plugin_swap_failures: Family::default(),
             plugin_counters: Family::default(),
             plugin_limited: Family::default(),
+            plugin_adjustments: Family::default(),
+            plugin_call_limit: Family::default(),
             plugin_healthy: Family::default(),
             endpoint_sent: Family::default(),
             endpoint_acked: Family::default(),
@@ -321,6 +325,18 @@ impl Metrics {
             "Host calls a plugin made past a sandbox limit, by kind (log lines dropped or cut, \
              counter names refused, sleeps refused)",
             m.plugin_limited.clone(),
+        );
+        r.register(
+            "plugin_adjustments",
+            "What the host did about a plugin's limits, by kind: call size lowered or raised \
+             (calls are sized to a quarter of the deadline), instance recycled for its memory \
+             or number of calls, a failed call's events bisected",
+            m.plugin_adjustments.clone(),
+        );
+        r.register(
+            "plugin_call_limit",
+            "Events the next call into a plugin may carry (learnt from the time calls take)",
+            m.plugin_call_limit.clone(),
         );
         r.register(
             "plugin_healthy",
@@ -533,6 +549,8 @@ impl Metrics {
             swap_failures: self.plugin_swap_failures.get_or_create(&l).clone(),
             counters: self.plugin_counters.clone(),
             limited: self.plugin_limited.clone(),
+            adjustments: self.plugin_adjustments.clone(),
+            call_limit: self.plugin_call_limit.get_or_create(&l).clone(),
             healthy: self.plugin_healthy.get_or_create(&l).clone(),
         }
     }
@@ -782,6 +800,9 @@ pub struct PluginMetrics {
     pub swap_failures: Counter,
     counters: Family<PluginCounterLabels, Counter>,
     limited: Family<PluginKindLabels, Counter>,
+    adjustments: Family<PluginKindLabels, Counter>,
+    /// Events the next call may carry.
+    pub call_limit: Gauge,
     pub healthy: Gauge,
 }
 
@@ -807,6 +828,16 @@ impl PluginMetrics {
     /// Counts a host call refused or cut by a sandbox limit (`kind` names the limit).
     pub fn limited(&self, kind: &str) -> Counter {
         self.limited
+            .get_or_create(&PluginKindLabels {
+                plugin: self.plugin.clone(),
+                kind: kind.to_owned(),
+            })
+            .clone()
+    }
+
+    /// Counts something the host did about the plugin's limits (`kind` is a fixed word).
+    pub fn adjusted(&self, kind: &str) -> Counter {
+        self.adjustments
             .get_or_create(&PluginKindLabels {
                 plugin: self.plugin.clone(),
                 kind: kind.to_owned(),

@@ -578,7 +578,13 @@ fn load_plugins(b: &mut Builder<'_>, only: Option<&BTreeSet<String>>) {
         }
         let m = b.metrics.plugin(&pc.name);
         if let Err(e) = b.plugins.load(&pc.name, &pc.spec, &dir, m) {
-            b.err(pc.pos, format!("plugins.{}", pc.name), e);
+            // A plugin with no position in the file came from the command line.
+            let at = if pc.pos == Default::default() {
+                format!("--plugin {}={}", pc.name, pc.spec.path.display())
+            } else {
+                format!("plugins.{}", pc.name)
+            };
+            b.err(pc.pos, at, e);
             b.failed_plugins.insert(pc.name.clone());
         }
     }

@@ -16,6 +16,8 @@ mod dlq;
 pub mod import_flume;
 #[cfg(feature = "wasm")]
 pub mod plugin;
+#[cfg(feature = "wasm")]
+pub mod plugin_build;
 #[cfg(feature = "cli-tools")]
 mod tap;
 #[cfg(feature = "cli-tools")]
@@ -96,6 +98,10 @@ enum Command {
     Validate {
         /// Pipeline file to check.
         pipeline: PathBuf,
+        /// A Wasm plugin, as for running (`path.wasm`, `name=path.wasm` or `oci://…`): it
+        /// is loaded and checked with the pipeline. Repeatable.
+        #[arg(long = "plugin", value_name = "PLUGIN")]
+        plugins: Vec<String>,
     },
     /// Run a pipeline's unit tests: events injected at sources, conditions on what reaches
     /// channels, sinks and the DLQ (real interceptors and plugins; sinks captured).
@@ -175,7 +181,7 @@ pub fn main() -> ExitCode {
     };
     init_logging(&cli.log_level);
     match cli.command {
-        Some(Command::Validate { pipeline }) => validate(&pipeline),
+        Some(Command::Validate { pipeline, plugins }) => validate(&pipeline, &plugins),
         Some(Command::Graph { pipeline, format }) => graph(&pipeline, format),
         Some(Command::Test { files }) => unit_tests(&files),
         Some(Command::ImportFlume { properties, agent }) => import_flume(&properties, &agent),
@@ -203,9 +209,14 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},lapin=off")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 
@@ -225,8 +236,15 @@ fn print_errors(path: &std::path::Path, errors: &config::ConfigErrors) {
     eprintln!("{}: {} error(s)", path.display(), errors.0.len());
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
-    let p = match load(path, &[]) {
+fn validate(path: &std::path::Path, plugins: &[String]) -> ExitCode {
+    let plugins = match plugin_flags(plugins) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let p = match load(path, &plugins) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -1,4 +1,4 @@
-//! `sluice plugin push|pull|inspect|new|test`: the plugin author's and operator's tools.
+//! `sluice plugin push|pull|inspect|new|build|test`: the plugin author's and operator's tools.
 //!
 //! Registry commands print the one value a script wants on stdout (a digest, a path) and
 //! everything for people on stderr.
@@ -15,8 +15,12 @@ use sluice_core::event::codec::{Codec as _, CodecName, decode_line, encode_into}
 #[cfg(feature = "oci")]
 use sluice_wasm::oci::{self, OciRef, Options, cache::Cache, inspect::inspect};
 use sluice_wasm::{
-    World, codec::WasmCodec, interceptor::WasmInterceptor, selector::WasmSelector,
-    slot::PluginSlot, template::Kind,
+    World,
+    codec::WasmCodec,
+    interceptor::WasmInterceptor,
+    selector::WasmSelector,
+    slot::PluginSlot,
+    template::{Kind, Lang},
 };
 
 use crate::cli::EXIT_RUNTIME;
@@ -65,14 +69,25 @@ pub enum PluginCommand {
         #[command(flatten)]
         net: NetArgs,
     },
-    /// Create a ready-to-build plugin project using the guest SDK.
+    /// Create a ready-to-build plugin project (Rust, Python or JavaScript) using the guest
+    /// SDK of its language, with its toolchain pinned, a unit test and a README.
     New {
-        /// The crate (and directory) name.
+        /// The plugin's (and its directory's) name.
         name: String,
         #[arg(long, value_enum)]
         kind: Kind,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
         /// Parent directory (default: the current one).
         #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin project (its language told by its files) into `dist/<name>.wasm`,
+    /// installing its pinned toolchain the first time; prints the component's world, size
+    /// and digest (and its path on stdout).
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// Run a plugin on sample events (NDJSON, `{"headers":{..},"body":".."}` per line) and
@@ -147,8 +162,21 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
         } => pull(&reference, output, &net.options()),
         #[cfg(feature = "oci")]
         PluginCommand::Inspect { target, json, net } => show(&target, json, &net.options()),
-        PluginCommand::New { name, kind, dir } => sluice_wasm::template::create(&dir, &name, kind)
-            .map(|path| println!("{}", path.display())),
+        PluginCommand::New {
+            name,
+            kind,
+            lang,
+            dir,
+        } => sluice_wasm::template::create(&dir, &name, kind, lang).map(|path| {
+            println!("{}", path.display());
+            eprintln!(
+                "next: cd {} && sluice plugin build (see its README.md)",
+                path.display()
+            );
+        }),
+        PluginCommand::Build { dir } => {
+            super::plugin_build::build(&dir).map(|path| println!("{}", path.display()))
+        }
         PluginCommand::Test {
             file,
             input,

@@ -44,6 +44,18 @@ pub mod selector {
     });
 }
 
+/// The selector world with its export named `select-routes` (for componentize-py).
+pub mod route_selector {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "sluice:plugin/route-selector",
+        with: {
+            "sluice:plugin/types": super::interceptor::sluice::plugin::types,
+            "sluice:plugin/host": super::interceptor::sluice::plugin::host,
+        },
+    });
+}
+
 pub use interceptor::sluice::plugin::types;
 
 /// Copies an event into the typed bindings (typed worlds only; the packed world avoids this).

@@ -29,13 +29,9 @@ impl WasmCodec {
     }
 
     fn live(&mut self) -> Result<&mut Live, String> {
-        let v = self.slot.version();
-        if self.live.as_ref().is_none_or(|l| l.version != v) {
-            self.live = Some(self.slot.instantiate(&[]).map_err(|e| e.to_string())?);
-        }
-        self.live
-            .as_mut()
-            .ok_or_else(|| "plugin instance missing".to_owned())
+        self.slot
+            .ready(&mut self.live, &[])
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -52,7 +48,7 @@ impl Codec for WasmCodec {
     ) -> Result<Vec<Event>, String> {
         let slot = Arc::clone(&self.slot);
         let live = self.live()?;
-        let r = slot.call(live, |store, bound| match bound {
+        let r = slot.call(live, 0, |store, bound| match bound {
             Bound::Serde(b) => b.call_decode(store, payload, content_type),
             _ => Err(wasmtime::Error::msg("not a serde plugin")),
         });
@@ -74,7 +70,7 @@ impl Codec for WasmCodec {
         let slot = Arc::clone(&self.slot);
         let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
         let live = self.live()?;
-        let r = slot.call(live, |store, bound| match bound {
+        let r = slot.call(live, 0, |store, bound| match bound {
             Bound::Serde(b) => b.call_encode(store, &input),
             _ => Err(wasmtime::Error::msg("not a serde plugin")),
         });

@@ -98,8 +98,9 @@ impl PluginEngine {
     }
 
     /// Compiles `bytes` (or loads the cached compilation). Returns the component and the
-    /// content digest (`sha256:<hex>`).
-    pub fn load(&self, bytes: &[u8]) -> Result<(Component, String), PluginError> {
+    /// content digest (`sha256:<hex>`). `name` says which plugin in the log line a compile
+    /// writes (it can take seconds for an interpreter compiled to Wasm).
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(Component, String), PluginError> {
         let hex = hex::encode(Sha256::digest(bytes));
         let digest = format!("sha256:{hex}");
         let cached = self
@@ -123,9 +124,25 @@ impl PluginEngine {
                 }
             }
         }
+        let cache_note = if cached.is_some() {
+            "cached afterwards"
+        } else {
+            "no cache directory: compiled on every start"
+        };
+        tracing::info!(
+            plugin = name,
+            size_kib = bytes.len() >> 10,
+            "compiling plugin {name} ({cache_note})"
+        );
+        let started = std::time::Instant::now();
         let compiled = self.engine.precompile_component(bytes).map_err(|e| {
             PluginError::Invalid(format!("not a loadable WebAssembly component: {e:#}"))
         })?;
+        tracing::info!(
+            plugin = name,
+            seconds = started.elapsed().as_secs_f64(),
+            "compiled plugin {name}"
+        );
         if let Some(path) = &cached {
             if let Err(e) = write_atomically(path, &compiled) {
                 tracing::debug!(path = %path.display(), error = %e, "compile cache not written");

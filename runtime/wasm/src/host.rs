@@ -21,7 +21,7 @@ use crate::{
     interceptor::WasmInterceptor,
     oci,
     selector::WasmSelector,
-    slot::{PluginSlot, PluginSource, Reloaded},
+    slot::{PluginSlot, PluginSource, Reloaded, SlotLimits},
     watch::{self, Registry},
 };
 
@@ -87,16 +87,20 @@ impl PluginHost for WasmHost {
             None => PluginSource::File(base_dir.join(&spec.path)),
         };
         let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
-        let memory = spec
-            .limits
-            .memory
-            .map(|m| usize::try_from(m.0).unwrap_or(usize::MAX));
-        let deadline = spec.limits.deadline.map(|d| d.0);
+        let bytes = |b: Option<sluice_core::config::units::ByteSize>| {
+            b.map(|m| usize::try_from(m.0).unwrap_or(usize::MAX))
+        };
+        let limits = SlotLimits {
+            memory: bytes(spec.limits.memory),
+            deadline: spec.limits.deadline.map(|d| d.0),
+            recycle_after_calls: spec.limits.recycle_after_calls,
+            recycle_memory: bytes(spec.limits.recycle_memory),
+        };
         let slot = PluginSlot::load_from(
             name,
             source,
             &config,
-            (memory, deadline),
+            limits,
             spec.refresh.map(|d| d.0),
             metrics,
         )
@@ -118,7 +122,7 @@ impl PluginHost for WasmHost {
     }
 
     fn selector(&self, name: &str, channels: Vec<String>) -> Result<Box<dyn Selector>, String> {
-        let slot = self.slot(name, "a selector", |w| w == World::Selector)?;
+        let slot = self.slot(name, "a selector", World::is_selector)?;
         Ok(Box::new(
             WasmSelector::new(slot, channels).map_err(|e| e.to_string())?,
         ))

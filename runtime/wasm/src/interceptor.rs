@@ -1,10 +1,12 @@
 //! A Wasm plugin in a source's interceptor chain.
 //!
-//! Each chain owns its instance. Before each batch it checks the slot's version and
-//! re-instantiates after a swap, so a batch is always handled by exactly one version. When a
-//! call fails (trap, deadline, memory limit, malformed answer), the instance is dropped and
-//! the batch is bisected: halves that succeed continue, and the event(s) that fail on their
-//! own go to the DLQ with the failure, plugin name and digest.
+//! Each chain owns its instance. Before each call it checks the slot's version and
+//! re-instantiates after a swap (or when the instance is due for recycling), so a call is
+//! always handled by exactly one version. A batch is cut into calls of the size the slot has
+//! learnt for the plugin ([`crate::pacing`]). When a call runs past its deadline its events
+//! run again in smaller calls; when it fails otherwise (trap, memory limit, malformed answer)
+//! the instance is dropped and the events are bisected: halves that succeed continue, and the
+//! event(s) that fail on their own go to the DLQ with the failure, plugin name and digest.
 
 use std::sync::Arc;
 
@@ -36,24 +38,12 @@ impl WasmInterceptor {
         })
     }
 
-    /// The live instance of the current version (re-created after a swap or a failure).
+    /// The live instance of the current version (re-created after a swap, a failure or when
+    /// due for recycling).
     fn live(&mut self) -> Result<&mut Live, InterceptError> {
-        let current = self.slot.version();
-        if self.live.as_ref().is_none_or(|l| l.version != current) {
-            match self.slot.instantiate(&[]) {
-                Ok(l) => self.live = Some(l),
-                Err(e) => {
-                    self.live = None;
-                    return Err(InterceptError::Retry(format!(
-                        "plugin `{}` cannot start: {e}",
-                        self.slot.name
-                    )));
-                }
-            }
-        }
-        self.live
-            .as_mut()
-            .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))
+        let slot = &self.slot;
+        slot.ready(&mut self.live, &[])
+            .map_err(|e| InterceptError::Retry(format!("plugin `{}` cannot start: {e}", slot.name)))
     }
 
     /// One call over `events`; on failure the instance is discarded and the events handed
@@ -67,6 +57,7 @@ impl WasmInterceptor {
         let slot = Arc::clone(&self.slot);
         let live = self.live()?;
         let digest = live.digest.clone();
+        let n = events.len();
         let outcome = match live.bound {
             Bound::Packed(_) => {
                 packed::encode_batch(&events, &mut self.buf);
@@ -76,7 +67,7 @@ impl WasmInterceptor {
                     .as_mut()
                     .ok_or_else(|| InterceptError::Retry("plugin instance missing".into()))?;
                 let answer = slot
-                    .call(live, |store, bound| match bound {
+                    .call(live, n, |store, bound| match bound {
                         Bound::Packed(b) => b.call_intercept_packed(store, buf),
                         _ => unreachable_world(),
                     })
@@ -97,7 +88,7 @@ impl WasmInterceptor {
             }
             Bound::Typed(_) => {
                 let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
-                let answer = slot.call(live, |store, bound| match bound {
+                let answer = slot.call(live, n, |store, bound| match bound {
                     Bound::Typed(b) => b.call_intercept(store, &input),
                     _ => unreachable_world(),
                 });
@@ -108,7 +99,7 @@ impl WasmInterceptor {
                     Err(f) => Err((events, f)),
                 }
             }
-            Bound::Serde(_) | Bound::Selector(_) => {
+            Bound::Serde(_) | Bound::Selector(_) | Bound::RouteSelector(_) => {
                 return Err(InterceptError::Retry(format!(
                     "plugin `{}` is not an interceptor",
                     slot.name
@@ -127,7 +118,33 @@ impl WasmInterceptor {
         })
     }
 
-    /// Runs `events`, bisecting on failure; appends survivors to `out` in order.
+    /// Runs `events` in calls of the plugin's current size; appends survivors to `out` in
+    /// order.
+    fn run_paced(
+        &mut self,
+        events: Vec<Event>,
+        out: &mut Vec<Event>,
+        rejected: &mut Vec<DeadLetter>,
+        failures_left: &mut u32,
+    ) -> Result<(), InterceptError> {
+        let limit = self.slot.call_limit().max(1);
+        if events.len() <= limit {
+            return self.run(events, out, rejected, failures_left);
+        }
+        let mut events = events.into_iter();
+        loop {
+            // Re-read: a slow call lowers the size for the rest of this batch too.
+            let limit = self.slot.call_limit().max(1);
+            let call: Vec<Event> = events.by_ref().take(limit).collect();
+            if call.is_empty() {
+                return Ok(());
+            }
+            self.run(call, out, rejected, failures_left)?;
+        }
+    }
+
+    /// Runs `events` in one call; after a failure, runs them again in smaller calls (a
+    /// deadline: the slot has lowered the size) or bisects them (anything else).
     fn run(
         &mut self,
         events: Vec<Event>,
@@ -167,6 +184,10 @@ impl WasmInterceptor {
                     return Ok(());
                 }
                 *failures_left -= 1;
+                if failure.kind == FailureKind::Deadline {
+                    return self.run_paced(events, out, rejected, failures_left);
+                }
+                self.slot.record_bisection(&digest, events.len(), &failure);
                 let second = events.split_off(events.len() / 2);
                 self.run(events, out, rejected, failures_left)?;
                 self.run(second, out, rejected, failures_left)
@@ -190,7 +211,7 @@ impl Interceptor for WasmInterceptor {
         // rest of a hopeless batch is dead-lettered instead of paying a deadline per call.
         let mut failures_left = 2 * (usize::BITS - events.len().leading_zeros()) + 8;
         let mut out = Vec::with_capacity(events.len());
-        self.run(events, &mut out, rejected, &mut failures_left)?;
+        self.run_paced(events, &mut out, rejected, &mut failures_left)?;
         *batch = out;
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod host;
 pub mod interceptor;
 pub mod oci;
+pub mod pacing;
 pub mod packed;
 pub mod quota;
 pub mod sandbox;
@@ -35,6 +36,8 @@ pub enum World {
     PackedInterceptor,
     Serde,
     Selector,
+    /// `route-selector`: the selector role, its export named `select-routes`.
+    RouteSelector,
 }
 
 impl World {
@@ -44,7 +47,12 @@ impl World {
             World::PackedInterceptor => "packed-interceptor",
             World::Serde => "serde",
             World::Selector => "selector",
+            World::RouteSelector => "route-selector",
         }
+    }
+
+    pub fn is_selector(self) -> bool {
+        matches!(self, World::Selector | World::RouteSelector)
     }
 
     pub fn is_interceptor(self) -> bool {

@@ -153,6 +153,9 @@ impl Pollable for Sleep {
 pub struct Limits {
     inner: StoreLimits,
     memory_refused: bool,
+    /// The largest size any of the instance's memories has grown to: guest memory only grows,
+    /// so this is what a leak shows as, and what proactive recycling watches.
+    largest_memory: usize,
 }
 
 impl Limits {
@@ -163,7 +166,13 @@ impl Limits {
                 .trap_on_grow_failure(true)
                 .build(),
             memory_refused: false,
+            largest_memory: 0,
         }
+    }
+
+    /// The largest memory of the instance, in bytes.
+    pub fn largest_memory(&self) -> usize {
+        self.largest_memory
     }
 
     /// Whether a memory growth was refused since the last call; clears the record.
@@ -180,7 +189,9 @@ impl ResourceLimiter for Limits {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        if matches!(allowed, Ok(true)) {
+            self.largest_memory = self.largest_memory.max(desired);
+        } else {
             self.memory_refused = true;
         }
         allowed

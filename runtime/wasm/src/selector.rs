@@ -36,21 +36,14 @@ impl WasmSelector {
     /// One route per event (also used by `sluice plugin test`).
     pub fn routes(&mut self, events: &[Event]) -> Result<Vec<typed::Route>, CallFailure> {
         let slot = Arc::clone(&self.slot);
-        let v = slot.version();
-        if self.live.as_ref().is_none_or(|l| l.version != v) {
-            self.live = Some(
-                slot.instantiate(&self.channels)
-                    .map_err(|e| CallFailure::new(FailureKind::GuestError, e.to_string()))?,
-            );
-        }
-        let live = self
-            .live
-            .as_mut()
-            .ok_or_else(|| CallFailure::bad_output("no instance"))?;
+        let live = slot
+            .ready(&mut self.live, &self.channels)
+            .map_err(|e| CallFailure::new(FailureKind::GuestError, e.to_string()))?;
         let input: Vec<typed::Event> = events.iter().map(to_typed).collect();
         let r = slot
-            .call(live, |store, bound| match bound {
+            .call(live, events.len(), |store, bound| match bound {
                 Bound::Selector(b) => b.call_select(store, &input),
+                Bound::RouteSelector(b) => b.call_select_routes(store, &input),
                 _ => Err(wasmtime::Error::msg("not a selector plugin")),
             })
             .and_then(|routes| {
@@ -103,7 +96,33 @@ fn place(e: Event, route: &typed::Route, out: &mut Routed, unroutable: &mut Vec<
 }
 
 impl Selector for WasmSelector {
+    /// Routes `batch` in calls of the plugin's current size ([`crate::pacing`]).
     fn select(&mut self, batch: Vec<Event>, out: &mut Routed, unroutable: &mut Vec<DeadLetter>) {
+        if batch.len() <= self.slot.call_limit().max(1) {
+            return self.select_call(batch, out, unroutable);
+        }
+        let mut events = batch.into_iter();
+        loop {
+            let call: Vec<Event> = events
+                .by_ref()
+                .take(self.slot.call_limit().max(1))
+                .collect();
+            if call.is_empty() {
+                return;
+            }
+            self.select_call(call, out, unroutable);
+        }
+    }
+}
+
+impl WasmSelector {
+    /// Routes `batch` in one call; if it fails, one event at a time.
+    fn select_call(
+        &mut self,
+        batch: Vec<Event>,
+        out: &mut Routed,
+        unroutable: &mut Vec<DeadLetter>,
+    ) {
         match self.routes(&batch) {
             Ok(routes) => {
                 for (e, r) in batch.into_iter().zip(&routes) {

@@ -20,10 +20,11 @@ use wasmtime::{
 };
 
 use super::{
-    CallFailure, PluginError, PluginMetrics, World,
-    bindings::{interceptor, packed, selector, serde},
+    CallFailure, FailureKind, PluginError, PluginMetrics, World,
+    bindings::{interceptor, packed, route_selector, selector, serde},
     engine::{EPOCH_TICK, PluginEngine},
     oci::{self, OciRef},
+    pacing::{BatchPacer, Notice, Notices, Resized},
     quota::GuestQuota,
     sandbox::{self, StoreState},
 };
@@ -53,6 +54,21 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
 /// Budget for instantiation plus `init`: off the hot path, and interpreters compiled to Wasm
 /// (componentize-py) start slowly, so it is larger than a call's; a runaway `init` still ends.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
+/// By default an instance is replaced once its memory passes this share of the cap (in
+/// percent): guests built by some toolchains grow by about one batch per call and never
+/// shrink, and a fresh instance costs milliseconds where a trap at the cap costs a failed call.
+pub const DEFAULT_RECYCLE_PERCENT: usize = 75;
+
+/// A plugin's limits from its `limits:` (each `None` takes its default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotLimits {
+    pub memory: Option<usize>,
+    pub deadline: Option<Duration>,
+    /// Replace an instance after this many calls.
+    pub recycle_after_calls: Option<u64>,
+    /// Replace an instance whose memory passed this many bytes.
+    pub recycle_memory: Option<usize>,
+}
 
 /// A compiled, linked version of a plugin.
 pub struct Loaded {
@@ -67,6 +83,7 @@ pub enum Bound {
     Packed(packed::PackedInterceptor),
     Serde(serde::Serde),
     Selector(selector::Selector),
+    RouteSelector(route_selector::RouteSelector),
 }
 
 /// An instance owned by one user (a source's chain, a codec, a selector).
@@ -75,6 +92,27 @@ pub struct Live {
     pub bound: Bound,
     pub version: u64,
     pub digest: String,
+    /// Calls this instance answered.
+    calls: u64,
+    /// Why it is to be replaced before its next call (see [`PluginSlot::ready`]).
+    retire: Option<Retire>,
+}
+
+/// Why an instance that works is replaced by a fresh one.
+#[derive(Debug, Clone, Copy)]
+enum Retire {
+    Memory,
+    Calls,
+}
+
+impl Retire {
+    /// The `kind` label of `sluice_plugin_adjustments_total`.
+    fn kind(self) -> &'static str {
+        match self {
+            Retire::Memory => "recycled_memory",
+            Retire::Calls => "recycled_calls",
+        }
+    }
 }
 
 /// Counters shown by `GET /plugins`.
@@ -98,7 +136,16 @@ pub struct PluginSlot {
     manifest_digest: Mutex<Option<String>>,
     config_json: String,
     memory_limit: usize,
+    deadline: Duration,
     deadline_ticks: u64,
+    recycle_after_calls: u64,
+    recycle_memory: usize,
+    /// Events per call, learnt from the time calls take.
+    pacer: BatchPacer,
+    notices: Notices,
+    /// An instance made and `init`ed but not yet used (the one that proved a version loads),
+    /// handed to the first user so that `init` runs once per instance actually used.
+    spare: Mutex<Option<Live>>,
     engine: Arc<PluginEngine>,
     linker: Arc<Linker<StoreState>>,
     current: RwLock<Arc<Loaded>>,
@@ -132,7 +179,11 @@ impl PluginSlot {
         deadline: Option<Duration>,
         metrics: PluginMetrics,
     ) -> Result<Arc<PluginSlot>, PluginError> {
-        let limits = (memory_limit, deadline);
+        let limits = SlotLimits {
+            memory: memory_limit,
+            deadline,
+            ..SlotLimits::default()
+        };
         Self::load_from(
             name,
             PluginSource::File(path),
@@ -144,26 +195,27 @@ impl PluginSlot {
     }
 
     /// Loads the plugin from `source` (an OCI reference is fetched first, or taken from the
-    /// cache), checking that it compiles, links and `init`s. `limits` is (memory, deadline).
+    /// cache), checking that it compiles, links and `init`s.
     pub fn load_from(
         name: &str,
         source: PluginSource,
         config: &serde_json::Value,
-        (memory_limit, deadline): (Option<usize>, Option<Duration>),
+        limits: SlotLimits,
         refresh: Option<Duration>,
         metrics: PluginMetrics,
     ) -> Result<Arc<PluginSlot>, PluginError> {
         let engine = PluginEngine::shared()?;
         let linker = Arc::new(sandbox::linker(&engine.engine)?);
-        let memory_limit = memory_limit
+        let memory_limit = limits
+            .memory
             .unwrap_or(DEFAULT_MEMORY)
             .min(super::engine::MAX_MEMORY);
-        let deadline = deadline.unwrap_or(DEFAULT_DEADLINE);
+        let deadline = limits.deadline.unwrap_or(DEFAULT_DEADLINE);
         let deadline_ticks = (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
         let (path, fetched) = locate(name, &source, true)?;
         let bytes = read(&path)?;
-        let loaded = prepare(&engine, &linker, &bytes)?;
+        let loaded = prepare(&engine, &linker, name, &bytes)?;
         let slot = PluginSlot {
             name: name.into(),
             path,
@@ -172,7 +224,15 @@ impl PluginSlot {
             manifest_digest: Mutex::new(fetched.map(|f| f.manifest_digest)),
             config_json,
             memory_limit,
+            deadline,
             deadline_ticks,
+            recycle_after_calls: limits.recycle_after_calls.unwrap_or(0),
+            recycle_memory: limits
+                .recycle_memory
+                .unwrap_or(memory_limit * DEFAULT_RECYCLE_PERCENT / 100),
+            pacer: BatchPacer::default(),
+            notices: Notices::default(),
+            spare: Mutex::new(None),
             engine,
             linker,
             current: RwLock::new(Arc::new(loaded)),
@@ -186,9 +246,10 @@ impl PluginSlot {
             last_error: Mutex::new(None),
         };
         // A selector is validated by its users (they know the channel list).
-        if slot.world() != World::Selector {
+        if !slot.world().is_selector() {
             let current = slot.current();
-            slot.instantiate_version(&current, 1, &[])?;
+            let first = slot.instantiate_version(&current, 1, &[])?;
+            *slot.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
         }
         slot.metrics.healthy.set(1);
         Ok(Arc::new(slot))
@@ -208,7 +269,7 @@ impl PluginSlot {
 
     /// A new instance of the current version, `init`ed and ready.
     pub fn instantiate(&self, selector_channels: &[String]) -> Result<Live, PluginError> {
-        if self.world() == World::Selector {
+        if self.world().is_selector() {
             let mut known = self
                 .selector_channels
                 .lock()
@@ -219,8 +280,77 @@ impl PluginSlot {
         }
         // Read the version before the code: a swap in between is then seen at the next batch.
         let version = self.version();
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(live) = spare.filter(|l| l.version == version) {
+            return Ok(live);
+        }
         let loaded = self.current();
         self.instantiate_version(&loaded, version, selector_channels)
+    }
+
+    /// The instance in `live`, first (re)made if there is none, the plugin was swapped, or the
+    /// instance is due for recycling (which is logged and counted).
+    pub fn ready<'l>(
+        &self,
+        live: &'l mut Option<Live>,
+        selector_channels: &[String],
+    ) -> Result<&'l mut Live, PluginError> {
+        let version = self.version();
+        let fresh = match live.as_mut() {
+            Some(old) if old.version == version => match old.retire.take() {
+                None => false,
+                Some(why) => {
+                    self.recycled(old, why);
+                    true
+                }
+            },
+            _ => true,
+        };
+        if fresh {
+            *live = None;
+            *live = Some(self.instantiate(selector_channels)?);
+        }
+        live.as_mut()
+            .ok_or_else(|| PluginError::Init("no instance".into()))
+    }
+
+    fn recycled(&self, old: &Live, why: Retire) {
+        self.metrics.adjusted(why.kind()).inc();
+        if let Some(held) = self.notices.allow(Notice::Recycled) {
+            tracing::info!(
+                plugin = &*self.name,
+                digest = %old.digest,
+                calls = old.calls,
+                memory_mib = mib(old.store.data().limits.largest_memory()),
+                recycle_at_mib = mib(self.recycle_memory),
+                memory_limit_mib = mib(self.memory_limit),
+                not_logged = held,
+                "plugin instance recycled ({})",
+                match why {
+                    Retire::Memory => "its memory passed the recycling threshold",
+                    Retire::Calls => "it reached its number of calls",
+                }
+            );
+        }
+    }
+
+    /// Events the next call may carry (learnt from the time calls take).
+    pub fn call_limit(&self) -> usize {
+        self.pacer.limit()
+    }
+
+    /// Records a failed call's events being split in halves to find the failing ones.
+    pub fn record_bisection(&self, digest: &str, events: usize, failure: &CallFailure) {
+        self.metrics.adjusted("bisected").inc();
+        if let Some(held) = self.notices.allow(Notice::Bisected) {
+            tracing::warn!(
+                plugin = &*self.name,
+                digest,
+                batch = events,
+                not_logged = held,
+                "plugin call failed ({failure}); splitting its events to find the failing ones"
+            );
+        }
     }
 
     fn instantiate_version(
@@ -269,6 +399,12 @@ impl PluginSlot {
                 channels,
                 config
             ),
+            World::RouteSelector => bind!(
+                route_selector::RouteSelectorPre<StoreState>,
+                RouteSelector,
+                channels,
+                config
+            ),
         };
         init.map_err(PluginError::Init)?;
         Ok(Live {
@@ -276,13 +412,18 @@ impl PluginSlot {
             bound,
             version,
             digest: loaded.digest.clone(),
+            calls: 0,
+            retire: None,
         })
     }
 
-    /// Runs one call on `live` under the deadline, recording metrics and health.
+    /// Runs one call on `live` under the deadline, recording metrics and health. `events` is
+    /// how many events the call carries when its size is the host's to choose (interceptors
+    /// and selectors; 0 for a codec's payload): its time then sizes the next calls.
     pub fn call<R: Send>(
         &self,
         live: &mut Live,
+        events: usize,
         f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallFailure> {
         live.store.set_epoch_deadline(self.deadline_ticks);
@@ -291,17 +432,109 @@ impl PluginSlot {
         state.start_call(EPOCH_TICK * self.deadline_ticks as u32);
         let started = Instant::now();
         let result = outside_async(|| f(&mut live.store, &live.bound));
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.duration.observe(took.as_secs_f64());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.metrics.calls(&live.digest).inc();
-        result.map_err(|e| {
-            let memory_refused = live.store.data_mut().limits.take_memory_refused();
-            let failure = CallFailure::from_wasmtime(&e, memory_refused);
-            self.record_failure(&failure);
-            failure
-        })
+        live.calls += 1;
+        match result {
+            Ok(r) => {
+                if let Some(resized) = self.pacer.after_call(events, took, self.deadline) {
+                    self.resized(&live.digest, resized, Some(took));
+                }
+                let memory = live.store.data().limits.largest_memory();
+                if memory > self.recycle_memory {
+                    live.retire = Some(Retire::Memory);
+                } else if self.recycle_after_calls > 0 && live.calls >= self.recycle_after_calls {
+                    live.retire = Some(Retire::Calls);
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let memory_refused = live.store.data_mut().limits.take_memory_refused();
+                let failure = CallFailure::from_wasmtime(&e, memory_refused);
+                self.record_failure(&failure);
+                self.limit_hit(live, events, &failure);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Logs a call that met its deadline or the memory cap, and shrinks the call size after
+    /// a deadline.
+    fn limit_hit(&self, live: &Live, events: usize, failure: &CallFailure) {
+        let digest = &live.digest;
+        match failure.kind {
+            FailureKind::Deadline => {
+                let resized = (events > 0)
+                    .then(|| self.pacer.after_deadline(events))
+                    .flatten();
+                if let Some(held) = self.notices.allow(Notice::Deadline) {
+                    tracing::warn!(
+                        plugin = &*self.name,
+                        %digest,
+                        batch = events,
+                        deadline_ms = self.deadline.as_millis() as u64,
+                        next_batch = self.pacer.limit(),
+                        not_logged = held,
+                        "plugin call ran past its deadline and was interrupted"
+                    );
+                }
+                if let Some(r) = resized {
+                    self.metrics.adjusted("call_size_lowered").inc();
+                    self.metrics.call_limit.set(r.to as i64);
+                }
+            }
+            FailureKind::MemoryLimit => {
+                if let Some(held) = self.notices.allow(Notice::MemoryCap) {
+                    tracing::warn!(
+                        plugin = &*self.name,
+                        %digest,
+                        batch = events,
+                        calls = live.calls,
+                        memory_limit_mib = mib(self.memory_limit),
+                        not_logged = held,
+                        "plugin call hit its memory limit; the instance is replaced"
+                    );
+                }
+            }
+            _ => {
+                if let Some(held) = self.notices.allow(Notice::Failed) {
+                    tracing::warn!(
+                        plugin = &*self.name,
+                        %digest,
+                        batch = events,
+                        not_logged = held,
+                        "plugin call failed: {failure}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn resized(&self, digest: &str, r: Resized, took: Option<Duration>) {
+        let shrunk = r.to < r.from;
+        self.metrics
+            .adjusted(if shrunk {
+                "call_size_lowered"
+            } else {
+                "call_size_raised"
+            })
+            .inc();
+        self.metrics.call_limit.set(r.to as i64);
+        if let Some(held) = self.notices.allow(Notice::Resized) {
+            tracing::info!(
+                plugin = &*self.name,
+                digest,
+                from = r.from,
+                to = r.to,
+                call_ms = took.map(|t| t.as_secs_f64() * 1e3),
+                deadline_ms = self.deadline.as_millis() as u64,
+                not_logged = held,
+                "plugin call size {}",
+                if shrunk { "lowered" } else { "raised" }
+            );
+        }
     }
 
     /// A call that returned but whose answer was unusable (wrong count, bad indices).
@@ -357,7 +590,7 @@ impl PluginSlot {
         let (path, fetched) = locate(&self.name, &self.source, false)?;
         let bytes = read(&path)?;
         let old = self.current();
-        let loaded = prepare(&self.engine, &self.linker, &bytes)?;
+        let loaded = prepare(&self.engine, &self.linker, &self.name, &bytes)?;
         if loaded.digest == old.digest {
             // Same component (perhaps re-pushed with other annotations): nothing to swap.
             if let Some(f) = fetched {
@@ -369,7 +602,8 @@ impl PluginSlot {
             return Ok(Reloaded::Unchanged);
         }
         let same_role = loaded.world == old.world
-            || (loaded.world.is_interceptor() && old.world.is_interceptor());
+            || (loaded.world.is_interceptor() && old.world.is_interceptor())
+            || (loaded.world.is_selector() && old.world.is_selector());
         if !same_role {
             return Err(PluginError::WrongWorld {
                 found: loaded.world.name(),
@@ -382,7 +616,7 @@ impl PluginSlot {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        self.instantiate_version(&loaded, 0, &channels)?;
+        let mut proof = self.instantiate_version(&loaded, 0, &channels)?;
         let to = loaded.digest.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         if let Some(f) = fetched {
@@ -391,7 +625,11 @@ impl PluginSlot {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(f.manifest_digest);
         }
-        self.version.fetch_add(1, Ordering::AcqRel);
+        proof.version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        // A selector's proof was made with the channels of one user; others need their own.
+        if !self.world().is_selector() {
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(proof);
+        }
         Ok(Reloaded::Swapped {
             from: old.digest.clone(),
             to,
@@ -482,6 +720,10 @@ struct Fetched {
     manifest_digest: String,
 }
 
+fn mib(bytes: usize) -> usize {
+    bytes >> 20
+}
+
 fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
     std::fs::read(path).map_err(|e| PluginError::Read {
         path: path.display().to_string(),
@@ -493,9 +735,10 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, PluginError> {
 fn prepare(
     engine: &PluginEngine,
     linker: &Linker<StoreState>,
+    name: &str,
     bytes: &[u8],
 ) -> Result<Loaded, PluginError> {
-    let (component, digest) = engine.load(bytes)?;
+    let (component, digest) = engine.load(name, bytes)?;
     sandbox::check_imports(&engine.engine, &component)?;
     let world = detect_world(engine, &component)?;
     let pre = linker
@@ -519,6 +762,8 @@ pub(crate) fn detect_world(
         World::Serde
     } else if has("select") {
         World::Selector
+    } else if has("select-routes") {
+        World::RouteSelector
     } else {
         return Err(PluginError::Invalid(format!(
             "not a Sluice plugin: it exports [{}], but no sluice:plugin world (interceptor, packed-interceptor, serde, selector)",

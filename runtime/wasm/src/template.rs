@@ -1,10 +1,13 @@
-//! `sluice plugin new`: a ready-to-build plugin project, so a first plugin is one command and
-//! one `cargo build` away.
+//! `sluice plugin new`: a ready-to-build plugin project in Rust, Python or JavaScript, so a
+//! first plugin is one command and one `sluice plugin build` away.
 //!
-//! The project depends on the guest SDK by path when it can find this repository (the new
-//! directory is inside a checkout, or the binary was built from one on this machine);
-//! otherwise by a git URL the author fills in. It has its own `[workspace]` so creating it
-//! inside another workspace does not break either.
+//! The projects are the files under `guest-sdk/templates/<lang>/`, compiled into the binary,
+//! with `{{name}}`, `{{ident}}`, `{{kind}}`, `{{world}}` and `{{sdk_dependency}}` filled in.
+//! Python and JavaScript projects get their SDK (one file) and the WIT package written beside
+//! the plugin, so they build without a checkout and without a registry holding the SDK. A Rust
+//! project depends on `sluice-guest` by version, and also by path when the new directory is
+//! inside a Sluice checkout (or the binary was built from one on this machine), so a checkout's
+//! own SDK is used until the crate is published.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +18,127 @@ pub enum Kind {
     Selector,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Interceptor => "interceptor",
+            Kind::Serde => "serde",
+            Kind::Selector => "selector",
+        }
+    }
+
+    /// The WIT world a project of this kind targets: interceptors use the packed batch, and
+    /// Python selectors the `route-selector` world (see `wit/selector.wit`).
+    pub fn world(self, lang: Lang) -> &'static str {
+        match (self, lang) {
+            (Kind::Interceptor, _) => "packed-interceptor",
+            (Kind::Serde, _) => "serde",
+            (Kind::Selector, Lang::Python) => "route-selector",
+            (Kind::Selector, _) => "selector",
+        }
+    }
+}
+
+/// The language of a plugin project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// The version of the guest SDKs this binary writes projects for.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One file of a template: where it goes in the project, and its text.
+type File = (&'static str, &'static str);
+
+macro_rules! template {
+    ($($to:literal <= $from:literal),* $(,)?) => {
+        &[$(($to, include_str!(concat!("../../../guest-sdk/templates/", $from)))),*]
+    };
+}
+
+/// The WIT package, written into Python and JavaScript projects (their toolchains read it).
+const WIT: &[File] = &[
+    ("wit/types.wit", include_str!("../../../wit/types.wit")),
+    ("wit/host.wit", include_str!("../../../wit/host.wit")),
+    (
+        "wit/interceptor.wit",
+        include_str!("../../../wit/interceptor.wit"),
+    ),
+    ("wit/serde.wit", include_str!("../../../wit/serde.wit")),
+    (
+        "wit/selector.wit",
+        include_str!("../../../wit/selector.wit"),
+    ),
+];
+
+const RUST: &[File] = template![
+    "Cargo.toml" <= "rust/Cargo.toml",
+    "README.md" <= "rust/README.md",
+    ".gitignore" <= "rust/gitignore",
+];
+
+/// The files of one kind's project, beside the language's common ones (its SDK, the WIT).
+fn kind_files(lang: Lang, kind: Kind) -> &'static [File] {
+    macro_rules! files {
+        ($lang:literal, $kind:literal, [$($to:literal <= $from:literal),*]) => {
+            &[$((
+                $to,
+                include_str!(concat!("../../../guest-sdk/templates/", $lang, "/", $kind, "/", $from)),
+            )),*]
+        };
+    }
+    // `gitignore` in the repository becomes `.gitignore` in a project (a dotfile in the
+    // repository would apply to the repository itself).
+    macro_rules! python {
+        ($kind:literal) => {
+            files!(
+                "python",
+                $kind,
+                [
+                    "app.py" <= "app.py",
+                    "test_app.py" <= "test_app.py",
+                    "pyproject.toml" <= "pyproject.toml",
+                    "requirements.txt" <= "requirements.txt",
+                    "README.md" <= "README.md",
+                    ".gitignore" <= "gitignore"
+                ]
+            )
+        };
+    }
+    macro_rules! js {
+        ($kind:literal) => {
+            files!(
+                "js",
+                $kind,
+                [
+                    "plugin.js" <= "plugin.js",
+                    "plugin.test.js" <= "plugin.test.js",
+                    "component.js" <= "component.js",
+                    "package.json" <= "package.json",
+                    "README.md" <= "README.md",
+                    ".gitignore" <= "gitignore"
+                ]
+            )
+        };
+    }
+    match (lang, kind) {
+        (Lang::Rust, Kind::Interceptor) => template!["src/lib.rs" <= "rust/interceptor/src/lib.rs"],
+        (Lang::Rust, Kind::Serde) => template!["src/lib.rs" <= "rust/serde/src/lib.rs"],
+        (Lang::Rust, Kind::Selector) => template!["src/lib.rs" <= "rust/selector/src/lib.rs"],
+        (Lang::Python, Kind::Interceptor) => python!("interceptor"),
+        (Lang::Python, Kind::Serde) => python!("serde"),
+        (Lang::Python, Kind::Selector) => python!("selector"),
+        (Lang::Js, Kind::Interceptor) => js!("interceptor"),
+        (Lang::Js, Kind::Serde) => js!("serde"),
+        (Lang::Js, Kind::Selector) => js!("selector"),
+    }
+}
+
 /// Writes the project `dir/name`; returns its path. Refuses to overwrite anything.
-pub fn create(dir: &Path, name: &str, kind: Kind) -> Result<PathBuf, String> {
+pub fn create(dir: &Path, name: &str, kind: Kind, lang: Lang) -> Result<PathBuf, String> {
     let valid = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -31,27 +153,55 @@ pub fn create(dir: &Path, name: &str, kind: Kind) -> Result<PathBuf, String> {
     if root.exists() {
         return Err(format!("{} already exists", root.display()));
     }
-    std::fs::create_dir_all(root.join("src"))
-        .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let abs = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
-    let sdk = match find_sdk(&abs) {
-        Some(p) => format!("sluice-guest = {{ path = \"{}\" }}", p.display()),
-        None => "# The Sluice guest SDK: point this at your Sluice checkout's `guest-sdk`\n\
-                 # (or its git repository).\n\
-                 sluice-guest = { path = \"../sluice/guest-sdk\" }"
-            .to_owned(),
+    let sdk_dependency = match find_sdk(&abs) {
+        Some(p) => format!(
+            "sluice-guest = {{ version = \"{SDK_VERSION}\", path = \"{}\" }}",
+            p.display()
+        ),
+        None => format!("sluice-guest = \"{SDK_VERSION}\""),
     };
-    let files = [
-        ("Cargo.toml", cargo_toml(name, &sdk)),
-        ("src/lib.rs", lib_rs(name, kind)),
-        ("README.md", readme(name, kind)),
-        (".gitignore", "/target\n".to_owned()),
+    let vars = [
+        ("{{name}}", name.to_owned()),
+        ("{{ident}}", name.replace('-', "_")),
+        ("{{kind}}", kind.name().to_owned()),
+        ("{{world}}", kind.world(lang).to_owned()),
+        ("{{sdk_dependency}}", sdk_dependency),
+        ("{{sdk_version}}", SDK_VERSION.to_owned()),
     ];
-    for (file, text) in files {
+    let common = match lang {
+        Lang::Rust => RUST,
+        Lang::Python => &[(
+            "sluice_guest.py",
+            include_str!("../../../guest-sdk/python/sluice_guest.py"),
+        )][..],
+        Lang::Js => &[(
+            "sluice-guest.js",
+            include_str!("../../../guest-sdk/js/sluice-guest.js"),
+        )][..],
+    };
+    let wit = if lang == Lang::Rust { &[][..] } else { WIT };
+    for (file, text) in common.iter().chain(kind_files(lang, kind)).chain(wit) {
         let path = root.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        // The SDKs and the WIT are copied as they are.
+        let text = if file.starts_with("wit/") || file.starts_with("sluice") {
+            (*text).to_owned()
+        } else {
+            fill(text, &vars)
+        };
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(root)
+}
+
+fn fill(text: &str, vars: &[(&str, String)]) -> String {
+    vars.iter()
+        .fold(text.to_owned(), |t, (k, v)| t.replace(k, v))
 }
 
 /// The guest SDK of the Sluice checkout `project` is in, else of the one this binary was
@@ -78,203 +228,70 @@ fn find_sdk(project: &Path) -> Option<PathBuf> {
     is_sdk(built_from).then(|| built_from.join("guest-sdk"))
 }
 
-fn cargo_toml(name: &str, sdk: &str) -> String {
-    format!(
-        r#"[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-# A plugin is a WebAssembly component: cargo build --release --target wasm32-wasip2
-[lib]
-crate-type = ["cdylib"]
-
-[dependencies]
-{sdk}
-serde = {{ version = "1", features = ["derive"] }}
-
-# Its own workspace, so it builds wherever it is created.
-[workspace]
-
-[profile.release]
-opt-level = "s"
-lto = true
-codegen-units = 1
-strip = true
-"#
-    )
-}
-
-fn lib_rs(name: &str, kind: Kind) -> String {
-    let ident = name.replace('-', "_");
-    match kind {
-        Kind::Interceptor => format!(
-            r#"//! `{name}`: a Sluice interceptor. It sees every event of every batch a source receives.
-
-use serde::Deserialize;
-use sluice_guest::{{Error, Event, Verdict}};
-
-/// The plugin's `config:` mapping from the pipeline file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {{
-    /// Header set on every event (default `{name}`).
-    #[serde(default)]
-    pub header: Option<String>,
-}}
-
-static HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-pub fn setup(cfg: Config) -> Result<(), Error> {{
-    let _ = HEADER.set(cfg.header.unwrap_or_else(|| "{name}".into()));
-    Ok(())
-}}
-
-/// Keep (possibly changed), drop, reject (dead-letter, with a reason) or split each event.
-#[sluice_guest::interceptor(init = setup)]
-pub fn {ident}(mut ev: Event) -> Result<Verdict, Error> {{
-    if ev.body().is_empty() {{
-        return Ok(Verdict::Reject("empty body".into()));
-    }}
-    ev.set_header(HEADER.get().map_or("{name}", String::as_str), "seen");
-    Ok(Verdict::Keep(ev))
-}}
-"#
-        ),
-        Kind::Serde => format!(
-            r#"//! `{name}`: a Sluice serde plugin (a codec): payloads to events and back.
-
-use sluice_guest::{{Codec, Error, Event}};
-
-pub struct Lines;
-
-/// One event per non-empty line; encoding writes one body per line.
-#[sluice_guest::serde]
-impl Codec for Lines {{
-    fn decode(payload: &[u8], _content_type: &str) -> Result<Vec<Event>, Error> {{
-        Ok(payload
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| Event::new(l.to_vec()))
-            .collect())
-    }}
-
-    fn encode(events: &[Event]) -> Result<Vec<u8>, Error> {{
-        let mut out = Vec::new();
-        for e in events {{
-            out.extend_from_slice(e.body());
-            out.push(b'\n');
-        }}
-        Ok(out)
-    }}
-}}
-"#
-        ),
-        Kind::Selector => format!(
-            r#"//! `{name}`: a Sluice selector. It chooses the channels (of the source's `channels`
-//! list) each event goes to.
-
-use serde::Deserialize;
-use sluice_guest::{{Error, Event, Route}};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {{
-    /// Events whose `priority` header is this go to the first channel (default `high`).
-    #[serde(default)]
-    pub priority: Option<String>,
-}}
-
-static STATE: std::sync::OnceLock<(String, u32)> = std::sync::OnceLock::new();
-
-pub fn setup(channels: Vec<String>, cfg: Config) -> Result<(), Error> {{
-    let last = u32::try_from(channels.len()).unwrap_or(1).saturating_sub(1);
-    let _ = STATE.set((cfg.priority.unwrap_or_else(|| "high".into()), last));
-    Ok(())
-}}
-
-/// One route per event: `priority` events to the first channel, the rest to the last.
-#[sluice_guest::selector(init = setup)]
-pub fn {ident}(events: &[Event]) -> Result<Vec<Route>, Error> {{
-    let (priority, last) = STATE.get().ok_or_else(|| Error::new("not initialised"))?;
-    Ok(events
-        .iter()
-        .map(|e| match e.header("priority") {{
-            Some(p) if p == priority.as_str() => Route::to([0]),
-            _ => Route::to([*last]),
-        }})
-        .collect())
-}}
-"#
-        ),
-    }
-}
-
-fn readme(name: &str, kind: Kind) -> String {
-    let (kind_name, use_it) = match kind {
-        Kind::Interceptor => ("interceptor", "interceptors: ["),
-        Kind::Serde => ("serde", "codec: "),
-        Kind::Selector => ("selector", "selector: { type: wasm, plugin: "),
-    };
-    let close = match kind {
-        Kind::Interceptor => "]",
-        Kind::Serde => "",
-        Kind::Selector => " }",
-    };
-    format!(
-        r#"# {name}
-
-A Sluice `{kind_name}` plugin (a WebAssembly component built with the `sluice-guest` SDK).
-
-```sh
-rustup target add wasm32-wasip2          # once
-cargo build --release --target wasm32-wasip2
-sluice plugin inspect target/wasm32-wasip2/release/{ident}.wasm
-sluice plugin test target/wasm32-wasip2/release/{ident}.wasm --input events.ndjson
-sluice plugin push target/wasm32-wasip2/release/{ident}.wasm registry.example.com/plugins/{name}:0.1.0
-```
-
-`events.ndjson` holds one event per line: `{{"headers":{{"k":"v"}},"body":"text"}}`.
-Then, in a pipeline:
-
-```yaml
-plugins:
-  {name}: {{ path: "oci://registry.example.com/plugins/{name}@sha256:<digest printed by push>" }}
-sources:
-  in: {{ ..., {use_it}{name}{close} }}
-```
-"#,
-        ident = name.replace('-', "_"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const KINDS: [Kind; 3] = [Kind::Interceptor, Kind::Serde, Kind::Selector];
+
     #[test]
-    fn projects_are_written_for_each_kind_and_never_over_existing_files() {
+    fn every_language_and_kind_is_written_with_its_placeholders_filled() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, kind, mac) in [
-            (
-                "my-tagger",
-                Kind::Interceptor,
-                "#[sluice_guest::interceptor",
-            ),
-            ("my-codec", Kind::Serde, "#[sluice_guest::serde]"),
-            ("my-router", Kind::Selector, "#[sluice_guest::selector"),
-        ] {
-            let root = create(dir.path(), name, kind).unwrap();
-            let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-            assert!(cargo.contains("crate-type = [\"cdylib\"]"), "{cargo}");
-            assert!(cargo.contains("sluice-guest = { path = "), "{cargo}");
-            let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
-            assert!(lib.contains(mac), "{lib}");
-            let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-            assert!(readme.contains("--target wasm32-wasip2"), "{readme}");
-            assert!(create(dir.path(), name, kind).is_err(), "no overwrite");
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            for kind in KINDS {
+                let name = format!("my-{lang:?}-{}", kind.name()).to_lowercase();
+                let root = create(dir.path(), &name, kind, lang).unwrap();
+                let mut texts = String::new();
+                for entry in walk(&root) {
+                    texts.push_str(&std::fs::read_to_string(entry).unwrap());
+                }
+                assert!(
+                    !texts.contains("{{"),
+                    "{lang:?} {kind:?}: a placeholder is left"
+                );
+                assert!(texts.contains(&name), "{lang:?} {kind:?}: the name is used");
+                assert!(
+                    create(dir.path(), &name, kind, lang).is_err(),
+                    "no overwrite"
+                );
+                if lang != Lang::Rust {
+                    assert!(root.join("wit/types.wit").exists());
+                }
+            }
         }
-        assert!(create(dir.path(), "Bad Name", Kind::Serde).is_err());
+        assert!(create(dir.path(), "Bad Name", Kind::Serde, Lang::Rust).is_err());
+    }
+
+    #[test]
+    fn a_rust_project_depends_on_the_sdk_by_version_and_on_a_found_checkout_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = create(dir.path(), "tagger", Kind::Interceptor, Lang::Rust).unwrap();
+        let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        // This test runs from a checkout, so the path is there too.
+        assert!(
+            cargo.contains(&format!(
+                "sluice-guest = {{ version = \"{SDK_VERSION}\", path = \""
+            )),
+            "{cargo}"
+        );
+        let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("#[sluice_guest::interceptor"), "{lib}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            // The WIT and the SDKs are copied as they are.
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "wit" {
+                    out.extend(walk(&path));
+                }
+            } else if !name.starts_with("sluice") {
+                out.push(path);
+            }
+        }
+        out
     }
 }

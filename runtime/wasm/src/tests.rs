@@ -39,7 +39,7 @@ fn slot_with(path: PathBuf, m: &Metrics) -> Result<std::sync::Arc<PluginSlot>, P
 /// One call of a packed guest that is expected to fail, and its failure.
 fn failed_call(slot: &PluginSlot) -> CallFailure {
     let mut live = slot.instantiate(&[]).unwrap();
-    match slot.call(&mut live, |store, bound| match bound {
+    match slot.call(&mut live, 1, |store, bound| match bound {
         Bound::Packed(b) => b.call_intercept_packed(store, &[0, 0, 0, 0]),
         _ => Err(wasmtime::Error::msg("not a packed interceptor")),
     }) {

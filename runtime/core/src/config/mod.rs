@@ -37,7 +37,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file.display(), self.pos)?;
+        // Line 0: not from the file (a command-line flag, or the file as a whole).
+        if self.pos.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}: ", self.file.display(), self.pos)?;
+        }
         if let Some(c) = &self.component {
             write!(f, "{c}: ")?;
         }

@@ -131,8 +131,15 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
+    /// Largest memory of an instance (default 64 MiB); a call growing past it fails.
     pub memory: Option<ByteSize>,
+    /// Longest call (default 50 ms); calls are sized to take about a quarter of it.
     pub deadline: Option<HumanDuration>,
+    /// Replace an instance by a fresh one after this many calls (default: never).
+    pub recycle_after_calls: Option<u64>,
+    /// Replace an instance whose memory passed this (default: 3/4 of `memory`), before the
+    /// cap fails a call: for guests that grow with every call and never shrink.
+    pub recycle_memory: Option<ByteSize>,
 }
 
 // ---------------------------------------------------------------- sources

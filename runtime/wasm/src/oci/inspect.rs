@@ -42,7 +42,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ComponentInfo, PluginError> {
         ));
     }
     let engine = PluginEngine::shared()?;
-    let (component, digest) = engine.load(bytes)?;
+    let (component, digest) = engine.load("component", bytes)?;
     sandbox::check_imports(&engine.engine, &component)?;
     let world: World = slot::detect_world(&engine, &component)?;
     let _linked = sandbox::linker(&engine.engine)?
