@@ -3,7 +3,8 @@
 //! registries), then the three components in one running agent — the interceptor filtering
 //! and tagging, the selector routing, the codec encoding a sink's output — and the codec
 //! decoding through `sluice plugin test`. `print` and `console.log` in the plugins must reach
-//! the agent's log.
+//! the agent's log. Each project's own unit tests (unittest, `node --test`, `cargo test`)
+//! pass as generated.
 //!
 //! Needs `python3` (with venv) and `npm`; `scripts/test` installs them.
 
@@ -22,14 +23,10 @@ fn new_and_build(dir: &Path, name: &str, kind: &str, lang: &str, world: &str) ->
         .unwrap();
     assert!(o.status.success(), "new {name}: {}", stderr(&o));
     let project = dir.join(name);
-    // A Rust plugin builds in the first-party plugins' target dir: not the one this test
-    // binary's cargo holds locked, and warm after scripts/build-plugins.
-    let plugins_target = std::path::PathBuf::from(std::env::var("HOME").unwrap())
-        .join(".cache/sluice-plugins-target");
     let o = sluice()
         .args(["plugin", "build"])
         .arg(&project)
-        .env("CARGO_TARGET_DIR", plugins_target)
+        .env("CARGO_TARGET_DIR", plugins_target_dir())
         .output()
         .unwrap();
     let log = stderr(&o);
@@ -41,7 +38,32 @@ fn new_and_build(dir: &Path, name: &str, kind: &str, lang: &str, world: &str) ->
         "{log}"
     );
     assert!(log.contains("digest  sha256:"), "{log}");
+    // The project's own unit tests, in its language's runner, pass as generated.
+    let (runner, args): (PathBuf, &[&str]) = match lang {
+        "python" => (project.join(".venv/bin/python"), &["-m", "unittest", "-q"]),
+        "js" => ("npm".into(), &["test", "--silent"]),
+        _ => ("cargo".into(), &["test", "--quiet"]),
+    };
+    let o = std::process::Command::new(runner)
+        .args(args)
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", plugins_target_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name}'s own tests: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
     built
+}
+
+/// A Rust plugin builds in the first-party plugins' target dir: not the one this test
+/// binary's cargo holds locked, and warm after scripts/build-plugins.
+fn plugins_target_dir() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice-plugins-target")
 }
 
 fn templates_run_in_the_agent(lang: &str) {

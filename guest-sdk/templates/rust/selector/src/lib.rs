@@ -51,3 +51,19 @@ pub fn {{ident}}(events: &[Event]) -> Result<Vec<Route>, Error> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_events_go_to_the_first_channel_and_the_rest_to_the_last() {
+        setup(vec!["urgent".into(), "normal".into()], Config::default()).unwrap();
+        let events = [
+            Event::new(b"a".to_vec()).with_header("priority", "high"),
+            Event::new(b"b".to_vec()),
+        ];
+        let routes = {{ident}}(&events).unwrap();
+        assert_eq!(routes, vec![Route::to([0]), Route::to([1])]);
+    }
+}
