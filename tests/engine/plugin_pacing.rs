@@ -89,3 +89,45 @@ fn an_instance_is_recycled_after_its_number_of_calls() {
         "{log}"
     );
 }
+
+/// A plugin hung on every event: calls are sized down to one event, and each would take a
+/// deadline; the batch's failure budget still bounds the calls, and every event is
+/// dead-lettered with the reason, the last ones together once the budget is spent.
+#[test]
+fn a_plugin_hung_on_every_event_costs_a_bounded_number_of_calls() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    let metrics = sluice_core::metrics::Metrics::new();
+    let slot = sluice_wasm::slot::PluginSlot::load(
+        "chaos",
+        dist("chaos"),
+        &serde_json::json!({}),
+        None,
+        Some(std::time::Duration::from_millis(5)),
+        metrics.plugin("chaos"),
+    )
+    .unwrap();
+    let mut chain = sluice_wasm::interceptor::WasmInterceptor::new(slot.clone()).unwrap();
+    for round in 0..2 {
+        let mut batch: Vec<Event> = (0..1000).map(|_| Event::new("loop")).collect();
+        let mut rejected = Vec::new();
+        chain.intercept(&mut batch, &mut rejected).unwrap();
+        assert!(batch.is_empty(), "round {round}: nothing survives");
+        assert_eq!(
+            rejected.len(),
+            1000,
+            "round {round}: every event dead-lettered"
+        );
+        assert!(
+            rejected
+                .last()
+                .unwrap()
+                .reason
+                .contains("failure budget for this batch spent"),
+            "{}",
+            rejected.last().unwrap().reason
+        );
+    }
+    // 2·log2(1000)+8 = 28 failures and one last call per batch, not one per event.
+    let calls = slot.describe()["calls"].as_u64().unwrap();
+    assert!(calls <= 2 * 30, "{calls} calls for two hopeless batches");
+}

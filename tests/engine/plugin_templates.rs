@@ -109,6 +109,10 @@ fn templates_run_in_the_agent(lang: &str) {
         log.contains("source  debug: received 500, accepted 0, dropped 500, dead-lettered 0"),
         "{log}"
     );
+    assert!(
+        log.contains("sink    high_out: delivered 1000, dead-lettered 0"),
+        "{log}"
+    );
     let high = std::fs::read_to_string(d.join("high.txt")).unwrap();
     assert_eq!(high.lines().count(), 1000, "{high:.300}");
     assert!(high.lines().all(|l| l == "level=INFO hello"), "{high:.300}");

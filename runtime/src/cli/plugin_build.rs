@@ -16,6 +16,8 @@ use sluice_wasm::{oci::inspect::inspect, template::Lang};
 
 /// Builds the project in `dir`; prints what was built and returns the component's path.
 pub fn build(dir: &Path) -> Result<PathBuf, String> {
+    // Absolute: the toolchains run in `dir`, where a relative path would not resolve.
+    let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let lang = detect(dir)?;
     let started = std::time::Instant::now();
     let out = match lang {
@@ -136,7 +138,13 @@ fn toml_value(text: &str, table: &str, key: &str) -> Option<String> {
             && let Some((k, v)) = line.split_once('=')
             && k.trim() == key
         {
-            return Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned());
+            let v = v.trim();
+            // A quoted string ends at its closing quote (a `# comment` may follow).
+            let value = match v.chars().next() {
+                Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or_default(),
+                _ => v.split('#').next().unwrap_or_default().trim(),
+            };
+            return Some(value.to_owned());
         }
     }
     None
@@ -152,7 +160,11 @@ fn python(dir: &Path) -> Result<PathBuf, String> {
         .ok_or("pyproject.toml: no `name` under [project]")?;
     let venv = dir.join(".venv");
     let tool = venv.join("bin/componentize-py");
-    if !tool.exists() {
+    // Installed from this `requirements.txt`: a copy is kept in the venv to tell a change.
+    let requirements = std::fs::read(dir.join("requirements.txt"))
+        .map_err(|e| format!("cannot read requirements.txt: {e}"))?;
+    let stamp = venv.join(".sluice-requirements");
+    if !tool.exists() || std::fs::read(&stamp).ok().as_ref() != Some(&requirements) {
         let mut mk = Command::new("python3");
         mk.current_dir(dir).args(["-m", "venv", ".venv"]);
         run(mk, "making the project's venv")?;
@@ -165,6 +177,8 @@ fn python(dir: &Path) -> Result<PathBuf, String> {
             "requirements.txt",
         ]);
         run(pip, "installing the pinned toolchain")?;
+        std::fs::write(&stamp, &requirements)
+            .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     }
     let out = dist(dir, &name)?;
     let mut cmd = Command::new(&tool);
@@ -200,7 +214,9 @@ fn js(dir: &Path) -> Result<PathBuf, String> {
         .next()
         .unwrap_or_default()
         .to_owned();
-    if !dir.join("node_modules").is_dir() {
+    // `node_modules/.package-lock.json` is written last by npm: without it an install did not
+    // finish (or never ran).
+    if !dir.join("node_modules/.package-lock.json").is_file() {
         let mut install = Command::new("npm");
         install
             .current_dir(dir)
@@ -226,7 +242,7 @@ mod tests {
 
     #[test]
     fn pyproject_values_are_read_from_their_table() {
-        let text = "[project]\nname = \"my-filter\"\n\n[tool.sluice]\nworld = 'serde'\n";
+        let text = "[project]\nname = \"my-filter\"  # the plugin\n\n[tool.sluice]\nworld = 'serde'\nn = 3 # three\n";
         assert_eq!(
             toml_value(text, "project", "name").as_deref(),
             Some("my-filter")
@@ -236,6 +252,7 @@ mod tests {
             Some("serde")
         );
         assert_eq!(toml_value(text, "project", "world"), None);
+        assert_eq!(toml_value(text, "tool.sluice", "n").as_deref(), Some("3"));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! Each chain owns its instance. Before each call it checks the slot's version and
 //! re-instantiates after a swap (or when the instance is due for recycling), so a call is
-//! always handled by exactly one version. A batch is cut into calls of the size the slot has
-//! learnt for the plugin ([`crate::pacing`]). When a call runs past its deadline its events
-//! run again in smaller calls; when it fails otherwise (trap, memory limit, malformed answer)
-//! the instance is dropped and the events are bisected: halves that succeed continue, and the
-//! event(s) that fail on their own go to the DLQ with the failure, plugin name and digest.
+//! always handled by exactly one version (the calls of one batch may straddle a swap). A batch
+//! is cut into calls of the size the slot has learnt for the plugin ([`crate::pacing`]). When a
+//! call fails the instance is dropped; after a deadline its events run again in smaller calls,
+//! after any other failure (trap, memory limit, malformed answer) they are bisected: halves that
+//! succeed continue, and the event(s) that fail on their own go to the DLQ with the failure,
+//! plugin name and digest. A per-batch failure budget bounds the calls a hopeless batch costs.
 
 use std::sync::Arc;
 
@@ -133,6 +134,12 @@ impl WasmInterceptor {
         }
         let mut events = events.into_iter();
         loop {
+            if *failures_left == 0 {
+                // The budget is spent: the rest goes in one last call (dead-lettered together
+                // if that fails too), not in many more calls that may each take a deadline.
+                let rest: Vec<Event> = events.collect();
+                return self.run(rest, out, rejected, failures_left);
+            }
             // Re-read: a slow call lowers the size for the rest of this batch too.
             let limit = self.slot.call_limit().max(1);
             let call: Vec<Event> = events.by_ref().take(limit).collect();
@@ -167,8 +174,15 @@ impl WasmInterceptor {
                 Ok(())
             }
             Err((mut events, failure, digest)) => {
-                if events.len() == 1 || *failures_left == 0 {
-                    let why = if *failures_left == 0 {
+                let spent = *failures_left == 0;
+                // A single event that runs out of time spends the budget too: with calls sized
+                // down to one event, a plugin hung on every event would otherwise pay a
+                // deadline per event of every batch.
+                if events.len() == 1 && failure.kind == FailureKind::Deadline {
+                    *failures_left = failures_left.saturating_sub(1);
+                }
+                if events.len() == 1 || spent {
+                    let why = if spent {
                         " (failure budget for this batch spent)"
                     } else {
                         ""

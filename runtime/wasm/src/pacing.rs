@@ -4,7 +4,8 @@
 //! A guest's speed is unknown until it runs: an interpreter compiled to Wasm (CPython,
 //! SpiderMonkey) can take a hundred times longer per event than a Rust plugin. So the host
 //! sizes calls per plugin from the time they take ([`BatchPacer`]): a call aims at a quarter of
-//! the deadline, the size shrinks at once after a slow call and doubles back after fast ones.
+//! the deadline, the size shrinks at once after a slow call of at least half the size, and
+//! doubles back after fast full ones.
 //! A deadline hit on several events shrinks the size and runs them again in smaller calls
 //! instead of bisecting a batch that was merely large; only one event that runs out of time on
 //! its own is poison.
@@ -83,11 +84,15 @@ impl BatchPacer {
         self.set(from, (events / 4).clamp(1, from.max(1)))
     }
 
+    /// Moves the size from `from` to `to`, unless another user of the plugin changed it since
+    /// `from` was read (its change, made on fresher evidence, stands).
     fn set(&self, from: usize, to: usize) -> Option<Resized> {
-        (to != from).then(|| {
-            self.limit.store(to, Ordering::Relaxed);
-            Resized { from, to }
-        })
+        (to != from
+            && self
+                .limit
+                .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok())
+        .then_some(Resized { from, to })
     }
 }
 

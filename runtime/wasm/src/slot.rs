@@ -94,6 +94,10 @@ pub struct Live {
     pub digest: String,
     /// Calls this instance answered.
     calls: u64,
+    /// Past this memory the instance is recycled: the plugin's threshold, or halfway from what
+    /// the instance had after `init` to the cap when that was already past the threshold (so
+    /// a guest that starts big is not recycled after every call).
+    recycle_memory: usize,
     /// Why it is to be replaced before its next call (see [`PluginSlot::ready`]).
     retire: Option<Retire>,
 }
@@ -252,6 +256,7 @@ impl PluginSlot {
             *slot.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
         }
         slot.metrics.healthy.set(1);
+        slot.metrics.call_limit.set(slot.pacer.limit() as i64);
         Ok(Arc::new(slot))
     }
 
@@ -280,10 +285,14 @@ impl PluginSlot {
         }
         // Read the version before the code: a swap in between is then seen at the next batch.
         let version = self.version();
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(live) = spare.filter(|l| l.version == version) {
-            return Ok(live);
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        match spare.take() {
+            Some(live) if live.version == version => return Ok(live),
+            // A swap landed since `version` was read: its instance is for the next user.
+            Some(live) if live.version > version => *spare = Some(live),
+            _ => {}
         }
+        drop(spare);
         let loaded = self.current();
         self.instantiate_version(&loaded, version, selector_channels)
     }
@@ -296,19 +305,28 @@ impl PluginSlot {
         selector_channels: &[String],
     ) -> Result<&'l mut Live, PluginError> {
         let version = self.version();
-        let fresh = match live.as_mut() {
-            Some(old) if old.version == version => match old.retire.take() {
-                None => false,
-                Some(why) => {
-                    self.recycled(old, why);
-                    true
+        match live.as_mut() {
+            Some(old) if old.version == version => {
+                if let Some(why) = old.retire.take() {
+                    // The replacement is made first: if it cannot start, the instance that
+                    // works keeps serving (and recycling is tried again after its next call).
+                    match self.instantiate(selector_channels) {
+                        Ok(new) => {
+                            self.recycled(old, why);
+                            *old = new;
+                        }
+                        Err(e) => tracing::warn!(
+                            plugin = &*self.name,
+                            error = %e,
+                            "plugin instance due for recycling kept: a new one cannot start"
+                        ),
+                    }
                 }
-            },
-            _ => true,
-        };
-        if fresh {
-            *live = None;
-            *live = Some(self.instantiate(selector_channels)?);
+            }
+            _ => {
+                *live = None;
+                *live = Some(self.instantiate(selector_channels)?);
+            }
         }
         live.as_mut()
             .ok_or_else(|| PluginError::Init("no instance".into()))
@@ -322,7 +340,7 @@ impl PluginSlot {
                 digest = %old.digest,
                 calls = old.calls,
                 memory_mib = mib(old.store.data().limits.largest_memory()),
-                recycle_at_mib = mib(self.recycle_memory),
+                recycle_at_mib = mib(old.recycle_memory),
                 memory_limit_mib = mib(self.memory_limit),
                 not_logged = held,
                 "plugin instance recycled ({})",
@@ -407,12 +425,29 @@ impl PluginSlot {
             ),
         };
         init.map_err(PluginError::Init)?;
+        let started = store.data().limits.largest_memory();
+        let recycle_memory = if started < self.recycle_memory {
+            self.recycle_memory
+        } else {
+            if let Some(held) = self.notices.allow(Notice::Recycled) {
+                tracing::warn!(
+                    plugin = &*self.name,
+                    memory_mib = mib(started),
+                    recycle_at_mib = mib(self.recycle_memory),
+                    memory_limit_mib = mib(self.memory_limit),
+                    not_logged = held,
+                    "plugin instance starts past its recycling threshold; raise limits.memory"
+                );
+            }
+            started + (self.memory_limit.saturating_sub(started)) / 2
+        };
         Ok(Live {
             store,
             bound,
             version,
             digest: loaded.digest.clone(),
             calls: 0,
+            recycle_memory,
             retire: None,
         })
     }
@@ -443,7 +478,7 @@ impl PluginSlot {
                     self.resized(&live.digest, resized, Some(took));
                 }
                 let memory = live.store.data().limits.largest_memory();
-                if memory > self.recycle_memory {
+                if memory > live.recycle_memory {
                     live.retire = Some(Retire::Memory);
                 } else if self.recycle_after_calls > 0 && live.calls >= self.recycle_after_calls {
                     live.retire = Some(Retire::Calls);
@@ -766,7 +801,7 @@ pub(crate) fn detect_world(
         World::RouteSelector
     } else {
         return Err(PluginError::Invalid(format!(
-            "not a Sluice plugin: it exports [{}], but no sluice:plugin world (interceptor, packed-interceptor, serde, selector)",
+            "not a Sluice plugin: it exports [{}], but no sluice:plugin world (interceptor, packed-interceptor, serde, selector, route-selector)",
             exports.join(", ")
         )));
     })
