@@ -652,7 +652,10 @@ sinks:
     );
     let v = |e: &serde_json::Value| e["headers"]["v"].as_str().map(str::to_owned);
     // Before the first reload: v=one; after it v=two; after the removal: no v at all. Each
-    // switch happens once, between the counts seen before and after its reload.
+    // switch happens once, between the counts seen before and after its reload; the source
+    // takes the new chain between two batches, so the batch it was running when the reload
+    // answered (30 events) may still reach the file after the count was read.
+    let in_flight = 30;
     assert_eq!(v(&b[0]).as_deref(), Some("one"));
     let first_two = b
         .iter()
@@ -660,7 +663,7 @@ sinks:
         .unwrap();
     let first_none = b.iter().position(|e| v(e).is_none()).unwrap();
     assert!(
-        first_two <= marks[0] && first_two < first_none,
+        first_two <= marks[0] + in_flight && first_two < first_none,
         "{first_two} {marks:?}"
     );
     assert!(
@@ -670,7 +673,7 @@ sinks:
     );
     assert!(b[first_none..].iter().all(|e| v(e).is_none()));
     assert!(
-        first_none <= marks[2] && first_none >= marks[1],
+        first_none <= marks[2] + in_flight && first_none >= marks[1],
         "{first_none} {marks:?}"
     );
 }
