@@ -1,12 +1,20 @@
 //! Events: a small header map plus a byte body, moved in batches.
 //!
 //! Headers are a vector of pairs rather than a hash map: events carry a handful of headers,
-//! for which a linear scan beats hashing and an empty map costs no allocation.
+//! for which a linear scan beats hashing. The first two pairs live inside the event and
+//! header text is a [`HeaderText`] (short strings inline, longer ones shared), so making,
+//! copying and dropping a typical event allocates nothing for its headers — the file source's
+//! path header, for one, is the same shared text on every line of a file.
 
 pub mod codec;
 pub mod template;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
+
+/// Header names and values: up to 23 bytes inline, longer text reference-counted, so a clone
+/// never copies the text.
+pub type HeaderText = smol_str::SmolStr;
 
 /// One event: string headers and an opaque body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,7 +31,7 @@ impl Event {
         }
     }
 
-    pub fn with_header(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+    pub fn with_header(mut self, k: impl Into<HeaderText>, v: impl Into<HeaderText>) -> Self {
         self.headers.insert(k, v);
         self
     }
@@ -34,9 +42,12 @@ impl Event {
     }
 }
 
+/// Pairs held inside the event before the headers need an allocation of their own.
+const INLINE_HEADERS: usize = 2;
+
 /// Header map with insertion order; keys are unique.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(SmallVec<[(HeaderText, HeaderText); INLINE_HEADERS]>);
 
 impl Headers {
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -50,8 +61,8 @@ impl Headers {
         self.0.iter().any(|(k, _)| k == key)
     }
 
-    /// Sets `key`, replacing an existing value.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    /// Sets `key`, replacing an existing value. Passing [`HeaderText`]s shares their text.
+    pub fn insert(&mut self, key: impl Into<HeaderText>, value: impl Into<HeaderText>) {
         let key = key.into();
         let value = value.into();
         match self.0.iter_mut().find(|(k, _)| *k == key) {
@@ -60,16 +71,26 @@ impl Headers {
         }
     }
 
-    /// [`insert`](Self::insert) from borrowed text: allocates the key only when it is new and
-    /// reuses the old value's buffer when it fits.
+    /// [`insert`](Self::insert) from borrowed text: makes a key only when it is new.
     pub fn set(&mut self, key: &str, value: &str) {
         match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => value.clone_into(&mut slot.1),
-            None => self.0.push((key.to_owned(), value.to_owned())),
+            Some(slot) => {
+                if slot.1 != value {
+                    slot.1 = HeaderText::new(value);
+                }
+            }
+            None => self.0.push((HeaderText::new(key), HeaderText::new(value))),
         }
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<String> {
+    /// Sets every header of `other`, sharing its text.
+    pub fn insert_all(&mut self, other: &Headers) {
+        for (k, v) in &other.0 {
+            self.insert(k.clone(), v.clone());
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<HeaderText> {
         let i = self.0.iter().position(|(k, _)| k == key)?;
         Some(self.0.remove(i).1)
     }
@@ -95,7 +116,7 @@ impl Headers {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+impl<K: Into<HeaderText>, V: Into<HeaderText>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut h = Headers::default();
         for (k, v) in iter {
@@ -126,5 +147,25 @@ mod tests {
         assert!(!h.contains("a"));
         let e = Event::new("xyz").with_header("k", "vv");
         assert_eq!(e.size(), 6);
+    }
+
+    #[test]
+    fn long_header_text_is_shared_and_short_text_inline() {
+        let path = HeaderText::new("/var/log/some/rather/long/application/file.log");
+        let mut a = Headers::default();
+        a.insert("file", path.clone());
+        let b = a.clone();
+        let (pa, pb) = (a.get("file").unwrap(), b.get("file").unwrap());
+        assert_eq!(pa.as_ptr(), pb.as_ptr(), "a copied event shares the long value");
+        assert_eq!(pa.as_ptr(), path.as_ptr());
+        assert!(!HeaderText::new("processed-by").is_heap_allocated());
+        // More headers than fit inline spill over and keep their order.
+        let mut h = Headers::default();
+        for i in 0..5 {
+            h.insert(format!("k{i}"), i.to_string());
+        }
+        h.set("k1", "one");
+        let order: Vec<_> = h.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(order, ["k0=0", "k1=one", "k2=2", "k3=3", "k4=4"]);
     }
 }

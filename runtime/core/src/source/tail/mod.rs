@@ -41,7 +41,7 @@ use super::{ProcessError, Source, SourceContext, SourceError};
 use crate::{
     dlq::DeadLetter,
     event::{
-        Event, Headers,
+        Event, HeaderText, Headers,
         codec::{Codec, CodecName},
     },
 };
@@ -50,8 +50,8 @@ pub struct FileSource {
     settings: Settings,
     batch_size: usize,
     poll_interval: Duration,
-    file_header: Option<String>,
-    offset_header: Option<String>,
+    file_header: Option<HeaderText>,
+    offset_header: Option<HeaderText>,
     codec: Box<dyn Codec>,
 }
 
@@ -94,8 +94,8 @@ impl FileSource {
             },
             batch_size,
             poll_interval: cfg.poll_interval.0,
-            file_header: cfg.headers.file.clone(),
-            offset_header: cfg.headers.offset.clone(),
+            file_header: cfg.headers.file.as_deref().map(HeaderText::new),
+            offset_header: cfg.headers.offset.as_deref().map(HeaderText::new),
             codec,
         })
     }
@@ -151,8 +151,8 @@ impl Source for FileSource {
             let (events, malformed) = to_events(
                 lines,
                 codec.as_mut(),
-                file_header.as_deref(),
-                offset_header.as_deref(),
+                file_header.as_ref(),
+                offset_header.as_ref(),
             );
             outcome = match deliver(&mut cx, events, malformed).await {
                 Ok(()) => Outcome::Committed,
@@ -199,8 +199,8 @@ async fn deliver(
 fn to_events(
     lines: Vec<Line>,
     codec: &mut dyn Codec,
-    file_header: Option<&str>,
-    offset_header: Option<&str>,
+    file_header: Option<&HeaderText>,
+    offset_header: Option<&HeaderText>,
 ) -> (Vec<Event>, Vec<DeadLetter>) {
     let raw = codec.builtin() == Some(CodecName::Lines);
     let mut events = Vec::with_capacity(lines.len());
@@ -208,11 +208,12 @@ fn to_events(
     let mut num = itoa::Buffer::new();
     for line in lines {
         let mut headers = Headers::default();
+        // The names and the path are shared text: no allocation per line.
         if let Some(h) = file_header {
-            headers.insert(h, &*line.path);
+            headers.insert(h.clone(), line.path.clone());
         }
         if let Some(h) = offset_header {
-            headers.insert(h, num.format(line.offset));
+            headers.insert(h.clone(), num.format(line.offset));
         }
         if raw {
             events.push(Event {
@@ -223,9 +224,7 @@ fn to_events(
         }
         match codec.decode(&line.body) {
             Ok(decoded) => events.extend(decoded.into_iter().map(|mut e| {
-                for (k, v) in headers.iter() {
-                    e.headers.insert(k, v);
-                }
+                e.headers.insert_all(&headers);
                 e
             })),
             Err(reason) => malformed.push(DeadLetter {
@@ -367,15 +366,15 @@ mod tests {
     fn lines_become_events_with_headers_and_bad_ndjson_is_dead_lettered() {
         let line = |body: &'static str, offset| Line {
             body: bytes::Bytes::from_static(body.as_bytes()),
-            path: Arc::from("/l/a.log"),
+            path: HeaderText::new("/l/a.log"),
             offset,
         };
         let mut lines_codec = CodecName::Lines;
         let (events, bad) = to_events(
             vec![line("hello", 0), line("world", 6)],
             &mut lines_codec,
-            Some("file"),
-            Some("offset"),
+            Some(&HeaderText::new("file")),
+            Some(&HeaderText::new("offset")),
         );
         assert!(bad.is_empty());
         assert_eq!(events[1].headers.get("file"), Some("/l/a.log"));
@@ -386,7 +385,7 @@ mod tests {
         let (events, bad) = to_events(
             vec![line("{\"body\":\"x\"}", 0), line("nope", 13)],
             &mut ndjson,
-            Some("file"),
+            Some(&HeaderText::new("file")),
             None,
         );
         assert_eq!(events.len(), 1);

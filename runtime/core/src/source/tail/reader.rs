@@ -10,11 +10,12 @@ use std::{
     fs::File,
     io::{self, Read, Seek, SeekFrom},
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
+
+use crate::event::HeaderText;
 
 use super::position::{FileId, Fingerprint, Position, read_prefix};
 
@@ -40,7 +41,7 @@ pub struct Multiline {
 #[derive(Debug, Clone)]
 pub struct Line {
     pub body: Bytes,
-    pub path: Arc<str>,
+    pub path: HeaderText,
     /// Byte offset of its first byte in the file.
     pub offset: u64,
 }
@@ -49,7 +50,7 @@ pub struct TailedFile {
     pub id: FileId,
     pub path: PathBuf,
     /// `path` as a string, shared by every line read from it.
-    label: Arc<str>,
+    label: HeaderText,
     file: File,
     pub fingerprint: Fingerprint,
     /// Bytes read but not yet handed out; `buf[0]` is at offset `start`.
@@ -325,14 +326,14 @@ impl TailedFile {
         self.held = self.held.saturating_sub(n);
         Line {
             body: body.freeze(),
-            path: Arc::clone(&self.label),
+            path: self.label.clone(),
             offset,
         }
     }
 }
 
-fn label(path: &std::path::Path) -> Arc<str> {
-    Arc::from(path.to_string_lossy().as_ref())
+fn label(path: &std::path::Path) -> HeaderText {
+    HeaderText::new(path.to_string_lossy())
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

@@ -58,7 +58,7 @@ use self::{
     decode::Decoder,
 };
 use sluice_core::{
-    event::Event,
+    event::{Event, HeaderText},
     metrics::SourceMetrics,
     source::{Source, SourceContext, SourceError},
 };
@@ -113,9 +113,9 @@ struct Shared {
     methods: Vec<Method>,
     allow: HeaderValue,
     /// Request header → event header (its lower-case name).
-    copy_headers: Vec<(HeaderName, String)>,
-    query: Vec<String>,
-    path_header: Option<String>,
+    copy_headers: Vec<(HeaderName, HeaderText)>,
+    query: Vec<HeaderText>,
+    path_header: Option<HeaderText>,
     max_body: usize,
     max_decoded: usize,
     read_timeout: Duration,
@@ -254,12 +254,12 @@ fn shared(
             .filter_map(|h| {
                 Some((
                     HeaderName::from_bytes(h.as_bytes()).ok()?,
-                    h.to_ascii_lowercase(),
+                    HeaderText::new(h.to_ascii_lowercase()),
                 ))
             })
             .collect(),
-        query: cfg.query.clone(),
-        path_header: cfg.path_header.clone(),
+        query: cfg.query.iter().map(HeaderText::new).collect(),
+        path_header: cfg.path_header.as_deref().map(HeaderText::new),
         max_body: usize::try_from(cfg.max_body.0).unwrap_or(usize::MAX),
         max_decoded: usize::try_from(cfg.max_decoded_body.0).unwrap_or(usize::MAX),
         read_timeout: cfg.read_timeout.0,
@@ -560,33 +560,31 @@ async fn decompress(s: &Shared, encoding: Encoding, raw: Bytes) -> Result<Bytes,
     }
 }
 
-/// Copies the configured request headers, query parameters and path into every event.
+/// Copies the configured request headers, query parameters and path into every event; the
+/// events of one request share the text.
 fn add_headers(s: &Shared, parts: &Parts, events: &mut [Event]) {
-    let mut extra: Vec<(&str, String)> = Vec::new();
+    let mut extra: Vec<(HeaderText, HeaderText)> = Vec::new();
     for (name, key) in &s.copy_headers {
         if let Some(v) = parts.headers.get(name) {
-            extra.push((
-                key.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            ));
+            extra.push((key.clone(), HeaderText::new(String::from_utf8_lossy(v.as_bytes()))));
         }
     }
     if let (false, Some(q)) = (s.query.is_empty(), parts.uri.query()) {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if let Some(name) = s.query.iter().find(|n| n.as_str() == k.as_ref()) {
-                extra.push((name.as_str(), v.into_owned()));
+                extra.push((name.clone(), HeaderText::new(v)));
             }
         }
     }
     if let Some(h) = &s.path_header {
-        extra.push((h.as_str(), parts.uri.path().to_owned()));
+        extra.push((h.clone(), HeaderText::new(parts.uri.path())));
     }
     if extra.is_empty() {
         return;
     }
     for e in events {
         for (k, v) in &extra {
-            e.headers.insert(*k, v.clone());
+            e.headers.insert(k.clone(), v.clone());
         }
     }
 }
