@@ -29,78 +29,26 @@ use std::{
 
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer},
-    producer::{FutureProducer, FutureRecord},
+    producer::FutureRecord,
 };
 
 /// Helpers shared by the benches.
 #[path = "common/mod.rs"]
 mod common;
+/// The broker helpers shared with `side_by_side.rs`.
+#[path = "common/kafka.rs"]
+mod kafka_support;
 /// The tests' helpers (unique names), shared with the benches.
 #[path = "../tests/common/mod.rs"]
 mod test_support;
 use common::{Measure, agent_log, env_or, spawn_agent};
+use kafka_support::{broker, create_topic, producer};
 use test_support::unique;
 
 const BODY: usize = 256;
 /// A run that has not finished after this long is reported as failed.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-fn broker() -> String {
-    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .create()
-        .expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin
-        .create_topics([&topic], &opts)
-        .await
-        .expect("create_topics")
-    {
-        if let Err((t, e)) = r {
-            panic!("creating topic {t}: {e}");
-        }
-    }
-}
-
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer")
-}
-
-/// Writes `m` numbered records of [`BODY`] bytes, spread evenly over the partitions.
-async fn preproduce(topic: &str, m: usize, partitions: i32) {
-    let p = producer();
-    let mut body = vec![b'x'; BODY];
-    let mut pending = Vec::with_capacity(10_000);
-    for i in 0..m {
-        let n = format!("{i:>12}");
-        body[..n.len()].copy_from_slice(n.as_bytes());
-        let rec = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(&body[..])
-            .partition((i % partitions as usize) as i32);
-        pending.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
-        if pending.len() == 10_000 {
-            for d in pending.drain(..) {
-                d.await.expect("report").expect("delivered");
-            }
-        }
-    }
-    for d in pending {
-        d.await.expect("report").expect("delivered");
-    }
-}
 
 /// Watches `topic` on a thread of its own until it holds `m` records, counted by reading
 /// them (tansu's high watermarks count record batches, not records); the rate from the first
@@ -394,7 +342,7 @@ fn main() {
         let input = unique("bench-in");
         create_topic(&input, partitions).await;
         let t0 = Instant::now();
-        preproduce(&input, m, partitions).await;
+        kafka_support::preproduce(&input, m, partitions, BODY).await;
         let secs = t0.elapsed().as_secs_f64();
         println!(
             "kafka: {m} records of {BODY} bytes in {partitions} partitions at {} (pre-produced at {:.0}/s)",

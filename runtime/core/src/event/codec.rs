@@ -10,7 +10,7 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use serde::Deserialize;
 
@@ -57,6 +57,10 @@ impl<'de> Deserialize<'de> for CodecRef {
 }
 
 /// Appends the encoding of `event` (with its trailing newline) to `out`.
+///
+/// The NDJSON envelope is written straight from the event — `body` (or `body_base64`) first,
+/// then the headers sorted by name, as a JSON map would order them — without building a JSON
+/// value per event.
 pub fn encode_into(codec: CodecName, event: &Event, out: &mut Vec<u8>) {
     match codec {
         CodecName::Lines => {
@@ -64,23 +68,64 @@ pub fn encode_into(codec: CodecName, event: &Event, out: &mut Vec<u8>) {
             out.push(b'\n');
         }
         CodecName::Ndjson => {
-            let mut headers = Map::with_capacity(event.headers.len());
-            for (k, v) in event.headers.iter() {
-                headers.insert(k.to_owned(), Value::String(v.to_owned()));
-            }
-            let mut obj = Map::with_capacity(2);
-            obj.insert("headers".into(), Value::Object(headers));
-            match std::str::from_utf8(&event.body) {
-                Ok(s) => obj.insert("body".into(), Value::String(s.to_owned())),
-                Err(_) => obj.insert(
-                    "body_base64".into(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(&event.body)),
-                ),
+            let base64;
+            let body = match std::str::from_utf8(&event.body) {
+                Ok(s) => BodyOut::Text(s),
+                Err(_) => {
+                    base64 = base64::engine::general_purpose::STANDARD.encode(&event.body);
+                    BodyOut::Base64(&base64)
+                }
             };
             // Writing JSON into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &Value::Object(obj));
+            let _ = serde_json::to_writer(
+                &mut *out,
+                &EnvelopeOut {
+                    body,
+                    headers: SortedHeaders(&event.headers),
+                },
+            );
             out.push(b'\n');
         }
+    }
+}
+
+/// The envelope as written: one of the two body fields, then `headers`.
+struct EnvelopeOut<'a> {
+    body: BodyOut<'a>,
+    headers: SortedHeaders<'a>,
+}
+
+enum BodyOut<'a> {
+    Text(&'a str),
+    Base64(&'a str),
+}
+
+/// Headers serialized as a JSON object with its keys in order.
+struct SortedHeaders<'a>(&'a Headers);
+
+impl serde::Serialize for EnvelopeOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        match self.body {
+            BodyOut::Text(t) => m.serialize_entry("body", t)?,
+            BodyOut::Base64(b) => m.serialize_entry("body_base64", b)?,
+        }
+        m.serialize_entry("headers", &self.headers)?;
+        m.end()
+    }
+}
+
+impl serde::Serialize for SortedHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut pairs: smallvec::SmallVec<[(&str, &str); 8]> = self.0.iter().collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
@@ -88,43 +133,126 @@ pub fn encode_into(codec: CodecName, event: &Event, out: &mut Vec<u8>) {
 pub fn decode_line(codec: CodecName, line: &[u8]) -> Result<Event, String> {
     match codec {
         CodecName::Lines => Ok(Event::new(Bytes::copy_from_slice(line))),
-        CodecName::Ndjson => {
-            let value: Value =
-                serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
-            let Value::Object(mut obj) = value else {
-                return Err("expected a JSON object".into());
-            };
-            let is_envelope = obj
-                .keys()
-                .all(|k| matches!(k.as_str(), "headers" | "body" | "body_base64"))
-                && (obj.contains_key("body") || obj.contains_key("body_base64"));
-            if !is_envelope {
-                return Ok(Event::new(Bytes::copy_from_slice(line)));
+        CodecName::Ndjson => decode_ndjson(line, || Bytes::copy_from_slice(line)),
+    }
+}
+
+/// [`decode_line`] of a line that is already in shared memory: a plain object's body is that
+/// memory, not a copy.
+pub fn decode_line_shared(codec: CodecName, line: Bytes) -> Result<Event, String> {
+    match codec {
+        CodecName::Lines => Ok(Event::new(line)),
+        CodecName::Ndjson => decode_ndjson(&line, || line.clone()),
+    }
+}
+
+/// An NDJSON line: one pass checks it is an object and whether it is the envelope (without
+/// building a JSON value); only an envelope is parsed again into headers and body. A plain
+/// object becomes the body `as_body()` gives.
+fn decode_ndjson(line: &[u8], as_body: impl FnOnce() -> Bytes) -> Result<Event, String> {
+    let shape: ObjectShape =
+        serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    match shape {
+        ObjectShape::NotObject => Err("expected a JSON object".into()),
+        ObjectShape::Plain => Ok(Event::new(as_body())),
+        ObjectShape::Envelope => decode_envelope(line),
+    }
+}
+
+/// What an NDJSON line holds, found in one pass over its keys.
+enum ObjectShape {
+    NotObject,
+    /// Any object that is not the envelope.
+    Plain,
+    /// Only `headers`, `body` and `body_base64`, with one of the body fields.
+    Envelope,
+}
+
+impl<'de> Deserialize<'de> for ObjectShape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = ObjectShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
             }
-            let mut headers = Headers::default();
-            if let Some(h) = obj.remove("headers") {
-                let Value::Object(h) = h else {
-                    return Err("`headers` must be an object".into());
-                };
-                for (k, v) in h {
-                    match v {
-                        Value::String(s) => headers.insert(k, s),
-                        other => headers.insert(k, other.to_string()),
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ObjectShape, A::Error> {
+                let (mut only_envelope_keys, mut has_body) = (true, false);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "body" | "body_base64" => has_body = true,
+                        "headers" => {}
+                        _ => only_envelope_keys = false,
                     }
+                    map.next_value::<serde::de::IgnoredAny>()?;
                 }
+                Ok(if only_envelope_keys && has_body {
+                    ObjectShape::Envelope
+                } else {
+                    ObjectShape::Plain
+                })
             }
-            let body = match (obj.remove("body"), obj.remove("body_base64")) {
-                (Some(Value::String(s)), None) => Bytes::from(s),
-                (Some(other), None) => Bytes::from(other.to_string()),
-                (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .map(Bytes::from)
-                    .map_err(|e| format!("invalid body_base64: {e}"))?,
-                _ => return Err("expected exactly one of `body`, `body_base64` (a string)".into()),
-            };
-            Ok(Event { headers, body })
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ObjectShape, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<ObjectShape, E> {
+                Ok(ObjectShape::NotObject)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
+/// The envelope `{"headers":{..},"body":".."}` (or `body_base64`) into an event.
+fn decode_envelope(line: &[u8]) -> Result<Event, String> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(mut obj) = value else {
+        return Err("expected a JSON object".into());
+    };
+    let mut headers = Headers::default();
+    if let Some(h) = obj.remove("headers") {
+        let Value::Object(h) = h else {
+            return Err("`headers` must be an object".into());
+        };
+        for (k, v) in h {
+            match v {
+                Value::String(s) => headers.insert(k, s),
+                other => headers.insert(k, other.to_string()),
+            }
         }
     }
+    let body = match (obj.remove("body"), obj.remove("body_base64")) {
+        (Some(Value::String(s)), None) => Bytes::from(s),
+        (Some(other), None) => Bytes::from(other.to_string()),
+        (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("invalid body_base64: {e}"))?,
+        _ => return Err("expected exactly one of `body`, `body_base64` (a string)".into()),
+    };
+    Ok(Event { headers, body })
 }
 
 /// A codec in use: payloads into events and events into payloads.
@@ -183,6 +311,38 @@ mod tests {
             assert_eq!(out.last(), Some(&b'\n'));
             let back = decode_line(CodecName::Ndjson, &out[..out.len() - 1]).unwrap();
             assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn ndjson_envelope_is_written_body_first_with_sorted_headers() {
+        let e = Event::new("x\"y")
+            .with_header("zeta", "1")
+            .with_header("alpha", "q\"uote");
+        let mut out = Vec::new();
+        encode_into(CodecName::Ndjson, &e, &mut out);
+        assert_eq!(
+            out,
+            b"{\"body\":\"x\\\"y\",\"headers\":{\"alpha\":\"q\\\"uote\",\"zeta\":\"1\"}}\n"
+        );
+        let mut out = Vec::new();
+        encode_into(CodecName::Ndjson, &Event::new(vec![0xffu8]), &mut out);
+        assert_eq!(out, b"{\"body_base64\":\"/w==\",\"headers\":{}}\n");
+    }
+
+    #[test]
+    fn ndjson_shared_lines_keep_their_memory_and_envelopes_need_a_body() {
+        let line = Bytes::from_static(br#"{"user":1,"body":"not an envelope"}"#);
+        let e = decode_line_shared(CodecName::Ndjson, line.clone()).unwrap();
+        assert_eq!(e.body.as_ptr(), line.as_ptr(), "a plain object is not copied");
+        // Only envelope keys but no body: a plain object.
+        let e = decode_line(CodecName::Ndjson, br#"{"headers":{"a":"1"}}"#).unwrap();
+        assert_eq!(&e.body[..], br#"{"headers":{"a":"1"}}"#);
+        let e = decode_line(CodecName::Ndjson, br#"{"body":{"n":1},"headers":{"a":2}}"#).unwrap();
+        assert_eq!(&e.body[..], br#"{"n":1}"#);
+        assert_eq!(e.headers.get("a"), Some("2"));
+        for bad in [&b"1"[..], b"\"s\"", b"null", b"[{}]", b"{} x", b"{\"a\":}"] {
+            assert!(decode_line(CodecName::Ndjson, bad).is_err(), "{bad:?}");
         }
     }
 

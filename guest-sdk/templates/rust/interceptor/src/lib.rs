@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use sluice_guest::{Error, Event, Verdict};
 
@@ -34,31 +35,41 @@ impl Default for Config {
     }
 }
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The config, and a searcher for `drop` prepared once (a substring search per event is most
+/// of this plugin's work).
+struct State {
+    cfg: Config,
+    drop: Finder<'static>,
+}
+
+impl State {
+    fn new(cfg: Config) -> State {
+        let drop = Finder::new(cfg.drop.as_bytes()).into_owned();
+        State { cfg, drop }
+    }
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
 
 pub fn setup(cfg: Config) -> Result<(), Error> {
     println!("{{name}} ready (drop: {:?})", cfg.drop);
-    let _ = CONFIG.set(cfg);
+    let _ = STATE.set(State::new(cfg));
     Ok(())
 }
 
 /// Keep (possibly changed), drop, reject (dead-letter, with a reason) or split each event.
 #[sluice_guest::interceptor(init = setup)]
 pub fn {{ident}}(mut ev: Event) -> Result<Verdict, Error> {
-    let cfg = CONFIG.get_or_init(Config::default);
-    let body = ev.body();
+    let state = STATE.get_or_init(|| State::new(Config::default()));
+    let (cfg, body) = (&state.cfg, ev.body());
     if body.is_empty() {
         return Ok(Verdict::Reject("empty body".into()));
     }
-    if !cfg.drop.is_empty() && contains(body, cfg.drop.as_bytes()) {
+    if !cfg.drop.is_empty() && state.drop.find(body).is_some() {
         return Ok(Verdict::Drop);
     }
     ev.set_header(&cfg.header, &cfg.value);
     Ok(Verdict::Keep(ev))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::{
     dlq::DeadLetter,
     event::{
         Event, HeaderText, Headers,
-        codec::{Codec, CodecName},
+        codec::{Codec, CodecName, decode_line_shared},
     },
 };
 
@@ -203,6 +203,7 @@ fn to_events(
     offset_header: Option<&HeaderText>,
 ) -> (Vec<Event>, Vec<DeadLetter>) {
     let raw = codec.builtin() == Some(CodecName::Lines);
+    let ndjson = codec.builtin() == Some(CodecName::Ndjson);
     let mut events = Vec::with_capacity(lines.len());
     let mut malformed = Vec::new();
     let mut num = itoa::Buffer::new();
@@ -222,7 +223,13 @@ fn to_events(
             });
             continue;
         }
-        match codec.decode(&line.body) {
+        let decoded = if ndjson {
+            // The built-in NDJSON codec keeps a plain object's line as the body, uncopied.
+            decode_line_shared(CodecName::Ndjson, line.body.clone()).map(|e| vec![e])
+        } else {
+            codec.decode(&line.body)
+        };
+        match decoded {
             Ok(decoded) => events.extend(decoded.into_iter().map(|mut e| {
                 e.headers.insert_all(&headers);
                 e

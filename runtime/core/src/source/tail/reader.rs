@@ -8,7 +8,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
+    io::{self, Seek, SeekFrom},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -246,19 +246,14 @@ impl TailedFile {
         let want = usize::try_from(limit - pos)
             .unwrap_or(usize::MAX)
             .min(CHUNK);
-        let old = self.buf.len();
-        self.buf.resize(old + want, 0);
+        self.buf.reserve(want);
         let n = loop {
-            match self.file.read(&mut self.buf[old..]) {
+            match read_into_spare(&mut self.file, &mut self.buf, want) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
-        self.buf.truncate(old + n);
         Ok(n)
     }
 
@@ -334,6 +329,35 @@ impl TailedFile {
 
 fn label(path: &std::path::Path) -> HeaderText {
     HeaderText::new(path.to_string_lossy())
+}
+
+/// Appends up to `want` bytes read from `file` to `buf` (which has room for them), without
+/// zero-filling the room first: that cost as much as cutting the lines out of it.
+#[cfg(unix)]
+fn read_into_spare(file: &mut File, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let want = want.min(spare.len());
+    // SAFETY: the kernel writes at most `want` bytes into the spare capacity, which is at
+    // least that long.
+    let r = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the `r` bytes past the old length were just written by `read`.
+    unsafe { buf.set_len(buf.len() + r as usize) };
+    Ok(r as usize)
+}
+
+/// Appends up to `want` bytes read from `file` to `buf`.
+#[cfg(not(unix))]
+fn read_into_spare(file: &mut File, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    use std::io::Read;
+    let old = buf.len();
+    buf.resize(old + want, 0);
+    let r = file.read(&mut buf[old..]);
+    buf.truncate(old + *r.as_ref().unwrap_or(&0));
+    r
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

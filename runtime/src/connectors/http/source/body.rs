@@ -43,21 +43,34 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let capacity = expected.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit));
-    let mut buf = BytesMut::with_capacity(capacity.min(limit));
+    // A body that arrives as one frame (most small requests) is kept as it came, uncopied;
+    // only a second frame starts a buffer.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => return Err((BodyError::Read(e.to_string()), body)),
         };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err((BodyError::TooLarge, body));
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if held + data.len() > limit {
+            return Err((BodyError::TooLarge, body));
         }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            let capacity = expected.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit));
+            buf.reserve(capacity.min(limit).max(f.len() + data.len()));
+            buf.extend_from_slice(&f);
+        }
+        buf.extend_from_slice(&data);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Reads and throws away what is left of a refused request's body (up to `max` bytes or for

@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use sluice_core::event::{
     Event,
-    codec::{Codec, CodecName, decode_line},
+    codec::{Codec, CodecName, decode_line_shared},
 };
 
 use crate::connectors::http::config::HttpCodec;
@@ -38,7 +38,8 @@ pub fn decode(codec: HttpCodec, body: Bytes) -> Result<Vec<Event>, String> {
             .collect()),
         HttpCodec::Ndjson => lines(&body)
             .map(|(n, r)| {
-                decode_line(CodecName::Ndjson, &body[r]).map_err(|e| format!("line {n}: {e}"))
+                decode_line_shared(CodecName::Ndjson, body.slice(r))
+                    .map_err(|e| format!("line {n}: {e}"))
             })
             .collect(),
         HttpCodec::Json => json(body),
@@ -71,9 +72,18 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> +
 }
 
 fn json(body: Bytes) -> Result<Vec<Event>, String> {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    if let Some(first) = first.filter(|&i| body[i] == b'{') {
+        // One object, the common webhook: decoding it checks the whole body in one pass.
+        let end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(first, |i| i + 1);
+        return Ok(vec![element(&body, first..end)?]);
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .map_err(|e| format!("invalid JSON: {e}"))?;
-    let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
+    let Some(first) = first else {
         return Ok(Vec::new());
     };
     if body[first] != b'[' {
@@ -93,7 +103,7 @@ fn json(body: Bytes) -> Result<Vec<Event>, String> {
 /// headers, any other object is the body as is); other values are the body as is.
 fn element(body: &Bytes, r: std::ops::Range<usize>) -> Result<Event, String> {
     if body[r.start] == b'{' {
-        decode_line(CodecName::Ndjson, &body[r])
+        decode_line_shared(CodecName::Ndjson, body.slice(r))
     } else {
         Ok(Event::new(body.slice(r)))
     }
