@@ -428,11 +428,21 @@ impl Bench {
     }
 
     /// The Rust template interceptor as `sluice plugin new` and `sluice plugin build` of
-    /// `build` make it (kept under `~/.cache/sluice-bench-plugins/<label>`), or
-    /// `SLUICE_BENCH_WASM_FILTER`.
+    /// `build` make it (the project is kept under `~/.cache/sluice-bench-plugins/<label>`:
+    /// remove it after changing the template), or `SLUICE_BENCH_WASM_FILTER`.
     fn wasm_filter(&self, build: &Build) -> PathBuf {
         if let Ok(path) = std::env::var("SLUICE_BENCH_WASM_FILTER") {
             return PathBuf::from(path);
+        }
+        // Built once per harness run and build.
+        static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+        if let Some((_, path)) = BUILT
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(l, _)| *l == build.label)
+        {
+            return path.clone();
         }
         let home = PathBuf::from(std::env::var("HOME").unwrap());
         let parent = home.join(".cache/sluice-bench-plugins").join(&build.label);
@@ -459,12 +469,20 @@ impl Bench {
             .args(["plugin", "build"])
             .arg(&project)
             // Not the target dir `cargo bench` holds locked while this runs.
-            .env("CARGO_TARGET_DIR", home.join(".cache/sluice-plugins-target"))
+            .env(
+                "CARGO_TARGET_DIR",
+                home.join(".cache/sluice-plugins-target"),
+            )
             .stderr(Stdio::inherit())
             .output()
             .unwrap();
         assert!(out.status.success(), "sluice plugin build failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        BUILT
+            .lock()
+            .unwrap()
+            .push((build.label.clone(), path.clone()));
+        path
     }
 
     /// http source → channel → null under `wrk` on the other core.
@@ -584,7 +602,11 @@ impl Bench {
 fn server_cpu(names: &[&str]) -> f64 {
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -630,7 +652,12 @@ fn wrk_figure(text: &str, key: &str) -> Option<f64> {
         // The count comes before the key.
         line.split(key).next()?.trim().parse().ok()
     } else {
-        line.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+        line.split(key)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 }
 

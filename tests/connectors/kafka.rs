@@ -700,6 +700,67 @@ async fn take_some(ch: &KafkaChannel, within: Duration) -> Box<dyn Lease> {
     }
 }
 
+/// A sink that lingers to fill its batches (S3) takes with `take_batch`; the Kafka channel
+/// cannot see its backlog (it is in the broker), so it must read to fill the batch rather
+/// than wait for events it will never see — before, such a sink never took anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_channel_fills_batches_for_lingering_sinks() {
+    let (topic, group) = (unique("chan-batch"), unique("g"));
+    create_topic(&topic, 2).await;
+    let ch = std::sync::Arc::new(
+        KafkaChannel::open("ch", &channel_config(&topic, &group)).expect("open"),
+    );
+    let events: Vec<Event> = (0..300).map(|i| Event::new(format!("e{i}"))).collect();
+    ch.put(events[..200].to_vec()).await.expect("put");
+    assert_eq!(
+        ch.stats().events,
+        0,
+        "the backlog is in Kafka, not visible here"
+    );
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 200 {
+        assert!(Instant::now() < deadline, "took {} of 200", got.len());
+        // Up to 30 s for a first record (the group joins), then 500 ms to reach 150.
+        let lease = ch
+            .take_batch(
+                1000,
+                150,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("take_batch");
+        if let Some(lease) = lease {
+            got.extend(lease.events().iter().map(|e| e.body.clone()));
+            lease.commit().await.expect("commit");
+        }
+    }
+    // With the group joined, more events arriving during the linger join the same batch.
+    let (ch2, rest) = (std::sync::Arc::clone(&ch), events[200..].to_vec());
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ch2.put(rest).await.expect("put")
+    });
+    let lease = ch
+        .take_batch(1000, 100, Duration::from_secs(10), Duration::from_secs(30))
+        .await
+        .expect("take_batch")
+        .expect("the late events");
+    late.await.unwrap();
+    assert!(
+        lease.events().len() >= 100,
+        "filled to min: {}",
+        lease.events().len()
+    );
+    got.extend(lease.events().iter().map(|e| e.body.clone()));
+    lease.commit().await.expect("commit");
+    let mut want: Vec<_> = events.iter().map(|e| e.body.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every event once");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_channel_rolls_back_in_order_and_survives_reopening() {
     let (topic, group) = (unique("chan"), unique("g"));

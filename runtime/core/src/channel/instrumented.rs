@@ -80,12 +80,20 @@ impl<C: Channel> Channel for Instrumented<C> {
         max: usize,
         wait: Duration,
     ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
-        Ok(self.inner.take(max, wait).await?.map(|inner| {
-            Box::new(InstrumentedLease {
-                inner,
-                metrics: self.metrics.clone(),
-            }) as Box<dyn Lease>
-        }))
+        Ok(self.inner.take(max, wait).await?.map(|inner| self.wrap(inner)))
+    }
+
+    /// The wrapped channel's own batching (a Kafka channel fills batches by reading, as it
+    /// cannot see its backlog).
+    async fn take_batch(
+        &self,
+        max: usize,
+        min: usize,
+        linger: Duration,
+        idle: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        let lease = self.inner.take_batch(max, min, linger, idle).await?;
+        Ok(lease.map(|inner| self.wrap(inner)))
     }
 
     fn stats(&self) -> ChannelStats {
@@ -102,6 +110,15 @@ impl<C: Channel> Channel for Instrumented<C> {
 
     fn health(&self) -> Result<(), String> {
         self.inner.health()
+    }
+}
+
+impl<C: Channel> Instrumented<C> {
+    fn wrap(&self, inner: Box<dyn Lease>) -> Box<dyn Lease> {
+        Box::new(InstrumentedLease {
+            inner,
+            metrics: self.metrics.clone(),
+        })
     }
 }
 
@@ -141,5 +158,62 @@ impl Lease for InstrumentedLease {
         self.inner.rollback().await?;
         self.metrics.rollbacks.inc_by(n);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{channel::memory::MemoryChannel, metrics::Metrics};
+
+    /// A channel that, like Kafka's, cannot show its backlog and batches by itself.
+    struct Hidden(MemoryChannel);
+
+    #[async_trait]
+    impl Channel for Hidden {
+        async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+            self.0.put(batch).await
+        }
+        async fn take(
+            &self,
+            max: usize,
+            wait: Duration,
+        ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+            self.0.take(max, wait).await
+        }
+        async fn take_batch(
+            &self,
+            max: usize,
+            _min: usize,
+            _linger: Duration,
+            idle: Duration,
+        ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+            self.0.take(max, idle).await
+        }
+        fn stats(&self) -> ChannelStats {
+            ChannelStats::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn wrappers_pass_batching_to_the_channel() {
+        let inner = Hidden(MemoryChannel::new(100, None));
+        let ch: Arc<dyn Channel> = Arc::new(Instrumented::new(
+            inner,
+            Metrics::new().channel("c"),
+        ));
+        ch.put((0..5).map(|i| Event::new(i.to_string())).collect())
+            .await
+            .unwrap();
+        // The default would wait for visible events the stats never show, then give up.
+        let lease = ch
+            .take_batch(10, 10, Duration::from_millis(10), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("the channel's own batching took the events");
+        assert_eq!(lease.events().len(), 5);
+        lease.commit().await.unwrap();
     }
 }

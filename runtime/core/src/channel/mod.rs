@@ -183,6 +183,16 @@ impl<C: Channel + ?Sized> Channel for std::sync::Arc<C> {
         (**self).take(max, wait).await
     }
 
+    async fn take_batch(
+        &self,
+        max: usize,
+        min: usize,
+        linger: Duration,
+        idle: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        (**self).take_batch(max, min, linger, idle).await
+    }
+
     fn stats(&self) -> ChannelStats {
         (**self).stats()
     }

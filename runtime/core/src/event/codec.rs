@@ -334,7 +334,11 @@ mod tests {
     fn ndjson_shared_lines_keep_their_memory_and_envelopes_need_a_body() {
         let line = Bytes::from_static(br#"{"user":1,"body":"not an envelope"}"#);
         let e = decode_line_shared(CodecName::Ndjson, line.clone()).unwrap();
-        assert_eq!(e.body.as_ptr(), line.as_ptr(), "a plain object is not copied");
+        assert_eq!(
+            e.body.as_ptr(),
+            line.as_ptr(),
+            "a plain object is not copied"
+        );
         // Only envelope keys but no body: a plain object.
         let e = decode_line(CodecName::Ndjson, br#"{"headers":{"a":"1"}}"#).unwrap();
         assert_eq!(&e.body[..], br#"{"headers":{"a":"1"}}"#);

@@ -161,7 +161,11 @@ mod tests {
         a.insert("file", path.clone());
         let b = a.clone();
         let (pa, pb) = (a.get("file").unwrap(), b.get("file").unwrap());
-        assert_eq!(pa.as_ptr(), pb.as_ptr(), "a copied event shares the long value");
+        assert_eq!(
+            pa.as_ptr(),
+            pb.as_ptr(),
+            "a copied event shares the long value"
+        );
         assert_eq!(pa.as_ptr(), path.as_ptr());
         assert!(!HeaderText::new("processed-by").is_heap_allocated());
         // Order is kept, and replacing keeps a key's place.

@@ -234,12 +234,14 @@ impl Inner {
     }
 
     /// Waits until `deadline` for a first record, then takes what else is already fetched,
-    /// up to `max`.
+    /// up to `max`. With `fill` (`min`, `linger`), it goes on reading what arrives for up to
+    /// `linger` after the first record, until it holds `min`.
     async fn poll(
         &self,
         consumer: &StreamConsumer<ConsumerCtx>,
         max: usize,
         deadline: Instant,
+        fill: Option<(usize, Duration)>,
     ) -> Polled {
         let ctx = consumer.context();
         let mut stream = consumer.stream();
@@ -266,8 +268,14 @@ impl Inner {
                 Ok(None) => return Polled::Broken("the message stream ended".into()),
             }
         }
+        let fill = fill.map(|(min, linger)| (min, Instant::now() + linger));
         while held.len() < max {
-            let next = stream.next().now_or_never();
+            let next = match fill {
+                Some((min, until)) if held.len() < min => {
+                    tokio::time::timeout_at(until, stream.next()).await.ok()
+                }
+                _ => stream.next().now_or_never(),
+            };
             self.drop_revoked(ctx, &mut held);
             match next {
                 Some(Some(Ok(m))) => held.push(held_of(&m)),
@@ -403,6 +411,48 @@ fn next_offsets(marks: &[(i32, i64)]) -> Vec<(i32, i64)> {
     out
 }
 
+impl KafkaChannel {
+    /// [`Channel::take`], optionally filling the batch (see [`Inner::poll`]).
+    async fn take_filling(
+        &self,
+        max: usize,
+        wait: Duration,
+        fill: Option<(usize, Duration)>,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + wait;
+        let permit =
+            match tokio::time::timeout_at(deadline, Arc::clone(&inner.lease).acquire_owned()).await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(ChannelError::Closed),
+                Err(_) => return Ok(None),
+            };
+        let max = max.max(1);
+
+        // Rolled-back events first, in their order.
+        let again: Vec<Held> = {
+            let mut q = lock(&inner.redeliver);
+            let n = max.min(q.len());
+            q.drain(..n).collect()
+        };
+        if !again.is_empty() {
+            return Ok(Some(KafkaLease::new(inner, again, permit)));
+        }
+
+        let consumer = inner.consumer()?;
+        match inner.poll(&consumer, max, deadline, fill).await {
+            Polled::Events(held) if held.is_empty() => Ok(None),
+            Polled::Events(held) => Ok(Some(KafkaLease::new(inner, held, permit))),
+            Polled::Broken(why) => {
+                tracing::warn!(channel = %inner.name, error = %why, "replacing the kafka consumer");
+                inner.reset_consumer(consumer);
+                Err(ChannelError::Storage(why))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Channel for KafkaChannel {
     async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
@@ -450,37 +500,22 @@ impl Channel for KafkaChannel {
         max: usize,
         wait: Duration,
     ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
-        let inner = &self.inner;
-        let deadline = Instant::now() + wait;
-        let permit =
-            match tokio::time::timeout_at(deadline, Arc::clone(&inner.lease).acquire_owned()).await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(ChannelError::Closed),
-                Err(_) => return Ok(None),
-            };
-        let max = max.max(1);
+        self.take_filling(max, wait, None).await
+    }
 
-        // Rolled-back events first, in their order.
-        let again: Vec<Held> = {
-            let mut q = lock(&inner.redeliver);
-            let n = max.min(q.len());
-            q.drain(..n).collect()
-        };
-        if !again.is_empty() {
-            return Ok(Some(KafkaLease::new(inner, again, permit)));
-        }
-
-        let consumer = inner.consumer()?;
-        match inner.poll(&consumer, max, deadline).await {
-            Polled::Events(held) if held.is_empty() => Ok(None),
-            Polled::Events(held) => Ok(Some(KafkaLease::new(inner, held, permit))),
-            Polled::Broken(why) => {
-                tracing::warn!(channel = %inner.name, error = %why, "replacing the kafka consumer");
-                inner.reset_consumer(consumer);
-                Err(ChannelError::Storage(why))
-            }
-        }
+    /// The backlog stays in Kafka, where [`stats`](Channel::stats) cannot see it (the default
+    /// waits for visible events, so a lingering sink such as S3 never took any): the batch is
+    /// filled by reading instead — up to `idle` for a first record, then up to `linger` for
+    /// `min`.
+    async fn take_batch(
+        &self,
+        max: usize,
+        min: usize,
+        linger: Duration,
+        idle: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
+        self.take_filling(max, idle, Some((min.max(1), linger)))
+            .await
     }
 
     fn stats(&self) -> ChannelStats {

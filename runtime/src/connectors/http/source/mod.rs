@@ -566,7 +566,10 @@ fn add_headers(s: &Shared, parts: &Parts, events: &mut [Event]) {
     let mut extra: Vec<(HeaderText, HeaderText)> = Vec::new();
     for (name, key) in &s.copy_headers {
         if let Some(v) = parts.headers.get(name) {
-            extra.push((key.clone(), HeaderText::new(String::from_utf8_lossy(v.as_bytes()))));
+            extra.push((
+                key.clone(),
+                HeaderText::new(String::from_utf8_lossy(v.as_bytes())),
+            ));
         }
     }
     if let (false, Some(q)) = (s.query.is_empty(), parts.uri.query()) {
