@@ -80,7 +80,11 @@ impl<C: Channel> Channel for Instrumented<C> {
         max: usize,
         wait: Duration,
     ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
-        Ok(self.inner.take(max, wait).await?.map(|inner| self.wrap(inner)))
+        Ok(self
+            .inner
+            .take(max, wait)
+            .await?
+            .map(|inner| self.wrap(inner)))
     }
 
     /// The wrapped channel's own batching (a Kafka channel fills batches by reading, as it
@@ -200,10 +204,7 @@ mod tests {
     #[tokio::test]
     async fn wrappers_pass_batching_to_the_channel() {
         let inner = Hidden(MemoryChannel::new(100, None));
-        let ch: Arc<dyn Channel> = Arc::new(Instrumented::new(
-            inner,
-            Metrics::new().channel("c"),
-        ));
+        let ch: Arc<dyn Channel> = Arc::new(Instrumented::new(inner, Metrics::new().channel("c")));
         ch.put((0..5).map(|i| Event::new(i.to_string())).collect())
             .await
             .unwrap();
