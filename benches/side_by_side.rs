@@ -358,6 +358,16 @@ impl Agent {
     }
 }
 
+/// A bench that fails part way does not leave a pinned agent running.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Bench {
     fn generator(&self, build: &Build) -> Figures {
         let events: u64 = env_or(

@@ -5,7 +5,7 @@
 /// of the file source's time and kept returning pages to the kernel only to fault them back
 /// (BENCHMARKS.md: tail → null 2.4 → 4.3 M events/s on one core). The slim build
 /// (`--no-default-features`) keeps the system allocator, having no C dependency.
-#[cfg(feature = "jemalloc")]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

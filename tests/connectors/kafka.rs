@@ -761,6 +761,32 @@ async fn kafka_channel_fills_batches_for_lingering_sinks() {
     assert_eq!(got, want, "every event once");
 }
 
+/// A sink that stops (drain, reload) while its take is still filling a batch drops the take:
+/// the records it had read must come back to the next take, not vanish behind later commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_channel_cancelled_fill_loses_nothing() {
+    let (topic, group) = (unique("chan-cancel"), unique("g"));
+    create_topic(&topic, 1).await;
+    let ch = KafkaChannel::open("ch", &channel_config(&topic, &group)).expect("open");
+    let events: Vec<Event> = (0..50).map(|i| Event::new(format!("c{i}"))).collect();
+    ch.put(events.clone()).await.expect("put");
+    // Waits for 1000 that never come: cancelled while holding the 50 it read.
+    let cancelled = tokio::time::timeout(
+        Duration::from_secs(15),
+        ch.take_batch(1000, 1000, Duration::from_secs(60), Duration::from_secs(60)),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the take was still filling");
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let lease = take_some(&ch, Duration::from_secs(10)).await;
+        got.extend(lease.events().iter().map(|e| e.body.clone()));
+        lease.commit().await.expect("commit");
+    }
+    let want: Vec<_> = events.iter().map(|e| e.body.clone()).collect();
+    assert_eq!(got, want, "every record, in order");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_channel_rolls_back_in_order_and_survives_reopening() {
     let (topic, group) = (unique("chan"), unique("g"));

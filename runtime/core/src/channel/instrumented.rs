@@ -180,6 +180,12 @@ mod tests {
         async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
             self.0.put(batch).await
         }
+        fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+            self.0.try_put(batch)
+        }
+        fn close(&self) {
+            self.0.close()
+        }
         async fn take(
             &self,
             max: usize,

@@ -187,7 +187,7 @@ impl<'de> Deserialize<'de> for ObjectShape {
                         "headers" => {}
                         _ => only_envelope_keys = false,
                     }
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                    map.next_value::<Valid>()?;
                 }
                 Ok(if only_envelope_keys && has_body {
                     ObjectShape::Envelope
@@ -199,7 +199,7 @@ impl<'de> Deserialize<'de> for ObjectShape {
                 self,
                 mut seq: A,
             ) -> Result<ObjectShape, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Valid>()?.is_some() {}
                 Ok(ObjectShape::NotObject)
             }
             fn visit_bool<E>(self, _: bool) -> Result<ObjectShape, E> {
@@ -222,6 +222,58 @@ impl<'de> Deserialize<'de> for ObjectShape {
             }
         }
         d.deserialize_any(Shape)
+    }
+}
+
+/// Any JSON value, read only to check it as strictly as building a `serde_json::Value` would
+/// (UTF-8 and surrogates in strings, number range, nesting depth) — which `IgnoredAny`, which
+/// only checks the syntax, does not — without allocating.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Valid;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Valid, A::Error> {
+                while map.next_key::<Valid>()?.is_some() {
+                    map.next_value::<Valid>()?;
+                }
+                Ok(Valid)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -347,6 +399,18 @@ mod tests {
         assert_eq!(e.headers.get("a"), Some("2"));
         for bad in [&b"1"[..], b"\"s\"", b"null", b"[{}]", b"{} x", b"{\"a\":}"] {
             assert!(decode_line(CodecName::Ndjson, bad).is_err(), "{bad:?}");
+        }
+        // As strict as a full parse: bad UTF-8, lone surrogates, numbers out of range, and
+        // nesting past serde_json's limit are refused inside values too.
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":1e400}"#,
+            deep.as_bytes(),
+        ] {
+            let err = decode_line(CodecName::Ndjson, bad).unwrap_err();
+            assert!(err.starts_with("invalid JSON"), "{err}");
         }
     }
 

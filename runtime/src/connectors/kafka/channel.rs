@@ -187,6 +187,25 @@ fn storage(e: impl std::fmt::Display) -> ChannelError {
     ChannelError::Storage(e.to_string())
 }
 
+/// Records taken off the consumer's stream and not yet in a lease: dropped unreturned (the
+/// take was cancelled), they go to the front of the redelivery queue, in order.
+struct Holding<'a> {
+    inner: &'a Inner,
+    held: Vec<Held>,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.inner.redeliver);
+        for h in self.held.drain(..).rev() {
+            q.push_front(h);
+        }
+    }
+}
+
 /// What one read of the topic found.
 enum Polled {
     Events(Vec<Held>),
@@ -269,27 +288,36 @@ impl Inner {
             }
         }
         let fill = fill.map(|(min, linger)| (min, Instant::now() + linger));
-        while held.len() < max {
+        // Filling awaits while holding records taken off the stream: if the take is dropped
+        // meanwhile (the sink drains, retires or aborts), they go back for the next take
+        // instead of being lost (a later lease would commit past them).
+        let mut holding = Holding { inner: self, held };
+        while holding.held.len() < max {
             let next = match fill {
-                Some((min, until)) if held.len() < min => {
+                Some((min, until)) if holding.held.len() < min => {
                     tokio::time::timeout_at(until, stream.next()).await.ok()
                 }
                 _ => stream.next().now_or_never(),
             };
-            self.drop_revoked(ctx, &mut held);
+            self.drop_revoked(ctx, &mut holding.held);
             match next {
-                Some(Some(Ok(m))) => held.push(held_of(&m)),
+                Some(Some(Ok(m))) => holding.held.push(held_of(&m)),
                 Some(Some(Err(e))) => {
                     if let Some(why) = self.consumer_error(e) {
+                        // A new consumer reads them again from the committed offsets.
+                        holding.held.clear();
                         return Polled::Broken(why);
                     }
                     break;
                 }
-                Some(None) => return Polled::Broken("the message stream ended".into()),
+                Some(None) => {
+                    holding.held.clear();
+                    return Polled::Broken("the message stream ended".into());
+                }
                 None => break,
             }
         }
-        Polled::Events(held)
+        Polled::Events(std::mem::take(&mut holding.held))
     }
 
     /// Drops records of partitions revoked since the last call.

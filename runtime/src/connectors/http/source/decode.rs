@@ -72,12 +72,14 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> +
 }
 
 fn json(body: Bytes) -> Result<Vec<Event>, String> {
-    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    // JSON's own whitespace (not form feed, which `is_ascii_whitespace` also counts).
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let first = body.iter().position(|b| !space(b));
     if let Some(first) = first.filter(|&i| body[i] == b'{') {
         // One object, the common webhook: decoding it checks the whole body in one pass.
         let end = body
             .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
+            .rposition(|b| !space(b))
             .map_or(first, |i| i + 1);
         return Ok(vec![element(&body, first..end)?]);
     }
