@@ -123,7 +123,14 @@ impl FileSink {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        if self.codec.builtin().is_some() {
+            drop_torn_line(&file)?;
+        }
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(OpenFile {
             file,
@@ -385,9 +392,61 @@ impl Sink for FileSink {
     }
 }
 
+/// Cuts a line-framed file back to its last complete line. A write that a SIGKILL stops part
+/// way (the kernel returns short between pages) leaves part of a batch that was never
+/// committed, so it will be written again; appending after the fragment would glue it to the
+/// next line.
+fn drop_torn_line(file: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    let mut f = file;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            bytes = len - end,
+            "cutting an incomplete last line (from a crash) off the file"
+        );
+        file.set_len(end)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incomplete_last_line_is_cut_off_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        for (before, after) in [
+            ("a\nb\npart", "a\nb\n"),
+            ("a\nb\n", "a\nb\n"),
+            ("part", ""),
+            ("", ""),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            let f = OpenOptions::new()
+                .append(true)
+                .read(true)
+                .open(&path)
+                .unwrap();
+            drop_torn_line(&f).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
+    }
 
     fn cfg(path: &Path) -> FileSinkConfig {
         FileSinkConfig {
