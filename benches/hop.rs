@@ -20,15 +20,7 @@ use std::{
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{cpu_of, env_or, spawn_agent};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{cpu_of, env_or, free_port, spawn_agent};
 
 /// The collector's null sink's drained count, from its admin server.
 fn drained(admin: u16) -> Option<u64> {

@@ -42,7 +42,7 @@ mod common;
 /// The broker helpers shared with `kafka.rs`.
 #[path = "common/kafka.rs"]
 mod kafka_support;
-use common::{cpu_of, env_or};
+use common::{cpu_of, env_or, free_port};
 
 /// Payload size of every event-based workload.
 const BODY: usize = 256;
@@ -198,15 +198,6 @@ enum Filter {
     None,
     BuiltIns,
     Wasm,
-}
-
-/// A free TCP port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A 256-byte log line body (without its newline) at `level`, numbered `seq`.
