@@ -5,7 +5,7 @@
 //! Every figure is taken from outside the agent: wall time from process start until the sink
 //! has counted every event (read from the admin server's `/metrics`), CPU time and peak RSS
 //! from `/proc/<pid>`. The workloads (`SLUICE_BENCH_ONLY`, comma-separated; default all but
-//! `kafka-s3`):
+//! the Kafka ones):
 //! - `generator`: generator → memory → null, 20 M events;
 //! - `tail`: a 5 M-line file of 256-byte lines in tmpfs → memory → null;
 //! - `filter`: the same file through `regex_filter` (drop `level=DEBUG`, a quarter of the
@@ -16,6 +16,12 @@
 //!   memory → null; requests/s, agent CPU-µs per request, p50, and a check that every 2xx
 //!   was committed;
 //! - `http-rocksdb`: the same into a rocksdb channel (fsync per commit), 64 connections;
+//! - `syslog-tcp`, `tcp`: 2 M RFC 5424 messages (256-byte message) or 256-byte lines over 4
+//!   TCP connections from a thread on the other core → memory → null;
+//! - `exec`: `cat` of the tail workload's file through the `exec` source;
+//! - `spooldir`: the same file dropped into a spool directory, read to completion;
+//! - `sql`: 1 M rows of a PostgreSQL table (`SLUICE_TEST_POSTGRES`) through the `sql` source,
+//!   one poll per 5,000 rows, to completion (rows/s);
 //! - `kafka-s3`: the seeds' headline, Kafka source → Kafka channel → S3 sink and Kafka →
 //!   memory → S3, 1 M 256-byte records pre-produced to the broker at `SLUICE_TEST_KAFKA`, the
 //!   bucket on `SLUICE_TEST_AWS`; the broker's and S3 server's CPU is reported beside the
@@ -109,9 +115,9 @@ fn main() {
         }],
     };
     let default_only = if full {
-        "generator,tail,filter,wasm,http,http-rocksdb"
+        "generator,tail,filter,wasm,http,http-rocksdb,syslog-tcp,tcp,exec,spooldir,sql"
     } else {
-        "generator,tail,filter"
+        "generator,tail,filter,syslog-tcp,exec,spooldir"
     };
     let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_else(|_| default_only.to_owned());
     let runs: usize = env_or("SLUICE_BENCH_RUNS", if full { 3 } else { 1 });
@@ -147,6 +153,11 @@ fn main() {
                     "wasm" => bench.tail(build, Filter::Wasm),
                     "http" => bench.http(build, false, 16),
                     "http-rocksdb" => bench.http(build, true, 64),
+                    "syslog-tcp" => bench.socket(build, true),
+                    "tcp" => bench.socket(build, false),
+                    "exec" => bench.exec(build),
+                    "spooldir" => bench.spooldir(build),
+                    "sql" => bench.sql(build),
                     "kafka-s3" => bench.kafka_s3(build, true),
                     "kafka-memory-s3" => bench.kafka_s3(build, false),
                     other => panic!("unknown workload {other}"),
@@ -538,6 +549,145 @@ impl Bench {
         }
     }
 
+    /// `syslog` (RFC 5424, newline-framed) or `tcp` (lines) source → memory → null, the
+    /// messages written over 4 connections by threads pinned to the other core.
+    fn socket(&self, build: &Build, syslog: bool) -> Figures {
+        let messages: u64 = env_or(
+            "SLUICE_BENCH_MESSAGES",
+            if self.full { 2_000_000 } else { 20_000 },
+        );
+        let port = free_port();
+        let source = if syslog {
+            format!(
+                "{{ type: syslog, listen: '127.0.0.1:{port}', batch_size: 1000, channels: [mem] }}"
+            )
+        } else {
+            format!(
+                "{{ type: tcp, listen: '127.0.0.1:{port}', batch_size: 1000, channels: [mem] }}"
+            )
+        };
+        let pipeline = format!(
+            "channels:\n  mem: {{ type: memory, capacity: 20000 }}\n\
+             sources:\n  net: {source}\n\
+             sinks:\n  out: {{ type: null, channel: mem, batch_size: 1000 }}\n"
+        );
+        const CONNECTIONS: u64 = 4;
+        let per = messages / CONNECTIONS;
+        let mut data = Vec::with_capacity(per as usize * (BODY + 80));
+        for seq in 0..per {
+            if syslog {
+                data.extend_from_slice(
+                    b"<134>1 2026-12-07T05:30:00.123Z web-1.example.com nginx 1234 ACCESS - ",
+                );
+            }
+            data.extend_from_slice(log_line(seq, "INFO").as_bytes());
+            data.push(b'\n');
+        }
+        let data = std::sync::Arc::new(data);
+        let mut agent = Agent::start(
+            self,
+            build,
+            if syslog { "syslog-tcp" } else { "tcp" },
+            &pipeline,
+        );
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            agent.check_alive("waiting for the source to listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let other = self.other_cpu;
+        let writers: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                let data = std::sync::Arc::clone(&data);
+                std::thread::spawn(move || {
+                    pin_thread(other);
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    for chunk in data.chunks(256 * 1024) {
+                        s.write_all(chunk).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        agent.finish(per * CONNECTIONS)
+    }
+
+    /// `exec` of `cat` on the tail workload's file → memory → null.
+    fn exec(&self, build: &Build) -> Figures {
+        let lines: u64 = env_or(
+            "SLUICE_BENCH_LINES",
+            if self.full { 5_000_000 } else { 40_000 },
+        );
+        let file = self.log_file(lines);
+        let pipeline = format!(
+            "channels:\n  mem: {{ type: memory, capacity: 20000 }}\n\
+             sources:\n  cmd: {{ type: exec, args: [cat, '{file}'], batch_size: 1000, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: null, channel: mem, batch_size: 1000 }}\n",
+            file = file.display()
+        );
+        Agent::start(self, build, "exec", &pipeline).finish(lines)
+    }
+
+    /// The tail workload's file in a spool directory, read to completion → memory → null.
+    fn spooldir(&self, build: &Build) -> Figures {
+        let lines: u64 = env_or(
+            "SLUICE_BENCH_LINES",
+            if self.full { 5_000_000 } else { 40_000 },
+        );
+        let file = self.log_file(lines);
+        let spool = self.work.join(format!("spool-{}", build.label));
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::copy(&file, spool.join("part-0.log")).unwrap();
+        let pipeline = format!(
+            "channels:\n  mem: {{ type: memory, capacity: 20000 }}\n\
+             sources:\n  spool: {{ type: spooldir, path: '{spool}', min_age: 0s, delete: true, run_to_completion: true, batch_size: 1000, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: null, channel: mem, batch_size: 1000 }}\n",
+            spool = spool.display()
+        );
+        Agent::start(self, build, "spooldir", &pipeline).finish(lines)
+    }
+
+    /// A PostgreSQL table of 1 M rows (id, 256 bytes of text) through the `sql` source.
+    fn sql(&self, build: &Build) -> Figures {
+        let rows: u64 = env_or(
+            "SLUICE_BENCH_ROWS",
+            if self.full { 1_000_000 } else { 10_000 },
+        );
+        let url = std::env::var("SLUICE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let table = format!("bench_rows_{rows}");
+        let psql = |sql: &str| {
+            let out = Command::new("psql")
+                .arg(&url)
+                .args(["-qtAc", sql])
+                .output()
+                .expect("psql");
+            assert!(
+                out.status.success(),
+                "psql: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let have = psql(&format!(
+            "SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"
+        ));
+        if have != "1" {
+            psql(&format!(
+                "CREATE TABLE {table} (id BIGINT PRIMARY KEY, body TEXT NOT NULL); \
+                 INSERT INTO {table} SELECT g, repeat('x', {BODY}) FROM generate_series(1, {rows}) g"
+            ));
+        }
+        let pipeline = format!(
+            "channels:\n  mem: {{ type: memory, capacity: 20000 }}\n\
+             sources:\n  rows: {{ type: sql, url: '{url}', table: {table}, tracking_column: id, position_file: '{{dir}}/pos.json', run_to_completion: true, batch_size: 5000, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: null, channel: mem, batch_size: 5000 }}\n"
+        );
+        Agent::start(self, build, "sql", &pipeline).finish(rows)
+    }
+
     /// Kafka → (Kafka | memory) channel → S3 (gzipped NDJSON), on 1 M pre-produced records.
     fn kafka_s3(&self, build: &Build, kafka_channel: bool) -> Figures {
         let records: usize = env_or("SLUICE_BENCH_KAFKA_MESSAGES", 1_000_000);
@@ -596,6 +746,16 @@ impl Bench {
         let mut f = agent.finish(records as u64);
         f.extra = (servers() - servers0) / records as f64 * 1e6;
         f
+    }
+}
+
+/// Pins the calling thread to `cpu` (the load generator's core).
+fn pin_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -133,6 +133,35 @@ need_moto() {
   wait_port 4566 60
 }
 
+# Mosquitto (MQTT) on 127.0.0.1:1883 and its command-line clients (tests/connectors/mqtt.rs).
+# Left alone when something already listens there.
+need_mosquitto() {
+  need_apt mosquitto mosquitto-clients
+  port_open 1883 && return 0
+  log "starting Mosquitto on 127.0.0.1:1883 (log: $TOOLS/mosquitto.log)"
+  mkdir -p "$TOOLS"
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >"$TOOLS/mosquitto.conf"
+  setsid nohup mosquitto -c "$TOOLS/mosquitto.conf" >"$TOOLS/mosquitto.log" 2>&1 </dev/null &
+  wait_port 1883 30
+}
+
+# A NATS server with JetStream on 127.0.0.1:4222, and the official Python client (nats-py)
+# for tests/connectors/nats.rs. Left alone when something already listens there.
+need_nats() {
+  need_apt python3-venv
+  if [ ! -x "$TOOLS/venv/bin/python" ]; then python3 -m venv "$TOOLS/venv"; fi
+  "$TOOLS/venv/bin/python" -c 'import nats' 2>/dev/null \
+    || { log "installing nats-py (PyPI)"; "$TOOLS/venv/bin/pip" install -q nats-py; }
+  export SLUICE_PYTHON="$TOOLS/venv/bin/python"
+  port_open 4222 && return 0
+  need_apt nats-server
+  log "starting nats-server with JetStream on 127.0.0.1:4222 (log: $TOOLS/nats.log)"
+  mkdir -p "$TOOLS/nats"
+  setsid nohup nats-server -js -a 127.0.0.1 -p 4222 -sd "$TOOLS/nats" \
+    >"$TOOLS/nats.log" 2>&1 </dev/null &
+  wait_port 4222 30
+}
+
 # PostgreSQL on 127.0.0.1:5432 with database `test`, user `postgres` trusted on loopback
 # (tests/sql.rs). Left alone when something already listens there (the database is created
 # when missing).

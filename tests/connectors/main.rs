@@ -11,6 +11,8 @@ mod common;
 
 mod aws_streams;
 mod kafka;
+mod mqtt;
+mod nats;
 mod oci;
 mod rabbitmq;
 mod rabbitmq_to_kafka;
@@ -18,3 +20,4 @@ mod redis;
 mod s3;
 mod secrets;
 mod sql;
+mod sql_source;

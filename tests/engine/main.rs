@@ -14,7 +14,10 @@ mod common;
 mod backpressure;
 mod channel_model;
 mod e2e;
+mod exec;
+mod net_sources;
 mod reload;
+mod spooldir;
 mod tail;
 
 #[cfg(feature = "rocksdb")]

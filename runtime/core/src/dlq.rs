@@ -86,6 +86,7 @@ impl Class {
 }
 
 /// One poison event and why.
+#[derive(Debug)]
 pub struct DeadLetter {
     pub event: Event,
     pub reason: String,

@@ -306,7 +306,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The engine's own components: the memory channel; generator, stdin and file sources;
+    /// The engine's own components: the memory channel; generator, stdin, file, spooldir, exec,
+    /// tcp, udp and syslog sources;
     /// null, stdout, logger and file sinks. No plugin host.
     pub fn builtin() -> Self {
         use crate::{channel::memory, sink, source};
@@ -325,6 +326,12 @@ impl Registry {
         );
         r.sources.add("stdin", source::stdin::read);
         r.sources.add("file", source::tail::read);
+        r.sources.add("spooldir", source::spooldir::read);
+        r.sources.add("exec", source::exec::read);
+        r.sources.add("tcp", source::net::read_tcp);
+        r.sources.add("udp", source::net::read_udp);
+        r.sources
+            .add("syslog", plain_source::<source::net::SyslogConfig>);
         r.sinks
             .add("null", plain_sink::<sink::null::NullSinkConfig>);
         r.sinks.add("stdout", sink::console::read_stdout);

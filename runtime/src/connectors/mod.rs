@@ -18,6 +18,10 @@ pub mod hop;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]
@@ -43,13 +47,21 @@ pub fn register(r: &mut Registry) {
     connector!(r.sources, "http", "http", http::read_source);
     connector!(r.sources, "sluice", "hop", hop::read_source);
     connector!(r.sources, "kafka", "kafka", kafka::source::read);
+    connector!(r.sources, "mqtt", "mqtt", mqtt::source::read);
+    connector!(r.sources, "nats", "nats", nats::source::read);
     connector!(r.sources, "rabbitmq", "rabbitmq", rabbitmq::source::read);
     connector!(r.sources, "redis", "redis", redis::source::read);
     connector!(r.sources, "sqs", "aws-sqs", aws::sqs::read);
+    #[cfg(any(feature = "sql-postgres", feature = "sql-mysql"))]
+    r.sources.add("sql", sql::source::read);
+    #[cfg(not(any(feature = "sql-postgres", feature = "sql-mysql")))]
+    r.sources.unavailable("sql", "sql-postgres` or `sql-mysql");
 
     connector!(r.sinks, "http", "http", http::read_sink);
     connector!(r.sinks, "sluice", "hop", hop::read_sink);
     connector!(r.sinks, "kafka", "kafka", kafka::sink::read);
+    connector!(r.sinks, "mqtt", "mqtt", mqtt::sink::read);
+    connector!(r.sinks, "nats", "nats", nats::sink::read);
     connector!(r.sinks, "rabbitmq", "rabbitmq", rabbitmq::sink::read);
     connector!(r.sinks, "redis", "redis", redis::sink::read);
     connector!(r.sinks, "s3", "aws-s3", aws::s3::read);

@@ -146,6 +146,20 @@ pub fn decode_line_shared(codec: CodecName, line: Bytes) -> Result<Event, String
     }
 }
 
+/// Adds the events of one payload (a line, a datagram, a message) to `out`: a built-in codec
+/// keeps the payload's memory (no copy), any other codec decodes it.
+pub fn decode_into(
+    codec: &mut dyn Codec,
+    payload: Bytes,
+    out: &mut Vec<Event>,
+) -> Result<(), String> {
+    match codec.builtin() {
+        Some(name) => out.push(decode_line_shared(name, payload)?),
+        None => out.extend(codec.decode(&payload)?),
+    }
+    Ok(())
+}
+
 /// An NDJSON line: one pass checks it is an object and whether it is the envelope (without
 /// building a JSON value); only an envelope is parsed again into headers and body. A plain
 /// object becomes the body `as_body()` gives.

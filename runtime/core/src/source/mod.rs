@@ -6,8 +6,12 @@
 //! stdin at EOF) returns from `run`; the agent then drains and exits. Unbounded sources (the
 //! file tailer) run until the agent is stopped.
 
+pub mod exec;
+pub mod feed;
 pub mod generator;
+pub mod net;
 pub mod processor;
+pub mod spooldir;
 pub mod stdin;
 pub mod supervisor;
 pub mod tail;

@@ -1,9 +1,10 @@
 //! SQL databases (through sqlx): a sink that inserts or upserts one row per event in one
-//! transaction per batch. PostgreSQL behind the `sql-postgres` feature, MySQL/MariaDB behind
+//! transaction per batch, and a source that reads a table or query incrementally. PostgreSQL behind the `sql-postgres` feature, MySQL/MariaDB behind
 //! `sql-mysql`.
 
 pub mod config;
 pub mod sink;
+pub mod source;
 
 use std::sync::Arc;
 

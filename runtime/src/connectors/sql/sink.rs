@@ -193,7 +193,7 @@ pub(crate) enum Dialect {
 
 impl Dialect {
     /// Appends `name` quoted as an identifier (names are checked to hold no quotes).
-    fn quote(self, name: &str, out: &mut String) {
+    pub(super) fn quote(self, name: &str, out: &mut String) {
         let q = match self {
             Dialect::Postgres => '"',
             Dialect::MySql => '`',
@@ -231,7 +231,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    fn parse(s: &str) -> Result<Table, SqlConfigError> {
+    pub(super) fn parse(s: &str) -> Result<Table, SqlConfigError> {
         let (schema, name) = match s.split_once('.') {
             Some((schema, name)) => (Some(schema), name),
             None => (None, s),
@@ -248,7 +248,7 @@ impl Table {
         })
     }
 
-    fn quoted(&self, dialect: Dialect) -> String {
+    pub(super) fn quoted(&self, dialect: Dialect) -> String {
         let mut out = String::new();
         if let Some(s) = &self.schema {
             dialect.quote(s, &mut out);
@@ -873,7 +873,7 @@ pub(crate) fn reason(e: &sqlx::Error) -> String {
 }
 
 /// `f`, or a timed-out I/O error after `limit` (the connection is then dropped).
-async fn timed<T>(
+pub(super) async fn timed<T>(
     limit: Duration,
     f: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
@@ -889,7 +889,7 @@ async fn timed<T>(
 // ---------------------------------------------------------------- connection
 
 /// How to connect, by dialect.
-enum Options {
+pub(super) enum Options {
     #[cfg(feature = "sql-postgres")]
     Pg(PgConnectOptions),
     #[cfg(feature = "sql-mysql")]
@@ -932,7 +932,7 @@ const MY_CHECKS: &str = "SELECT CAST(CHECK_CLAUSE AS CHAR)
   FROM information_schema.CHECK_CONSTRAINTS
  WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
-enum Conn {
+pub(super) enum Conn {
     #[cfg(feature = "sql-postgres")]
     Pg(PgConnection),
     #[cfg(feature = "sql-mysql")]
@@ -940,7 +940,7 @@ enum Conn {
 }
 
 impl Options {
-    async fn connect(&self) -> Result<Conn, sqlx::Error> {
+    pub(super) async fn connect(&self) -> Result<Conn, sqlx::Error> {
         match self {
             #[cfg(feature = "sql-postgres")]
             Options::Pg(o) => o.connect().await.map(Conn::Pg),
@@ -1194,45 +1194,49 @@ struct Target {
     timeout: Duration,
 }
 
+/// The dialect, connect options and `host:port/db` (for logs) of a database url.
+pub(super) fn connect_options(url: &str) -> Result<(Dialect, Options, String), SqlConfigError> {
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let cache = CACHED_STATEMENTS + 4;
+    Ok(match scheme.as_str() {
+        #[cfg(feature = "sql-postgres")]
+        "postgres" | "postgresql" => {
+            let o = PgConnectOptions::from_str(url)
+                .map_err(SqlConfigError::Url)?
+                .application_name("sluice")
+                .statement_cache_capacity(cache)
+                .disable_statement_logging();
+            let server = server_name(o.get_host(), o.get_port(), o.get_database());
+            (Dialect::Postgres, Options::Pg(o), server)
+        }
+        #[cfg(feature = "sql-mysql")]
+        "mysql" | "mariadb" => {
+            let o = MySqlConnectOptions::from_str(url)
+                .map_err(SqlConfigError::Url)?
+                .statement_cache_capacity(cache)
+                .disable_statement_logging();
+            let server = server_name(o.get_host(), o.get_port(), o.get_database());
+            (Dialect::MySql, Options::My(o), server)
+        }
+        #[cfg(not(feature = "sql-postgres"))]
+        "postgres" | "postgresql" => {
+            return Err(SqlConfigError::NoPostgres);
+        }
+        #[cfg(not(feature = "sql-mysql"))]
+        "mysql" | "mariadb" => {
+            return Err(SqlConfigError::NoMySql);
+        }
+        _ => return Err(SqlConfigError::UrlScheme),
+    })
+}
+
 impl SqlSink {
     /// Checks the settings and parses the url; connects on the first delivery.
     pub fn new(name: &str, cfg: &SqlSinkConfig) -> Result<Self, SqlConfigError> {
-        let url = cfg.url.expose();
-        let scheme = url
-            .split_once("://")
-            .map(|(s, _)| s.to_ascii_lowercase())
-            .unwrap_or_default();
-        let cache = CACHED_STATEMENTS + 4;
-        let (dialect, options, server) = match scheme.as_str() {
-            #[cfg(feature = "sql-postgres")]
-            "postgres" | "postgresql" => {
-                let o = PgConnectOptions::from_str(url)
-                    .map_err(SqlConfigError::Url)?
-                    .application_name("sluice")
-                    .statement_cache_capacity(cache)
-                    .disable_statement_logging();
-                let server = server_name(o.get_host(), o.get_port(), o.get_database());
-                (Dialect::Postgres, Options::Pg(o), server)
-            }
-            #[cfg(feature = "sql-mysql")]
-            "mysql" | "mariadb" => {
-                let o = MySqlConnectOptions::from_str(url)
-                    .map_err(SqlConfigError::Url)?
-                    .statement_cache_capacity(cache)
-                    .disable_statement_logging();
-                let server = server_name(o.get_host(), o.get_port(), o.get_database());
-                (Dialect::MySql, Options::My(o), server)
-            }
-            #[cfg(not(feature = "sql-postgres"))]
-            "postgres" | "postgresql" => {
-                return Err(SqlConfigError::NoPostgres);
-            }
-            #[cfg(not(feature = "sql-mysql"))]
-            "mysql" | "mariadb" => {
-                return Err(SqlConfigError::NoMySql);
-            }
-            _ => return Err(SqlConfigError::UrlScheme),
-        };
+        let (dialect, options, server) = connect_options(cfg.url.expose())?;
         let table = Table::parse(&cfg.table)?;
         if cfg.columns.0.is_empty() {
             return Err(SqlConfigError::NoColumns);

@@ -1,0 +1,483 @@
+//! Sources that listen on a socket: `tcp` and `udp` (one event per line, Flume's netcat) and
+//! `syslog` (RFC 5424 and RFC 3164 over TCP or UDP).
+//!
+//! A listener task (and one task per TCP connection) reads and frames; the source's
+//! [`feed`](super::feed) loop decodes, batches and commits. Senders are never told what was
+//! committed — TCP and UDP have no acknowledgement Sluice could hold back — so what a crash
+//! interrupts is lost; a full channel holds TCP senders back through flow control, while UDP
+//! datagrams the kernel cannot queue are dropped by the kernel, as with any UDP receiver.
+
+pub mod framing;
+pub mod syslog;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use tokio::{
+    io::AsyncReadExt,
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::{Semaphore, mpsc},
+};
+use tokio_util::sync::CancellationToken;
+
+use async_trait::async_trait;
+
+use self::{
+    framing::{Framed, Framer},
+    syslog::SyslogFormat,
+};
+use super::{
+    Source, SourceContext, SourceError,
+    feed::{self, Chunk, Frame, FrameDecoder, Item, QUEUE_CHUNKS},
+};
+use crate::{
+    config::units::{ByteSize, HumanDuration, ListenAddr},
+    dlq::DeadLetter,
+    event::{
+        Event, HeaderText,
+        codec::{Codec, CodecName, CodecRef, decode_into},
+    },
+    guarantee::Upstream,
+    registry::{BuildCx, ReadCx, SourceSpec, plain_source},
+};
+
+const NO_REPLAY: &str = "a TCP or UDP sender is not told what was committed";
+
+fn default_linger() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
+}
+fn default_max_length() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+/// `type: tcp`: one event per line from any number of connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// `host:port`, or a port on 127.0.0.1.
+    pub listen: ListenAddr,
+    /// `lines` (default), `ndjson` or a `serde` plugin, applied to each line.
+    #[serde(default)]
+    pub codec: CodecRef,
+    /// Longer lines are cut to this and dead-lettered.
+    #[serde(default = "default_max_length")]
+    pub max_line_length: ByteSize,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Hand a partial batch to the channels after this long.
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    /// A header that gets the sender's `ip:port`.
+    pub peer_header: Option<String>,
+}
+
+/// `type: udp`: each datagram's lines become events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpConfig {
+    pub listen: ListenAddr,
+    #[serde(default)]
+    pub codec: CodecRef,
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    pub peer_header: Option<String>,
+}
+
+/// `protocol:` of a syslog source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// `type: syslog`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    pub listen: ListenAddr,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `auto` (default), `rfc5424` or `rfc3164`.
+    #[serde(default)]
+    pub format: SyslogFormat,
+    /// Longer messages are cut to this and dead-lettered (TCP; a datagram is at most 64 KiB).
+    #[serde(default = "default_max_length")]
+    pub max_message_size: ByteSize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    pub peer_header: Option<String>,
+}
+
+pub(crate) fn read_tcp(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
+    cx.codec_field("codec", CodecName::NAMES);
+    plain_source::<TcpConfig>(cx)
+}
+
+pub(crate) fn read_udp(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
+    cx.codec_field("codec", CodecName::NAMES);
+    plain_source::<UdpConfig>(cx)
+}
+
+impl SourceSpec for TcpConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(Listener {
+            listen: self.listen.0,
+            transport: Transport::Tcp {
+                framer: Framer::lines(self.max_line_length.0 as usize),
+                max_connections: self.max_connections.max(1),
+            },
+            decoder: Box::new(LineDecoder {
+                codec: cx.codec(&self.codec)?,
+                peer: PeerHeader::new(self.peer_header.as_deref()),
+            }),
+            batch_size: cx.batch_size,
+            linger: self.linger.0,
+        }))
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::NoReplay(NO_REPLAY)
+    }
+}
+
+impl SourceSpec for UdpConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(Listener {
+            listen: self.listen.0,
+            transport: Transport::Udp { split_lines: true },
+            decoder: Box::new(LineDecoder {
+                codec: cx.codec(&self.codec)?,
+                peer: PeerHeader::new(self.peer_header.as_deref()),
+            }),
+            batch_size: cx.batch_size,
+            linger: self.linger.0,
+        }))
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::NoReplay(NO_REPLAY)
+    }
+}
+
+impl SourceSpec for SyslogConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        let transport = match self.protocol {
+            Protocol::Tcp => Transport::Tcp {
+                framer: Framer::syslog(self.max_message_size.0 as usize),
+                max_connections: self.max_connections.max(1),
+            },
+            Protocol::Udp => Transport::Udp { split_lines: false },
+        };
+        Ok(Box::new(Listener {
+            listen: self.listen.0,
+            transport,
+            decoder: Box::new(SyslogDecoder {
+                format: self.format,
+                peer: PeerHeader::new(self.peer_header.as_deref()),
+            }),
+            batch_size: cx.batch_size,
+            linger: self.linger.0,
+        }))
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::NoReplay(NO_REPLAY)
+    }
+}
+
+/// The sender's address as a header, formatted once per sender rather than per event.
+struct PeerHeader {
+    name: Option<HeaderText>,
+    last: Option<(SocketAddr, HeaderText)>,
+}
+
+impl PeerHeader {
+    fn new(name: Option<&str>) -> Self {
+        PeerHeader {
+            name: name.map(HeaderText::new),
+            last: None,
+        }
+    }
+
+    /// Adds the header to `events` (those the frame from `peer` gave).
+    fn add(&mut self, peer: Option<SocketAddr>, events: &mut [Event]) {
+        let (Some(name), Some(peer)) = (&self.name, peer) else {
+            return;
+        };
+        let value = match &self.last {
+            Some((addr, text)) if *addr == peer => text.clone(),
+            _ => {
+                let text = HeaderText::new(peer.to_string());
+                self.last = Some((peer, text.clone()));
+                text
+            }
+        };
+        for e in events {
+            e.headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Each frame through a codec.
+struct LineDecoder {
+    codec: Box<dyn Codec>,
+    peer: PeerHeader,
+}
+
+impl FrameDecoder for LineDecoder {
+    fn decode(&mut self, frame: Frame, out: &mut Vec<Event>) -> Result<(), String> {
+        let from = out.len();
+        decode_into(self.codec.as_mut(), frame.payload, out)?;
+        self.peer.add(frame.peer, &mut out[from..]);
+        Ok(())
+    }
+}
+
+/// Each frame as one syslog message.
+struct SyslogDecoder {
+    format: SyslogFormat,
+    peer: PeerHeader,
+}
+
+impl FrameDecoder for SyslogDecoder {
+    fn decode(&mut self, frame: Frame, out: &mut Vec<Event>) -> Result<(), String> {
+        let mut e = syslog::parse(&frame.payload, self.format)?;
+        self.peer.add(frame.peer, std::slice::from_mut(&mut e));
+        out.push(e);
+        Ok(())
+    }
+}
+
+enum Transport {
+    Tcp {
+        /// A new framer per connection starts as a copy of this one.
+        framer: Framer,
+        max_connections: usize,
+    },
+    Udp {
+        /// Every line of a datagram is a frame (`udp`), or the datagram is one (`syslog`).
+        split_lines: bool,
+    },
+}
+
+struct Listener {
+    listen: SocketAddr,
+    transport: Transport,
+    decoder: Box<dyn FrameDecoder>,
+    batch_size: usize,
+    linger: Duration,
+}
+
+#[async_trait]
+impl Source for Listener {
+    async fn run(mut self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+        let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+        let stop = cx.shutdown.child_token();
+        let cannot = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", self.listen))
+        };
+        match &self.transport {
+            Transport::Tcp {
+                framer,
+                max_connections,
+            } => {
+                let listener = TcpListener::bind(self.listen).await.map_err(cannot)?;
+                tracing::info!(source = %cx.name, listen = %listener.local_addr()?, "listening (TCP)");
+                tokio::spawn(accept(
+                    listener,
+                    framer.clone(),
+                    *max_connections,
+                    tx,
+                    stop.clone(),
+                    cx.name.clone(),
+                ));
+            }
+            Transport::Udp { split_lines } => {
+                let socket = UdpSocket::bind(self.listen).await.map_err(cannot)?;
+                tracing::info!(source = %cx.name, listen = %socket.local_addr()?, "listening (UDP)");
+                tokio::spawn(receive(socket, *split_lines, tx, stop.clone()));
+            }
+        }
+        let _stop_on_return = stop.drop_guard();
+        feed::run(
+            &mut cx,
+            &mut rx,
+            self.decoder.as_mut(),
+            self.batch_size,
+            self.linger,
+        )
+        .await
+    }
+}
+
+/// Accepts connections, at most `max` at once, until `stop`.
+async fn accept(
+    listener: TcpListener,
+    framer: Framer,
+    max: usize,
+    tx: mpsc::Sender<Chunk>,
+    stop: CancellationToken,
+    source: String,
+) {
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (tx, stop, framer) = (tx.clone(), stop.clone(), framer.clone());
+                let source = source.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, peer, framer, tx, stop).await {
+                        tracing::debug!(source = %source, peer = %peer, error = %e, "connection ended");
+                    }
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors, say: pause rather than spin.
+                tracing::warn!(source = %source, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Bytes read per call (the buffer grows to hold a frame up to the limit).
+const READ_SIZE: usize = 64 * 1024;
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut framer: Framer,
+    tx: mpsc::Sender<Chunk>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        let n = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            n = stream.read_buf(&mut buf) => n?,
+        };
+        let mut chunk = Chunk::new();
+        while let Some(f) = framer.next(&mut buf) {
+            chunk.push(item(f, Some(peer)));
+        }
+        if n == 0 {
+            chunk.extend(framer.finish(&mut buf).map(|f| item(f, Some(peer))));
+        }
+        if !chunk.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                sent = tx.send(chunk) => if sent.is_err() { return Ok(()) },
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn item(f: Framed, peer: Option<SocketAddr>) -> Item {
+    match f {
+        Framed::Frame(payload) => Item::Frame(Frame { payload, peer }),
+        Framed::TooLong { head, len } => Item::Malformed(DeadLetter {
+            event: Event::new(head.clone()),
+            reason: format!(
+                "a frame of {len} bytes or more is over the size limit ({} bytes); its first \
+                 bytes are kept here",
+                head.len()
+            ),
+        }),
+    }
+}
+
+/// Datagrams handed over per chunk at most.
+const DATAGRAMS_PER_CHUNK: usize = 512;
+const MAX_DATAGRAM: usize = 65_536;
+/// Receive memory allocated at a time.
+const BLOCK: usize = 16 * MAX_DATAGRAM;
+
+async fn receive(
+    socket: UdpSocket,
+    split_lines: bool,
+    tx: mpsc::Sender<Chunk>,
+    stop: CancellationToken,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.readable() => if r.is_err() { return },
+        }
+        let mut chunk = Chunk::new();
+        while chunk.len() < DATAGRAMS_PER_CHUNK {
+            // Datagrams share one block until it has no room for the largest one; a reserve
+            // per datagram would pin 64 KiB behind every small event.
+            if buf.capacity() - buf.len() < MAX_DATAGRAM {
+                buf.reserve(BLOCK);
+            }
+            let peer = match socket.try_recv_buf_from(&mut buf) {
+                Ok((_, peer)) => peer,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    break;
+                }
+            };
+            let datagram = buf.split();
+            if split_lines {
+                let mut framer = Framer::lines(MAX_DATAGRAM);
+                let mut datagram = datagram;
+                while let Some(f) = framer.next(&mut datagram) {
+                    chunk.push(item(f, Some(peer)));
+                }
+                chunk.extend(framer.finish(&mut datagram).map(|f| item(f, Some(peer))));
+            } else {
+                let payload = trim_datagram(datagram.freeze());
+                if !payload.is_empty() {
+                    chunk.push(Item::Frame(Frame {
+                        payload,
+                        peer: Some(peer),
+                    }));
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                sent = tx.send(chunk) => if sent.is_err() { return },
+            }
+        }
+    }
+}
+
+/// A syslog datagram may end with a newline or a NUL.
+fn trim_datagram(mut b: Bytes) -> Bytes {
+    while matches!(b.last(), Some(b'\n' | b'\r' | 0)) {
+        b.truncate(b.len() - 1);
+    }
+    b
+}

@@ -1,0 +1,232 @@
+//! The `mqtt` source: subscribes on a persistent session (`clean_session: false`, a stable
+//! client id) with manual acknowledgements, gathers messages into batches (`batch_size`, or
+//! `linger` after the first) and acknowledges them only after the batch is committed.
+//!
+//! The broker keeps the session while the agent is down and delivers what was published
+//! meanwhile when it is back; a message delivered but not acknowledged (the agent crashed, the
+//! connection broke) is delivered again, so delivery is at least once. The broker bounds how
+//! many unacknowledged messages it sends at once (Mosquitto: `max_inflight_messages`, 20 by
+//! default), which also bounds a batch.
+//!
+//! One task drives the client's event loop (which reconnects by itself, with the source's
+//! backoff between attempts) and hands messages over with the connection they came on; an
+//! acknowledgement is sent only on that same connection — after a reconnect the broker sends
+//! the unacknowledged ones again, and an old packet id could name a different message now.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use sluice_core::{
+    event::{Event, HeaderText},
+    guarantee::Upstream,
+    registry::{BuildCx, ReadCx, SourceSpec, plain_source},
+    source::{
+        Source, SourceContext, SourceError,
+        supervisor::{Backoff, sleep_or_cancelled},
+    },
+};
+
+use super::config::{Broker, MqttSourceConfig, default_client_id, qos};
+
+pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
+    plain_source::<MqttSourceConfig>(cx)
+}
+
+impl SourceSpec for MqttSourceConfig {
+    fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Source>, String> {
+        let broker = Broker::parse(self.url.expose())?;
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err("`topics`: name at least one topic filter (none empty)".into());
+        }
+        Ok(Box::new(MqttSource {
+            qos: qos(self.qos)?,
+            client_id: self
+                .client_id
+                .clone()
+                .unwrap_or_else(|| default_client_id(cx.name)),
+            broker,
+            cfg: self.clone(),
+            batch_size: cx.batch_size.max(1),
+        }))
+    }
+
+    fn upstream(&self) -> Upstream {
+        if self.qos == 0 {
+            Upstream::NoReplay("QoS 0 messages are not acknowledged")
+        } else {
+            Upstream::AckAfterCommit("messages are acknowledged only after a commit")
+        }
+    }
+}
+
+struct MqttSource {
+    cfg: MqttSourceConfig,
+    broker: Broker,
+    client_id: String,
+    qos: QoS,
+    batch_size: usize,
+}
+
+/// A message and the connection (counted from 1) it arrived on.
+type Delivery = (u64, Publish);
+
+#[async_trait]
+impl Source for MqttSource {
+    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+        let mut options = self.broker.options(
+            &self.client_id,
+            self.cfg.keep_alive.0,
+            self.cfg.max_packet_size,
+        );
+        options.set_clean_session(false).set_manual_acks(true);
+        // The request queue holds a batch's acknowledgements and the subscriptions.
+        let (client, eventloop) = AsyncClient::new(options, self.batch_size * 2 + 16);
+        let (tx, mut rx) = mpsc::channel::<Delivery>(self.batch_size * 2);
+        let connection = Arc::new(AtomicU64::new(0));
+        let stop = cx.shutdown.child_token();
+        let driver = tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            self.cfg.topics.clone(),
+            self.qos,
+            tx,
+            Arc::clone(&connection),
+            stop.clone(),
+            cx.name.clone(),
+            self.broker.peer(),
+        ));
+        let topic_header = self.cfg.topic_header.as_deref().map(HeaderText::new);
+        let linger = self.cfg.linger.0.max(Duration::from_millis(1));
+        let result = async {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = cx.shutdown.cancelled() => return Ok(()),
+                    d = rx.recv() => match d {
+                        Some(d) => d,
+                        None => return Ok(()),
+                    },
+                };
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + linger;
+                while batch.len() < self.batch_size {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(d)) => batch.push(d),
+                        _ => break,
+                    }
+                }
+                let events: Vec<Event> = batch
+                    .iter()
+                    .map(|(_, p)| {
+                        let mut e = Event::new(p.payload.clone());
+                        if let Some(h) = &topic_header {
+                            e.headers.insert(h.clone(), p.topic.as_str());
+                        }
+                        e
+                    })
+                    .collect();
+                let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+                loop {
+                    match cx.out.process(events.clone()).await {
+                        Ok(()) => break,
+                        Err(e) if e.is_fatal() => return Err(SourceError::from(e)),
+                        Err(e) => {
+                            tracing::warn!(source = %cx.name, error = %e, "batch refused; retrying");
+                            // Not acknowledged: the broker keeps the messages for the session.
+                            if sleep_or_cancelled(&cx.shutdown, pause.next_delay()).await {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                let now = connection.load(Ordering::Acquire);
+                for (conn, publish) in &batch {
+                    if *conn == now && publish.qos != QoS::AtMostOnce {
+                        // Queued for the event loop; sent on this connection unless it breaks
+                        // first, and then the broker delivers the message again.
+                        if client.ack(publish).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        stop.cancel();
+        let _ = client.try_disconnect();
+        let _ = driver.await;
+        result
+    }
+}
+
+/// Drives the event loop: subscribes on every new connection, hands messages over, and
+/// pauses (growing) between failed connection attempts.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Vec<String>,
+    qos: QoS,
+    tx: mpsc::Sender<Delivery>,
+    connection: Arc<AtomicU64>,
+    stop: CancellationToken,
+    source: String,
+    peer: String,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                let n = connection.fetch_add(1, Ordering::AcqRel) + 1;
+                backoff.reset();
+                tracing::info!(source = %source, peer = %peer, session_present = ack.session_present, connection = n, "connected to the MQTT broker");
+                for t in &topics {
+                    if let Err(e) = client.try_subscribe(t.clone(), qos) {
+                        tracing::error!(source = %source, topic = %t, error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let conn = connection.load(Ordering::Acquire);
+                // Waiting here while the channels are full holds the event loop: the broker
+                // stops sending (its in-flight window is full); a wait past the keep-alive
+                // breaks the connection, and the unacknowledged messages come again.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = tx.send((conn, p)) => if sent.is_err() { return },
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(source = %source, peer = %peer, "the broker refused a subscription");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let pause = backoff.next_delay();
+                tracing::warn!(source = %source, peer = %peer, error = %e, retry_in = ?pause, "MQTT connection failed; reconnecting");
+                if sleep_or_cancelled(&stop, pause).await {
+                    return;
+                }
+            }
+        }
+    }
+}
