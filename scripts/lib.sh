@@ -126,6 +126,10 @@ need_moto() {
   if [ ! -x "$TOOLS/venv/bin/python" ]; then python3 -m venv "$TOOLS/venv"; fi
   [ -x "$TOOLS/venv/bin/moto_server" ] \
     || { log "installing moto (PyPI moto[server])"; "$TOOLS/venv/bin/pip" install -q 'moto[server]==5.2.5'; }
+  # pyarrow writes the Parquet part files the s3 source's tests read (boto3 comes with moto).
+  "$TOOLS/venv/bin/python" -c 'import pyarrow' 2>/dev/null \
+    || { log "installing pyarrow (PyPI)"; "$TOOLS/venv/bin/pip" install -q pyarrow; }
+  export SLUICE_PYTHON="$TOOLS/venv/bin/python"
   port_open 4566 && return 0
   log "starting moto_server on 127.0.0.1:4566 (log: $TOOLS/moto.log)"
   setsid nohup "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p 4566 \

@@ -18,6 +18,7 @@ mod rabbitmq;
 mod rabbitmq_to_kafka;
 mod redis;
 mod s3;
+mod s3_source;
 mod secrets;
 mod sql;
 mod sql_source;

@@ -150,7 +150,7 @@ async fn a_sigkill_mid_stream_loses_nothing() {
         publish(
             &t,
             (0..N).map(|i| format!("msg {i:05}")),
-            Duration::from_micros(500),
+            Duration::from_millis(1),
         )
     });
     let t0 = Instant::now();

@@ -89,7 +89,7 @@ fn source_pipeline(dir: &Path, stream: &str, subject: &str) -> String {
     let d = dir.display();
     format!(
         "channels:\n  disk: {{ type: rocksdb, path: '{d}/disk' }}\n\
-         sources:\n  n: {{ type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: keep, channels: [disk], batch_size: 200, linger: 20ms }}\n\
+         sources:\n  n: {{ type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: keep, ack_wait: 5s, channels: [disk], batch_size: 200, linger: 20ms }}\n\
          sinks:\n  out: {{ type: file, channel: disk, path: '{d}/out.ndjson', format: ndjson }}\n",
         url = url()
     )

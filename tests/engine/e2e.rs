@@ -376,7 +376,8 @@ fn the_build_says_which_features_it_has() {
 
 /// The examples with connectors, durable channels and plugins: kafka-to-redis (kafka, redis,
 /// rocksdb, a plugin), rabbitmq-to-kafka (rabbitmq, kafka, spillable), webhook-kafka-s3 (http,
-/// kafka, rocksdb, s3), kafka-to-dynamodb (kafka, rocksdb, dynamodb), sqs-to-mysql (sqs, sql).
+/// kafka, rocksdb, s3), kafka-to-dynamodb (kafka, rocksdb, dynamodb), sqs-to-mysql (sqs, sql),
+/// s3-parquet-to-dynamodb (s3, dynamodb).
 #[cfg(all(
     feature = "kafka",
     feature = "redis",
@@ -397,6 +398,7 @@ fn connector_examples_validate() {
         "webhook-kafka-s3.yaml",
         "kafka-to-dynamodb.yaml",
         "sqs-to-mysql.yaml",
+        "s3-parquet-to-dynamodb.yaml",
     ]);
 }
 

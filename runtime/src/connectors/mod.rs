@@ -52,6 +52,7 @@ pub fn register(r: &mut Registry) {
     connector!(r.sources, "rabbitmq", "rabbitmq", rabbitmq::source::read);
     connector!(r.sources, "redis", "redis", redis::source::read);
     connector!(r.sources, "sqs", "aws-sqs", aws::sqs::read);
+    connector!(r.sources, "s3", "aws-s3", aws::s3::source::read);
     #[cfg(any(feature = "sql-postgres", feature = "sql-mysql"))]
     r.sources.add("sql", sql::source::read);
     #[cfg(not(any(feature = "sql-postgres", feature = "sql-mysql")))]

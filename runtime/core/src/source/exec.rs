@@ -230,9 +230,12 @@ async fn run_command(
             StderrTo::Events => {
                 tokio::spawn(pump(err, Framer::lines(max), tx.clone(), stop.clone()))
             }
-            StderrTo::Log | StderrTo::Ignore => {
-                tokio::spawn(log_stderr(err, cfg.stderr == StderrTo::Log, source.clone()))
-            }
+            StderrTo::Log | StderrTo::Ignore => tokio::spawn(log_stderr(
+                err,
+                cfg.stderr == StderrTo::Log,
+                max,
+                source.clone(),
+            )),
         });
         let status = tokio::select! {
             s = child.wait() => Some(s),
@@ -304,25 +307,35 @@ fn spawn(cfg: &ExecConfig) -> std::io::Result<Child> {
             Stdio::piped()
         })
         .kill_on_drop(true);
+    // Its own process group, so a stop reaches what a shell line started too.
+    #[cfg(unix)]
+    cmd.process_group(0);
     if let Some(dir) = &cfg.working_dir {
         cmd.current_dir(dir);
     }
     cmd.spawn()
 }
 
-/// SIGTERM, then SIGKILL if it has not exited in time.
+/// SIGTERM to the command's process group, then SIGKILL to the group if it has not exited
+/// in time.
 async fn terminate(child: &mut Child, grace: Duration, source: &str) {
     #[cfg(unix)]
     if let Some(pid) = child.id() {
-        // SAFETY: kill(2) with a pid this process started and has not reaped yet.
+        let group = -(pid as libc::pid_t);
+        // SAFETY: kill(2) on the process group this process started (the child leads it and
+        // has not been reaped yet).
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(group, libc::SIGTERM);
         }
         if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
             tracing::info!(source = %source, pid, status = ?status.ok(), "command stopped");
             return;
         }
-        tracing::warn!(source = %source, pid, "command ignored SIGTERM; killing it");
+        tracing::warn!(source = %source, pid, "command ignored SIGTERM; killing its process group");
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
     }
     let _ = child.kill().await;
 }
@@ -377,12 +390,31 @@ fn item(f: Framed) -> Item {
     }
 }
 
-async fn log_stderr(err: impl AsyncRead + Unpin, log: bool, source: String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(err).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+/// Logs (or drops) the command's standard error line by line, whatever bytes it writes, and
+/// keeps reading to the end, so the command never blocks on a full stderr pipe.
+async fn log_stderr(mut err: impl AsyncRead + Unpin, log: bool, max: usize, source: String) {
+    let mut framer = Framer::lines(max);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let n = err.read_buf(&mut buf).await.unwrap_or(0);
+        let mut lines = Vec::new();
+        while let Some(f) = framer.next(&mut buf) {
+            lines.push(f);
+        }
+        if n == 0 {
+            lines.extend(framer.finish(&mut buf));
+        }
         if log {
-            tracing::warn!(source = %source, "command stderr: {line}");
+            for f in lines {
+                let (Framed::Frame(line) | Framed::TooLong { head: line, .. }) = f;
+                tracing::warn!(source = %source, "command stderr: {}", String::from_utf8_lossy(&line));
+            }
+        }
+        if n == 0 {
+            return;
         }
     }
 }

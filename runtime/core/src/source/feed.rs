@@ -140,32 +140,40 @@ fn drain_ready(
     }
 }
 
-/// Dead letters first, then the batch; a refused batch is offered again after a pause (the
-/// producers cannot send it again), until it is committed or the agent stops for good.
+/// Dead letters first, then the batch, each in slices of at most `batch_size` (a chunk from a
+/// producer can overshoot it, and a channel refuses a put larger than it can ever hold); a
+/// refused slice is offered again after a pause (the producers cannot send it again), until it
+/// is committed or the agent stops for good.
 pub(crate) async fn commit(
     cx: &mut SourceContext,
     batch: &mut Vec<Event>,
     malformed: &mut Vec<DeadLetter>,
     batch_size: usize,
 ) -> Result<(), SourceError> {
-    if !malformed.is_empty() {
-        cx.out.reject_malformed(std::mem::take(malformed)).await?;
+    let batch_size = batch_size.max(1);
+    let mut letters = std::mem::take(malformed);
+    while !letters.is_empty() {
+        let rest = letters.split_off(letters.len().min(batch_size));
+        cx.out.reject_malformed(letters).await?;
+        letters = rest;
     }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let full = std::mem::replace(batch, Vec::with_capacity(batch_size));
-    let mut attempt = 0u32;
-    loop {
-        // A copy per try: a refused batch must still be in hand for the next one.
-        match cx.out.process(full.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_fatal() => return Err(e.into()),
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(source = %cx.name, error = %e, attempt, "batch refused; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
+    let mut full = std::mem::replace(batch, Vec::with_capacity(batch_size));
+    while !full.is_empty() {
+        let rest = full.split_off(full.len().min(batch_size));
+        let mut attempt = 0u32;
+        loop {
+            // A copy per try: a refused slice must still be in hand for the next one.
+            match cx.out.process(full.clone()).await {
+                Ok(()) => break,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(source = %cx.name, error = %e, attempt, "batch refused; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
         }
+        full = rest;
     }
+    Ok(())
 }

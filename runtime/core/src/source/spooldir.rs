@@ -130,6 +130,10 @@ impl SourceSpec for SpoolDirConfig {
         }))
     }
 
+    fn exclusive_paths(&self) -> Vec<(&'static str, &Path)> {
+        vec![("path", &self.path)]
+    }
+
     fn upstream(&self) -> Upstream {
         Upstream::AckAfterCommit(
             "its place in a file is saved, and the file renamed, only after a commit",
@@ -150,8 +154,23 @@ struct SpoolDir {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Place {
     file: String,
+    /// Which file of that name: its inode and size when it was started (a later file of the
+    /// same name is another file).
+    #[serde(default)]
+    inode: u64,
+    #[serde(default)]
+    size: u64,
     /// Bytes of the (decompressed) content already committed.
     offset: u64,
+}
+
+/// A file's inode and size (0 where there are no inodes).
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (inode, meta.len())
 }
 
 /// A piece of a file: a batch of lines and the content offset after them.
@@ -182,7 +201,16 @@ impl Source for SpoolDir {
             if cx.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let (ready, waiting) = self.scan()?;
+            let (mut ready, waiting) = self.scan()?;
+            // A file a stop interrupted is finished first, whatever its age.
+            let place = self.load_place();
+            if let Some(i) = ready.iter().position(|p| {
+                !place.file.is_empty()
+                    && p.file_name().and_then(|n| n.to_str()) == Some(place.file.as_str())
+            }) {
+                let interrupted = ready.remove(i);
+                ready.insert(0, interrupted);
+            }
             let Some(file) = ready.into_iter().next() else {
                 if self.cfg.run_to_completion && !waiting {
                     tracing::info!(source = %cx.name, files = files_read, dir = %dir.display(), "spool directory is empty; done");
@@ -261,8 +289,15 @@ impl SpoolDir {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
+        let (inode, size) = std::fs::metadata(path)
+            .map(|m| identity(&m))
+            .unwrap_or_default();
         let place = self.load_place();
-        let start = if place.file == name { place.offset } else { 0 };
+        let start = if place.file == name && place.inode == inode && place.size == size {
+            place.offset
+        } else {
+            0
+        };
         if start > 0 {
             tracing::info!(source = %cx.name, file = %path.display(), offset = start, "resuming a file a stop interrupted");
         } else {
@@ -317,6 +352,8 @@ impl SpoolDir {
             feed::commit(cx, &mut events, &mut malformed, self.batch_size).await?;
             self.save_place(&Place {
                 file: name.clone(),
+                inode,
+                size,
                 offset: piece.offset,
             })?;
             if piece.end {
@@ -332,6 +369,9 @@ impl SpoolDir {
         if !finished {
             return Ok(Outcome::Stopped);
         }
+        // Forgotten before the file goes: a crash in between reads it again (duplicates)
+        // rather than resuming a later file of the same name at this one's offset.
+        self.save_place(&Place::default())?;
         if self.cfg.delete {
             std::fs::remove_file(path).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot delete {}: {e}", path.display()))
@@ -353,7 +393,6 @@ impl SpoolDir {
             }
             std::fs::rename(path, &done)?;
         }
-        self.save_place(&Place::default())?;
         tracing::info!(source = %cx.name, file = %path.display(), "file done");
         Ok(Outcome::Done)
     }
@@ -393,7 +432,7 @@ fn read_file(
             offset += n as u64;
             while let Some(f) = framer.next(&mut buf) {
                 items.push(item(f, path));
-                if items.len() >= batch {
+                if items.len() >= batch && !framer.is_skipping() {
                     let piece = Piece {
                         items: std::mem::replace(&mut items, Chunk::with_capacity(batch)),
                         offset: offset - buf.len() as u64,

@@ -158,10 +158,11 @@ impl Broker {
     }
 }
 
-/// `sluice-<host>-<component>`: stable across restarts of the same agent.
-pub(crate) fn default_client_id(component: &str) -> String {
+/// `sluice-<host>-<kind>-<component>`: stable across restarts of the same agent, and never
+/// the same for a source and a sink (a sink's clean session would wipe a source's).
+pub(crate) fn default_client_id(kind: &str, component: &str) -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let id: String = format!("sluice-{host}-{component}")
+    let id: String = format!("sluice-{host}-{kind}-{component}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {

@@ -41,7 +41,7 @@ impl SinkSpec for MqttSinkConfig {
             client_id: self
                 .client_id
                 .clone()
-                .unwrap_or_else(|| default_client_id(cx.name)),
+                .unwrap_or_else(|| default_client_id("sink", cx.name)),
             cfg: self.clone(),
             name: cx.name.to_owned(),
             live: None,
@@ -177,10 +177,24 @@ impl Sink for MqttSink {
         for (i, event) in batch.iter().enumerate() {
             topic.clear();
             self.topic.render(event, &mut topic);
-            if topic.is_empty() || topic.contains(['+', '#']) {
+            if topic.is_empty() || topic.contains(['+', '#', '\0']) || topic.len() > 65_535 {
                 rejected.push((
                     i,
-                    format!("topic {topic:?} is empty or holds a wildcard (`+`, `#`)"),
+                    format!(
+                        "topic {topic:?} is empty, too long, or holds a wildcard (`+`, `#`) or NUL"
+                    ),
+                ));
+                continue;
+            }
+            // Past the packet limit the client would fail the connection, and the batch with it.
+            if event.body.len() + topic.len() + 16 > self.cfg.max_packet_size {
+                rejected.push((
+                    i,
+                    format!(
+                        "a message of {} bytes does not fit max_packet_size ({} bytes)",
+                        event.body.len(),
+                        self.cfg.max_packet_size
+                    ),
                 ));
                 continue;
             }

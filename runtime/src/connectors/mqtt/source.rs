@@ -48,12 +48,15 @@ impl SourceSpec for MqttSourceConfig {
         if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
             return Err("`topics`: name at least one topic filter (none empty)".into());
         }
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            return Err("`client_id` must not be empty: the broker keeps a session by it".into());
+        }
         Ok(Box::new(MqttSource {
             qos: qos(self.qos)?,
             client_id: self
                 .client_id
                 .clone()
-                .unwrap_or_else(|| default_client_id(cx.name)),
+                .unwrap_or_else(|| default_client_id("source", cx.name)),
             broker,
             cfg: self.clone(),
             batch_size: cx.batch_size.max(1),
@@ -80,6 +83,11 @@ struct MqttSource {
 /// A message and the connection (counted from 1) it arrived on.
 type Delivery = (u64, Publish);
 
+/// A batch ends when no message came for this long (or at `linger`, or when full).
+const IDLE_GAP: Duration = Duration::from_millis(5);
+/// How long a stop waits for the event loop to send the last acknowledgements.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 #[async_trait]
 impl Source for MqttSource {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
@@ -89,11 +97,14 @@ impl Source for MqttSource {
             self.cfg.max_packet_size,
         );
         options.set_clean_session(false).set_manual_acks(true);
-        // The request queue holds a batch's acknowledgements and the subscriptions.
-        let (client, eventloop) = AsyncClient::new(options, self.batch_size * 2 + 16);
+        // The request queue holds the acknowledgements of a few batches and the subscriptions;
+        // acknowledgements are queued without waiting (see below).
+        let (client, eventloop) = AsyncClient::new(options, self.batch_size * 4 + 64);
         let (tx, mut rx) = mpsc::channel::<Delivery>(self.batch_size * 2);
         let connection = Arc::new(AtomicU64::new(0));
-        let stop = cx.shutdown.child_token();
+        // Not the agent's stop signal: at a stop the event loop still has to send the last
+        // batch's acknowledgements and the DISCONNECT.
+        let stop = CancellationToken::new();
         let driver = tokio::spawn(drive(
             eventloop,
             client.clone(),
@@ -119,8 +130,12 @@ impl Source for MqttSource {
                 };
                 let mut batch = vec![first];
                 let deadline = tokio::time::Instant::now() + linger;
+                // The broker sends only its in-flight window (Mosquitto: 20) before it has
+                // acknowledgements, so a pause in arrivals ends the batch early rather than
+                // waiting out `linger` for messages that cannot come.
                 while batch.len() < self.batch_size {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    let wait = (tokio::time::Instant::now() + IDLE_GAP).min(deadline);
+                    match tokio::time::timeout_at(wait, rx.recv()).await {
                         Ok(Some(d)) => batch.push(d),
                         _ => break,
                     }
@@ -152,19 +167,26 @@ impl Source for MqttSource {
                 let now = connection.load(Ordering::Acquire);
                 for (conn, publish) in &batch {
                     if *conn == now && publish.qos != QoS::AtMostOnce {
-                        // Queued for the event loop; sent on this connection unless it breaks
-                        // first, and then the broker delivers the message again.
-                        if client.ack(publish).await.is_err() {
-                            break;
+                        // Queued for the event loop without waiting (the event loop may itself
+                        // be waiting for this loop to take a message); sent on this connection
+                        // unless it breaks first, and then the broker delivers the message
+                        // again. A full queue leaves it unacknowledged: delivered again.
+                        if let Err(e) = client.try_ack(publish) {
+                            tracing::debug!(source = %cx.name, error = %e, "acknowledgement not queued; the message will come again");
                         }
                     }
                 }
             }
         }
         .await;
-        stop.cancel();
+        // The event loop sends the queued acknowledgements, then the DISCONNECT, then ends.
+        drop(rx);
         let _ = client.try_disconnect();
-        let _ = driver.await;
+        let mut driver = driver;
+        if tokio::time::timeout(STOP_GRACE, &mut driver).await.is_err() {
+            stop.cancel();
+            let _ = driver.await;
+        }
         result
     }
 }
@@ -204,12 +226,14 @@ async fn drive(
                 let conn = connection.load(Ordering::Acquire);
                 // Waiting here while the channels are full holds the event loop: the broker
                 // stops sending (its in-flight window is full); a wait past the keep-alive
-                // breaks the connection, and the unacknowledged messages come again.
+                // breaks the connection, and the unacknowledged messages come again. Once the
+                // source stops taking, messages are left unacknowledged (they come again).
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    sent = tx.send((conn, p)) => if sent.is_err() { return },
+                    _ = tx.send((conn, p)) => {}
                 }
             }
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
                 if ack
                     .return_codes

@@ -34,6 +34,9 @@ impl SinkSpec for NatsSinkConfig {
     }
 }
 
+/// Publishes in flight at once, well under the client's limit of unacknowledged ones.
+const WINDOW: usize = 1000;
+
 pub struct NatsSink {
     cfg: NatsSinkConfig,
     name: String,
@@ -63,40 +66,49 @@ impl Sink for NatsSink {
             return Err(DeliveryError::retriable("not connected"));
         };
         let mut rejected = Vec::new();
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut subject = String::new();
-        let mut failure = None;
-        for (i, event) in batch.iter().enumerate() {
-            subject.clear();
-            self.subject.render(event, &mut subject);
-            if subject.is_empty() || subject.contains(['*', '>', ' ']) {
-                rejected.push((
-                    i,
-                    format!("subject {subject:?} is empty or holds a wildcard or a space"),
-                ));
-                continue;
-            }
-            match js.publish(subject.clone(), event.body.clone()).await {
-                Ok(ack) => pending.push(ack),
-                Err(e) => {
-                    failure = Some(format!("publishing failed: {e}"));
-                    break;
+        let publish_all = async {
+            let mut pending = Vec::with_capacity(WINDOW);
+            let mut subject = String::new();
+            for (i, event) in batch.iter().enumerate() {
+                subject.clear();
+                self.subject.render(event, &mut subject);
+                if subject.is_empty()
+                    || subject.contains(['*', '>', ' ', '\t', '\r', '\n'])
+                    || subject.starts_with('.')
+                    || subject.ends_with('.')
+                    || subject.contains("..")
+                {
+                    rejected.push((
+                        i,
+                        format!("subject {subject:?} is not one to publish to (an empty token, a wildcard or whitespace)"),
+                    ));
+                    continue;
+                }
+                let ack = js
+                    .publish(subject.clone(), event.body.clone())
+                    .await
+                    .map_err(|e| format!("publishing failed: {e}"))?;
+                pending.push(ack);
+                // The client holds a bounded number of unacknowledged publishes: wait for a
+                // window's acknowledgements before sending more.
+                if pending.len() >= WINDOW {
+                    for ack in pending.drain(..) {
+                        ack.await
+                            .map_err(|e| format!("the stream did not store a message: {e}"))?;
+                    }
                 }
             }
-        }
-        if failure.is_none() {
-            let acks = async {
-                for ack in pending {
-                    ack.await.map_err(|e| e.to_string())?;
-                }
-                Ok::<(), String>(())
-            };
-            match tokio::time::timeout(limit, acks).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(format!("the stream did not store a message: {e}")),
-                Err(_) => failure = Some(format!("no acknowledgement within {limit:?}")),
+            for ack in pending {
+                ack.await
+                    .map_err(|e| format!("the stream did not store a message: {e}"))?;
             }
-        }
+            Ok::<(), String>(())
+        };
+        let failure = match tokio::time::timeout(limit, publish_all).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("no acknowledgement within {limit:?}")),
+        };
         if let Some(reason) = failure {
             self.live = None;
             return Err(DeliveryError::retriable(reason));

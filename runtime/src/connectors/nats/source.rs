@@ -65,7 +65,7 @@ struct NatsSource {
 
 /// A connection and the consumer's message stream on it.
 struct Live {
-    _client: async_nats::Client,
+    client: async_nats::Client,
     messages: pull::Stream,
 }
 
@@ -123,10 +123,7 @@ impl Supervised for NatsSource {
             .await
             .map_err(|e| Failure::retry("cannot start consuming", e))?;
         tracing::info!(source = %self.name, peer = %self.peer, stream = %self.cfg.stream, durable = %self.durable, "consuming from NATS JetStream");
-        Ok(Live {
-            _client: client,
-            messages,
-        })
+        Ok(Live { client, messages })
     }
 
     async fn consume(
@@ -185,6 +182,10 @@ impl Supervised for NatsSource {
                     // Not acknowledged: the server sends it again after ack_wait.
                     return Err(Failure::retry("acknowledging failed", e));
                 }
+            }
+            // The acknowledgements are only queued in the client: flush them to the server.
+            if let Err(e) = live.client.flush().await {
+                return Err(Failure::retry("sending the acknowledgements failed", e));
             }
             session.mark_progress();
         }

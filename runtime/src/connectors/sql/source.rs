@@ -331,7 +331,8 @@ impl SqlSource {
                 }
             }
         }
-        sql.push_str(&format!(" FROM ({}) AS sluice_q", self.base));
+        // On lines of their own: a trailing `--` comment in the query ends with its line.
+        sql.push_str(&format!(" FROM (\n{}\n) AS sluice_q", self.base));
         let mut binds = Vec::new();
         if let Some(after) = &self.position {
             let values: Vec<String> = match self.dialect {
@@ -522,7 +523,7 @@ impl Supervised for SqlSource {
         let json = match self.dialect {
             Dialect::Postgres => None,
             Dialect::MySql => {
-                let sql = format!("SELECT * FROM ({}) AS sluice_q", self.base);
+                let sql = format!("SELECT * FROM (\n{}\n) AS sluice_q", self.base);
                 let cols = timed(limit, conn.result_columns(&sql))
                     .await
                     .map_err(|e| self.failure(e))?;
@@ -689,7 +690,7 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT row_to_json(sluice_q)::text, (sluice_q.\"updated_at\")::text, (sluice_q.\"id\")::text \
-             FROM (SELECT * FROM t) AS sluice_q \
+             FROM (\nSELECT * FROM t\n) AS sluice_q \
              WHERE (sluice_q.\"updated_at\", sluice_q.\"id\") > (E'2026-12-07 05:00:00+00', E'o''k\\\\') \
              ORDER BY sluice_q.\"updated_at\", sluice_q.\"id\" LIMIT 100"
         );
@@ -704,7 +705,7 @@ mod tests {
         assert_eq!(
             sql,
             format!(
-                "SELECT CAST({json} AS CHAR), CAST(sluice_q.`id` AS CHAR) FROM (SELECT * FROM t) AS sluice_q ORDER BY sluice_q.`id` LIMIT 100"
+                "SELECT CAST({json} AS CHAR), CAST(sluice_q.`id` AS CHAR) FROM (\nSELECT * FROM t\n) AS sluice_q ORDER BY sluice_q.`id` LIMIT 100"
             )
         );
         let s = source(Dialect::MySql, &["id"], Some(&["7"]));

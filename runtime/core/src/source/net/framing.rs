@@ -135,6 +135,12 @@ impl Framer {
         }
     }
 
+    /// Whether it is in the middle of a frame that was too long (its rest is being skipped):
+    /// a position taken now would point inside that frame.
+    pub fn is_skipping(&self) -> bool {
+        self.skip != Skip::Nothing
+    }
+
     /// At the end of the stream: what is left, as a last frame (a line without its newline).
     pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Framed> {
         if self.skip != Skip::Nothing || buf.is_empty() {

@@ -220,7 +220,9 @@ fn structured_data(b: &[u8], mut at: usize, headers: &mut Headers) -> Result<usi
             }
             let param = sd_name(b, &mut at, "PARAM-NAME")?;
             if b.get(at) != Some(&b'=') || b.get(at + 1) != Some(&b'"') {
-                return Err(format!("PARAM `{param}` needs =\"value\" (byte {at})"));
+                return Err(format!(
+                    "SD element `{id}` is not closed, or its PARAM `{param}` has no =\"value\" (byte {at})"
+                ));
             }
             at += 2;
             let mut value = Vec::new();

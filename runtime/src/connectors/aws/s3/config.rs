@@ -111,6 +111,55 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
+/// `type: s3` sources: read every object under a prefix, once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SourceConfig {
+    /// The common AWS keys, set by the pipeline reader.
+    #[serde(skip)]
+    pub aws: AwsConnection,
+    pub bucket: String,
+    /// Only keys starting with this (`exports/2026-12-07/`); every key when empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// `auto` (by extension, default), `lines`, `ndjson`, `json_array`, `csv` or `parquet`.
+    #[serde(default)]
+    pub format: super::records::ObjectFormat,
+    /// `auto` (by extension, default), `none`, `gzip` or `zstd`.
+    #[serde(default)]
+    pub compression: super::records::ObjectCompression,
+    /// Keeps the keys (and ETags) of the objects read to the end, so a re-run skips them.
+    pub position_file: std::path::PathBuf,
+    /// End once every object listed is read (default); otherwise list again every
+    /// `poll_interval` and read what is new.
+    #[serde(default = "default_true")]
+    pub run_to_completion: bool,
+    #[serde(default = "default_poll")]
+    pub poll_interval: HumanDuration,
+    /// The header that gets the object's key (`~` for none).
+    #[serde(default = "default_key_header")]
+    pub key_header: Option<String>,
+    /// Objects (after decompression) larger than this are refused: an object is read whole.
+    #[serde(default = "default_max_object")]
+    pub max_object_size: ByteSize,
+    /// How long one request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_key_header() -> Option<String> {
+    Some("s3.key".into())
+}
+fn default_max_object() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

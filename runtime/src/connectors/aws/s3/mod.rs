@@ -1,8 +1,11 @@
 //! S3: a sink writing objects named deterministically from the channel position, rolled by
-//! size, count or time. Behind the `aws-s3` feature.
+//! size, count or time, and a source reading every object under a prefix once (a batch run).
+//! Behind the `aws-s3` feature.
 
 pub mod config;
+pub mod records;
 pub mod sink;
+pub mod source;
 
 use std::sync::Arc;
 
