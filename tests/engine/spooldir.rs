@@ -2,13 +2,9 @@
 //! (Python's gzip and json modules) are read once, renamed when done, and a batch run ends
 //! with exactly their rows; a re-run reads nothing; a SIGKILL in the middle loses nothing.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command};
 
-use crate::common::{Agent, json_lines, lines, sluice, stderr};
+use crate::common::{json_lines, lines, sluice, stderr};
 
 /// Writes `files` part files of `rows` NDJSON rows each, gzip-compressed, with Python.
 fn python_parts(dir: &Path, files: usize, rows: usize) {
@@ -114,6 +110,8 @@ fn part_files_are_read_once_renamed_and_the_run_ends() {
 #[cfg(feature = "rocksdb")]
 #[test]
 fn a_sigkill_in_the_middle_loses_nothing() {
+    use crate::common::Agent;
+    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
