@@ -149,6 +149,28 @@ pub fn envelope(headers: &[(&str, String)], body: &str) -> String {
     serde_json::json!({ "headers": h, "body": body }).to_string() + "\n"
 }
 
+/// The Python interpreter with the test clients (confluent-kafka, nats-py, boto3, pyarrow)
+/// that `scripts/test` installs.
+pub fn python() -> String {
+    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sluice-tools/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+/// The bodies of an NDJSON file sink's output so far (none before it exists).
+pub fn ndjson_bodies(p: &Path) -> Vec<String> {
+    if !p.exists() {
+        return Vec::new();
+    }
+    json_lines(p)
+        .iter()
+        .map(|e| e["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// `prefix` plus a random suffix (`<prefix>-<uuid>`), so runs never share a topic, queue,
 /// bucket, table, stream or key.
 pub fn unique(prefix: &str) -> String {

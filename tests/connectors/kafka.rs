@@ -28,7 +28,7 @@ use sluice_core::{
     event::Event,
 };
 
-use crate::common::{Agent, unique};
+use crate::common::{Agent, python, unique};
 
 pub(crate) fn broker() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -1085,16 +1085,6 @@ sinks:
         "records in S3 more than once: {twice:?}\n{logs}"
     );
     assert_eq!(by_record.len(), N, "every record");
-}
-
-/// The Python interpreter with confluent-kafka (`scripts/test` installs it).
-fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/sluice-tools/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
 }
 
 /// One record as the independent reader saw it.

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Agent, json_lines, unique};
+use crate::common::{Agent, json_lines, ndjson_bodies, unique};
 
 fn url() -> String {
     std::env::var("SLUICE_TEST_MQTT").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
@@ -50,18 +50,11 @@ fn publish(topic: &str, lines: impl Iterator<Item = String>, pause: Duration) {
     assert!(child.wait().unwrap().success());
 }
 
-fn bodies(out: &Path) -> Vec<String> {
-    if !out.exists() {
-        return Vec::new();
-    }
-    json_lines(out)
-        .iter()
-        .map(|e| e["body"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn distinct(out: &Path) -> usize {
-    bodies(out).into_iter().collect::<BTreeSet<_>>().len()
+    ndjson_bodies(out)
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 fn source_pipeline(dir: &Path, topic: &str, client: &str) -> String {
@@ -177,7 +170,7 @@ async fn a_sigkill_mid_stream_loses_nothing() {
         )
         .await;
     agent.stop().await;
-    let got: BTreeSet<String> = bodies(&out).into_iter().collect();
+    let got: BTreeSet<String> = ndjson_bodies(&out).into_iter().collect();
     let want: BTreeSet<String> = (0..N).map(|i| format!("msg {i:05}")).collect();
     assert_eq!(got, want);
 }

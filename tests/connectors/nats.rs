@@ -13,19 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Agent, json_lines, unique};
+use crate::common::{Agent, json_lines, ndjson_bodies, python, unique};
 
 fn url() -> String {
     std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/sluice-tools/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
 }
 
 /// Runs `body` (Python, inside an async function with `js`, a JetStream context) and returns
@@ -71,18 +62,11 @@ fn publish(subject: &str, from: usize, n: usize) {
     ));
 }
 
-fn bodies(out: &Path) -> Vec<String> {
-    if !out.exists() {
-        return Vec::new();
-    }
-    json_lines(out)
-        .iter()
-        .map(|e| e["body"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn distinct(out: &Path) -> usize {
-    bodies(out).into_iter().collect::<BTreeSet<_>>().len()
+    ndjson_bodies(out)
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 fn source_pipeline(dir: &Path, stream: &str, subject: &str) -> String {
@@ -171,7 +155,7 @@ async fn messages_sent_while_the_agent_is_down_arrive_and_a_sigkill_loses_nothin
         )
         .await;
     agent.stop().await;
-    let got: BTreeSet<String> = bodies(&out).into_iter().collect();
+    let got: BTreeSet<String> = ndjson_bodies(&out).into_iter().collect();
     let want: BTreeSet<String> = (0..N + 300).map(|i| format!("msg {i:05}")).collect();
     assert_eq!(got, want);
     tokio::task::block_in_place(|| py(&format!("await js.delete_stream({stream:?})")));

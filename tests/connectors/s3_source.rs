@@ -7,16 +7,7 @@
 
 use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
 
-use crate::common::{Agent, aws::endpoint, json_lines, repo_root, sluice, stderr, unique};
-
-fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/sluice-tools/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
-}
+use crate::common::{Agent, aws::endpoint, json_lines, python, repo_root, sluice, stderr, unique};
 
 /// Runs a Python script with boto3 clients `s3` and `ddb` on moto; returns what it printed.
 fn py(body: &str) -> String {

@@ -22,12 +22,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Source, SourceContext, SourceError,
     feed::{self, Chunk, Frame, FrameDecoder, Item, QUEUE_CHUNKS},
-    net::framing::{Framed, Framer},
+    framing::{Framed, Framer},
     supervisor::{Backoff, sleep_or_cancelled},
 };
 use crate::{
     config::units::{ByteSize, HumanDuration},
-    dlq::DeadLetter,
     event::{
         Event,
         codec::{Codec, CodecName, CodecRef, decode_into},
@@ -359,10 +358,10 @@ async fn pump(
         };
         let mut chunk = Chunk::new();
         while let Some(f) = framer.next(&mut buf) {
-            chunk.push(item(f));
+            chunk.push(Item::framed(f, None, ""));
         }
         if n == 0 {
-            chunk.extend(framer.finish(&mut buf).map(item));
+            chunk.extend(framer.finish(&mut buf).map(|f| Item::framed(f, None, "")));
         }
         if !chunk.is_empty() && tx.send(chunk).await.is_err() {
             return;
@@ -370,23 +369,6 @@ async fn pump(
         if n == 0 {
             return;
         }
-    }
-}
-
-fn item(f: Framed) -> Item {
-    match f {
-        Framed::Frame(payload) => Item::Frame(Frame {
-            payload,
-            peer: None,
-        }),
-        Framed::TooLong { head, len } => Item::Malformed(DeadLetter {
-            event: Event::new(head.clone()),
-            reason: format!(
-                "a line of {len} bytes or more is longer than max_line_length ({} bytes); its \
-                 first bytes are kept here",
-                head.len()
-            ),
-        }),
     }
 }
 

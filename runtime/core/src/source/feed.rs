@@ -12,7 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{SourceContext, SourceError};
+use super::{SourceContext, SourceError, framing::Framed};
 use crate::{dlq::DeadLetter, event::Event};
 
 /// One frame as a producer read it: a line, a datagram, a syslog message.
@@ -29,6 +29,24 @@ pub enum Item {
     Frame(Frame),
     /// Refused before decoding (a frame past the size limit), with the reason.
     Malformed(DeadLetter),
+}
+
+impl Item {
+    /// What a framer found, as an item: a frame, or a dead letter for one over the size limit
+    /// (its first bytes kept); `origin` starts the reason (a file's path and `: `, or nothing).
+    pub fn framed(f: Framed, peer: Option<SocketAddr>, origin: &str) -> Item {
+        match f {
+            Framed::Frame(payload) => Item::Frame(Frame { payload, peer }),
+            Framed::TooLong { head, len } => Item::Malformed(DeadLetter {
+                reason: format!(
+                    "{origin}a frame of {len} bytes or more is over the size limit ({} bytes); \
+                     its first bytes are kept here",
+                    head.len()
+                ),
+                event: Event::new(head),
+            }),
+        }
+    }
 }
 
 /// Producers send items in chunks (what one read gave), so the hand-off costs one queue
@@ -48,7 +66,8 @@ pub trait FrameDecoder: Send {
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Runs until every producer has dropped its sender (the source is done) or the agent stops;
-/// at a stop, what the producers already handed over is still committed once.
+/// at a stop, what the producers already read is still committed once (producers stop reading
+/// at the stop and hand over what they hold).
 pub async fn run(
     cx: &mut SourceContext,
     rx: &mut mpsc::Receiver<Chunk>,
@@ -69,7 +88,7 @@ pub async fn run(
         };
         let mut ended = match first {
             None => {
-                drain_ready(rx, decoder, &mut batch, &mut malformed);
+                drain_ready(rx, decoder, &mut batch, &mut malformed).await;
                 commit(cx, &mut batch, &mut malformed, batch_size).await?;
                 return Ok(());
             }
@@ -97,7 +116,7 @@ pub async fn run(
             }
         }
         if stopping {
-            drain_ready(rx, decoder, &mut batch, &mut malformed);
+            drain_ready(rx, decoder, &mut batch, &mut malformed).await;
         }
         commit(cx, &mut batch, &mut malformed, batch_size).await?;
         if ended || stopping {
@@ -128,17 +147,22 @@ fn take(
     }
 }
 
-/// Takes whatever is already queued, without waiting.
-fn drain_ready(
+/// At a stop the producers stop reading and hand over what they hold; this takes it all,
+/// until every producer is gone or `STOP_DRAIN` has passed.
+async fn drain_ready(
     rx: &mut mpsc::Receiver<Chunk>,
     decoder: &mut dyn FrameDecoder,
     batch: &mut Vec<Event>,
     malformed: &mut Vec<DeadLetter>,
 ) {
-    while let Ok(chunk) = rx.try_recv() {
+    let deadline = tokio::time::Instant::now() + STOP_DRAIN;
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         take(chunk, decoder, batch, malformed);
     }
 }
+
+/// How long a stop waits for producers to hand over what they already read.
+const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Dead letters first, then the batch, each in slices of at most `batch_size` (a chunk from a
 /// producer can overshoot it, and a channel refuses a put larger than it can ever hold); a

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::{
     Source, SourceContext, SourceError,
     feed::{self, Chunk, Frame, Item},
-    net::framing::{Framed, Framer},
+    framing::Framer,
     supervisor::sleep_or_cancelled,
 };
 use crate::{
@@ -406,6 +406,7 @@ fn read_file(
     batch: usize,
     tx: &mpsc::Sender<std::io::Result<Piece>>,
 ) {
+    let origin = format!("{}: ", path.display());
     let run = || -> std::io::Result<()> {
         let file = File::open(path)?;
         let gz = path.extension().is_some_and(|e| e == "gz");
@@ -431,7 +432,7 @@ fn read_file(
             let n = n?;
             offset += n as u64;
             while let Some(f) = framer.next(&mut buf) {
-                items.push(item(f, path));
+                items.push(Item::framed(f, None, &origin));
                 if items.len() >= batch && !framer.is_skipping() {
                     let piece = Piece {
                         items: std::mem::replace(&mut items, Chunk::with_capacity(batch)),
@@ -444,7 +445,11 @@ fn read_file(
                 }
             }
             if n == 0 {
-                items.extend(framer.finish(&mut buf).map(|f| item(f, path)));
+                items.extend(
+                    framer
+                        .finish(&mut buf)
+                        .map(|f| Item::framed(f, None, &origin)),
+                );
                 let _ = tx.blocking_send(Ok(Piece {
                     items,
                     offset,
@@ -456,23 +461,5 @@ fn read_file(
     };
     if let Err(e) = run() {
         let _ = tx.blocking_send(Err(e));
-    }
-}
-
-fn item(f: Framed, path: &Path) -> Item {
-    match f {
-        Framed::Frame(payload) => Item::Frame(Frame {
-            payload,
-            peer: None,
-        }),
-        Framed::TooLong { head, len } => Item::Malformed(DeadLetter {
-            event: Event::new(head.clone()),
-            reason: format!(
-                "{}: a line of {len} bytes or more is longer than max_line_length ({} bytes); \
-                 its first bytes are kept here",
-                path.display(),
-                head.len()
-            ),
-        }),
     }
 }

@@ -31,7 +31,7 @@ use sluice_core::{
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
     source::{
-        Source, SourceContext, SourceError,
+        Commit, Source, SourceContext, SourceError,
         supervisor::{Backoff, sleep_or_cancelled},
     },
 };
@@ -150,19 +150,10 @@ impl Source for MqttSource {
                         e
                     })
                     .collect();
-                let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-                loop {
-                    match cx.out.process(events.clone()).await {
-                        Ok(()) => break,
-                        Err(e) if e.is_fatal() => return Err(SourceError::from(e)),
-                        Err(e) => {
-                            tracing::warn!(source = %cx.name, error = %e, "batch refused; retrying");
-                            // Not acknowledged: the broker keeps the messages for the session.
-                            if sleep_or_cancelled(&cx.shutdown, pause.next_delay()).await {
-                                return Ok(());
-                            }
-                        }
-                    }
+                match cx.commit_or_stop(events).await {
+                    Ok(Commit::Done) => {}
+                    Ok(Commit::Stopped) => return Ok(()),
+                    Err(e) => return Err(e),
                 }
                 let now = connection.load(Ordering::Acquire);
                 for (conn, publish) in &batch {

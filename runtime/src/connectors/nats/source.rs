@@ -18,8 +18,8 @@ use sluice_core::{
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
     source::{
-        Source, SourceContext, SourceError,
-        supervisor::{Backoff, Failure, Session, Supervised, sleep_or_cancelled, supervise},
+        Commit, Source, SourceContext, SourceError,
+        supervisor::{Backoff, Failure, Session, Supervised, supervise},
     },
 };
 
@@ -164,18 +164,10 @@ impl Supervised for NatsSource {
                     e
                 })
                 .collect();
-            let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-            loop {
-                match cx.out.process(events.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_fatal() => return Err(Failure::Fatal(SourceError::from(e))),
-                    Err(e) => {
-                        tracing::warn!(source = %self.name, error = %e, "batch refused; retrying");
-                        if sleep_or_cancelled(&cx.shutdown, pause.next_delay()).await {
-                            return Ok(());
-                        }
-                    }
-                }
+            match cx.commit_or_stop(events).await {
+                Ok(Commit::Done) => {}
+                Ok(Commit::Stopped) => return Ok(()),
+                Err(e) => return Err(Failure::Fatal(e)),
             }
             for m in &batch {
                 if let Err(e) = m.ack().await {

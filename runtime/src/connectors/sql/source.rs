@@ -39,7 +39,7 @@ use sluice_core::{
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec},
     source::{
-        Source, SourceContext, SourceError,
+        Commit, Source, SourceContext, SourceError,
         supervisor::{Backoff, Failure, Session, Supervised, sleep_or_cancelled, supervise},
     },
 };
@@ -582,18 +582,10 @@ impl Supervised for SqlSource {
             let (events, last) = self
                 .events(rows)
                 .map_err(|e| Failure::Fatal(io(e, std::io::Error::other("bad row"))))?;
-            let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-            loop {
-                match cx.out.process(events.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_fatal() => return Err(Failure::Fatal(e.into())),
-                    Err(e) => {
-                        tracing::warn!(source = %self.name, error = %e, "batch refused; retrying");
-                        if sleep_or_cancelled(&cx.shutdown, pause.next_delay()).await {
-                            return Ok(());
-                        }
-                    }
-                }
+            match cx.commit_or_stop(events).await {
+                Ok(Commit::Done) => {}
+                Ok(Commit::Stopped) => return Ok(()),
+                Err(e) => return Err(Failure::Fatal(e)),
             }
             self.save_position(&last).map_err(|e| {
                 Failure::Fatal(io(

@@ -7,7 +7,6 @@
 //! interrupts is lost; a full channel holds TCP senders back through flow control, while UDP
 //! datagrams the kernel cannot queue are dropped by the kernel, as with any UDP receiver.
 
-pub mod framing;
 pub mod syslog;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -23,17 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use async_trait::async_trait;
 
-use self::{
-    framing::{Framed, Framer},
-    syslog::SyslogFormat,
-};
+use self::syslog::SyslogFormat;
 use super::{
     Source, SourceContext, SourceError,
     feed::{self, Chunk, Frame, FrameDecoder, Item, QUEUE_CHUNKS},
+    framing::Framer,
 };
 use crate::{
     config::units::{ByteSize, HumanDuration, ListenAddr},
-    dlq::DeadLetter,
     event::{
         Event, HeaderText,
         codec::{Codec, CodecName, CodecRef, decode_into},
@@ -383,34 +379,22 @@ async fn connection(
         };
         let mut chunk = Chunk::new();
         while let Some(f) = framer.next(&mut buf) {
-            chunk.push(item(f, Some(peer)));
+            chunk.push(Item::framed(f, Some(peer), ""));
         }
         if n == 0 {
-            chunk.extend(framer.finish(&mut buf).map(|f| item(f, Some(peer))));
+            chunk.extend(
+                framer
+                    .finish(&mut buf)
+                    .map(|f| Item::framed(f, Some(peer), "")),
+            );
         }
-        if !chunk.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                sent = tx.send(chunk) => if sent.is_err() { return Ok(()) },
-            }
+        // Also at a stop: what was read is handed over (the feed drains at a stop).
+        if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+            return Ok(());
         }
         if n == 0 {
             return Ok(());
         }
-    }
-}
-
-fn item(f: Framed, peer: Option<SocketAddr>) -> Item {
-    match f {
-        Framed::Frame(payload) => Item::Frame(Frame { payload, peer }),
-        Framed::TooLong { head, len } => Item::Malformed(DeadLetter {
-            event: Event::new(head.clone()),
-            reason: format!(
-                "a frame of {len} bytes or more is over the size limit ({} bytes); its first \
-                 bytes are kept here",
-                head.len()
-            ),
-        }),
     }
 }
 
@@ -452,9 +436,13 @@ async fn receive(
                 let mut framer = Framer::lines(MAX_DATAGRAM);
                 let mut datagram = datagram;
                 while let Some(f) = framer.next(&mut datagram) {
-                    chunk.push(item(f, Some(peer)));
+                    chunk.push(Item::framed(f, Some(peer), ""));
                 }
-                chunk.extend(framer.finish(&mut datagram).map(|f| item(f, Some(peer))));
+                chunk.extend(
+                    framer
+                        .finish(&mut datagram)
+                        .map(|f| Item::framed(f, Some(peer), "")),
+                );
             } else {
                 let payload = trim_datagram(datagram.freeze());
                 if !payload.is_empty() {
@@ -465,11 +453,8 @@ async fn receive(
                 }
             }
         }
-        if !chunk.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                sent = tx.send(chunk) => if sent.is_err() { return },
-            }
+        if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+            return;
         }
     }
 }

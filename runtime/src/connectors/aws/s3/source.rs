@@ -28,7 +28,7 @@ use sluice_core::{
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec},
     source::{
-        Source, SourceContext, SourceError,
+        Commit, Source, SourceContext, SourceError,
         supervisor::{Backoff, sleep_or_cancelled},
     },
 };
@@ -264,18 +264,10 @@ impl S3Source {
                     .await
                     .map_err(|e| Step::Failed(e.into()))?;
             }
-            let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-            loop {
-                match cx.out.process(batch.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_fatal() => return Err(Step::Failed(e.into())),
-                    Err(e) => {
-                        tracing::warn!(source = %self.name, error = %e, "batch refused; retrying");
-                        if sleep_or_cancelled(&cx.shutdown, pause.next_delay()).await {
-                            return Err(Step::Stopped);
-                        }
-                    }
-                }
+            match cx.commit_or_stop(batch).await {
+                Ok(Commit::Done) => {}
+                Ok(Commit::Stopped) => return Err(Step::Stopped),
+                Err(e) => return Err(Step::Failed(e)),
             }
             if cx.shutdown.is_cancelled() && records.peek().is_some() {
                 return Err(Step::Stopped);

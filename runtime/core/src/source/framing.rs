@@ -1,5 +1,5 @@
-//! Cutting a byte stream into frames: newline-terminated (netcat, syslog's non-transparent
-//! framing) and, for syslog over TCP, octet-counted (`LEN SP MSG`, RFC 6587), told apart per
+//! Cutting a byte stream into frames (the socket sources, a command's output, spool files):
+//! newline-terminated (netcat, syslog's non-transparent framing) and, for syslog over TCP, octet-counted (`LEN SP MSG`, RFC 6587), told apart per
 //! frame by its first byte. Frames are slices of the read buffer, not copies.
 
 use bytes::{Buf, Bytes, BytesMut};
