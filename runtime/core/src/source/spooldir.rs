@@ -127,6 +127,7 @@ impl SourceSpec for SpoolDirConfig {
             codec: cx.codec(&self.codec)?,
             batch_size: cx.batch_size.max(1),
             tracker: self.path.join(".sluice").join(format!("{}.json", cx.name)),
+            place: Place::default(),
         }))
     }
 
@@ -148,6 +149,8 @@ struct SpoolDir {
     batch_size: usize,
     /// Where the place in the current file is kept.
     tracker: PathBuf,
+    /// What `tracker` holds: read once when the source starts, then kept in step with it.
+    place: Place,
 }
 
 /// How far into which file the committed batches got.
@@ -196,6 +199,7 @@ impl Source for SpoolDir {
             )
             .into());
         }
+        self.place = self.load_place();
         let mut files_read = 0u64;
         loop {
             if cx.shutdown.is_cancelled() {
@@ -203,7 +207,7 @@ impl Source for SpoolDir {
             }
             let (mut ready, waiting) = self.scan()?;
             // A file a stop interrupted is finished first, whatever its age.
-            let place = self.load_place();
+            let place = &self.place;
             if let Some(i) = ready.iter().position(|p| {
                 !place.file.is_empty()
                     && p.file_name().and_then(|n| n.to_str()) == Some(place.file.as_str())
@@ -269,13 +273,15 @@ impl SpoolDir {
 
     /// Written to a new file and renamed over the old, so a crash leaves one or the other.
     /// Not synced: a lost update only means the batches since are read again.
-    fn save_place(&self, place: &Place) -> std::io::Result<()> {
+    fn save_place(&mut self, place: Place) -> std::io::Result<()> {
         if let Some(dir) = self.tracker.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.tracker.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(place).unwrap_or_default())?;
-        std::fs::rename(&tmp, &self.tracker)
+        std::fs::write(&tmp, serde_json::to_vec(&place).unwrap_or_default())?;
+        std::fs::rename(&tmp, &self.tracker)?;
+        self.place = place;
+        Ok(())
     }
 
     /// Reads one file to its end, committing batch by batch, then marks it done.
@@ -292,7 +298,7 @@ impl SpoolDir {
         let (inode, size) = std::fs::metadata(path)
             .map(|m| identity(&m))
             .unwrap_or_default();
-        let place = self.load_place();
+        let place = &self.place;
         let start = if place.file == name && place.inode == inode && place.size == size {
             place.offset
         } else {
@@ -350,7 +356,7 @@ impl SpoolDir {
                 }
             }
             feed::commit(cx, &mut events, &mut malformed, self.batch_size).await?;
-            self.save_place(&Place {
+            self.save_place(Place {
                 file: name.clone(),
                 inode,
                 size,
@@ -371,7 +377,7 @@ impl SpoolDir {
         }
         // Forgotten before the file goes: a crash in between reads it again (duplicates)
         // rather than resuming a later file of the same name at this one's offset.
-        self.save_place(&Place::default())?;
+        self.save_place(Place::default())?;
         if self.cfg.delete {
             std::fs::remove_file(path).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot delete {}: {e}", path.display()))
