@@ -218,6 +218,38 @@ class Codecs(unittest.TestCase):
         self.assertEqual(ok(p.call("encode", events)), b'id,text\n1,"a, ""b"""\n')
         self.assertIn("line 3: 1 fields, expected 2", p.call("decode", b"id,text\n1,2\n3\n", ""))
 
+    def test_xml(self):
+        p = Plugin("xml")
+        ok(p.call("init", '{"record": "/r/e", "headers": {"id": "@id"}, "root": "r", "element": "e"}'))
+        events = ok(p.call("decode", b'<r><e id="1"><v>a &amp; b</v></e><e id="2"/></r>', "application/xml"))
+        self.assertEqual(parts(events), [([("id", "1")], '{"@id":"1","v":"a & b"}'), ([("id", "2")], '{"@id":"2"}')])
+        self.assertIn(b'<e id="1"><v>a &amp; b</v></e>', ok(p.call("encode", events)))
+        self.assertIn("DOCTYPE is refused", p.call("decode", b'<!DOCTYPE r [<!ENTITY a "x">]><r>&a;</r>', ""))
+        self.assertIn("max_depth", p.call("decode", b"<a>" * 100 + b"</a>" * 100, ""))
+
+    def test_avro(self):
+        testdata = Path(__file__).resolve().parent.parent / "avro" / "testdata"
+        p = Plugin("avro")
+        schema = (testdata / "order.avsc").read_text()
+        ok(p.call("init", json.dumps({"schema": json.loads(schema), "codec": "zstandard"})))
+        events = ok(p.call("decode", (testdata / "orders-snappy.avro").read_bytes(), ""))
+        self.assertEqual(len(events), 50)
+        self.assertEqual(json.loads(bytes(events[3].body))["customer"], "c3")
+        again = ok(p.call("decode", ok(p.call("encode", events)), ""))
+        self.assertEqual(parts(again), parts(events))
+        self.assertIn("sync marker", p.call("decode", (testdata / "orders-null.avro").read_bytes()[:-1] + b"!", ""))
+
+    def test_protobuf(self):
+        import base64
+        desc = (Path(__file__).resolve().parent.parent / "protobuf" / "testdata" / "orders.desc").read_bytes()
+        p = Plugin("protobuf")
+        cfg = {"message": "shop.v1.Order", "framing": "single", "files": {"descriptor_set": base64.b64encode(desc).decode()}}
+        ok(p.call("init", json.dumps(cfg)))
+        events = ok(p.call("decode", b"\x08\x07\x12\x02c7", ""))
+        self.assertEqual(parts(events), [([], '{"id":"7","customer":"c7"}')])
+        self.assertEqual(ok(p.call("encode", events)), b"\x08\x07\x12\x02c7")
+        self.assertIn("not a shop.v1.Order", p.call("decode", b"\x08", ""))
+
     def test_kv_py(self):
         p = Plugin("kv-py")
         self.assertIn("unknown config key", p.call("init", '{"nope": 1}'))

@@ -131,7 +131,7 @@ pub fn tls_acceptor(
 ) -> Result<Tls, String> {
     #[cfg(feature = "http")]
     {
-        crate::connectors::http::source::tls::acceptor(&base.join(&t.cert), &base.join(&t.key))
+        crate::tls::http_acceptor(&base.join(&t.cert), &base.join(&t.key))
     }
     #[cfg(not(feature = "http"))]
     {

@@ -10,10 +10,14 @@ pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod dead_letters;
+#[cfg(feature = "aws-s3")]
+pub mod parquet;
 pub mod pipeline_test;
 pub mod reload;
 #[cfg(feature = "http")]
 pub mod remote;
+#[cfg(any(feature = "http", feature = "mqtt"))]
+pub mod tls;
 
 /// True for `http(s)://` pipeline arguments (pipelines from a URL).
 pub fn remote_url(arg: &str) -> bool {
@@ -39,6 +43,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("hop", cfg!(feature = "hop")),
     ("mqtt", cfg!(feature = "mqtt")),
     ("nats", cfg!(feature = "nats")),
+    ("fcm", cfg!(feature = "fcm")),
     ("rocksdb", cfg!(feature = "rocksdb")),
     ("wasm", cfg!(feature = "wasm")),
     ("oci", cfg!(feature = "oci")),
@@ -64,6 +69,12 @@ pub fn registry() -> &'static Registry {
         let mut r = Registry::builtin();
         r.features = features();
         connectors::register(&mut r);
+        #[cfg(any(feature = "http", feature = "mqtt"))]
+        {
+            r.tls = Some(std::sync::Arc::new(tls::Listeners));
+        }
+        #[cfg(feature = "aws-s3")]
+        r.formats.push(parquet::native_format());
         #[cfg(feature = "rocksdb")]
         sluice_rocks::config::register(&mut r);
         #[cfg(not(feature = "rocksdb"))]

@@ -231,3 +231,218 @@ async fn the_sink_publishes_every_event_with_qos_1() {
     assert_eq!((d1, d2), (250, 250), "{text}");
     drop(agent);
 }
+
+/// A private Mosquitto with one TLS listener that requires a client certificate (its CN,
+/// `client`, becomes the user name) and an ACL that lets that user use topics under `ok/`
+/// only.
+struct TlsBroker {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    fn start() -> TlsBroker {
+        let certs = crate::common::repo_root().join("tests/fixtures/tls/hop");
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::common::free_port();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "user client\ntopic readwrite ok/#\n").unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} localhost\n\
+                 cafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 require_certificate true\nuse_identity_as_username true\n\
+                 allow_anonymous false\nacl_file {acl}\npersistence false\n",
+                ca = certs.join("ca.pem").display(),
+                cert = certs.join("server.pem").display(),
+                key = certs.join("server-key.pem").display(),
+                acl = acl.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("mosquitto");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsBroker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Mosquitto's client options for this broker, with the client certificate.
+    fn client_args(&self) -> Vec<String> {
+        let certs = crate::common::repo_root().join("tests/fixtures/tls/hop");
+        let f = |n: &str| certs.join(n).display().to_string();
+        [
+            "-V",
+            "mqttv5",
+            "-h",
+            "localhost",
+            "-p",
+            &self.port.to_string(),
+            "--cafile",
+            &f("ca.pem"),
+            "--cert",
+            &f("client.pem"),
+            "--key",
+            &f("client-key.pem"),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The `tls:` setting of a pipeline connecting as `client`.
+    fn tls_setting() -> String {
+        let certs = crate::common::repo_root().join("tests/fixtures/tls/hop");
+        let f = |n: &str| certs.join(n).display().to_string();
+        format!(
+            "{{ ca: '{}', cert: '{}', key: '{}' }}",
+            f("ca.pem"),
+            f("client.pem"),
+            f("client-key.pem")
+        )
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// MQTT 5 over mutual TLS (`mqtts://`): the source maps user properties to headers (checked
+/// with a message from `mosquitto_pub`), the sink maps headers to user properties (checked
+/// with `mosquitto_sub`), and messages the broker's ACL refuses (an MQTT 5 PUBACK with
+/// `NotAuthorized`) are dead-lettered with that reason while the others are delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_over_mutual_tls_maps_properties_and_dead_letters_refusals() {
+    let broker = TlsBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let t = unique("t");
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let tls = TlsBroker::tls_setting();
+    let mut receiver = Agent::start(
+        dir.path(),
+        "receiver",
+        &format!(
+            "channels:\n  mem: {{ type: memory }}\n\
+             sources:\n  m: {{ type: mqtt, version: 5, url: '{url}', topics: ['ok/{t}/#'], tls: {tls}, channels: [mem], linger: 20ms }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{d}/got.ndjson', format: ndjson }}\n"
+        ),
+    );
+    wait_connected(&mut receiver, 1).await;
+    // An independent client subscribes too, printing each message's user properties.
+    let seen = dir.path().join("seen.txt");
+    let mut sub = Command::new("mosquitto_sub")
+        .args(broker.client_args())
+        .args(["-q", "1", "-C", "21", "-W", "60", "-F", "%t|%P|%p", "-t"])
+        .arg(format!("ok/{t}/#"))
+        .stdout(std::fs::File::create(&seen).unwrap())
+        .spawn()
+        .expect("mosquitto_sub");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pubbed = Command::new("mosquitto_pub")
+        .args(broker.client_args())
+        .args(["-q", "1", "-t", &format!("ok/{t}/independent")])
+        .args(["-D", "publish", "user-property", "origin", "mosquitto_pub"])
+        .args(["-m", "from mosquitto_pub"])
+        .output()
+        .unwrap();
+    assert!(
+        pubbed.status.success(),
+        "{}",
+        crate::common::stderr(&pubbed)
+    );
+    let sender = Agent::start(
+        dir.path(),
+        "sender",
+        &format!(
+            "channels:\n  mem: {{ type: memory }}\n  dead: {{ type: memory }}\n\
+             sources:\n  g: {{ type: generator, count: 40, body_size: 16, cycle: {{ header: zone, values: [ok, forbidden] }}, headers: {{ team: blue }}, channels: [mem] }}\n\
+             sinks:\n  m: {{ type: mqtt, version: 5, url: '{url}', topic: '%{{zone}}/{t}/x', tls: {tls}, channel: mem, dlq: dead }}\n  \
+             dl: {{ type: file, channel: dead, path: '{d}/dead.ndjson', format: ndjson }}\n"
+        ),
+    );
+    let got = dir.path().join("got.ndjson");
+    let dead = dir.path().join("dead.ndjson");
+    receiver
+        .wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let count = |p: &Path| if p.exists() { json_lines(p).len() } else { 0 };
+                let (n, k) = (count(&got), count(&dead));
+                if n >= 21 && k >= 20 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} of 21 received, {k} of 20 dead-lettered"))
+                }
+            },
+        )
+        .await;
+    let status = tokio::task::spawn_blocking(move || sub.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let sender_log = sender.log();
+    drop(sender);
+    receiver.stop().await;
+    assert!(status.success(), "mosquitto_sub did not get 21 messages");
+
+    let events = json_lines(&got);
+    assert_eq!(events.len(), 21, "{events:#?}");
+    let independent = events
+        .iter()
+        .find(|e| e["body"] == "from mosquitto_pub")
+        .expect("the message from mosquitto_pub");
+    assert_eq!(independent["headers"]["origin"], "mosquitto_pub");
+    assert_eq!(
+        independent["headers"]["mqtt.topic"],
+        format!("ok/{t}/independent")
+    );
+    let from_sluice: Vec<_> = events
+        .iter()
+        .filter(|e| e["headers"]["mqtt.topic"] == format!("ok/{t}/x"))
+        .collect();
+    assert_eq!(from_sluice.len(), 20);
+    for e in &from_sluice {
+        // Headers went out as user properties and came back as headers.
+        assert_eq!(e["headers"]["zone"], "ok", "{e}");
+        assert_eq!(e["headers"]["team"], "blue", "{e}");
+    }
+    let dead = json_lines(&dead);
+    assert_eq!(dead.len(), 20, "{dead:#?}\n{sender_log}");
+    for e in &dead {
+        assert_eq!(e["headers"]["zone"], "forbidden");
+        let reason = e["headers"]["sluice.dlq.reason"].as_str().unwrap();
+        assert!(reason.contains("NotAuthorized"), "{reason}");
+    }
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let ours: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with(&format!("ok/{t}/x|")))
+        .collect();
+    assert_eq!(ours.len(), 20, "{seen}");
+    assert!(
+        ours.iter()
+            .all(|l| l.contains("zone:ok") && l.contains("team:blue")),
+        "{seen}"
+    );
+}

@@ -511,3 +511,120 @@ async fn s3_crash_between_upload_and_commit_leaves_no_duplicates() {
     assert_eq!(distinct.len(), N as usize, "each event exactly once");
     remove(&c, &bucket).await;
 }
+
+/// `format: parquet`: 600 JSON events become Parquet objects of 250 rows (row groups of 100),
+/// read by pyarrow with the inferred schema (and a declared one with a timestamp column),
+/// every row's values as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_parquet_objects_read_by_pyarrow() {
+    const N: usize = 600;
+    let c = client().await;
+    let bucket = create_bucket(&c, "sluice-test").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for i in 0..N {
+        input.push_str(
+            &serde_json::json!({
+                "id": i, "name": format!("n{i}"), "score": i as f64 + 0.25, "ok": i % 2 == 0,
+                "tags": [i, "x"], "note": if i % 3 == 0 { serde_json::Value::Null } else { format!("k{i}").into() },
+                "at": format!("2026-12-07T10:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+            })
+            .to_string(),
+        );
+        input.push('\n');
+    }
+    let sink = |name: &str, channel: &str, parquet: &str| {
+        format!(
+            "  {name}:
+    type: s3
+    channel: {channel}
+    bucket: {bucket}
+    key: {name}/
+    format: parquet
+    parquet: {parquet}
+    roll_count: 250
+    batch_size: {N}
+    roll_interval: 30s
+{conn}",
+            conn = connection()
+        )
+    };
+    let pipeline = format!(
+        "channels:\n  a: {{ type: memory, capacity: 10000 }}\n  b: {{ type: memory, capacity: 10000 }}\n\
+         sources:\n  in: {{ type: stdin, codec: ndjson, channels: [a, b] }}\n\
+         sinks:\n{}{}",
+        sink(
+            "inferred",
+            "a",
+            "{ row_group_size: 100, compression: zstd }"
+        ),
+        sink(
+            "declared",
+            "b",
+            "{ columns: { id: int64, name: string, at: timestamp_ms, tags: json } }"
+        ),
+    );
+    let d = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || common::run_stdin(&d, &pipeline, input))
+        .await
+        .unwrap();
+    let objects = list_objects(&c, &bucket, "").await;
+    let keys: Vec<&String> = objects.keys().collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for (i, key) in keys.iter().enumerate() {
+        assert!(key.ends_with(".parquet"), "{key}");
+        let (bytes, _, _) = get(&c, &bucket, key).await;
+        std::fs::write(
+            dir.path().join(format!("{i}-{}", key.replace('/', "_"))),
+            bytes,
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new(common::python())
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(
+            r#"
+import glob, pyarrow.parquet as pq, pyarrow as pa
+for kind in ("inferred", "declared"):
+    files = sorted(glob.glob("*%s_*.parquet" % kind))
+    rows = []
+    for f in files:
+        pf = pq.ParquetFile(f)
+        t = pf.read()
+        assert t.num_rows == 250 or (t.num_rows == 100 and f == files[-1]), (f, t.num_rows)
+        if kind == "inferred":
+            assert pf.metadata.num_row_groups == (3 if t.num_rows == 250 else 1), pf.metadata
+            assert t.schema.field("id").type == pa.int64()
+            assert t.schema.field("score").type == pa.float64()
+            assert t.schema.field("ok").type == pa.bool_()
+            assert t.schema.field("name").type == pa.string()
+            assert t.schema.field("tags").type == pa.string()
+        else:
+            assert t.schema.names == ["id", "name", "at", "tags"], t.schema
+            assert t.schema.field("at").type == pa.timestamp("ms", tz="UTC") or str(t.schema.field("at").type).startswith("timestamp[ms"), t.schema
+        rows.extend(t.to_pylist())
+    assert [r["id"] for r in rows] == list(range(600)), kind
+    r = rows[7]
+    assert r["name"] == "n7" and r["tags"] == "[7,\"x\"]", r
+    if kind == "inferred":
+        assert r["score"] == 7.25 and r["ok"] is False and r["note"] == "k7" and rows[6]["note"] is None, r
+    else:
+        assert r["at"].isoformat().startswith("2026-12-07T10:00:07"), r
+    print(kind, "ok", len(rows))
+"#,
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("inferred ok 600") && said.contains("declared ok 600"),
+        "{said}"
+    );
+    remove(&c, &bucket).await;
+}

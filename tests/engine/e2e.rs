@@ -773,3 +773,88 @@ sinks:
     );
     answered.into_iter().max().unwrap_or_default()
 }
+
+/// `format: parquet` on the file sink: each batch becomes a Parquet file of its own
+/// (`<path>.<N>`, never appended to, continued after a restart), read by pyarrow with the
+/// inferred schema and every row.
+#[cfg(feature = "aws-s3")]
+#[test]
+fn the_file_sink_writes_parquet_files_that_pyarrow_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut input = String::new();
+    for i in 0..250 {
+        input.push_str(&format!(
+            "{{\"id\": {i}, \"name\": \"n{i}\", \"score\": {i}.5, \"tags\": [{i}]}}\n"
+        ));
+    }
+    let pipeline = format!(
+        "channels:\n  mem: {{ type: memory }}\n\
+         sources:\n  in: {{ type: stdin, codec: ndjson, batch_size: 100, channels: [mem] }}\n\
+         sinks:\n  out: {{ type: file, channel: mem, batch_size: 100, path: '{}/out/events.parquet', format: parquet, parquet: {{ compression: zstd }} }}\n",
+        d.display()
+    );
+    // Twice: the second run's files follow the first's.
+    crate::common::run_stdin(d, &pipeline, &input);
+    crate::common::run_stdin(d, &pipeline, &input);
+    let files = std::fs::read_dir(d.join("out")).unwrap().count();
+    assert!(files >= 6, "{files} files");
+    let out = std::process::Command::new(crate::common::python())
+        .current_dir(d.join("out"))
+        .arg("-c")
+        .arg(
+            r#"
+import glob, pyarrow.parquet as pq, pyarrow as pa
+files = sorted(glob.glob("events.parquet.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+rows = []
+for f in files:
+    t = pq.read_table(f)
+    assert t.schema.field("id").type == pa.int64() and t.schema.field("tags").type == pa.string(), t.schema
+    rows.extend(t.to_pylist())
+assert [r["id"] for r in rows] == list(range(250)) * 2, [r["id"] for r in rows][:5]
+assert rows[7] == {"id": 7, "name": "n7", "score": 7.5, "tags": "[7]"}, rows[7]
+print("rows", len(rows), "files", len(files))
+"#,
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("rows 500"), "{said}");
+}
+
+/// A build without the Parquet writer refuses `format: parquet` when the pipeline is
+/// checked, and `parquet` settings without that format are refused in every build.
+#[test]
+fn parquet_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |sink: &str| {
+        let p = dir.path().join("p.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "channels:\n  mem: {{ type: memory }}\n\
+                 sources:\n  g: {{ type: generator, count: 1, channels: [mem] }}\n\
+                 sinks:\n  out: {{ type: file, channel: mem, path: /tmp/x, {sink} }}\n"
+            ),
+        )
+        .unwrap();
+        let o = sluice().arg("validate").arg(&p).output().unwrap();
+        (o.status.success(), stderr(&o))
+    };
+    let (ok, err) = check("parquet: { compression: zstd }");
+    assert!(!ok && err.contains("need `format: parquet`"), "{err}");
+    let (ok, err) = check("format: parquet");
+    if cfg!(feature = "aws-s3") {
+        assert!(ok, "{err}");
+    } else {
+        assert!(
+            !ok && err.contains("needs a build with its writer"),
+            "{err}"
+        );
+    }
+}

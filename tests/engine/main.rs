@@ -22,8 +22,12 @@ mod tail;
 
 #[cfg(feature = "rocksdb")]
 mod chaos;
+#[cfg(all(feature = "wasm", feature = "http"))]
+mod codecs;
 #[cfg(feature = "rocksdb")]
 mod dlq_tools;
+#[cfg(feature = "fcm")]
+mod fcm;
 #[cfg(feature = "rocksdb")]
 mod full_disk;
 #[cfg(all(feature = "hop", feature = "rocksdb"))]

@@ -380,3 +380,198 @@ fn tcp_and_udp_lines_with_an_oversize_line_dead_lettered() {
     );
     assert!(dead.iter().any(|e| e["body"] == "not json"), "{dead:#?}");
 }
+
+/// Syslog over TLS (RFC 5425) with mutual TLS: a real rsyslogd forwards through its GnuTLS
+/// driver, presenting a client certificate the source's `client_ca` signed, and checking the
+/// source's certificate by name; a Python client with a stranger's certificate (another CA)
+/// and one with none are refused, and what they sent never arrives.
+#[cfg(feature = "http")]
+#[test]
+fn syslog_over_mutual_tls_from_rsyslog_and_strangers_refused() {
+    let gtls = Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so");
+    let Some(rsyslogd) = which("rsyslogd").filter(|_| gtls.exists()) else {
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_RSYSLOG").is_none(),
+            "rsyslogd or its TLS driver is not installed (scripts/test installs rsyslog-gnutls)"
+        );
+        eprintln!("skipped: rsyslogd or rsyslog-gnutls is not installed");
+        return;
+    };
+    let certs = crate::common::repo_root().join("tests/fixtures/tls/hop");
+    let c = |f: &str| certs.join(f).display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (sluice_port, rsyslog_port) = (free_port(), free_port());
+    let mut agent = Agent::start(
+        dir.path(),
+        "syslog-tls",
+        &format!(
+            "channels:\n  mem: {{ type: memory }}\n\
+             sources:\n  in:\n    type: syslog\n    listen: '127.0.0.1:{sluice_port}'\n    \
+             peer_header: peer\n    channels: [mem]\n    \
+             tls: {{ cert: '{}', key: '{}', client_ca: '{}' }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{d}/out.ndjson', format: ndjson }}\n",
+            c("server.pem"),
+            c("server-key.pem"),
+            c("ca.pem"),
+        ),
+    );
+    wait_listening(&mut agent, sluice_port);
+
+    // Clients the source must refuse: a certificate from another CA, and none at all.
+    let script = format!(
+        r#"
+import socket, ssl, sys
+for cert, key in (("{stranger}", "{stranger_key}"), (None, None)):
+    ctx = ssl.create_default_context(cafile="{ca}")
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    try:
+        with socket.create_connection(("127.0.0.1", {sluice_port})) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                msg = b"<13>1 2026-12-07T10:00:00Z h app - - - from a stranger"
+                s.sendall(str(len(msg)).encode() + b" " + msg)
+                s.recv(1)
+        print("not refused", cert)
+    except (ssl.SSLError, ConnectionError) as e:
+        print("refused", cert, type(e).__name__)
+"#,
+        stranger = c("stranger.pem"),
+        stranger_key = c("stranger-key.pem"),
+        ca = c("ca.pem"),
+    );
+    let out = Command::new(crate::common::python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("run python3");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.matches("refused").count(), 2, "{said}");
+    assert!(!said.contains("not refused"), "{said}");
+
+    // rsyslogd forwards what `logger` sends it, over TLS with its client certificate.
+    let work = dir.path().join("rsyslog");
+    std::fs::create_dir(&work).unwrap();
+    let conf = dir.path().join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{w}\" defaultNetstreamDriver=\"gtls\"\n  \
+             defaultNetstreamDriverCAFile=\"{ca}\" defaultNetstreamDriverCertFile=\"{cert}\"\n  \
+             defaultNetstreamDriverKeyFile=\"{key}\")\n\
+             module(load=\"imudp\")\n\
+             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{rsyslog_port}\")\n\
+             *.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{sluice_port}\" protocol=\"tcp\" \
+             streamDriver=\"gtls\" streamDriverMode=\"1\" streamDriverAuthMode=\"x509/name\" \
+             streamDriverPermittedPeers=\"localhost\" \
+             tcp_framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+            w = work.display(),
+            ca = c("ca.pem"),
+            cert = c("client.pem"),
+            key = c("client-key.pem"),
+        ),
+    )
+    .unwrap();
+    let pid = dir.path().join("rsyslogd.pid");
+    let mut rsyslog = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(&pid)
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.ndjson");
+    let t0 = Instant::now();
+    let port = rsyslog_port.to_string();
+    let mut sent = 0;
+    let relayed = |out: &Path| std::fs::read_to_string(out).is_ok_and(|t| t.contains("over tls"));
+    while !relayed(&out) && t0.elapsed() < Duration::from_secs(20) {
+        sent += 1;
+        logger(&[
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-d",
+            "--rfc3164",
+            "-t",
+            "secure",
+            "-p",
+            "auth.warning",
+            &format!("over tls {sent}"),
+        ]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = rsyslog.kill();
+    let _ = rsyslog.wait();
+    wait_lines(&mut agent, &out, 1);
+    let log = agent.stop_blocking();
+    let events = json_lines(&out);
+    let e = events
+        .iter()
+        .find(|e| e["body"].as_str().is_some_and(|b| b.contains("over tls")))
+        .unwrap_or_else(|| panic!("nothing relayed over TLS in {events:#?}\n{log}"));
+    let h = &e["headers"];
+    assert_eq!(h["syslog.app"], "secure", "{h}");
+    assert_eq!(h["syslog.facility"], "auth");
+    assert_eq!(h["syslog.severity"], "warning");
+    assert!(
+        h["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{h}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["body"].as_str().is_some_and(|b| b.contains("stranger"))),
+        "a refused client's message arrived: {events:#?}"
+    );
+    assert!(log.contains("TLS connection refused"), "{log}");
+}
+
+/// A `tls:` setting the source cannot use is refused when the pipeline is checked, naming the
+/// file; on UDP it is refused outright.
+#[test]
+fn syslog_tls_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |source: &str| {
+        let p = dir.path().join("p.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "channels:\n  mem: {{ type: memory }}\n\
+                 sources:\n  in: {{ type: syslog, listen: 0, channels: [mem], {source} }}\n\
+                 sinks:\n  out: {{ type: null, channel: mem }}\n"
+            ),
+        )
+        .unwrap();
+        let o = crate::common::sluice()
+            .arg("validate")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{source}: accepted");
+        crate::common::stderr(&o)
+    };
+    let missing = check("tls: { cert: /nonexistent/cert.pem, key: /nonexistent/key.pem }");
+    if cfg!(feature = "http") {
+        assert!(
+            missing.contains("tls.cert /nonexistent/cert.pem"),
+            "{missing}"
+        );
+    } else {
+        assert!(
+            missing.contains("`tls` needs a build with TLS"),
+            "{missing}"
+        );
+    }
+    let udp = check("protocol: udp, tls: { cert: c.pem, key: k.pem }");
+    assert!(udp.contains("`tls` needs `protocol: tcp`"), "{udp}");
+}

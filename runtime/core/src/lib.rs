@@ -25,4 +25,5 @@ pub mod selector;
 pub mod sink;
 pub mod source;
 pub mod tap;
+pub mod tls;
 pub mod topology;

@@ -124,7 +124,20 @@ pub struct BuildCx<'a> {
     /// A transactional sink: the sources (metrics labels) whose positions it commits.
     pub transactional_sources: Vec<String>,
     pub(crate) plugins: &'a dyn crate::plugin::PluginHost,
+    pub(crate) tls: Option<&'a dyn crate::tls::TlsServers>,
+    pub(crate) formats: &'a [NativeFormat],
 }
+
+/// An output format the agent writes natively rather than through a plugin (`parquet`, in
+/// builds with a Parquet writer): its name and what makes an encoder from its settings.
+#[derive(Clone, Copy)]
+pub struct NativeFormat {
+    pub name: &'static str,
+    pub make: MakeFormat,
+}
+
+/// Makes a native format's encoder from its settings (the sink's `<format>:` mapping).
+pub type MakeFormat = fn(Option<&serde_json::Value>) -> Result<Box<dyn Codec>, String>;
 
 impl BuildCx<'_> {
     /// The codec a `codec:`/`format:` field names: built in, or a `serde` plugin.
@@ -138,6 +151,37 @@ impl BuildCx<'_> {
     /// A `serde` plugin by name, as a codec.
     pub fn plugin_codec(&self, name: &str) -> Result<Box<dyn Codec>, String> {
         self.plugins.codec(name)
+    }
+
+    /// The acceptor for a listener's `tls:` settings; an error when they are unusable, or when
+    /// this build has no TLS library.
+    pub fn tls_acceptor(
+        &self,
+        tls: &crate::tls::ServerTls,
+    ) -> Result<std::sync::Arc<dyn crate::tls::TlsAccept>, String> {
+        match self.tls {
+            Some(t) => t.acceptor(tls, self.base_dir),
+            None => Err(
+                "`tls` needs a build with TLS (the `http` feature, in the default \
+                 build); this one was built without it"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The native format `name` (see [`NativeFormat`]) with its `settings`; an error when this
+    /// build does not have it.
+    pub fn native_format(
+        &self,
+        name: &str,
+        settings: Option<&serde_json::Value>,
+    ) -> Result<Box<dyn Codec>, String> {
+        match self.formats.iter().find(|f| f.name == name) {
+            Some(f) => (f.make)(settings),
+            None => Err(format!(
+                "`format: {name}` needs a build with its writer (the default build has it); this one was built without it"
+            )),
+        }
     }
 
     /// Secrets named by environment variable (`secret_env`) are read when the pipeline is
@@ -303,6 +347,10 @@ pub struct Registry {
     pub plugins: Option<PluginSupport>,
     /// The cargo features compiled in, for messages about missing ones.
     pub features: Vec<&'static str>,
+    /// TLS for the engine's listeners, when this build has a TLS library.
+    pub tls: Option<Arc<dyn crate::tls::TlsServers>>,
+    /// Output formats written natively (`parquet`).
+    pub formats: Vec<NativeFormat>,
 }
 
 impl Registry {
@@ -317,6 +365,8 @@ impl Registry {
             channels: Table::default(),
             plugins: None,
             features: Vec::new(),
+            tls: None,
+            formats: Vec::new(),
         };
         r.channels
             .add("memory", plain_channel::<memory::MemoryChannelConfig>);

@@ -61,6 +61,8 @@ struct Builder<'a> {
     metrics: &'a Metrics,
     channels: HashMap<String, Arc<dyn Channel>>,
     plugins: Box<dyn PluginHost>,
+    tls: Option<Arc<dyn crate::tls::TlsServers>>,
+    formats: Vec<crate::registry::NativeFormat>,
     /// Plugins that failed to load (reported once, on their definition).
     failed_plugins: BTreeSet<String>,
     errors: Vec<ConfigError>,
@@ -383,6 +385,8 @@ fn build_with(
         metrics,
         channels: HashMap::new(),
         plugins,
+        tls: registry.tls.clone(),
+        formats: registry.formats.clone(),
         failed_plugins: BTreeSet::new(),
         errors: Vec::new(),
     };
@@ -606,6 +610,8 @@ fn build_cx<'a>(
         positions_committed_by: None,
         transactional_sources: Vec::new(),
         plugins: b.plugins.as_ref(),
+        tls: b.tls.as_deref(),
+        formats: &b.formats,
     }
 }
 

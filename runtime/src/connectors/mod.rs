@@ -12,6 +12,8 @@
     feature = "aws-kinesis"
 ))]
 pub mod aws;
+#[cfg(feature = "fcm")]
+pub mod fcm;
 #[cfg(feature = "hop")]
 pub mod hop;
 #[cfg(feature = "http")]
@@ -67,6 +69,7 @@ pub fn register(r: &mut Registry) {
     connector!(r.sinks, "redis", "redis", redis::sink::read);
     connector!(r.sinks, "s3", "aws-s3", aws::s3::read);
     connector!(r.sinks, "dynamodb", "aws-dynamodb", aws::dynamodb::read);
+    connector!(r.sinks, "fcm", "fcm", fcm::sink::read);
     connector!(r.sinks, "kinesis", "aws-kinesis", aws::kinesis::read);
     #[cfg(any(feature = "sql-postgres", feature = "sql-mysql"))]
     r.sinks.add("sql", sql::read);

@@ -86,7 +86,17 @@ impl PluginHost for WasmHost {
             None if spec.path.is_absolute() => PluginSource::File(spec.path.clone()),
             None => PluginSource::File(base_dir.join(&spec.path)),
         };
-        let config = serde_json::Value::Object(spec.config.clone().into_iter().collect());
+        let mut config: serde_json::Map<String, serde_json::Value> =
+            spec.config.clone().into_iter().collect();
+        if !spec.files.is_empty() {
+            if config.contains_key("files") {
+                return Err(
+                    "`files` is both a plugin setting and a key of its `config`; rename one".into(),
+                );
+            }
+            config.insert("files".into(), read_files(&spec.files, base_dir)?);
+        }
+        let config = serde_json::Value::Object(config);
         let bytes = |b: Option<sluice_core::config::units::ByteSize>| {
             b.map(|m| usize::try_from(m.0).unwrap_or(usize::MAX))
         };
@@ -166,4 +176,26 @@ impl PluginHost for WasmHost {
             Some(Err(e)) => ReloadOutcome::Refused(e.to_string()),
         }
     }
+}
+
+/// The plugin's `files:`, read and base64-encoded for its config (the plugin cannot open
+/// files itself). Read at every load, so a reload picks up a changed schema.
+fn read_files(
+    files: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    base_dir: &Path,
+) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    let mut out = serde_json::Map::new();
+    for (name, path) in files {
+        let path = base_dir.join(path);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("files.{name}: cannot read {}: {e}", path.display()))?;
+        out.insert(
+            name.clone(),
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into(),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
 }

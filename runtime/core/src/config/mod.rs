@@ -173,6 +173,7 @@ fn load_str_with_plugins(
                         path: path.clone(),
                         refresh: None,
                         config: Default::default(),
+                        files: Default::default(),
                         limits: Default::default(),
                     },
                 });

@@ -124,6 +124,11 @@ pub struct PluginConfig {
     pub refresh: Option<HumanDuration>,
     #[serde(default)]
     pub config: BTreeMap<String, serde_json::Value>,
+    /// Files the agent reads for the plugin (which has no file system: schemas, descriptor
+    /// sets), relative to the pipeline file; each reaches the plugin's config base64-encoded,
+    /// as `files: {name: "<base64>"}`.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub limits: PluginLimits,
 }

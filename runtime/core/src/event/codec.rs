@@ -345,6 +345,12 @@ pub trait Codec: Send {
     fn builtin(&self) -> Option<CodecName> {
         None
     }
+
+    /// Whether each `encode` output is a complete file that nothing may be appended to
+    /// (Parquet): the file sink writes each to a file of its own.
+    fn whole_file(&self) -> bool {
+        false
+    }
 }
 
 impl Codec for CodecName {

@@ -36,10 +36,14 @@ use crate::{
 pub struct FileSinkConfig {
     /// Path template: `%{header}` and strftime escapes such as `%Y-%m-%d`.
     pub path: String,
-    /// `lines`, `ndjson`, or the name of a `serde` plugin (one call per run of events going to
-    /// the same file).
+    /// `lines`, `ndjson`, `parquet` (each batch's events for a file make a Parquet file of
+    /// their own, `<path>.<N>`; see `parquet`), or the name of a `serde` plugin (one call per
+    /// run of events going to the same file).
     #[serde(default)]
     pub format: CodecRef,
+    /// Settings of `format: parquet` (columns, compression, row groups), read by the agent's
+    /// Parquet writer.
+    pub parquet: Option<serde_json::Value>,
     /// Start a new file after this many bytes.
     pub roll_size: Option<ByteSize>,
     /// Start a new file after this many events.
@@ -51,14 +55,27 @@ pub struct FileSinkConfig {
     pub fsync: bool,
 }
 
+/// Formats the file sink takes besides plugins: the built-in codecs and the native `parquet`.
+const FORMATS: &[&str] = &["lines", "ndjson", PARQUET];
+const PARQUET: &str = "parquet";
+
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<std::sync::Arc<dyn SinkSpec>> {
-    cx.codec_field("format", CodecName::NAMES);
+    cx.codec_field("format", FORMATS);
     plain_sink::<FileSinkConfig>(cx)
 }
 
 impl SinkSpec for FileSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
-        Ok(Box::new(FileSink::new(self, cx.codec(&self.format)?)?))
+        let codec = match &self.format {
+            CodecRef::Plugin(name) if name == PARQUET => {
+                cx.native_format(PARQUET, self.parquet.as_ref())?
+            }
+            _ if self.parquet.is_some() => {
+                return Err("`parquet` settings need `format: parquet`".into());
+            }
+            format => cx.codec(format)?,
+        };
+        Ok(Box::new(FileSink::new(self, codec)?))
     }
 }
 
@@ -105,13 +122,19 @@ impl FileSink {
         })
     }
 
+    /// Whether files are `<path>.<N>`: with a roll setting, and always for whole-file formats.
     fn rolling(&self) -> bool {
-        self.roll_size.is_some() || self.roll_count.is_some() || self.roll_interval.is_some()
+        self.roll_size.is_some()
+            || self.roll_count.is_some()
+            || self.roll_interval.is_some()
+            || self.codec.whole_file()
     }
 
     fn is_full(&self, f: &OpenFile) -> bool {
         let pending = f.pending.len() as u64;
-        self.roll_size.is_some_and(|max| f.bytes + pending >= max)
+        // A whole-file format's file is done after its one payload.
+        (self.codec.whole_file() && f.events > 0)
+            || self.roll_size.is_some_and(|max| f.bytes + pending >= max)
             || self.roll_count.is_some_and(|max| f.events >= max)
             || self
                 .roll_interval
@@ -211,6 +234,10 @@ impl FileSink {
                     }
                     match self.next_index.remove(&key) {
                         Some(i) => Some(i),
+                        // A whole file is never appended to: after a restart, the next one.
+                        None if self.codec.whole_file() => {
+                            Some(highest_index(&key).map_or(0, |i| i + 1))
+                        }
                         None => self.rolling().then(|| highest_index(&key).unwrap_or(0)),
                     }
                 }
@@ -452,6 +479,7 @@ mod tests {
         FileSinkConfig {
             path: path.to_string_lossy().into_owned(),
             format: CodecRef::Builtin(CodecName::Lines),
+            parquet: None,
             roll_size: None,
             roll_count: None,
             roll_interval: None,

@@ -1,8 +1,6 @@
 //! Settings of the `sluice` sink (sender) and `sluice` source (receiver) of the agent-to-agent
 //! hop, and the checks that need more than types.
 
-use std::path::PathBuf;
-
 use serde::Deserialize;
 
 use sluice_core::config::{
@@ -60,25 +58,10 @@ fn default_backoff_max() -> HumanDuration {
 
 /// A sender's TLS: the CA that signed the receivers' certificates (required: hops run on
 /// private CAs), and a client certificate and key for mutual TLS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTls {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    /// The name the receivers' certificates carry, when it is not the endpoint's host name.
-    pub server_name: Option<String>,
-}
+pub use sluice_core::tls::ClientTls;
 
-/// A receiver's TLS: its certificate chain and key, and the CA whose client certificates it
-/// requires (mutual TLS) when `client_ca` is set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-}
+/// A receiver's TLS: the same `tls:` settings as every listening source's.
+pub use sluice_core::tls::ServerTls;
 
 /// `type: sluice` sinks.
 #[derive(Debug, Clone, Deserialize)]

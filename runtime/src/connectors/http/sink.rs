@@ -110,20 +110,7 @@ impl HttpSink {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(cfg.concurrency)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.tls.ca_file {
-            let path = base_dir.join(ca);
-            let pem =
-                std::fs::read(&path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if cfg.tls.insecure_skip_verify {
-            tracing::warn!(sink = %name, "TLS certificate verification is OFF (tls.insecure_skip_verify)");
-            b = b.danger_accept_invalid_certs(true);
-        }
+        b = with_tls(b, &cfg.tls, base_dir, name)?;
         let client = b.build().map_err(|e| format!("http client: {e}"))?;
 
         let headers = cfg
@@ -407,7 +394,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -434,6 +421,31 @@ fn classify(status: StatusCode, after: Option<Duration>, body: &str) -> Sent {
         },
         _ => Sent::Reject(reason),
     }
+}
+
+/// `b` trusting `tls.ca_file` as well (relative to `base_dir`), or, with
+/// `insecure_skip_verify`, any certificate (logged).
+pub(crate) fn with_tls(
+    mut b: reqwest::ClientBuilder,
+    tls: &super::config::TlsClientConfig,
+    base_dir: &Path,
+    name: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(ca) = &tls.ca_file {
+        let path = base_dir.join(ca);
+        let pem =
+            std::fs::read(&path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!(sink = %name, "TLS certificate verification is OFF (tls.insecure_skip_verify)");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok(b)
 }
 
 /// Whether `e` failed before reaching the server at all: the connection was refused, or the

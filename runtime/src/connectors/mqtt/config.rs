@@ -1,14 +1,50 @@
 //! Settings of the `mqtt` source and sink, and the broker address they share.
 //!
-//! `url` is `mqtt://[user[:password]@]host[:port]` (port 1883 by default); it may carry a
-//! password, so it is a [`Secret`] and only `host:port` is logged.
+//! `url` is `mqtt://[user[:password]@]host[:port]` (port 1883 by default) or `mqtts://…`
+//! (TLS, port 8883 by default); it may carry a password, so it is a [`Secret`] and only
+//! `host:port` is logged.
 
 use std::time::Duration;
 
-use rumqttc::{MqttOptions, QoS};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use sluice_core::config::{Secret, units::HumanDuration};
+use sluice_core::{
+    config::{Secret, units::HumanDuration},
+    tls::ClientTls,
+};
+
+/// `version:` the MQTT protocol version spoken: `3.1.1` (default) or `5`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Version {
+    #[default]
+    V3_1_1,
+    V5,
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // YAML reads `5` as a number and `3.1.1` as text; take both spellings of each.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            F(f64),
+            S(String),
+        }
+        let v = match Raw::deserialize(d)? {
+            Raw::N(5) => Some(Version::V5),
+            Raw::N(4) => Some(Version::V3_1_1),
+            Raw::F(5.0) => Some(Version::V5),
+            Raw::S(s) => match s.as_str() {
+                "5" | "5.0" | "v5" => Some(Version::V5),
+                "3.1.1" | "4" | "v3.1.1" => Some(Version::V3_1_1),
+                _ => None,
+            },
+            _ => None,
+        };
+        v.ok_or_else(|| serde::de::Error::custom("expected MQTT version `3.1.1` or `5`"))
+    }
+}
 
 /// `type: mqtt` sources.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +72,19 @@ pub struct MqttSourceConfig {
     /// Largest message accepted.
     #[serde(default = "default_max_packet")]
     pub max_packet_size: usize,
+    /// `3.1.1` (default) or `5`.
+    #[serde(default)]
+    pub version: Version,
+    /// MQTT 5: how long the broker keeps the session (and queues messages for it) after the
+    /// agent disconnects. 3.1.1 sessions last until the broker drops them.
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry: HumanDuration,
+    /// MQTT 5: user properties become event headers.
+    #[serde(default = "default_true")]
+    pub copy_headers: bool,
+    /// TLS settings for an `mqtts://` broker (`ca`, and `cert` + `key` for a client
+    /// certificate). Without them the system's trusted roots check the broker.
+    pub tls: Option<ClientTls>,
 }
 
 /// `type: mqtt` sinks.
@@ -58,8 +107,20 @@ pub struct MqttSinkConfig {
     pub keep_alive: HumanDuration,
     #[serde(default = "default_max_packet")]
     pub max_packet_size: usize,
+    #[serde(default)]
+    pub version: Version,
+    /// MQTT 5: event headers (except `mqtt.*` ones) go out as user properties.
+    #[serde(default = "default_true")]
+    pub copy_headers: bool,
+    pub tls: Option<ClientTls>,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_session_expiry() -> HumanDuration {
+    HumanDuration(Duration::from_secs(7 * 24 * 3600))
+}
 fn default_qos() -> u8 {
     1
 }
@@ -79,11 +140,9 @@ fn default_max_packet() -> usize {
     1 << 20
 }
 
-pub(crate) fn qos(n: u8) -> Result<QoS, String> {
+pub(crate) fn qos(n: u8) -> Result<u8, String> {
     match n {
-        0 => Ok(QoS::AtMostOnce),
-        1 => Ok(QoS::AtLeastOnce),
-        2 => Ok(QoS::ExactlyOnce),
+        0..=2 => Ok(n),
         _ => Err(format!("`qos`: {n} is not an MQTT QoS (0, 1 or 2)")),
     }
 }
@@ -94,17 +153,18 @@ pub(crate) struct Broker {
     pub host: String,
     pub port: u16,
     pub credentials: Option<(String, String)>,
+    /// `mqtts://`.
+    pub tls: bool,
 }
 
 impl Broker {
     pub fn parse(url: &str) -> Result<Broker, String> {
-        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-            if url.starts_with("mqtts://") {
-                "`url`: mqtts:// (TLS) is not supported yet; use mqtt://".to_owned()
-            } else {
-                "`url`: expected mqtt://host[:port]".to_owned()
-            }
-        })?;
+        let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => return Err("`url`: expected mqtt://host[:port] or mqtts://host[:port]".into()),
+        };
+        let default_port = if tls { 8883 } else { 1883 };
         let rest = rest.trim_end_matches('/');
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((cred, hp)) => {
@@ -123,13 +183,13 @@ impl Broker {
                 .ok_or_else(|| "`url`: `[` without `]`".to_owned())?;
             match rest.strip_prefix(':') {
                 Some(p) => (h, port(p)?),
-                None if rest.is_empty() => (h, 1883),
+                None if rest.is_empty() => (h, default_port),
                 None => return Err(format!("`url`: unexpected {rest:?} after the host")),
             }
         } else {
             match hostport.rsplit_once(':') {
                 Some((h, p)) => (h, port(p)?),
-                None => (hostport, 1883),
+                None => (hostport, default_port),
             }
         };
         if host.is_empty() {
@@ -139,22 +199,13 @@ impl Broker {
             host: host.to_owned(),
             port,
             credentials,
+            tls,
         })
     }
 
     /// `host:port`, for logs.
     pub fn peer(&self) -> String {
         format!("{}:{}", self.host, self.port)
-    }
-
-    pub fn options(&self, client_id: &str, keep_alive: Duration, max_packet: usize) -> MqttOptions {
-        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
-        o.set_keep_alive(keep_alive.max(Duration::from_secs(5)))
-            .set_max_packet_size(max_packet, max_packet);
-        if let Some((u, p)) = &self.credentials {
-            o.set_credentials(u.clone(), p.clone());
-        }
-        o
     }
 }
 
@@ -189,9 +240,21 @@ mod tests {
         let b = Broker::parse("mqtt://u:p@broker").unwrap();
         assert_eq!((b.host.as_str(), b.port), ("broker", 1883));
         assert_eq!(b.credentials, Some(("u".into(), "p".into())));
-        assert!(Broker::parse("mqtts://h").unwrap_err().contains("TLS"));
+        let b = Broker::parse("mqtts://h").unwrap();
+        assert_eq!((b.port, b.tls), (8883, true));
+        assert!(!Broker::parse("mqtt://h").unwrap().tls);
         assert!(Broker::parse("tcp://h").is_err());
         assert!(Broker::parse("mqtt://h:x").is_err());
         assert!(qos(3).is_err());
+    }
+
+    #[test]
+    fn versions() {
+        let v = |y: &str| serde_json::from_str::<Version>(y);
+        assert_eq!(v("5").unwrap(), Version::V5);
+        assert_eq!(v("\"5\"").unwrap(), Version::V5);
+        assert_eq!(v("\"3.1.1\"").unwrap(), Version::V3_1_1);
+        assert!(v("3").is_err());
+        assert!(v("\"6\"").is_err());
     }
 }

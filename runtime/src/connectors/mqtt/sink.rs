@@ -7,17 +7,23 @@
 //! runner sends it again on a fresh connection: a message the broker took just before the
 //! break is then published twice (at least once). A topic that renders empty or holds a
 //! wildcard is refused for that event alone (dead-lettered).
+//!
+//! MQTT 5 brokers say when they do not take a message (a PUBACK reason code such as
+//! `NotAuthorized`): that event is dead-lettered with the reason, or sent again when the
+//! reason is transient (`QuotaExceeded`). The answer names a packet id; the driver maps ids
+//! to the order messages left in, which is the order they were published (rumqttc sends in
+//! order and reuses an id only once it is answered).
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use sluice_core::{
@@ -26,7 +32,10 @@ use sluice_core::{
     sink::{Batch, DeliveryError, Sink},
 };
 
-use super::config::{Broker, MqttSinkConfig, default_client_id, qos};
+use super::{
+    config::{Broker, MqttSinkConfig, default_client_id, qos},
+    session::{self, Client, Happened, Refusal},
+};
 
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
     plain_sink::<MqttSinkConfig>(cx)
@@ -34,8 +43,10 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
 
 impl SinkSpec for MqttSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
+        let broker = Broker::parse(self.url.expose())?;
         Ok(Box::new(MqttSink {
-            broker: Broker::parse(self.url.expose())?,
+            tls: session::tls_config(&broker, self.tls.as_ref(), cx.base_dir)?,
+            broker,
             topic: Template::parse(&self.topic).map_err(|e| format!("`topic`: {e}"))?,
             qos: qos(self.qos)?,
             client_id: self
@@ -55,13 +66,15 @@ struct Progress {
     connected: AtomicBool,
     /// Set when the connection broke; the connection is then useless.
     failed: std::sync::Mutex<Option<String>>,
-    /// Publishes the broker has acknowledged on this connection.
+    /// Publishes the broker has answered on this connection.
     acked: AtomicU64,
+    /// MQTT 5 refusals, by the message's place among this connection's publishes.
+    refused: Mutex<Vec<(u64, Refusal)>>,
     changed: Notify,
 }
 
 struct Live {
-    client: AsyncClient,
+    client: Client,
     progress: Arc<Progress>,
     driver: JoinHandle<()>,
     /// Publishes with acknowledgements sent on this connection.
@@ -79,34 +92,55 @@ pub struct MqttSink {
     name: String,
     broker: Broker,
     topic: Template,
-    qos: QoS,
+    qos: u8,
     client_id: String,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     live: Option<Live>,
 }
 
 impl MqttSink {
     fn connect(&self) -> Live {
-        let mut options = self.broker.options(
-            &self.client_id,
-            self.cfg.keep_alive.0,
-            self.cfg.max_packet_size,
-        );
-        options.set_clean_session(true);
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = session::connect(&session::Options {
+            broker: &self.broker,
+            version: self.cfg.version,
+            client_id: &self.client_id,
+            keep_alive: self.cfg.keep_alive.0,
+            max_packet_size: self.cfg.max_packet_size,
+            clean: true,
+            session_expiry: Duration::ZERO,
+            manual_acks: false,
+            capacity: 1024,
+            tls: self.tls.clone(),
+        });
         let progress = Arc::new(Progress::default());
         let p = Arc::clone(&progress);
         let driver = tokio::spawn(async move {
+            // Packet id -> place among this connection's publishes (QoS 1 and 2 only).
+            let mut places: HashMap<u16, u64> = HashMap::new();
+            let mut sent = 0u64;
             loop {
                 match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Happened::Connected { .. }) => {
                         p.connected.store(true, Ordering::Release);
                     }
-                    Ok(MqttEvent::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => {
+                    Ok(Happened::Sent { pkid }) if pkid != 0 => {
+                        places.insert(pkid, sent);
+                        sent += 1;
+                        continue;
+                    }
+                    Ok(Happened::Answered { pkid, refused }) => {
+                        let place = places.remove(&pkid);
+                        if let (Some(r), Some(place)) = (refused, place) {
+                            p.refused
+                                .lock()
+                                .unwrap_or_else(|x| x.into_inner())
+                                .push((place, r));
+                        }
                         p.acked.fetch_add(1, Ordering::AcqRel);
                     }
                     Ok(_) => continue,
                     Err(e) => {
-                        *p.failed.lock().unwrap_or_else(|x| x.into_inner()) = Some(e.to_string());
+                        *p.failed.lock().unwrap_or_else(|x| x.into_inner()) = Some(e);
                         p.changed.notify_waiters();
                         return;
                     }
@@ -172,8 +206,11 @@ impl Sink for MqttSink {
             return Err(DeliveryError::retriable("not connected"));
         };
         let mut rejected = Vec::new();
+        let mut retry = Vec::new();
         let mut topic = String::new();
-        let mut published = 0u64;
+        // The batch index of each message published, in order.
+        let mut published: Vec<usize> = Vec::with_capacity(batch.len());
+        let v5 = self.cfg.version == super::config::Version::V5;
         for (i, event) in batch.iter().enumerate() {
             topic.clear();
             self.topic.render(event, &mut topic);
@@ -198,18 +235,35 @@ impl Sink for MqttSink {
                 ));
                 continue;
             }
+            let properties = if v5 && self.cfg.copy_headers {
+                event
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("mqtt."))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if let Err(e) = live
                 .client
-                .publish_bytes(topic.clone(), self.qos, self.cfg.retain, event.body.clone())
+                .publish(
+                    &topic,
+                    self.qos,
+                    self.cfg.retain,
+                    event.body.clone(),
+                    properties,
+                )
                 .await
             {
                 self.live = None;
                 return Err(DeliveryError::retriable(format!("publishing failed: {e}")));
             }
-            published += 1;
+            published.push(i);
         }
-        if self.qos != QoS::AtMostOnce {
-            live.sent += published;
+        if self.qos != 0 {
+            let first = live.sent;
+            live.sent += published.len() as u64;
             let target = live.sent;
             if let Err(e) = Self::wait(&live.progress, limit, |p| {
                 p.acked.load(Ordering::Acquire) >= target
@@ -221,13 +275,35 @@ impl Sink for MqttSink {
                     "the broker did not acknowledge the batch ({e}); sending it again on a new connection"
                 )));
             }
+            let mut refused = live
+                .progress
+                .refused
+                .lock()
+                .unwrap_or_else(|x| x.into_inner());
+            for (place, r) in refused.drain(..) {
+                let Some(&i) = place
+                    .checked_sub(first)
+                    .and_then(|k| published.get(k as usize))
+                else {
+                    continue;
+                };
+                if r.transient {
+                    tracing::warn!(sink = %self.name, reason = %r.reason, "the broker refused a message for now; sending it again");
+                    retry.push(i);
+                } else {
+                    rejected.push((
+                        i,
+                        format!("the MQTT broker refused the message: {}", r.reason),
+                    ));
+                }
+            }
         }
-        DeliveryError::outcome(batch.len(), rejected, Vec::new(), None)
+        DeliveryError::outcome(batch.len(), rejected, retry, None)
     }
 
     async fn close(&mut self) -> Result<(), DeliveryError> {
         if let Some(live) = self.live.take() {
-            let _ = live.client.try_disconnect();
+            live.client.try_disconnect();
             // Give the event loop a moment to send the DISCONNECT.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -1,5 +1,6 @@
-//! The `mqtt` source: subscribes on a persistent session (`clean_session: false`, a stable
-//! client id) with manual acknowledgements, gathers messages into batches (`batch_size`, or
+//! The `mqtt` source: subscribes on a persistent session (`clean_session: false`, or with
+//! MQTT 5 `clean_start: false` and a session expiry; a stable client id) with manual
+//! acknowledgements, gathers messages into batches (`batch_size`, or
 //! `linger` after the first) and acknowledges them only after the batch is committed.
 //!
 //! The broker keeps the session while the agent is down and delivers what was published
@@ -22,7 +23,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,10 @@ use sluice_core::{
     },
 };
 
-use super::config::{Broker, MqttSourceConfig, default_client_id, qos};
+use super::{
+    config::{Broker, MqttSourceConfig, default_client_id, qos},
+    session::{self, Client, EventLoop, Happened, Message},
+};
 
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
     plain_source::<MqttSourceConfig>(cx)
@@ -57,6 +60,7 @@ impl SourceSpec for MqttSourceConfig {
                 .client_id
                 .clone()
                 .unwrap_or_else(|| default_client_id("source", cx.name)),
+            tls: session::tls_config(&broker, self.tls.as_ref(), cx.base_dir)?,
             broker,
             cfg: self.clone(),
             batch_size: cx.batch_size.max(1),
@@ -76,12 +80,13 @@ struct MqttSource {
     cfg: MqttSourceConfig,
     broker: Broker,
     client_id: String,
-    qos: QoS,
+    qos: u8,
     batch_size: usize,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// A message and the connection (counted from 1) it arrived on.
-type Delivery = (u64, Publish);
+type Delivery = (u64, Message);
 
 /// A batch ends when no message came for this long (or at `linger`, or when full).
 const IDLE_GAP: Duration = Duration::from_millis(5);
@@ -91,15 +96,21 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 #[async_trait]
 impl Source for MqttSource {
     async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
-        let mut options = self.broker.options(
-            &self.client_id,
-            self.cfg.keep_alive.0,
-            self.cfg.max_packet_size,
-        );
-        options.set_clean_session(false).set_manual_acks(true);
-        // The request queue holds the acknowledgements of a few batches and the subscriptions;
-        // acknowledgements are queued without waiting (see below).
-        let (client, eventloop) = AsyncClient::new(options, self.batch_size * 4 + 64);
+        let (client, eventloop) = session::connect(&session::Options {
+            broker: &self.broker,
+            version: self.cfg.version,
+            client_id: &self.client_id,
+            keep_alive: self.cfg.keep_alive.0,
+            max_packet_size: self.cfg.max_packet_size,
+            clean: false,
+            session_expiry: self.cfg.session_expiry.0,
+            manual_acks: true,
+            // The request queue holds the acknowledgements of a few batches and the
+            // subscriptions; acknowledgements are queued without waiting (see below).
+            capacity: self.batch_size * 4 + 64,
+            tls: self.tls.clone(),
+        });
+        let client = Arc::new(client);
         let (tx, mut rx) = mpsc::channel::<Delivery>(self.batch_size * 2);
         let connection = Arc::new(AtomicU64::new(0));
         // Not the agent's stop signal: at a stop the event loop still has to send the last
@@ -107,7 +118,7 @@ impl Source for MqttSource {
         let stop = CancellationToken::new();
         let driver = tokio::spawn(drive(
             eventloop,
-            client.clone(),
+            Arc::clone(&client),
             self.cfg.topics.clone(),
             self.qos,
             tx,
@@ -142,10 +153,15 @@ impl Source for MqttSource {
                 }
                 let events: Vec<Event> = batch
                     .iter()
-                    .map(|(_, p)| {
-                        let mut e = Event::new(p.payload.clone());
+                    .map(|(_, m)| {
+                        let mut e = Event::new(m.payload().clone());
                         if let Some(h) = &topic_header {
-                            e.headers.insert(h.clone(), p.topic.as_str());
+                            e.headers.insert(h.clone(), m.topic());
+                        }
+                        if self.cfg.copy_headers {
+                            for (k, v) in m.user_properties() {
+                                e.headers.insert(k.as_str(), v.as_str());
+                            }
                         }
                         e
                     })
@@ -156,13 +172,13 @@ impl Source for MqttSource {
                     Err(e) => return Err(e),
                 }
                 let now = connection.load(Ordering::Acquire);
-                for (conn, publish) in &batch {
-                    if *conn == now && publish.qos != QoS::AtMostOnce {
+                for (conn, message) in &batch {
+                    if *conn == now && message.needs_ack() {
                         // Queued for the event loop without waiting (the event loop may itself
                         // be waiting for this loop to take a message); sent on this connection
                         // unless it breaks first, and then the broker delivers the message
                         // again. A full queue leaves it unacknowledged: delivered again.
-                        if let Err(e) = client.try_ack(publish) {
+                        if let Err(e) = client.try_ack(message) {
                             tracing::debug!(source = %cx.name, error = %e, "acknowledgement not queued; the message will come again");
                         }
                     }
@@ -172,7 +188,7 @@ impl Source for MqttSource {
         .await;
         // The event loop sends the queued acknowledgements, then the DISCONNECT, then ends.
         drop(rx);
-        let _ = client.try_disconnect();
+        client.try_disconnect();
         let mut driver = driver;
         if tokio::time::timeout(STOP_GRACE, &mut driver).await.is_err() {
             stop.cancel();
@@ -187,9 +203,9 @@ impl Source for MqttSource {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     mut eventloop: EventLoop,
-    client: AsyncClient,
+    client: Arc<Client>,
     topics: Vec<String>,
-    qos: QoS,
+    qos: u8,
     tx: mpsc::Sender<Delivery>,
     connection: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -203,17 +219,17 @@ async fn drive(
             e = eventloop.poll() => e,
         };
         match event {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+            Ok(Happened::Connected { session_present }) => {
                 let n = connection.fetch_add(1, Ordering::AcqRel) + 1;
                 backoff.reset();
-                tracing::info!(source = %source, peer = %peer, session_present = ack.session_present, connection = n, "connected to the MQTT broker");
+                tracing::info!(source = %source, peer = %peer, session_present, connection = n, "connected to the MQTT broker");
                 for t in &topics {
-                    if let Err(e) = client.try_subscribe(t.clone(), qos) {
+                    if let Err(e) = client.try_subscribe(t, qos) {
                         tracing::error!(source = %source, topic = %t, error = %e, "cannot subscribe");
                     }
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+            Ok(Happened::Message(m)) => {
                 let conn = connection.load(Ordering::Acquire);
                 // Waiting here while the channels are full holds the event loop: the broker
                 // stops sending (its in-flight window is full); a wait past the keep-alive
@@ -221,18 +237,12 @@ async fn drive(
                 // source stops taking, messages are left unacknowledged (they come again).
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tx.send((conn, p)) => {}
+                    _ = tx.send((conn, m)) => {}
                 }
             }
-            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-            Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    tracing::error!(source = %source, peer = %peer, "the broker refused a subscription");
-                }
+            Ok(Happened::Disconnecting) => return,
+            Ok(Happened::SubscriptionRefused(why)) => {
+                tracing::error!(source = %source, peer = %peer, reason = %why, "the broker refused a subscription");
             }
             Ok(_) => {}
             Err(e) => {

@@ -6,6 +6,9 @@
 //! committed — TCP and UDP have no acknowledgement Sluice could hold back — so what a crash
 //! interrupts is lost; a full channel holds TCP senders back through flow control, while UDP
 //! datagrams the kernel cannot queue are dropped by the kernel, as with any UDP receiver.
+//!
+//! A TCP listener with `tls:` runs each connection's handshake in its task (bounded by a
+//! timeout, since the connection holds a slot) through the agent's [`crate::tls`] hook.
 
 pub mod syslog;
 
@@ -14,8 +17,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::{
-    io::AsyncReadExt,
-    net::{TcpListener, TcpStream, UdpSocket},
+    io::{AsyncRead, AsyncReadExt},
+    net::{TcpListener, UdpSocket},
     sync::{Semaphore, mpsc},
 };
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,7 @@ use crate::{
     },
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
+    tls::{ServerTls, TlsAccept},
 };
 
 const NO_REPLAY: &str = "a TCP or UDP sender is not told what was committed";
@@ -70,6 +74,8 @@ pub struct TcpConfig {
     pub linger: HumanDuration,
     /// A header that gets the sender's `ip:port`.
     pub peer_header: Option<String>,
+    /// Accept TLS connections only (certificate, key, and `client_ca` for mutual TLS).
+    pub tls: Option<ServerTls>,
 }
 
 /// `type: udp`: each datagram's lines become events.
@@ -111,6 +117,8 @@ pub struct SyslogConfig {
     #[serde(default = "default_linger")]
     pub linger: HumanDuration,
     pub peer_header: Option<String>,
+    /// TCP only: accept TLS connections only (RFC 5425).
+    pub tls: Option<ServerTls>,
 }
 
 pub(crate) fn read_tcp(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
@@ -130,6 +138,7 @@ impl SourceSpec for TcpConfig {
             transport: Transport::Tcp {
                 framer: Framer::lines(self.max_line_length.0 as usize),
                 max_connections: self.max_connections.max(1),
+                tls: tls_acceptor(cx, self.tls.as_ref())?,
             },
             decoder: Box::new(LineDecoder {
                 codec: cx.codec(&self.codec)?,
@@ -170,7 +179,13 @@ impl SourceSpec for SyslogConfig {
             Protocol::Tcp => Transport::Tcp {
                 framer: Framer::syslog(self.max_message_size.0 as usize),
                 max_connections: self.max_connections.max(1),
+                tls: tls_acceptor(cx, self.tls.as_ref())?,
             },
+            Protocol::Udp if self.tls.is_some() => {
+                return Err(
+                    "`tls` needs `protocol: tcp` (syslog over TLS is RFC 5425, TCP only)".into(),
+                );
+            }
             Protocol::Udp => Transport::Udp { split_lines: false },
         };
         Ok(Box::new(Listener {
@@ -188,6 +203,13 @@ impl SourceSpec for SyslogConfig {
     fn upstream(&self) -> Upstream {
         Upstream::NoReplay(NO_REPLAY)
     }
+}
+
+fn tls_acceptor(
+    cx: &BuildCx<'_>,
+    tls: Option<&ServerTls>,
+) -> Result<Option<Arc<dyn TlsAccept>>, String> {
+    tls.map(|t| cx.tls_acceptor(t)).transpose()
 }
 
 /// The sender's address as a header, formatted once per sender rather than per event.
@@ -258,6 +280,7 @@ enum Transport {
         /// A new framer per connection starts as a copy of this one.
         framer: Framer,
         max_connections: usize,
+        tls: Option<Arc<dyn TlsAccept>>,
     },
     Udp {
         /// Every line of a datagram is a frame (`udp`), or the datagram is one (`syslog`).
@@ -285,16 +308,20 @@ impl Source for Listener {
             Transport::Tcp {
                 framer,
                 max_connections,
+                tls,
             } => {
                 let listener = TcpListener::bind(self.listen).await.map_err(cannot)?;
-                tracing::info!(source = %cx.name, listen = %listener.local_addr()?, "listening (TCP)");
+                tracing::info!(source = %cx.name, listen = %listener.local_addr()?, tls = tls.is_some(), "listening (TCP)");
                 tokio::spawn(accept(
                     listener,
-                    framer.clone(),
+                    Accept {
+                        framer: framer.clone(),
+                        tls: tls.clone(),
+                        tx,
+                        stop: stop.clone(),
+                        source: cx.name.clone(),
+                    },
                     *max_connections,
-                    tx,
-                    stop.clone(),
-                    cx.name.clone(),
                 ));
             }
             Transport::Udp { split_lines } => {
@@ -315,42 +342,70 @@ impl Source for Listener {
     }
 }
 
-/// Accepts connections, at most `max` at once, until `stop`.
-async fn accept(
-    listener: TcpListener,
+/// What every connection of a TCP listener shares.
+#[derive(Clone)]
+struct Accept {
     framer: Framer,
-    max: usize,
+    tls: Option<Arc<dyn TlsAccept>>,
     tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
     source: String,
-) {
+}
+
+/// A client that has not finished its TLS handshake by then is dropped (it holds a slot).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections, at most `max` at once, until `stop`.
+async fn accept(listener: TcpListener, a: Accept, max: usize) {
     let slots = Arc::new(Semaphore::new(max));
     loop {
         let slot = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = a.stop.cancelled() => return,
             s = Arc::clone(&slots).acquire_owned() => match s {
                 Ok(s) => s,
                 Err(_) => return,
             },
         };
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = a.stop.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (tx, stop, framer) = (tx.clone(), stop.clone(), framer.clone());
-                let source = source.clone();
+                let a = a.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, framer, tx, stop).await {
-                        tracing::debug!(source = %source, peer = %peer, error = %e, "connection ended");
+                    let _ = stream.set_nodelay(true);
+                    let read = match &a.tls {
+                        None => connection(stream, peer, a.framer, a.tx, a.stop).await,
+                        Some(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                            {
+                                Ok(Ok(session)) => {
+                                    connection(session, peer, a.framer, a.tx, a.stop).await
+                                }
+                                Ok(Err(e)) => Err(e),
+                                Err(_) => Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "no TLS handshake within 10 s",
+                                )),
+                            }
+                        }
+                    };
+                    if let Err(e) = read {
+                        // A refused handshake (no or an unknown client certificate) is worth
+                        // an operator's attention; a peer that hangs up is not.
+                        if a.tls.is_some() && e.kind() == std::io::ErrorKind::InvalidData {
+                            tracing::warn!(source = %a.source, peer = %peer, error = %e, "TLS connection refused");
+                        } else {
+                            tracing::debug!(source = %a.source, peer = %peer, error = %e, "connection ended");
+                        }
                     }
                     drop(slot);
                 });
             }
             Err(e) => {
                 // Out of descriptors, say: pause rather than spin.
-                tracing::warn!(source = %source, error = %e, "accept failed");
+                tracing::warn!(source = %a.source, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -361,13 +416,12 @@ async fn accept(
 const READ_SIZE: usize = 64 * 1024;
 
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + Unpin,
     peer: SocketAddr,
     mut framer: Framer,
     tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 4 {

@@ -63,9 +63,12 @@ pub struct S3SinkConfig {
     /// object's own name is appended to it, so it usually ends with `/`. Time escapes use the
     /// event's `timestamp` header (epoch ms) when present, else the clock at delivery.
     pub key: String,
-    /// `lines` (default), `ndjson`, or the name of a `serde` plugin (one call per object).
+    /// `lines` (default), `ndjson`, `parquet` (one Parquet file per object; see `parquet`),
+    /// or the name of a `serde` plugin (one call per object).
     #[serde(default)]
     pub format: CodecRef,
+    /// Columns, compression and row groups of `format: parquet` objects.
+    pub parquet: Option<crate::parquet::ParquetSettings>,
     /// `none` (default), `gzip` or `zstd`.
     #[serde(default)]
     pub compression: Compression,

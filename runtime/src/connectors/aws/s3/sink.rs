@@ -149,6 +149,8 @@ pub struct S3Sink {
     constant_prefix: Option<String>,
     codec: Box<dyn Codec>,
     compression: Compression,
+    /// Appended to object names: the compression's, or `.parquet`.
+    extension: &'static str,
     roll: Roll,
     part_size: u64,
     content_type: String,
@@ -207,6 +209,7 @@ impl S3Sink {
                 return Err("`content_type` must not be empty".into());
             }
             (Some(t), _) => t.clone(),
+            (None, None) if cfg.is_parquet() => "application/vnd.apache.parquet".into(),
             (None, Some(CodecName::Lines)) => "text/plain".into(),
             (None, Some(CodecName::Ndjson)) => "application/x-ndjson".into(),
             (None, None) => "application/octet-stream".into(),
@@ -218,6 +221,11 @@ impl S3Sink {
             constant_prefix,
             codec,
             compression: cfg.compression,
+            extension: if cfg.is_parquet() {
+                ".parquet"
+            } else {
+                cfg.compression.extension()
+            },
             roll: Roll {
                 count: cfg.roll_count,
                 size: cfg.roll_size.0,
@@ -291,7 +299,7 @@ impl S3Sink {
     ) -> Result<Vec<Object>, Vec<(usize, String)>> {
         self.group(batch);
         let base = position.unwrap_or_else(|| batch_digest(batch));
-        let ext = self.compression.extension();
+        let ext = self.extension;
         let roll = self.roll;
         let builtin = self.codec.builtin();
         let mut objects = Vec::new();
@@ -709,6 +717,7 @@ mod tests {
             bucket: "b".into(),
             key: key.into(),
             format: CodecRef::Builtin(CodecName::Lines),
+            parquet: None,
             compression: Compression::None,
             roll_count: None,
             roll_size: ByteSize(8 << 20),

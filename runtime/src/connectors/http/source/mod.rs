@@ -21,7 +21,6 @@ pub mod auth;
 pub mod body;
 mod commit;
 pub mod decode;
-pub(crate) mod tls;
 
 use std::{
     convert::Infallible,
@@ -95,7 +94,7 @@ impl HttpSource {
         let tls = cfg
             .tls
             .as_ref()
-            .map(|t| tls::acceptor(&base_dir.join(&t.cert), &base_dir.join(&t.key)))
+            .map(|t| crate::tls::http_acceptor(&base_dir.join(&t.cert), &base_dir.join(&t.key)))
             .transpose()?;
         Ok(HttpSource {
             cfg: cfg.clone(),
