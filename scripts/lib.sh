@@ -137,16 +137,18 @@ need_moto() {
   wait_port 4566 60
 }
 
-# The independent tools the codec plugins' tests check against: protoc, and the Python
-# protobuf runtime in the tools venv (SLUICE_PYTHON), pinned to the protoc Debian ships; and
-# `cryptography` for the fcm sink's stand-in FCM server (it checks JWT signatures).
+# The independent tools the codec plugins' tests check against: protoc and the Python
+# protobuf runtime (pinned to the protoc Debian ships), lxml, fastavro (with cramjam and
+# backports.zstd for its snappy and zstandard blocks), all in the tools venv (SLUICE_PYTHON);
+# and `cryptography` for the fcm sink's stand-in FCM server (it checks JWT signatures).
 need_codec_tools() {
   need_apt protobuf-compiler python3-venv
   if [ ! -x "$TOOLS/venv/bin/python" ]; then python3 -m venv "$TOOLS/venv"; fi
   "$TOOLS/venv/bin/python" -c 'import google.protobuf' 2>/dev/null \
     || { log "installing protobuf (PyPI)"; "$TOOLS/venv/bin/pip" install -q 'protobuf>=4.21,<4.22'; }
-  "$TOOLS/venv/bin/python" -c 'import cryptography' 2>/dev/null \
-    || { log "installing cryptography (PyPI)"; "$TOOLS/venv/bin/pip" install -q cryptography; }
+  "$TOOLS/venv/bin/python" -c 'import cryptography, lxml, fastavro, cramjam, backports.zstd' 2>/dev/null \
+    || { log "installing cryptography, lxml, fastavro, cramjam, backports.zstd (PyPI)"
+         "$TOOLS/venv/bin/pip" install -q cryptography lxml fastavro cramjam backports.zstd; }
   export SLUICE_PYTHON="$TOOLS/venv/bin/python"
 }
 

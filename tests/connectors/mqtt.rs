@@ -446,3 +446,158 @@ async fn mqtt5_over_mutual_tls_maps_properties_and_dead_letters_refusals() {
         "{seen}"
     );
 }
+
+/// Binary payloads through codec plugins, as devices send them: Protobuf messages (written by
+/// Python's protobuf from `protoc` output) and Confluent-framed Avro records (fastavro) are
+/// published by `mosquitto_pub`; the sources decode them into JSON events, and hostile
+/// payloads — a wrong wire type, an unknown schema id, a truncated record — are dead-lettered
+/// with the plugin's reason while later messages still decode.
+#[tokio::test(flavor = "multi_thread")]
+async fn codec_plugins_decode_payloads_and_dead_letter_hostile_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = crate::common::repo_root();
+    let t = unique("codecs");
+    let protoc = Command::new("protoc")
+        .current_dir(root.join("plugins/protobuf/testdata"))
+        .arg(format!("--python_out={}", d.display()))
+        .arg("orders.proto")
+        .output()
+        .expect("protoc (scripts/test installs it)");
+    assert!(
+        protoc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&protoc.stderr)
+    );
+    let made = Command::new(crate::common::python())
+        .current_dir(d)
+        .arg("-c")
+        .arg(format!(
+            r#"
+import io, json, struct, fastavro, orders_pb2
+schema = fastavro.parse_schema(json.load(open("{avsc}")))
+def avro(i, schema_id=7):
+    b = io.BytesIO()
+    fastavro.schemaless_writer(b, schema, {{"id": i, "customer": "c%d" % i, "amount": 1.5,
+        "status": "PAID", "coupon": None, "tags": []}})
+    return b"\x00" + struct.pack(">I", schema_id) + b.getvalue()
+def pb(i):
+    return orders_pb2.Order(id=i, customer="c%d" % i, status=orders_pb2.Order.PAID).SerializeToString()
+msgs = [("pb", b"\x0a\x03abc")] + [("pb", pb(i)) for i in range(1, 6)]
+msgs += [("avro", avro(100, 8)), ("avro", avro(101)[:-3])] + [("avro", avro(i)) for i in range(1, 6)]
+for n, (kind, body) in enumerate(msgs):
+    open("%02d-%s.bin" % (n, kind), "wb").write(body)
+"#,
+            avsc = root.join("plugins/avro/testdata/order.avsc").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut agent = Agent::start(
+        d,
+        "codecs",
+        &format!(
+            "plugins:\n  pb: {{ path: '{pbw}', files: {{ descriptor_set: '{desc}' }}, config: {{ message: shop.v1.Order, framing: single }} }}\n  \
+             av: {{ path: '{avw}', files: {{ schema.7: '{avsc}' }}, config: {{ format: confluent }} }}\n\
+             channels:\n  mem: {{ type: memory }}\n  dead: {{ type: memory }}\n\
+             sources:\n  p: {{ type: mqtt, url: '{url}', topics: ['{t}/pb'], codec: pb, channels: [mem], dlq: dead, linger: 20ms }}\n  \
+             a: {{ type: mqtt, url: '{url}', topics: ['{t}/avro'], codec: av, channels: [mem], dlq: dead, linger: 20ms }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{p}/got.ndjson', format: ndjson }}\n  \
+             dl: {{ type: file, channel: dead, path: '{p}/dead.ndjson', format: ndjson }}\n",
+            pbw = crate::common::dist("protobuf").display(),
+            avw = crate::common::dist("avro").display(),
+            desc = root.join("plugins/protobuf/testdata/orders.desc").display(),
+            avsc = root.join("plugins/avro/testdata/order.avsc").display(),
+            url = url(),
+            p = d.display(),
+        ),
+    );
+    wait_connected(&mut agent, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut files: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    for f in &files {
+        let kind = if f.to_string_lossy().ends_with("pb.bin") {
+            "pb"
+        } else {
+            "avro"
+        };
+        let o = Command::new("mosquitto_pub")
+            .args(broker_args())
+            .args(["-q", "1", "-t", &format!("{t}/{kind}"), "-f"])
+            .arg(f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let got = d.join("got.ndjson");
+    let dead = d.join("dead.ndjson");
+    agent
+        .wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let count = |p: &Path| if p.exists() { json_lines(p).len() } else { 0 };
+                let (n, k) = (count(&got), count(&dead));
+                if n >= 10 && k >= 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} of 10 decoded, {k} of 3 dead-lettered"))
+                }
+            },
+        )
+        .await;
+    agent.stop().await;
+    let events = json_lines(&got);
+    assert_eq!(events.len(), 10, "{events:#?}");
+    let bodies: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(e["body"].as_str().unwrap()).unwrap())
+        .collect();
+    for i in 1..6 {
+        assert!(
+            bodies.iter().any(
+                |b| b["id"].as_str().and_then(|s| s.parse::<i64>().ok()) == Some(i)
+                    && b["customer"] == format!("c{i}")
+            ),
+            "protobuf order {i}: {bodies:?}"
+        );
+        assert!(
+            bodies
+                .iter()
+                .any(|b| b["id"] == i && b["customer"] == format!("c{i}")),
+            "avro order {i}: {bodies:?}"
+        );
+    }
+    let reasons: Vec<String> = json_lines(&dead)
+        .iter()
+        .map(|e| {
+            e["headers"]["sluice.dlq.reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not a shop.v1.Order")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("schema id 8 is not configured")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains(&format!("{t}/avro"))),
+        "{reasons:?}"
+    );
+}

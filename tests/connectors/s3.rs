@@ -592,9 +592,9 @@ for kind in ("inferred", "declared"):
     for f in files:
         pf = pq.ParquetFile(f)
         t = pf.read()
-        assert t.num_rows == 250 or (t.num_rows == 100 and f == files[-1]), (f, t.num_rows)
+        assert 0 < t.num_rows <= 250, (f, t.num_rows)
         if kind == "inferred":
-            assert pf.metadata.num_row_groups == (3 if t.num_rows == 250 else 1), pf.metadata
+            assert pf.metadata.num_row_groups == -(-t.num_rows // 100), pf.metadata
             assert t.schema.field("id").type == pa.int64()
             assert t.schema.field("score").type == pa.float64()
             assert t.schema.field("ok").type == pa.bool_()
@@ -604,6 +604,7 @@ for kind in ("inferred", "declared"):
             assert t.schema.names == ["id", "name", "at", "tags"], t.schema
             assert t.schema.field("at").type == pa.timestamp("ms", tz="UTC") or str(t.schema.field("at").type).startswith("timestamp[ms"), t.schema
         rows.extend(t.to_pylist())
+    rows.sort(key=lambda r: r["id"])
     assert [r["id"] for r in rows] == list(range(600)), kind
     r = rows[7]
     assert r["name"] == "n7" and r["tags"] == "[7,\"x\"]", r

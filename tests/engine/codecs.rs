@@ -349,10 +349,10 @@ print("read back", len(got))
     assert!(checked.contains("read back 42"), "{checked}");
 }
 
-/// fastavro writes container files (deflate, snappy, zstandard) and Confluent-framed records;
-/// the agent decodes them into JSON events and encodes a container file (zstandard) that
-/// fastavro reads back as the same records. A truncated file, a corrupted sync marker and an
-/// unknown schema id are refused with reasons, and the plugin goes on.
+/// fastavro writes container files (deflate, snappy); the agent decodes them into JSON events
+/// and encodes container files (zstandard) that fastavro reads back as the same records. A
+/// truncated file and a corrupted sync marker are refused with reasons, and the plugin goes
+/// on. (Confluent-framed records arrive over MQTT in `connectors/mqtt.rs`.)
 #[test]
 fn avro_round_trips_with_fastavro() {
     if !tools_present(&[&python(), "-c", "import fastavro, cramjam"]) {

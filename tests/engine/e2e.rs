@@ -775,8 +775,9 @@ sinks:
 }
 
 /// `format: parquet` on the file sink: each batch becomes a Parquet file of its own
-/// (`<path>.<N>`, never appended to, continued after a restart), read by pyarrow with the
-/// inferred schema and every row.
+/// (`<path>.<N>`, written under a temporary name then renamed, never appended to, continued
+/// after a restart), read by pyarrow with the inferred schema and every row; roll settings
+/// are refused with it.
 #[cfg(feature = "aws-s3")]
 #[test]
 fn the_file_sink_writes_parquet_files_that_pyarrow_reads() {
@@ -797,8 +798,12 @@ fn the_file_sink_writes_parquet_files_that_pyarrow_reads() {
     // Twice: the second run's files follow the first's.
     crate::common::run_stdin(d, &pipeline, &input);
     crate::common::run_stdin(d, &pipeline, &input);
-    let files = std::fs::read_dir(d.join("out")).unwrap().count();
-    assert!(files >= 6, "{files} files");
+    let names: Vec<String> = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     let out = std::process::Command::new(crate::common::python())
         .current_dir(d.join("out"))
         .arg("-c")
@@ -848,6 +853,8 @@ fn parquet_settings_are_checked() {
     };
     let (ok, err) = check("parquet: { compression: zstd }");
     assert!(!ok && err.contains("need `format: parquet`"), "{err}");
+    let (ok, err) = check("format: parquet, roll_count: 10");
+    assert!(!ok && err.contains("not `roll_size`"), "{err}");
     let (ok, err) = check("format: parquet");
     if cfg!(feature = "aws-s3") {
         assert!(ok, "{err}");

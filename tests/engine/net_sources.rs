@@ -385,7 +385,7 @@ fn tcp_and_udp_lines_with_an_oversize_line_dead_lettered() {
 /// driver, presenting a client certificate the source's `client_ca` signed, and checking the
 /// source's certificate by name; a Python client with a stranger's certificate (another CA)
 /// and one with none are refused, and what they sent never arrives.
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "mqtt"))]
 #[test]
 fn syslog_over_mutual_tls_from_rsyslog_and_strangers_refused() {
     let gtls = Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so");
@@ -427,7 +427,7 @@ for cert, key in (("{stranger}", "{stranger_key}"), (None, None)):
     if cert:
         ctx.load_cert_chain(cert, key)
     try:
-        with socket.create_connection(("127.0.0.1", {sluice_port})) as raw:
+        with socket.create_connection(("127.0.0.1", {sluice_port}), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                 msg = b"<13>1 2026-12-07T10:00:00Z h app - - - from a stranger"
                 s.sendall(str(len(msg)).encode() + b" " + msg)

@@ -116,9 +116,11 @@ fn err(message: impl Into<String>) -> Error {
     Error::new(format!("avro: {}", message.into()))
 }
 
-/// A schema and its single-object fingerprint.
+/// A schema, as given (what a container file's header carries: the canonical form would
+/// drop `logicalType`, defaults and docs), and its single-object fingerprint.
 struct Known {
     schema: Schema,
+    text: String,
     fingerprint: [u8; 8],
 }
 
@@ -127,7 +129,7 @@ impl Known {
         let schema = Schema::parse_str(text).map_err(|e| err(format!("{what}: {e}")))?;
         let fp = schema.fingerprint::<Rabin>().bytes;
         let fingerprint = fp.as_slice().try_into().map_err(|_| err("a fingerprint is not 8 bytes"))?;
-        Ok(Known { schema, fingerprint })
+        Ok(Known { schema, text: text.trim().to_owned(), fingerprint })
     }
 }
 
@@ -196,8 +198,9 @@ impl AvroCodec {
             }
             _ => {}
         }
-        // Lengths read from the payload (strings, arrays, blocks) may not ask for more.
-        apache_avro::max_allocation_bytes(cfg.max_block_size);
+        // Lengths read from the payload (strings, arrays) may not ask for more. Set once per
+        // instance (the library keeps the first value), never below 1 MiB.
+        apache_avro::max_allocation_bytes(cfg.max_block_size.max(1 << 20));
         Ok(AvroCodec {
             format: cfg.format,
             codec: cfg.codec,
@@ -269,6 +272,14 @@ impl AvroCodec {
             if size > self.max_block {
                 return Err(err(format!("block {block_no}: {size} bytes, over max_block_size ({})", self.max_block)));
             }
+            // A record takes at least a byte unless the schema is empty (`null`): a block
+            // claiming more records than that cannot make that many events.
+            if count > self.max_block {
+                return Err(err(format!(
+                    "block {block_no}: {count} records, over max_block_size ({})",
+                    self.max_block
+                )));
+            }
             let data =
                 take(&mut r, size).map_err(|_| err(format!("block {block_no}: truncated ({size} bytes announced)")))?;
             let marker =
@@ -311,7 +322,7 @@ impl AvroCodec {
                 let w = self.writer.as_ref().ok_or_else(|| err("encoding needs `schema`"))?;
                 let datums = values(&w.schema)?;
                 let mut out = b"Obj\x01".to_vec();
-                let schema_text = w.schema.canonical_form();
+                let schema_text = &w.text;
                 let mut meta = Vec::new();
                 write_long(&mut meta, 2);
                 for (k, v) in [("avro.schema", schema_text.as_bytes()), ("avro.codec", self.codec.name().as_bytes())] {
@@ -428,7 +439,7 @@ fn read_metadata(r: &mut &[u8], max: usize) -> Result<BTreeMap<String, Vec<u8>>,
             return Ok(meta);
         }
         if count < 0 {
-            count = -count;
+            count = count.checked_neg().ok_or_else(|| err("header: a bad entry count"))?;
             read_long(r).map_err(|e| err(format!("header: {e}")))?;
         }
         for _ in 0..count {
@@ -585,6 +596,15 @@ mod tests {
     }
 
     #[test]
+    fn container_files_carry_the_schema_as_given() {
+        let schema = r#"{"type": "record", "name": "T", "fields": [{"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
+        let c = AvroCodec::new(serde_json::from_str(&format!(r#"{{"schema": {schema}}}"#)).unwrap()).unwrap();
+        let file = c.encode(&[Event::new(r#"{"at": 1}"#)]).unwrap();
+        let text = String::from_utf8_lossy(&file);
+        assert!(text.contains("timestamp-millis"), "{text}");
+    }
+
+    #[test]
     fn confluent_and_single_object_records() {
         let c = AvroCodec::new(
             serde_json::from_str(&format!(
@@ -621,11 +641,10 @@ mod tests {
         let e = c.decode(&bad_sync).unwrap_err().to_string();
         assert!(e.contains("sync marker"), "{e}");
         assert!(c.decode(b"PAR1....").unwrap_err().to_string().contains("not an Avro object container"));
-        // A block that claims a huge size.
-        let mut huge = file[..file.len() - 40].to_vec();
-        huge.truncate(huge.len().min(400));
-        let e = c.decode(&huge).unwrap_err().to_string();
-        assert!(e.starts_with("avro:"), "{e}");
+        // Blocks over max_block_size are refused before they are read.
+        let small = codec(r#", "max_block_size": 600"#);
+        let e = small.decode(include_bytes!("../testdata/orders-null.avro")).unwrap_err().to_string();
+        assert!(e.contains("bytes, over max_block_size (600)"), "{e}");
         let e = c.encode(&[Event::new(r#"{"id": "x"}"#)]).unwrap_err().to_string();
         assert!(e.contains("event 0: does not fit the schema"), "{e}");
     }

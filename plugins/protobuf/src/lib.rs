@@ -163,6 +163,10 @@ impl ProtobufCodec {
             .map_err(|e| Error::new(format!("protobuf: message {n}: {e}")))?;
         let mut event = Event::new(body);
         for (header, field) in &self.headers {
+            // An unset field sets no header (rather than its default value).
+            if !msg.has_field_by_name(field) {
+                continue;
+            }
             if let Some(v) = msg.get_field_by_name(field) {
                 let text = match v.as_ref() {
                     prost_reflect::Value::String(s) => s.clone(),

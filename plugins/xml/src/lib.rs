@@ -232,6 +232,13 @@ impl XmlCodec {
                     }
                     path.pop();
                 }
+                // Only whitespace (trimmed away) may stand outside the root element.
+                Xml::Text(t) if path.is_empty() && !t.iter().all(u8::is_ascii_whitespace) => {
+                    return Err(err(format!("at byte {before}: text outside the root element")));
+                }
+                Xml::CData(_) if path.is_empty() => {
+                    return Err(err(format!("at byte {before}: CDATA outside the root element")));
+                }
                 Xml::Text(t) => {
                     if let Some((_, _, text)) = building.last_mut() {
                         let s = t.unescape().map_err(|e| {
@@ -344,12 +351,16 @@ impl XmlCodec {
             let body = e.body();
             if body.trim_ascii_start().starts_with(b"<") {
                 // Already an element: check it is one well-formed element, then copy it.
-                let text = std::str::from_utf8(body).map_err(|_| err(format!("event {i}: the body is not UTF-8")))?;
-                let n = self.one_element_checker().decode(body).map_err(|x| err(format!("event {i}: {x}")))?.len();
-                if n != 1 {
-                    return Err(err(format!("event {i}: the body holds {n} elements, not one")));
+                let mut one = self.one_element_checker().decode(body).map_err(|x| err(format!("event {i}: {x}")))?;
+                if one.len() != 1 {
+                    return Err(err(format!("event {i}: the body holds {} elements, not one", one.len())));
                 }
-                out.push_str(text.trim());
+                // The element's own bytes: no declaration, comment or instruction around it.
+                let element = one.remove(0);
+                out.push_str(
+                    std::str::from_utf8(element.body())
+                        .map_err(|_| err(format!("event {i}: the body is not UTF-8")))?,
+                );
                 continue;
             }
             let value: Value = serde_json::from_slice(body)
@@ -540,6 +551,9 @@ mod tests {
         let doc = x.encode(&[Event::new("<a x=\"1\">t</a>")]).unwrap();
         assert!(String::from_utf8(doc).unwrap().contains("<r><a x=\"1\">t</a></r>"));
         assert!(x.encode(&[Event::new("<a/><b/>")]).is_err());
+        assert!(x.encode(&[Event::new("<a/> &bogus; ]]>")]).is_err(), "stray text after the element");
+        let doc = x.encode(&[Event::new("<?xml version=\"1.0\"?><a/>")]).unwrap();
+        assert_eq!(String::from_utf8(doc).unwrap().matches("<?xml").count(), 1, "the body's declaration is not copied");
         assert!(x.encode(&[Event::new(r#"{"bad name": 1}"#)]).is_err());
     }
 

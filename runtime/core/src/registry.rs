@@ -169,17 +169,18 @@ impl BuildCx<'_> {
         }
     }
 
-    /// The native format `name` (see [`NativeFormat`]) with its `settings`; an error when this
-    /// build does not have it.
+    /// The native format `name` (see [`NativeFormat`]) with its `settings`; an error naming
+    /// `feature` when this build does not have it.
     pub fn native_format(
         &self,
         name: &str,
         settings: Option<&serde_json::Value>,
+        feature: &str,
     ) -> Result<Box<dyn Codec>, String> {
         match self.formats.iter().find(|f| f.name == name) {
             Some(f) => (f.make)(settings),
             None => Err(format!(
-                "`format: {name}` needs a build with its writer (the default build has it); this one was built without it"
+                "`format: {name}` needs a build with the `{feature}` feature (in the default build); this one was built without it"
             )),
         }
     }

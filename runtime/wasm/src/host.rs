@@ -179,7 +179,8 @@ impl PluginHost for WasmHost {
 }
 
 /// The plugin's `files:`, read and base64-encoded for its config (the plugin cannot open
-/// files itself). Read at every load, so a reload picks up a changed schema.
+/// files itself). Read when the plugin is loaded (at start, or when a reload changes its
+/// definition); a hot swap of the component keeps the config it was loaded with.
 fn read_files(
     files: &std::collections::BTreeMap<String, std::path::PathBuf>,
     base_dir: &Path,

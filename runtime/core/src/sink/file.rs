@@ -68,7 +68,17 @@ impl SinkSpec for FileSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
         let codec = match &self.format {
             CodecRef::Plugin(name) if name == PARQUET => {
-                cx.native_format(PARQUET, self.parquet.as_ref())?
+                if self.roll_size.is_some()
+                    || self.roll_count.is_some()
+                    || self.roll_interval.is_some()
+                {
+                    return Err(
+                        "`format: parquet` writes one file per batch and path (`<path>.<N>`): \
+                         size files with `batch_size`, not `roll_size`/`roll_count`/`roll_interval`"
+                            .into(),
+                    );
+                }
+                cx.native_format(PARQUET, self.parquet.as_ref(), "aws-s3")?
             }
             _ if self.parquet.is_some() => {
                 return Err("`parquet` settings need `format: parquet`".into());
@@ -122,19 +132,13 @@ impl FileSink {
         })
     }
 
-    /// Whether files are `<path>.<N>`: with a roll setting, and always for whole-file formats.
     fn rolling(&self) -> bool {
-        self.roll_size.is_some()
-            || self.roll_count.is_some()
-            || self.roll_interval.is_some()
-            || self.codec.whole_file()
+        self.roll_size.is_some() || self.roll_count.is_some() || self.roll_interval.is_some()
     }
 
     fn is_full(&self, f: &OpenFile) -> bool {
         let pending = f.pending.len() as u64;
-        // A whole-file format's file is done after its one payload.
-        (self.codec.whole_file() && f.events > 0)
-            || self.roll_size.is_some_and(|max| f.bytes + pending >= max)
+        self.roll_size.is_some_and(|max| f.bytes + pending >= max)
             || self.roll_count.is_some_and(|max| f.events >= max)
             || self
                 .roll_interval
@@ -205,6 +209,12 @@ impl FileSink {
             .map_err(DeliveryError::Permanent)?;
             encoded.push((path, idx.len(), bytes));
         }
+        if self.codec.whole_file() {
+            for (path, _, bytes) in encoded {
+                self.write_whole_file(&path, &bytes)?;
+            }
+            return Ok(());
+        }
         for (path, events, bytes) in encoded {
             self.path = path;
             let fsync = self.fsync;
@@ -214,6 +224,48 @@ impl FileSink {
             finish(f, fsync)?;
         }
         self.roll_expired()?;
+        Ok(())
+    }
+
+    /// A whole-file format's payload (Parquet) as `<resolved>.<N>`, the next free `N`: written
+    /// to `<resolved>.<N>.tmp`, flushed (and synced, with `fsync`), then renamed, so a reader
+    /// never sees a part of one and a failed or interrupted write leaves no file behind under
+    /// the final name (a retried batch writes its file again).
+    fn write_whole_file(&mut self, resolved: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let index = match self.next_index.remove(resolved) {
+            Some(i) => i,
+            None => highest_index(resolved).map_or(0, |i| i + 1),
+        };
+        let path = file_name(resolved, Some(index));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.flush()?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            // Never over a finished file, even one another process wrote meanwhile.
+            if path.exists() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists already", path.display()),
+                ));
+            }
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        self.next_index.insert(resolved.to_owned(), index + 1);
         Ok(())
     }
 
@@ -234,10 +286,6 @@ impl FileSink {
                     }
                     match self.next_index.remove(&key) {
                         Some(i) => Some(i),
-                        // A whole file is never appended to: after a restart, the next one.
-                        None if self.codec.whole_file() => {
-                            Some(highest_index(&key).map_or(0, |i| i + 1))
-                        }
                         None => self.rolling().then(|| highest_index(&key).unwrap_or(0)),
                     }
                 }

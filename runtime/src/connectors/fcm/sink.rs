@@ -5,11 +5,13 @@
 //! the event's headers. `data` values that are not strings are sent as their JSON text (FCM
 //! takes strings only).
 //!
-//! Answers, per message: success; `UNREGISTERED`, `INVALID_ARGUMENT`, `SENDER_ID_MISMATCH`
-//! and other 4xx refusals → the event is dead-lettered with FCM's reason; `QUOTA_EXCEEDED`
-//! (429), `UNAVAILABLE` (503), `INTERNAL` and other 5xx → sent again later, not before the
-//! answer's `Retry-After`; 401 → the access token is renewed and the message sent again at
-//! once (a token revoked or expired early).
+//! Answers, per message: success; `UNREGISTERED`, `INVALID_ARGUMENT` (any 400) and
+//! `SENDER_ID_MISMATCH` → the event is dead-lettered with FCM's reason; `QUOTA_EXCEEDED`
+//! (429), `UNAVAILABLE` (503), `INTERNAL`, other 5xx, and other 403/404 answers (a missing
+//! permission, a wrong project: fixed by configuration, not by dropping the messages) → sent
+//! again later, not before the answer's `Retry-After` (at most 5 minutes); 401 → the access
+//! token is renewed and the message sent again at once (a token revoked or expired early).
+//! When FCM cannot be reached at all, the batch waits without spending its attempts.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -56,10 +58,15 @@ pub struct FcmSink {
     not_before: Option<Instant>,
 }
 
+/// The longest `Retry-After` honoured (a larger one, or a far date, is cut to this).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// How FCM answered one message.
 enum Answer {
     Sent,
     Refused(String),
+    /// No connection could be made: the request never left.
+    Unreachable(String),
     Later {
         reason: String,
         after: Option<Duration>,
@@ -170,6 +177,8 @@ impl FcmSink {
         token: &AccessToken,
     ) -> Vec<(usize, Arc<Vec<u8>>, Answer)> {
         let mut running = JoinSet::new();
+        // A task that fails (panics) still has its message retried: found by its task id.
+        let mut tasks = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(pending.len());
         let mut queue = pending.into_iter();
         let bearer = token.bearer();
@@ -182,15 +191,28 @@ impl FcmSink {
                     .header(reqwest::header::AUTHORIZATION, &bearer)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.as_ref().clone());
-                running.spawn(async move {
-                    let answer = send(request).await;
-                    (i, body, answer)
-                });
+                let task = running.spawn(async move { send(request).await });
+                tasks.insert(task.id(), (i, body));
             }
-            match running.join_next().await {
-                Some(Ok(done)) => out.push(done),
+            match running.join_next_with_id().await {
+                Some(Ok((id, answer))) => {
+                    if let Some((i, body)) = tasks.remove(&id) {
+                        out.push((i, body, answer));
+                    }
+                }
                 Some(Err(e)) => {
-                    tracing::error!(sink = %self.name, error = %e, "an FCM request task failed")
+                    tracing::error!(sink = %self.name, error = %e, "an FCM request task failed");
+                    if let Some((i, body)) = tasks.remove(&e.id()) {
+                        let reason = format!("the request task failed: {e}");
+                        out.push((
+                            i,
+                            body,
+                            Answer::Later {
+                                reason,
+                                after: None,
+                            },
+                        ));
+                    }
                 }
                 None => return out,
             }
@@ -201,6 +223,9 @@ impl FcmSink {
 async fn send(request: reqwest::RequestBuilder) -> Answer {
     let resp = match request.send().await {
         Ok(r) => r,
+        Err(e) if crate::connectors::http::sink::unreachable(&e) => {
+            return Answer::Unreachable(format!("cannot connect to FCM: {e}"));
+        }
         Err(e) => {
             return Answer::Later {
                 reason: format!("FCM request failed: {e}"),
@@ -236,9 +261,12 @@ fn classify(status: u16, after: Option<Duration>, body: &[u8]) -> Answer {
     let reason = format!("FCM answered {status} {code}: {message}");
     match (status, code.as_str()) {
         (401, _) | (_, "UNAUTHENTICATED") => Answer::Unauthenticated,
-        (_, "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" | "RESOURCE_EXHAUSTED")
-        | (408 | 429 | 500..=599, _) => Answer::Later { reason, after },
-        _ => Answer::Refused(reason),
+        // The message itself can never be sent.
+        (_, "UNREGISTERED" | "INVALID_ARGUMENT" | "SENDER_ID_MISMATCH") | (400, _) => {
+            Answer::Refused(reason)
+        }
+        // Quotas, outages, and what configuration fixes (permissions, a wrong project).
+        _ => Answer::Later { reason, after },
     }
 }
 
@@ -259,6 +287,8 @@ impl Sink for FcmSink {
         let mut retry = Vec::new();
         let mut wait: Option<Duration> = None;
         let mut last = None;
+        let mut unreachable = 0usize;
+        let mut reached = false;
         // A 401 renews the token and sends those messages again, once.
         for attempt in 0..2 {
             if pending.is_empty() {
@@ -276,11 +306,19 @@ impl Sink for FcmSink {
             let answers = self.send_all(std::mem::take(&mut pending), &token).await;
             let mut unauthenticated = false;
             for (i, body, answer) in answers {
+                if !matches!(answer, Answer::Unreachable(_)) {
+                    reached = true;
+                }
                 match answer {
                     Answer::Sent => {}
                     Answer::Refused(reason) => rejected.push((i, reason)),
+                    Answer::Unreachable(reason) => {
+                        unreachable += 1;
+                        last = Some(reason);
+                        retry.push(i);
+                    }
                     Answer::Later { reason, after } => {
-                        wait = wait.max(after);
+                        wait = wait.max(after.map(|a| a.min(MAX_RETRY_AFTER)));
                         last = Some(reason);
                         retry.push(i);
                     }
@@ -299,8 +337,21 @@ impl Sink for FcmSink {
                 self.tokens.invalidate();
             }
         }
+        // Nothing reached FCM: an outage, which spends none of the batch's attempts.
+        if unreachable > 0 && !reached && rejected.is_empty() {
+            return Err(DeliveryError::Unreachable(
+                last.unwrap_or_else(|| "cannot connect to FCM".into()),
+            ));
+        }
         if let Some(w) = wait {
             tracing::info!(sink = %self.name, retry_after = ?w, retrying = retry.len(), "FCM asked to slow down");
+            if rejected.is_empty() && retry.len() == batch.len() {
+                // All of it waits: the runner sleeps (and can be stopped meanwhile).
+                return Err(DeliveryError::Retriable {
+                    reason: last.unwrap_or_else(|| "FCM asked to slow down".into()),
+                    retry_after: Some(w),
+                });
+            }
             self.not_before = Some(Instant::now() + w);
         }
         DeliveryError::outcome(batch.len(), rejected, retry, last)
@@ -336,6 +387,18 @@ mod tests {
         ));
         assert!(matches!(classify(503, None, b"oops"), Answer::Later { .. }));
         assert!(matches!(classify(401, None, b""), Answer::Unauthenticated));
-        assert!(matches!(classify(403, None, b"{}"), Answer::Refused(_)));
+        assert!(matches!(classify(403, None, b"{}"), Answer::Later { .. }));
+        assert!(matches!(
+            classify(
+                403,
+                None,
+                body("PERMISSION_DENIED", "SENDER_ID_MISMATCH").as_bytes()
+            ),
+            Answer::Refused(_)
+        ));
+        assert!(matches!(
+            classify(404, None, body("NOT_FOUND", "").as_bytes()),
+            Answer::Later { .. }
+        ));
     }
 }

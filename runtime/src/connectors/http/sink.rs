@@ -451,7 +451,7 @@ pub(crate) fn with_tls(
 /// Whether `e` failed before reaching the server at all: the connection was refused, or the
 /// host or network cannot be reached. A TLS failure is not one (the server was reached and
 /// the configuration is wrong), so it still spends the batch's attempts.
-fn unreachable(e: &reqwest::Error) -> bool {
+pub(crate) fn unreachable(e: &reqwest::Error) -> bool {
     use std::io::ErrorKind as K;
     if !e.is_connect() {
         return false;

@@ -85,6 +85,10 @@ pub struct MqttSourceConfig {
     /// TLS settings for an `mqtts://` broker (`ca`, and `cert` + `key` for a client
     /// certificate). Without them the system's trusted roots check the broker.
     pub tls: Option<ClientTls>,
+    /// How a payload becomes events: `lines` (default: the payload is the body), `ndjson`, or
+    /// a `serde` plugin (Avro, Protobuf...); a payload it refuses is dead-lettered.
+    #[serde(default)]
+    pub codec: sluice_core::event::codec::CodecRef,
 }
 
 /// `type: mqtt` sinks.

@@ -44,6 +44,11 @@ pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SinkSpec>> {
 impl SinkSpec for MqttSinkConfig {
     fn build(&self, cx: &BuildCx<'_>) -> Result<Box<dyn Sink>, String> {
         let broker = Broker::parse(self.url.expose())?;
+        if self.version == super::config::Version::V5 && self.qos == 2 {
+            // rumqttc does not release the in-flight slot of a QoS 2 publish an MQTT 5 broker
+            // refuses (PUBREC with an error code), so refusals would stall the connection.
+            return Err("`qos: 2` is not supported with `version: 5`; use qos 1".into());
+        }
         Ok(Box::new(MqttSink {
             tls: session::tls_config(&broker, self.tls.as_ref(), cx.base_dir)?,
             broker,
@@ -223,19 +228,7 @@ impl Sink for MqttSink {
                 ));
                 continue;
             }
-            // Past the packet limit the client would fail the connection, and the batch with it.
-            if event.body.len() + topic.len() + 16 > self.cfg.max_packet_size {
-                rejected.push((
-                    i,
-                    format!(
-                        "a message of {} bytes does not fit max_packet_size ({} bytes)",
-                        event.body.len(),
-                        self.cfg.max_packet_size
-                    ),
-                ));
-                continue;
-            }
-            let properties = if v5 && self.cfg.copy_headers {
+            let properties: Vec<(String, String)> = if v5 && self.cfg.copy_headers {
                 event
                     .headers
                     .iter()
@@ -245,6 +238,25 @@ impl Sink for MqttSink {
             } else {
                 Vec::new()
             };
+            // Past the packet limit the client would fail the connection, and the batch with it
+            // (each user property costs its two strings, their lengths and an identifier).
+            let size = event.body.len()
+                + topic.len()
+                + 16
+                + properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 5)
+                    .sum::<usize>();
+            if size > self.cfg.max_packet_size {
+                rejected.push((
+                    i,
+                    format!(
+                        "a message of {size} bytes (with its topic and properties) does not fit max_packet_size ({} bytes)",
+                        self.cfg.max_packet_size
+                    ),
+                ));
+                continue;
+            }
             if let Err(e) = live
                 .client
                 .publish(

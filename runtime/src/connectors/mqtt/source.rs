@@ -27,7 +27,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
-    event::{Event, HeaderText},
+    dlq::DeadLetter,
+    event::{
+        Event, HeaderText,
+        codec::{Codec, CodecName, decode_into},
+    },
     guarantee::Upstream,
     registry::{BuildCx, ReadCx, SourceSpec, plain_source},
     source::{
@@ -42,6 +46,7 @@ use super::{
 };
 
 pub(crate) fn read(cx: &mut ReadCx<'_>) -> Option<Arc<dyn SourceSpec>> {
+    cx.codec_field("codec", CodecName::NAMES);
     plain_source::<MqttSourceConfig>(cx)
 }
 
@@ -61,6 +66,7 @@ impl SourceSpec for MqttSourceConfig {
                 .clone()
                 .unwrap_or_else(|| default_client_id("source", cx.name)),
             tls: session::tls_config(&broker, self.tls.as_ref(), cx.base_dir)?,
+            codec: cx.codec(&self.codec)?,
             broker,
             cfg: self.clone(),
             batch_size: cx.batch_size.max(1),
@@ -83,6 +89,8 @@ struct MqttSource {
     qos: u8,
     batch_size: usize,
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Each message's payload through it (`lines`, the default, keeps it whole as the body).
+    codec: Box<dyn Codec>,
 }
 
 /// A message and the connection (counted from 1) it arrived on.
@@ -95,7 +103,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[async_trait]
 impl Source for MqttSource {
-    async fn run(self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
+    async fn run(mut self: Box<Self>, mut cx: SourceContext) -> Result<(), SourceError> {
         let (client, eventloop) = session::connect(&session::Options {
             broker: &self.broker,
             version: self.cfg.version,
@@ -151,21 +159,43 @@ impl Source for MqttSource {
                         _ => break,
                     }
                 }
-                let events: Vec<Event> = batch
-                    .iter()
-                    .map(|(_, m)| {
+                let mut events: Vec<Event> = Vec::with_capacity(batch.len());
+                let mut malformed = Vec::new();
+                for (_, m) in &batch {
+                    let from = events.len();
+                    if let Err(reason) =
+                        decode_into(self.codec.as_mut(), m.payload().clone(), &mut events)
+                    {
                         let mut e = Event::new(m.payload().clone());
                         if let Some(h) = &topic_header {
                             e.headers.insert(h.clone(), m.topic());
                         }
+                        malformed.push(DeadLetter {
+                            event: e,
+                            reason: format!("{}: {reason}", m.topic()),
+                        });
+                        continue;
+                    }
+                    for e in &mut events[from..] {
+                        // Properties first, so a publisher cannot set the topic header, nor
+                        // the agent's own `sluice.*` headers.
                         if self.cfg.copy_headers {
                             for (k, v) in m.user_properties() {
-                                e.headers.insert(k.as_str(), v.as_str());
+                                if !k.starts_with("sluice.") {
+                                    e.headers.insert(k.as_str(), v.as_str());
+                                }
                             }
                         }
-                        e
-                    })
-                    .collect();
+                        if let Some(h) = &topic_header {
+                            e.headers.insert(h.clone(), m.topic());
+                        }
+                    }
+                }
+                // Dead letters first: the message is acknowledged with its batch, so what
+                // could not be decoded must be kept before that.
+                if !malformed.is_empty() {
+                    cx.out.reject_malformed(malformed).await?;
+                }
                 match cx.commit_or_stop(events).await {
                     Ok(Commit::Done) => {}
                     Ok(Commit::Stopped) => return Ok(()),

@@ -320,6 +320,7 @@ impl Source for Listener {
                         tx,
                         stop: stop.clone(),
                         source: cx.name.clone(),
+                        warned: Arc::default(),
                     },
                     *max_connections,
                 ));
@@ -350,7 +351,13 @@ struct Accept {
     tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
     source: String,
+    /// When a refused TLS handshake was last logged as a warning (seconds since the epoch):
+    /// scanners and plain-text clients on a TLS port would otherwise flood the log.
+    warned: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Refused handshakes are logged as warnings at most this often (the others at debug).
+const WARN_EVERY_SECS: u64 = 10;
 
 /// A client that has not finished its TLS handshake by then is dropped (it holds a slot).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -395,7 +402,25 @@ async fn accept(listener: TcpListener, a: Accept, max: usize) {
                         // A refused handshake (no or an unknown client certificate) is worth
                         // an operator's attention; a peer that hangs up is not.
                         if a.tls.is_some() && e.kind() == std::io::ErrorKind::InvalidData {
-                            tracing::warn!(source = %a.source, peer = %peer, error = %e, "TLS connection refused");
+                            use std::sync::atomic::Ordering;
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            let last = a.warned.load(Ordering::Relaxed);
+                            if now >= last + WARN_EVERY_SECS
+                                && a.warned
+                                    .compare_exchange(
+                                        last,
+                                        now,
+                                        Ordering::Relaxed,
+                                        Ordering::Relaxed,
+                                    )
+                                    .is_ok()
+                            {
+                                tracing::warn!(source = %a.source, peer = %peer, error = %e, "TLS connection refused (more within 10 s are logged at debug)");
+                            } else {
+                                tracing::debug!(source = %a.source, peer = %peer, error = %e, "TLS connection refused");
+                            }
                         } else {
                             tracing::debug!(source = %a.source, peer = %peer, error = %e, "connection ended");
                         }
@@ -429,7 +454,13 @@ async fn connection(
         }
         let n = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            n = stream.read_buf(&mut buf) => n?,
+            n = stream.read_buf(&mut buf) => match n {
+                Ok(n) => n,
+                // A TLS client that closes without `close_notify` (many do): the end of its
+                // stream all the same, so its last line is kept.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e),
+            },
         };
         let mut chunk = Chunk::new();
         while let Some(f) = framer.next(&mut buf) {
