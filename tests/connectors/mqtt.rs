@@ -50,6 +50,11 @@ fn publish(topic: &str, lines: impl Iterator<Item = String>, pause: Duration) {
     assert!(child.wait().unwrap().success());
 }
 
+/// Lines of an NDJSON file so far (none before it exists).
+fn count(p: &Path) -> usize {
+    if p.exists() { json_lines(p).len() } else { 0 }
+}
+
 fn distinct(out: &Path) -> usize {
     ndjson_bodies(out)
         .into_iter()
@@ -387,7 +392,6 @@ async fn mqtt5_over_mutual_tls_maps_properties_and_dead_letters_refusals() {
             Duration::from_secs(30),
             Duration::from_millis(100),
             async || {
-                let count = |p: &Path| if p.exists() { json_lines(p).len() } else { 0 };
                 let (n, k) = (count(&got), count(&dead));
                 if n >= 21 && k >= 20 {
                     Ok(())
@@ -545,7 +549,6 @@ for n, (kind, body) in enumerate(msgs):
             Duration::from_secs(30),
             Duration::from_millis(100),
             async || {
-                let count = |p: &Path| if p.exists() { json_lines(p).len() } else { 0 };
                 let (n, k) = (count(&got), count(&dead));
                 if n >= 10 && k >= 3 {
                     Ok(())

@@ -438,3 +438,68 @@ print("read back", len(got))
     );
     assert!(checked.contains("read back 601"), "{checked}");
 }
+
+/// A plugin's `files:` count in its definition: a live reload after the descriptor set
+/// changed on disk (field 2 renamed from `customer` to `client`) loads the plugin again, and
+/// the same bytes then decode under the new name.
+#[test]
+fn a_reload_picks_up_a_changed_plugin_file() {
+    if !tools_present(&["protoc", "--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let describe = |field: &str| {
+        std::fs::write(
+            d.join("o.proto"),
+            format!("syntax = \"proto3\";\npackage t;\nmessage O {{ int64 id = 1; string {field} = 2; }}\n"),
+        )
+        .unwrap();
+        let o = Command::new("protoc")
+            .current_dir(d)
+            .args(["--descriptor_set_out=o.desc", "o.proto"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    describe("customer");
+    let (port, admin) = (free_port(), free_port());
+    let mut agent = Agent::start(
+        d,
+        "files-reload",
+        &format!(
+            "admin: {{ listen: '127.0.0.1:{admin}' }}\n\
+             plugins:\n  o: {{ path: '{wasm}', files: {{ descriptor_set: o.desc }}, config: {{ message: t.O, framing: single }} }}\n\
+             channels:\n  mem: {{ type: memory }}\n\
+             sources:\n  hook: {{ type: http, listen: '127.0.0.1:{port}', codec: o, channels: [mem] }}\n\
+             sinks:\n  out: {{ type: file, channel: mem, path: '{p}/out.ndjson', format: ndjson }}\n",
+            wasm = dist("protobuf").display(),
+            p = d.display(),
+        ),
+    );
+    // id 7, field 2 = "c7".
+    let post = format!(
+        "{}\nimport sys\nprint(post(b'\\x08\\x07\\x12\\x02c7')[0])",
+        poster(port)
+    );
+    assert!(run_python(d, &post).contains("200"));
+    let out = d.join("out.ndjson");
+    wait_events(&mut agent, &out, 1, "first");
+    describe("client");
+    let (status, body) = crate::reload::reload(admin);
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert!(run_python(d, &post).contains("200"));
+    wait_events(&mut agent, &out, 2, "second");
+    agent.stop_blocking();
+    let bodies: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|e| e["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            r#"{"id":"7","customer":"c7"}"#,
+            r#"{"id":"7","client":"c7"}"#
+        ]
+    );
+}

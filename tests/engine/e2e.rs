@@ -860,7 +860,7 @@ fn parquet_settings_are_checked() {
         assert!(ok, "{err}");
     } else {
         assert!(
-            !ok && err.contains("needs a build with its writer"),
+            !ok && err.contains("needs a build with the `aws-s3` feature"),
             "{err}"
         );
     }

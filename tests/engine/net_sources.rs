@@ -236,41 +236,14 @@ fn rsyslog_forwards_to_the_syslog_source() {
         ),
     )
     .unwrap();
-    let pid = dir.path().join("rsyslogd.pid");
-    let mut rsyslog = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(&pid)
-        .spawn()
-        .unwrap();
     let out = dir.path().join("out.ndjson");
-    // rsyslogd needs a moment to open its input; send until something comes through.
-    let t0 = Instant::now();
-    let port = rsyslog_port.to_string();
-    let mut sent = 0;
-    let relayed =
-        |out: &Path| std::fs::read_to_string(out).is_ok_and(|t| t.contains("via rsyslog"));
-    while !relayed(&out) && t0.elapsed() < Duration::from_secs(20) {
-        sent += 1;
-        logger(&[
-            "-n",
-            "127.0.0.1",
-            "-P",
-            &port,
-            "-d",
-            "--rfc3164",
-            "-t",
-            "relayed",
-            "-p",
-            "mail.notice",
-            &format!("via rsyslog {sent}"),
-        ]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = rsyslog.kill();
-    let _ = rsyslog.wait();
+    relay_through_rsyslog(
+        &rsyslogd,
+        &conf,
+        rsyslog_port,
+        ("relayed", "mail.notice", "via rsyslog"),
+        &out,
+    );
     wait_lines(&mut agent, &out, 1);
     agent.stop_blocking();
     let events = json_lines(&out);
@@ -298,6 +271,51 @@ fn rsyslog_forwards_to_the_syslog_source() {
     assert_eq!(h["syslog.app"], "relayed");
     assert_eq!(h["syslog.facility"], "mail");
     assert_eq!(h["syslog.severity"], "notice");
+}
+
+/// Runs rsyslogd on `conf` (which listens on UDP `port` and forwards to the agent) and sends
+/// it BSD messages with `logger` — `(tag, priority, text)`, numbered — until one reaches `out`
+/// (rsyslogd needs a moment to open its input), then stops it.
+fn relay_through_rsyslog(
+    rsyslogd: &Path,
+    conf: &Path,
+    port: u16,
+    (tag, priority, text): (&str, &str, &str),
+    out: &Path,
+) {
+    let pid = conf.with_extension("pid");
+    let mut rsyslog = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(conf)
+        .arg("-i")
+        .arg(&pid)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let port = port.to_string();
+    let relayed = || std::fs::read_to_string(out).is_ok_and(|t| t.contains(text));
+    let mut sent = 0;
+    while !relayed() && t0.elapsed() < Duration::from_secs(20) {
+        sent += 1;
+        let line = format!("{text} {sent}");
+        logger(&[
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-d",
+            "--rfc3164",
+            "-t",
+            tag,
+            "-p",
+            priority,
+            &line,
+        ]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = rsyslog.kill();
+    let _ = rsyslog.wait();
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
@@ -477,39 +495,14 @@ for cert, key in (("{stranger}", "{stranger_key}"), (None, None)):
         ),
     )
     .unwrap();
-    let pid = dir.path().join("rsyslogd.pid");
-    let mut rsyslog = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(&pid)
-        .spawn()
-        .unwrap();
     let out = dir.path().join("out.ndjson");
-    let t0 = Instant::now();
-    let port = rsyslog_port.to_string();
-    let mut sent = 0;
-    let relayed = |out: &Path| std::fs::read_to_string(out).is_ok_and(|t| t.contains("over tls"));
-    while !relayed(&out) && t0.elapsed() < Duration::from_secs(20) {
-        sent += 1;
-        logger(&[
-            "-n",
-            "127.0.0.1",
-            "-P",
-            &port,
-            "-d",
-            "--rfc3164",
-            "-t",
-            "secure",
-            "-p",
-            "auth.warning",
-            &format!("over tls {sent}"),
-        ]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = rsyslog.kill();
-    let _ = rsyslog.wait();
+    relay_through_rsyslog(
+        &rsyslogd,
+        &conf,
+        rsyslog_port,
+        ("secure", "auth.warning", "over tls"),
+        &out,
+    );
     wait_lines(&mut agent, &out, 1);
     let log = agent.stop_blocking();
     let events = json_lines(&out);

@@ -13,7 +13,7 @@ use std::{
 use crate::common::{Agent, free_port, lines, seq};
 
 /// POST /config/reload: (status, body).
-fn reload(admin: u16) -> (u16, String) {
+pub(crate) fn reload(admin: u16) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
     write!(
         s,

@@ -179,8 +179,9 @@ impl PluginHost for WasmHost {
 }
 
 /// The plugin's `files:`, read and base64-encoded for its config (the plugin cannot open
-/// files itself). Read when the plugin is loaded (at start, or when a reload changes its
-/// definition); a hot swap of the component keeps the config it was loaded with.
+/// files itself). Read when the plugin is loaded: at start, and at a live reload when its
+/// definition or a file's content changed (the files count in its fingerprint); a hot swap
+/// of the component keeps the config it was loaded with.
 fn read_files(
     files: &std::collections::BTreeMap<String, std::path::PathBuf>,
     base_dir: &Path,

@@ -180,6 +180,7 @@ fn load_str_with_plugins(
             }
         }
     }
+    files_in_fingerprints(&mut pipeline, file);
     validate::check(&pipeline, &mut cx);
     if cx.errors.is_empty() {
         Ok(pipeline)
@@ -223,3 +224,24 @@ impl Collector {
 
 #[cfg(test)]
 mod tests;
+
+/// Mixes the contents of each plugin's `files:` into the plugin's fingerprint, so a live
+/// reload loads the plugin again when a schema or descriptor set changed on disk, not only
+/// when its definition did. (An unreadable file is hashed as such; loading it reports it.)
+fn files_in_fingerprints(pipeline: &mut Pipeline, file: &Path) {
+    use std::hash::{Hash, Hasher};
+    let base = file.parent().unwrap_or(Path::new(""));
+    for pc in &pipeline.plugins {
+        if pc.spec.files.is_empty() {
+            continue;
+        }
+        let key = format!("plugins.{}", pc.name);
+        let mut h = std::hash::DefaultHasher::new();
+        pipeline.fingerprints.get(&key).hash(&mut h);
+        for (name, path) in &pc.spec.files {
+            name.hash(&mut h);
+            std::fs::read(base.join(path)).ok().hash(&mut h);
+        }
+        pipeline.fingerprints.insert(key, h.finish());
+    }
+}
