@@ -173,9 +173,9 @@ impl FcmSink {
     /// Sends `pending` (batch index, body) with `token`, `concurrency` at a time.
     async fn send_all(
         &self,
-        pending: Vec<(usize, Arc<Vec<u8>>)>,
+        pending: Vec<(usize, bytes::Bytes)>,
         token: &AccessToken,
-    ) -> Vec<(usize, Arc<Vec<u8>>, Answer)> {
+    ) -> Vec<(usize, bytes::Bytes, Answer)> {
         let mut running = JoinSet::new();
         // A task that fails (panics) still has its message retried: found by its task id.
         let mut tasks = std::collections::HashMap::new();
@@ -190,7 +190,7 @@ impl FcmSink {
                     .post(&self.url)
                     .header(reqwest::header::AUTHORIZATION, &bearer)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.as_ref().clone());
+                    .body(body.clone());
                 let task = running.spawn(async move { send(request).await });
                 tasks.insert(task.id(), (i, body));
             }
@@ -280,7 +280,7 @@ impl Sink for FcmSink {
         let mut pending = Vec::with_capacity(batch.len());
         for (i, event) in batch.iter().enumerate() {
             match self.message(event) {
-                Ok(body) => pending.push((i, Arc::new(body))),
+                Ok(body) => pending.push((i, bytes::Bytes::from(body))),
                 Err(reason) => rejected.push((i, reason)),
             }
         }
