@@ -298,7 +298,18 @@ fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice_wasm::sl
 fn bisection_sends_only_the_poison_events_to_the_dlq() {
     use sluice_core::{event::Event, interceptor::Interceptor};
     use sluice_wasm::interceptor::WasmInterceptor;
-    let mut chain = WasmInterceptor::new(load("chaos", serde_json::json!({}))).unwrap();
+    // A deadline well above the default: on a loaded machine the `oom` event must reach the
+    // memory cap (a few ms of work) before a descheduled thread runs past its deadline.
+    let slot = sluice_wasm::slot::PluginSlot::load(
+        "chaos",
+        dist("chaos"),
+        &serde_json::json!({}),
+        Some(32 << 20),
+        Some(std::time::Duration::from_millis(500)),
+        sluice_core::metrics::Metrics::new().plugin("chaos"),
+    )
+    .unwrap();
+    let mut chain = WasmInterceptor::new(slot).unwrap();
     let poison = [
         (7, "panic"),
         (40, "loop"),
