@@ -190,16 +190,22 @@ async fn a_lost_reply_is_retried_on_the_same_collector_and_not_stored_twice() {
     listening(port).await;
     let eaten = reply_eater(proxy, port).await;
     let count = 3000;
-    let mut e = Agent::start(
-        dir.path(),
-        "edge",
-        &generator_edge(
-            admin_e,
-            count,
-            3000,
-            &sender(&[proxy], "    compression: none\n"),
+    // A source that never ends keeps the edge up once its generator is done (about a second),
+    // so its metrics can still be read when the collector has everything.
+    let idle = free_port();
+    let edge = generator_edge(
+        admin_e,
+        count,
+        3000,
+        &sender(&[proxy], "    compression: none\n"),
+    )
+    .replace(
+        "sources:\n",
+        &format!(
+            "sources:\n  idle: {{ type: tcp, listen: '127.0.0.1:{idle}', channels: [mem] }}\n"
         ),
     );
+    let mut e = Agent::start(dir.path(), "edge", &edge);
     let out = vec![dir.path().join("c/out.log")];
     let dups = c
         .wait_until(
@@ -349,7 +355,7 @@ async fn failover_moves_to_the_secondary_and_back() {
     listening(p1).await;
     listening(p2).await;
     let count = 30_000;
-    let mut edge = Agent::start(
+    let edge = Agent::start(
         d,
         "edge",
         &generator_edge(
@@ -374,7 +380,9 @@ async fn failover_moves_to_the_secondary_and_back() {
     let before = size(&pout);
     primary = Agent::start(d, "primary", &collector(d, "p", p1, a1, ""));
     let outs = vec![pout.clone(), sout.clone()];
-    let dups = edge
+    // Waited on the secondary, which stays up: the edge ends once its generator is done and
+    // the last batch is acknowledged, possibly before the collectors' files show it.
+    let dups = secondary
         .wait_until(
             Duration::from_secs(60),
             Duration::from_millis(250),
