@@ -40,8 +40,9 @@ need_wasm_target() {
 # prints that path. The plugins have their own target dir, so this never invalidates the agent's.
 build_plugin() {
   local dir="${SLUICE_PLUGINS_TARGET_DIR:-$HOME/.cache/sluice-plugins-target}"
-  CARGO_TARGET_DIR="$dir" cargo build --quiet --release --locked --target wasm32-wasip2 \
-    --manifest-path "$ROOT/plugins/Cargo.toml" -p "$1" >&2
+  # From inside plugins/, so its .cargo/config.toml (wasm SIMD) applies as in build-plugins.
+  (cd "$ROOT/plugins" && CARGO_TARGET_DIR="$dir" cargo build --quiet --release --locked \
+    --target wasm32-wasip2 -p "$1" >&2)
   mkdir -p "$ROOT/plugins/dist"
   local out="$ROOT/plugins/dist/$1.wasm"
   cmp -s "$dir/wasm32-wasip2/release/${1//-/_}.wasm" "$out" \

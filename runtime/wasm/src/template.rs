@@ -78,6 +78,7 @@ const RUST: &[File] = template![
     "Cargo.toml" <= "rust/Cargo.toml",
     "README.md" <= "rust/README.md",
     ".gitignore" <= "rust/gitignore",
+    ".cargo/config.toml" <= "rust/cargo-config.toml",
 ];
 
 /// The files of one kind's project, beside the language's common ones (its SDK, the WIT).
