@@ -24,7 +24,8 @@
 //!   one poll per 5,000 rows, to completion (rows/s);
 //! - `kafka-s3`: the seeds' headline, Kafka source → Kafka channel → S3 sink and Kafka →
 //!   memory → S3, 1 M 256-byte records pre-produced to the broker at `SLUICE_TEST_KAFKA`, the
-//!   bucket on `SLUICE_TEST_AWS`; the broker's and S3 server's CPU is reported beside the
+//!   bucket on `SLUICE_TEST_AWS`, gzipped NDJSON objects (`SLUICE_BENCH_S3_COMPRESSION`:
+//!   `zstd` or `none` instead), the source's batches of 5,000 (`SLUICE_BENCH_KAFKA_BATCH`); the broker's and S3 server's CPU is reported beside the
 //!   agent's.
 //!
 //! `SLUICE_BENCH_BINS=before=/path/a,after=/path/b` runs each workload on each build in turn
@@ -730,10 +731,13 @@ impl Bench {
         } else {
             "{ type: memory, capacity: 100000 }".to_owned()
         };
+        let compression =
+            std::env::var("SLUICE_BENCH_S3_COMPRESSION").unwrap_or_else(|_| "gzip".into());
+        let source_batch: usize = env_or("SLUICE_BENCH_KAFKA_BATCH", 5000);
         let pipeline = format!(
             "channels:\n  ch: {channel}\n\
-             sources:\n  in: {{ type: kafka, bootstrap_servers: '{broker}', group_id: 'bench-{run}', topics: [{input}], start_at: earliest, batch_size: 5000, channels: [ch] }}\n\
-             sinks:\n  out: {{ type: s3, channel: ch, batch_size: 20000, endpoint: '{s3}', force_path_style: true, region: us-east-1, bucket: {bucket}, key: 'bench/', format: ndjson, compression: gzip, roll_size: 8MiB, roll_interval: 1s }}\n"
+             sources:\n  in: {{ type: kafka, bootstrap_servers: '{broker}', group_id: 'bench-{run}', topics: [{input}], start_at: earliest, batch_size: {source_batch}, channels: [ch] }}\n\
+             sinks:\n  out: {{ type: s3, channel: ch, batch_size: 20000, endpoint: '{s3}', force_path_style: true, region: us-east-1, bucket: {bucket}, key: 'bench/', format: ndjson, compression: {compression}, roll_size: 8MiB, roll_interval: 1s }}\n"
         );
         let servers = || server_cpu(&["tansu", "moto_server"]);
         let servers0 = servers();

@@ -294,8 +294,13 @@ impl Inner {
         let mut holding = Holding { inner: self, held };
         while holding.held.len() < max {
             let next = match fill {
+                // A record already fetched is taken without arming a timer (and reading the
+                // clock) per record; the timer is for waiting only.
                 Some((min, until)) if holding.held.len() < min => {
-                    tokio::time::timeout_at(until, stream.next()).await.ok()
+                    match stream.next().now_or_never() {
+                        Some(r) => Some(r),
+                        None => tokio::time::timeout_at(until, stream.next()).await.ok(),
+                    }
                 }
                 _ => stream.next().now_or_never(),
             };
