@@ -80,12 +80,13 @@ fn templates_run_in_the_agent(lang: &str) {
 
     // The interceptor drops `level=DEBUG` and tags the rest; the selector sends
     // `priority: high` to its first channel and the rest to its last; the codec writes one
-    // body per line.
+    // body per line. Deadlines well above the 50 ms default: this checks what the templates
+    // do, and a JavaScript codec's call can take longer than that on a loaded machine.
     let p = d.join("pipeline.yaml");
     std::fs::write(
         &p,
         format!(
-            "plugins:\n  my-filter: {{ path: '{}' }}\n  my-lines: {{ path: '{}' }}\n  my-router: {{ path: '{}' }}\n\
+            "plugins:\n  my-filter: {{ path: '{}', limits: {{ deadline: 5s }} }}\n  my-lines: {{ path: '{}', limits: {{ deadline: 5s }} }}\n  my-router: {{ path: '{}', limits: {{ deadline: 5s }} }}\n\
              channels:\n  high: {{ type: memory }}\n  rest: {{ type: memory }}\n\
              sources:\n  info: {{ type: generator, count: 3000, batch_size: 1000, body: 'level=INFO hello', cycle: {{ header: priority, values: [high, low, low] }}, channels: [high, rest], interceptors: [my-filter], selector: {{ type: wasm, plugin: my-router }} }}\n  \
              debug: {{ type: generator, count: 500, body: 'level=DEBUG noise', channels: [rest], interceptors: [my-filter] }}\n\
