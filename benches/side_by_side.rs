@@ -25,8 +25,8 @@
 //! - `kafka-s3`: the seeds' headline, Kafka source → Kafka channel → S3 sink and Kafka →
 //!   memory → S3, 1 M 256-byte records pre-produced to the broker at `SLUICE_TEST_KAFKA`, the
 //!   bucket on `SLUICE_TEST_AWS`, gzipped NDJSON objects (`SLUICE_BENCH_S3_COMPRESSION`:
-//!   `zstd` or `none` instead), the source's batches of 5,000 (`SLUICE_BENCH_KAFKA_BATCH`); the broker's and S3 server's CPU is reported beside the
-//!   agent's.
+//!   `zstd` or `none` instead), source batches of 5,000 (`SLUICE_BENCH_KAFKA_BATCH`); the
+//!   broker's and S3 server's CPU is reported beside the agent's.
 //!
 //! `SLUICE_BENCH_BINS=before=/path/a,after=/path/b` runs each workload on each build in turn
 //! (default: this build); `label=path;VAR=value` adds environment to one (`LD_PRELOAD` of
