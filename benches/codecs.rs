@@ -8,9 +8,20 @@
 //! descriptor set in `plugins/protobuf/testdata`. Pin it: `taskset -c 1 cargo bench --bench
 //! codecs`. Under `cargo test` it runs a tiny smoke version.
 
-use std::{collections::BTreeMap, path::Path, time::Instant};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use sluice_core::{config::model::PluginConfig, event::Event, metrics::Metrics};
+use sluice_core::{
+    config::{
+        model::{PluginConfig, PluginLimits},
+        units::HumanDuration,
+    },
+    event::Event,
+    metrics::Metrics,
+};
 
 /// Order `i` as JSON: about 256 bytes, the record the native figures use too.
 fn order_json(i: u64) -> String {
@@ -120,7 +131,12 @@ fn main() {
                 .iter()
                 .map(|(k, v)| (k.to_string(), root.join(v)))
                 .collect::<BTreeMap<_, _>>(),
-            limits: Default::default(),
+            // A throughput bench, not a limits test: the 50 ms default is too short for a
+            // batch of 1,024 in a debug build on a loaded machine (the `cargo test` smoke run).
+            limits: PluginLimits {
+                deadline: Some(HumanDuration(Duration::from_secs(30))),
+                ..Default::default()
+            },
         };
         let batches: Vec<Vec<Event>> = (0..events)
             .collect::<Vec<_>>()
