@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::CallFailure;
 use sluice_core::{
     dlq::DeadLetter,
-    event::{Event, Headers},
+    event::{Event, HeaderText, Headers, SharedChange},
 };
 
 /// Encodes `events` into `out` (cleared first).
@@ -171,6 +171,45 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
     Ok(actions)
 }
 
+/// The text of the last header a patch set: a filter's verdicts usually set the same header to
+/// the same value on every event, so its text is checked and made once per call, and shared by
+/// the events after (a comparison of the raw bytes instead of a UTF-8 check and two copies).
+#[derive(Default)]
+struct LastSet<'a> {
+    raw: Option<(&'a [u8], &'a [u8])>,
+    text: (HeaderText, HeaderText),
+}
+
+impl<'a> LastSet<'a> {
+    /// `key` and `value` as header text; both were checked as UTF-8 by `decode`.
+    fn text(&mut self, key: &'a [u8], value: &'a [u8]) -> (HeaderText, HeaderText) {
+        if self.raw != Some((key, value)) {
+            let utf8 = |b| std::str::from_utf8(b).unwrap_or_default();
+            self.text = (HeaderText::new(utf8(key)), HeaderText::new(utf8(value)));
+            self.raw = Some((key, value));
+        }
+        self.text.clone()
+    }
+}
+
+/// Makes the `count` checked header changes of `ops` to `headers`.
+fn replay<'a>(ops: &'a [u8], count: u16, headers: &mut Headers, last_set: &mut LastSet<'a>) {
+    let mut r = Reader { buf: ops, at: 0 };
+    for _ in 0..count {
+        // Checked by `decode`: these reads cannot fail.
+        let (Ok(op), Ok(k)) = (r.u8(), r.bytes()) else {
+            break;
+        };
+        if op == 0 {
+            let Ok(v) = r.bytes() else { break };
+            let (k, v) = last_set.text(k, v);
+            headers.insert(k, v);
+        } else {
+            headers.remove(std::str::from_utf8(k).unwrap_or_default());
+        }
+    }
+}
+
 /// Applies packed verdicts to `inputs`. The whole answer is decoded and checked first, so a
 /// malformed one hands `inputs` back untouched with the failure. Replaced bodies share the
 /// output buffer's memory. Rejected events go to `rejected`.
@@ -193,22 +232,20 @@ pub fn apply(
     };
     let mut kept = Vec::with_capacity(inputs.len());
     let mut retry = None;
+    let mut last_set = LastSet::default();
+    // The last header changes and their results: events that shared a map before the same
+    // changes share the result too (a file's lines, all given the same header).
+    let mut changes: (&[u8], SharedChange) = (&[], SharedChange::default());
     for (mut e, action) in inputs.into_iter().zip(actions) {
         match action {
             Action::Keep => kept.push(e),
             Action::Patch { ops, count, body } => {
-                let mut r = Reader { buf: ops, at: 0 };
-                for _ in 0..count {
-                    // Checked by `decode`: these reads cannot fail.
-                    let (Ok(op), Ok(k)) = (r.u8(), r.str()) else {
-                        break;
-                    };
-                    if op == 0 {
-                        e.headers.set(k, r.str().unwrap_or_default());
-                    } else {
-                        e.headers.remove(k);
-                    }
+                if changes.0 != ops {
+                    changes = (ops, SharedChange::default());
                 }
+                changes.1.apply(&mut e.headers, |headers| {
+                    replay(ops, count, headers, &mut last_set)
+                });
                 if let Some(b) = body {
                     e.body = slice_of(&output, b);
                 }
@@ -298,5 +335,35 @@ mod tests {
             "trailing bytes"
         );
         assert!(rejected.is_empty());
+    }
+
+    #[test]
+    fn repeated_header_sets_share_text_and_differing_ones_do_not() {
+        let set = |out: &mut Vec<u8>, k: &[u8], v: &[u8]| {
+            out.push(1);
+            out.extend_from_slice(&1u16.to_le_bytes());
+            out.push(0);
+            put(out, k);
+            put(out, v);
+            out.push(0);
+        };
+        let mut out = 4u32.to_le_bytes().to_vec();
+        set(&mut out, b"env", b"prod");
+        set(&mut out, b"env", b"prod");
+        set(&mut out, b"env", b"dev");
+        set(&mut out, b"zone", b"dev");
+        let inputs = (0..4).map(|i| Event::new(format!("{i}")).with_header("env", "old"));
+        let a = apply(inputs.collect(), out, &mut Vec::new()).ok().unwrap();
+        let got: Vec<Vec<(&str, &str)>> =
+            a.kept.iter().map(|e| e.headers.iter().collect()).collect();
+        assert_eq!(
+            got,
+            [
+                vec![("env", "prod")],
+                vec![("env", "prod")],
+                vec![("env", "dev")],
+                vec![("env", "old"), ("zone", "dev")],
+            ]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Header interceptors: timestamp, static/host, remove_header, uuid.
 
 use super::{InterceptError, Interceptor};
-use crate::{dlq::DeadLetter, event::Event};
+use crate::{
+    dlq::DeadLetter,
+    event::{Event, HeaderText, SharedChange},
+};
 
 pub(super) struct Timestamp {
     pub header: String,
@@ -15,10 +18,13 @@ impl Interceptor for Timestamp {
         _: &mut Vec<DeadLetter>,
     ) -> Result<(), InterceptError> {
         // One clock read per batch: events of a batch arrived together.
-        let now = chrono::Utc::now().timestamp_millis().to_string();
+        let now = HeaderText::new(chrono::Utc::now().timestamp_millis().to_string());
+        let mut change = SharedChange::default();
         for e in batch.iter_mut() {
             if !(self.preserve && e.headers.contains(&self.header)) {
-                e.headers.insert(self.header.as_str(), now.as_str());
+                change.apply(&mut e.headers, |h| {
+                    h.insert(self.header.as_str(), now.clone())
+                });
             }
         }
         Ok(())
@@ -38,9 +44,10 @@ impl Interceptor for Static {
         batch: &mut Vec<Event>,
         _: &mut Vec<DeadLetter>,
     ) -> Result<(), InterceptError> {
+        let mut change = SharedChange::default();
         for e in batch.iter_mut() {
             if !(self.preserve && e.headers.contains(&self.key)) {
-                e.headers.insert(self.key.as_str(), self.value.as_str());
+                change.apply(&mut e.headers, |h| h.set(&self.key, &self.value));
             }
         }
         Ok(())

@@ -34,7 +34,7 @@ use super::{
 use crate::{
     config::units::{ByteSize, HumanDuration, ListenAddr},
     event::{
-        Event, HeaderText,
+        Event, HeaderText, Headers,
         codec::{Codec, CodecName, CodecRef, decode_into},
     },
     guarantee::Upstream,
@@ -215,7 +215,8 @@ fn tls_acceptor(
 /// The sender's address as a header, formatted once per sender rather than per event.
 struct PeerHeader {
     name: Option<HeaderText>,
-    last: Option<(SocketAddr, HeaderText)>,
+    /// The last peer and its header, shared by the events of its frames.
+    last: Option<(SocketAddr, Headers)>,
 }
 
 impl PeerHeader {
@@ -226,21 +227,23 @@ impl PeerHeader {
         }
     }
 
-    /// Adds the header to `events` (those the frame from `peer` gave).
+    /// Adds the header to `events` (those the frame from `peer` gave). Events without headers
+    /// (lines) share one map per peer: no allocation per event.
     fn add(&mut self, peer: Option<SocketAddr>, events: &mut [Event]) {
         let (Some(name), Some(peer)) = (&self.name, peer) else {
             return;
         };
-        let value = match &self.last {
-            Some((addr, text)) if *addr == peer => text.clone(),
-            _ => {
-                let text = HeaderText::new(peer.to_string());
-                self.last = Some((peer, text.clone()));
-                text
-            }
+        if !matches!(&self.last, Some((addr, _)) if *addr == peer) {
+            let headers: Headers = [(name.clone(), HeaderText::new(peer.to_string()))]
+                .into_iter()
+                .collect();
+            self.last = Some((peer, headers));
+        }
+        let Some((_, shared)) = &self.last else {
+            return;
         };
         for e in events {
-            e.headers.insert(name.clone(), value.clone());
+            e.headers.insert_all(shared);
         }
     }
 }

@@ -207,12 +207,18 @@ fn to_events(
     let mut events = Vec::with_capacity(lines.len());
     let mut malformed = Vec::new();
     let mut num = itoa::Buffer::new();
+    // The headers of the last file seen: its lines share them, no allocation per line.
+    let mut file: Option<(HeaderText, Headers)> = None;
     for line in lines {
-        let mut headers = Headers::default();
-        // The names and the path are shared text: no allocation per line.
-        if let Some(h) = file_header {
-            headers.insert(h.clone(), line.path.clone());
-        }
+        let mut headers = match (&file, file_header) {
+            (_, None) => Headers::default(),
+            (Some((path, shared)), Some(_)) if *path == line.path => shared.clone(),
+            (_, Some(h)) => {
+                let shared: Headers = [(h.clone(), line.path.clone())].into_iter().collect();
+                file = Some((line.path.clone(), shared.clone()));
+                shared
+            }
+        };
         if let Some(h) = offset_header {
             headers.insert(h.clone(), num.format(line.offset));
         }
