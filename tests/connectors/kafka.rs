@@ -2,8 +2,7 @@
 //! `scripts/test` starts tansu there): source → sink through the binary, 20 SIGKILLs and an
 //! output broker's outage (a tansu of the test's own behind a proxy) with a durable channel in
 //! between, checked in Jepsen's terms, two agents sharing a consumer group, the `kafka` channel
-//! across reopenings and its read-ahead (library level), and a sink waiting for a topic that
-//! does not exist yet.
+//! across reopenings (library level), and a sink waiting for a topic that does not exist yet.
 //!
 //! Topics and groups are created through rdkafka's own clients, with unique names, so tests
 //! run in parallel and reruns do not interfere. Consumer group joins on tansu take a few
@@ -786,46 +785,6 @@ async fn kafka_channel_cancelled_fill_loses_nothing() {
     }
     let want: Vec<_> = events.iter().map(|e| e.body.clone()).collect();
     assert_eq!(got, want, "every record, in order");
-}
-
-/// While a lease is out (the sink uploads, commits), the channel reads on what the consumer
-/// fetched, so the next take finds its batch ready; a rollback meanwhile still comes back
-/// first, and every record comes once, in order.
-#[tokio::test(flavor = "multi_thread")]
-async fn kafka_channel_reads_ahead_while_a_lease_is_out() {
-    let (topic, group) = (unique("chan-ahead"), unique("g"));
-    create_topic(&topic, 1).await;
-    let ch = KafkaChannel::open("ch", &channel_config(&topic, &group)).expect("open");
-    let events: Vec<Event> = (0..300).map(|i| Event::new(format!("a{i}"))).collect();
-    ch.put(events.clone()).await.expect("put");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        if let Some(lease) = ch.take(100, Duration::from_secs(1)).await.expect("take") {
-            break lease;
-        }
-        assert!(Instant::now() < deadline, "nothing to take");
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = ch.stats();
-        if stats.events - stats.in_flight >= 100 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "read ahead {} of 100 while the lease was out",
-            stats.events - stats.in_flight
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    first.rollback().await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < events.len() {
-        let lease = take_some(&ch, Duration::from_secs(30)).await;
-        got.extend(lease.events().iter().cloned());
-        lease.commit().await.expect("commit");
-    }
-    assert_eq!(got, events, "every record once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread")]

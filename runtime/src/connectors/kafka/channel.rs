@@ -12,16 +12,10 @@
 //!   a second lease committing first would commit the first one's records too. A take waits
 //!   (up to its `wait`) while a lease is outstanding; several sinks on one Kafka channel take
 //!   turns.
-//! - **Read-ahead.** While a lease is out (the sink encodes, uploads, commits), the channel
-//!   goes on reading what the consumer fetched into an in-process queue, up to the last take's
-//!   size, so the next take finds its batch ready instead of converting it record by record
-//!   after the commit. The read-ahead stops when the next take starts, when it holds that
-//!   many, or when nothing arrives for a moment.
-//! - **Rollback** (or dropping an unfinished lease) puts the events back, in order, at the
-//!   head of that queue, which the next take serves before reading on. This is simpler and
-//!   cheaper than seeking the consumer back, and as correct: whoever polls the consumer drops
-//!   the queue's records of partitions a rebalance revoked (their new owner reads them again
-//!   from the committed offset).
+//! - **Rollback** (or dropping an unfinished lease) puts the events back, in order, into a
+//!   small in-process redelivery queue that the next take serves before reading on. This is
+//!   simpler and cheaper than seeking the consumer back, and as correct: while events wait
+//!   there the consumer is not polled, so no rebalance can move their partitions meanwhile.
 //! - **A failed commit** is reported, but the events are not taken again by this process:
 //!   they were delivered, and a later commit covers them; after a restart or a rebalance they
 //!   may be delivered again (at-least-once).
@@ -56,10 +50,9 @@ use rdkafka::{
     message::BorrowedMessage,
 };
 use tokio::{
-    sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
 
 use sluice_core::{
     channel::{Channel, ChannelError, ChannelStats, Lease},
@@ -99,8 +92,6 @@ impl ChannelSpec for KafkaChannelConfig {
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// Pause after a consumer error while a take waits, so errors cannot spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
-/// The read-ahead ends when no record arrived for this long: an idle channel holds no task.
-const AHEAD_IDLE: Duration = Duration::from_millis(500);
 
 pub struct KafkaChannel {
     inner: Arc<Inner>,
@@ -116,17 +107,10 @@ struct Inner {
     producer: Mutex<Option<KafkaProducer>>,
     /// Created on the first take (it joins the group then); replaced after a fatal error.
     consumer: Mutex<Option<Arc<StreamConsumer<ConsumerCtx>>>>,
-    /// Records read and not in a lease, oldest first: rolled-back events at the head, the
-    /// read-ahead's at the tail. Served before anything new is read.
-    waiting: Mutex<VecDeque<Held>>,
+    /// Rolled-back events, oldest first; served before anything new is read.
+    redeliver: Mutex<VecDeque<Held>>,
     /// One permit: one lease at a time, so commits stay in order.
     lease: Arc<Semaphore>,
-    /// Held by whoever reads the consumer's stream: a take, or the read-ahead after it.
-    reader: Arc<tokio::sync::Mutex<()>>,
-    /// Stops the running read-ahead, if any.
-    ahead: Mutex<CancellationToken>,
-    /// Why the read-ahead found the consumer broken for good; the next take replaces it.
-    broken: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     closed: AtomicBool,
     throttle: Throttle,
@@ -184,11 +168,8 @@ impl KafkaChannel {
                 consumer_config,
                 producer: Mutex::new(None),
                 consumer: Mutex::new(None),
-                waiting: Mutex::new(VecDeque::new()),
+                redeliver: Mutex::new(VecDeque::new()),
                 lease: Arc::new(Semaphore::new(1)),
-                reader: Arc::new(tokio::sync::Mutex::new(())),
-                ahead: Mutex::new(CancellationToken::new()),
-                broken: Mutex::new(None),
                 in_flight: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 throttle: Throttle::new(Duration::from_secs(10)),
@@ -207,7 +188,7 @@ fn storage(e: impl std::fmt::Display) -> ChannelError {
 }
 
 /// Records taken off the consumer's stream and not yet in a lease: dropped unreturned (the
-/// take was cancelled), they go to the front of the waiting queue, in order.
+/// take was cancelled), they go to the front of the redelivery queue, in order.
 struct Holding<'a> {
     inner: &'a Inner,
     held: Vec<Held>,
@@ -218,7 +199,7 @@ impl Drop for Holding<'_> {
         if self.held.is_empty() {
             return;
         }
-        let mut q = lock(&self.inner.waiting);
+        let mut q = lock(&self.inner.redeliver);
         for h in self.held.drain(..).rev() {
             q.push_front(h);
         }
@@ -271,21 +252,20 @@ impl Inner {
         }
     }
 
-    /// After `held` (records already read, oldest first), waits until `deadline` for a first
-    /// record when there is none, then takes what else is already fetched, up to `max`. With
-    /// `fill` (`min`, `linger`), it goes on reading what arrives for up to `linger` after the
-    /// first record, until it holds `min`.
+    /// Waits until `deadline` for a first record, then takes what else is already fetched,
+    /// up to `max`. With `fill` (`min`, `linger`), it goes on reading what arrives for up to
+    /// `linger` after the first record, until it holds `min`.
     async fn poll(
         &self,
         consumer: &StreamConsumer<ConsumerCtx>,
-        mut held: Vec<Held>,
         max: usize,
         deadline: Instant,
         fill: Option<(usize, Duration)>,
     ) -> Polled {
         let ctx = consumer.context();
         let mut stream = consumer.stream();
-        while held.is_empty() {
+        let mut held: Vec<Held> = Vec::new();
+        loop {
             let next = tokio::time::timeout_at(deadline, stream.next()).await;
             self.drop_revoked(ctx, &mut held);
             match next {
@@ -345,67 +325,15 @@ impl Inner {
         Polled::Events(std::mem::take(&mut holding.held))
     }
 
-    /// Drops records of partitions revoked since the last call, from `held` and from the
-    /// waiting queue.
+    /// Drops records of partitions revoked since the last call.
     fn drop_revoked(&self, ctx: &ConsumerCtx, held: &mut Vec<Held>) {
         if let Some(revoked) = ctx.take_revoked() {
-            let kept = |h: &Held| {
+            held.retain(|h| {
                 !revoked
                     .iter()
                     .any(|(t, p)| *p == h.partition && *t == self.topic)
-            };
-            held.retain(kept);
-            lock(&self.waiting).retain(kept);
+            });
         }
-    }
-
-    /// Reads records the consumer has fetched into the waiting queue while a lease is out,
-    /// until it holds `target`, `stop` fires, or nothing arrives for [`AHEAD_IDLE`]. It holds
-    /// the reader lock throughout, so no take reads the stream meanwhile; records go into the
-    /// queue one by one, so stopping it at any await loses none.
-    async fn read_ahead(
-        self: Arc<Self>,
-        consumer: Arc<StreamConsumer<ConsumerCtx>>,
-        target: usize,
-        stop: CancellationToken,
-        _reader: OwnedMutexGuard<()>,
-    ) {
-        {
-            let ctx = consumer.context();
-            let mut stream = consumer.stream();
-            let mut none = Vec::new();
-            while !self.closed.load(Ordering::Acquire) && lock(&self.waiting).len() < target {
-                let next = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    next = tokio::time::timeout(AHEAD_IDLE, stream.next()) => next,
-                };
-                self.drop_revoked(ctx, &mut none);
-                match next {
-                    Ok(Some(Ok(m))) => lock(&self.waiting).push_back(held_of(&m)),
-                    Ok(Some(Err(e))) => {
-                        // A passing error ends the read-ahead too: the next take reads on,
-                        // pausing between errors.
-                        if let Some(why) = self.consumer_error(e) {
-                            *lock(&self.broken) = Some(why);
-                        }
-                        break;
-                    }
-                    Ok(None) => {
-                        *lock(&self.broken) = Some("the message stream ended".into());
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        // Never the last handle dropped on the runtime: closing a client may block.
-        drop_detached(consumer);
-    }
-
-    /// Stops the running read-ahead (it releases the reader lock at its next await).
-    fn stop_read_ahead(&self) {
-        lock(&self.ahead).cancel();
     }
 
     /// Logs a consumer error (librdkafka reconnects by itself); `Some` when the consumer is
@@ -534,76 +462,27 @@ impl KafkaChannel {
                 Err(_) => return Ok(None),
             };
         let max = max.max(1);
-        inner.stop_read_ahead();
-        let reader =
-            match tokio::time::timeout_at(deadline, Arc::clone(&inner.reader).lock_owned()).await {
-                Ok(guard) => guard,
-                Err(_) => return Ok(None),
-            };
-        let broken = lock(&inner.broken).take();
-        if let Some(why) = broken {
-            // What waits was read by the broken consumer: its successor reads it again from
-            // the committed offsets.
-            lock(&inner.waiting).clear();
-            tracing::warn!(channel = %inner.name, error = %why, "replacing the kafka consumer");
-            if let Some(c) = lock(&inner.consumer).take() {
-                drop_detached(c);
-            }
-            return Err(ChannelError::Storage(why));
-        }
 
-        // What waits first (rolled back, then read ahead), in its order.
-        let held: Vec<Held> = {
-            let mut q = lock(&inner.waiting);
+        // Rolled-back events first, in their order.
+        let again: Vec<Held> = {
+            let mut q = lock(&inner.redeliver);
             let n = max.min(q.len());
             q.drain(..n).collect()
         };
-        let existing = lock(&inner.consumer).clone();
-        // A full batch waits, or rolled-back events while no consumer exists (nothing to
-        // top them up from, and no need to connect).
-        if held.len() >= max || (existing.is_none() && !held.is_empty()) {
-            let lease = KafkaLease::new(inner, held, permit);
-            if let Some(c) = existing {
-                self.start_read_ahead(c, max, reader);
-            }
-            return Ok(Some(lease));
+        if !again.is_empty() {
+            return Ok(Some(KafkaLease::new(inner, again, permit)));
         }
-        let consumer = match existing {
-            Some(c) => c,
-            None => inner.consumer()?,
-        };
-        match inner.poll(&consumer, held, max, deadline, fill).await {
+
+        let consumer = inner.consumer()?;
+        match inner.poll(&consumer, max, deadline, fill).await {
             Polled::Events(held) if held.is_empty() => Ok(None),
-            Polled::Events(held) => {
-                let lease = KafkaLease::new(inner, held, permit);
-                self.start_read_ahead(consumer, max, reader);
-                Ok(Some(lease))
-            }
+            Polled::Events(held) => Ok(Some(KafkaLease::new(inner, held, permit))),
             Polled::Broken(why) => {
                 tracing::warn!(channel = %inner.name, error = %why, "replacing the kafka consumer");
                 inner.reset_consumer(consumer);
                 Err(ChannelError::Storage(why))
             }
         }
-    }
-
-    /// Reads ahead (up to `max` records) while the lease just handed out is delivered.
-    fn start_read_ahead(
-        &self,
-        consumer: Arc<StreamConsumer<ConsumerCtx>>,
-        max: usize,
-        reader: OwnedMutexGuard<()>,
-    ) {
-        let stop = CancellationToken::new();
-        *lock(&self.inner.ahead) = stop.clone();
-        tokio::spawn(Arc::clone(&self.inner).read_ahead(consumer, max, stop, reader));
-    }
-}
-
-impl Drop for KafkaChannel {
-    fn drop(&mut self) {
-        // The read-ahead holds the consumer: let it go now rather than after its idle wait.
-        self.inner.stop_read_ahead();
     }
 }
 
@@ -675,7 +554,7 @@ impl Channel for KafkaChannel {
     fn stats(&self) -> ChannelStats {
         let inner = &self.inner;
         let in_flight = inner.in_flight.load(Ordering::Acquire);
-        let waiting = lock(&inner.waiting).len();
+        let waiting = lock(&inner.redeliver).len();
         ChannelStats {
             events: in_flight + waiting,
             bytes: 0,
@@ -686,7 +565,6 @@ impl Channel for KafkaChannel {
 
     fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop_read_ahead();
     }
 }
 
@@ -717,8 +595,8 @@ impl KafkaLease {
         })
     }
 
-    /// Puts the events back at the head of the waiting queue, in order, then lets the next
-    /// take in.
+    /// Puts the events back at the head of the redelivery queue, in order, then lets the
+    /// next take in.
     fn give_back(&mut self) {
         let Some(permit) = self.permit.take() else {
             return;
@@ -729,7 +607,7 @@ impl KafkaLease {
             .in_flight
             .fetch_sub(events.len(), Ordering::AcqRel);
         {
-            let mut q = lock(&self.inner.waiting);
+            let mut q = lock(&self.inner.redeliver);
             for (event, (partition, offset)) in events.into_iter().zip(marks).rev() {
                 q.push_front(Held {
                     event,
