@@ -352,18 +352,34 @@ mod tests {
         set(&mut out, b"env", b"prod");
         set(&mut out, b"env", b"dev");
         set(&mut out, b"zone", b"dev");
-        let inputs = (0..4).map(|i| Event::new(format!("{i}")).with_header("env", "old"));
-        let a = apply(inputs.collect(), out, &mut Vec::new()).ok().unwrap();
-        let got: Vec<Vec<(&str, &str)>> =
-            a.kept.iter().map(|e| e.headers.iter().collect()).collect();
+        let want = [
+            vec![("env", "prod")],
+            vec![("env", "prod")],
+            vec![("env", "dev")],
+            vec![("env", "old"), ("zone", "dev")],
+        ];
+        // Each event with a map of its own, then all four sharing one (a file's lines): the
+        // shared result of one change must not reach an event given another.
+        let own: Vec<Event> = (0..4)
+            .map(|i| Event::new(format!("{i}")).with_header("env", "old"))
+            .collect();
+        let one = Event::new("x").with_header("env", "old").headers;
+        let shared: Vec<Event> = (0..4)
+            .map(|i| Event {
+                headers: one.clone(),
+                body: format!("{i}").into(),
+            })
+            .collect();
+        for inputs in [own, shared] {
+            let a = apply(inputs, out.clone(), &mut Vec::new()).ok().unwrap();
+            let got: Vec<Vec<(&str, &str)>> =
+                a.kept.iter().map(|e| e.headers.iter().collect()).collect();
+            assert_eq!(got, want);
+        }
         assert_eq!(
-            got,
-            [
-                vec![("env", "prod")],
-                vec![("env", "prod")],
-                vec![("env", "dev")],
-                vec![("env", "old"), ("zone", "dev")],
-            ]
+            one.iter().collect::<Vec<_>>(),
+            [("env", "old")],
+            "untouched"
         );
     }
 }

@@ -149,16 +149,14 @@ impl Headers {
     fn byte_len(&self) -> usize {
         self.pairs().iter().map(|(k, v)| k.len() + v.len()).sum()
     }
-}
 
-impl Headers {
-    /// Whether both are the same shared map (or both empty): the same change to them gives the
-    /// same result.
     /// Whether this map has pairs no other event shares.
     fn is_own(&self) -> bool {
         matches!(&self.0, Some(a) if Arc::strong_count(a) == 1)
     }
 
+    /// Whether both are the same shared map (or both empty): the same change to them gives the
+    /// same result.
     fn same_map(&self, other: &Headers) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
