@@ -1,6 +1,6 @@
 //! Wraps any channel to keep its Prometheus counters and gauges current.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
@@ -9,7 +9,8 @@ use crate::{event::Event, metrics::ChannelMetrics};
 
 pub struct Instrumented<C> {
     inner: C,
-    metrics: ChannelMetrics,
+    /// Shared with each lease: a lease per take clones one reference, not every metric's.
+    metrics: Arc<ChannelMetrics>,
 }
 
 impl<C: Channel> Instrumented<C> {
@@ -18,7 +19,10 @@ impl<C: Channel> Instrumented<C> {
         metrics.capacity.set(s.capacity_events as i64);
         // A durable channel may reopen holding events.
         refresh(&metrics, s);
-        Instrumented { inner, metrics }
+        Instrumented {
+            inner,
+            metrics: Arc::new(metrics),
+        }
     }
 }
 
@@ -121,14 +125,14 @@ impl<C: Channel> Instrumented<C> {
     fn wrap(&self, inner: Box<dyn Lease>) -> Box<dyn Lease> {
         Box::new(InstrumentedLease {
             inner,
-            metrics: self.metrics.clone(),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 }
 
 struct InstrumentedLease {
     inner: Box<dyn Lease>,
-    metrics: ChannelMetrics,
+    metrics: Arc<ChannelMetrics>,
 }
 
 #[async_trait]

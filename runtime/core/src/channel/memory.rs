@@ -185,7 +185,15 @@ impl Channel for MemoryChannel {
         wait: Duration,
     ) -> Result<Option<Box<dyn Lease>>, ChannelError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut woken = false;
         loop {
+            if std::mem::take(&mut woken) && self.inner.lock().queue.len() < max {
+                // Woken by a put: the other tasks that are ready to put run first, so that a
+                // busy source's puts make one lease rather than one each (on a single worker
+                // the woken taker would otherwise run right after the first put). An idle
+                // agent has no such task and loses one scheduler pass.
+                tokio::task::yield_now().await;
+            }
             let notified = self.inner.data.notified();
             tokio::pin!(notified);
             {
@@ -215,6 +223,7 @@ impl Channel for MemoryChannel {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(None);
             }
+            woken = true;
         }
     }
 
@@ -321,6 +330,45 @@ mod tests {
     }
 
     const NOW: Duration = Duration::from_millis(0);
+
+    /// On one worker a taker woken by the first of several ready puts would run right after
+    /// it (tokio's LIFO slot) and take one event per lease; it yields first, so the puts that
+    /// were ready make one lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_woken_taker_lets_ready_puts_in_before_it_takes() {
+        let ch = Arc::new(MemoryChannel::new(1000, None));
+        let taker = {
+            let ch = Arc::clone(&ch);
+            tokio::spawn(async move {
+                let mut sizes = Vec::new();
+                let mut taken = 0;
+                while taken < 20 {
+                    let lease = ch.take(100, Duration::from_secs(5)).await.unwrap().unwrap();
+                    sizes.push(lease.events().len());
+                    taken += lease.events().len();
+                    lease.commit().await.unwrap();
+                }
+                sizes
+            })
+        };
+        // The taker is waiting before any put.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let puts: Vec<_> = (0..20)
+            .map(|i| {
+                let ch = Arc::clone(&ch);
+                tokio::spawn(async move { ch.put(vec![ev(i)]).await.unwrap() })
+            })
+            .collect();
+        for p in puts {
+            p.await.unwrap();
+        }
+        let sizes = taker.await.unwrap();
+        assert!(
+            sizes.len() <= 3,
+            "20 ready puts came out in {} leases: {sizes:?}",
+            sizes.len()
+        );
+    }
 
     #[tokio::test]
     async fn rollback_returns_events_to_the_head_in_order() {

@@ -74,6 +74,10 @@ pub async fn run(mut out: ChannelProcessor, mut rx: mpsc::Receiver<Submit>, max_
         };
         let mut n = first.events.len();
         group.push(first);
+        // Once, when nothing else is queued: the handlers that are ready to submit run first
+        // (on a single worker this task would otherwise run right after the first submission
+        // and commit every request alone). An idle source loses one scheduler pass.
+        let mut yielded = false;
         while n < max_events {
             match rx.try_recv() {
                 Ok(s) if n + s.events.len() <= max_events => {
@@ -83,6 +87,10 @@ pub async fn run(mut out: ChannelProcessor, mut rx: mpsc::Receiver<Submit>, max_
                 Ok(s) => {
                     carried = Some(s);
                     break;
+                }
+                Err(_) if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
@@ -193,6 +201,72 @@ mod tests {
         drop(tx);
         task.await.unwrap();
         assert_eq!(ch.stats().events, 2);
+    }
+
+    /// Counts the puts that reach a memory channel.
+    struct CountingPuts(MemoryChannel, std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Channel for CountingPuts {
+        async fn put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.put(batch).await
+        }
+        fn try_put(&self, batch: Vec<Event>) -> Result<(), ChannelError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.try_put(batch)
+        }
+        async fn take(
+            &self,
+            max: usize,
+            wait: Duration,
+        ) -> Result<Option<Box<dyn sluice_core::channel::Lease>>, ChannelError> {
+            self.0.take(max, wait).await
+        }
+        fn stats(&self) -> sluice_core::channel::ChannelStats {
+            self.0.stats()
+        }
+        fn close(&self) {
+            self.0.close()
+        }
+    }
+
+    /// On one worker the committer would run right after the first handler's submission and
+    /// commit each request alone; it yields once first, so the handlers ready to submit are
+    /// committed together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_ready_together_on_one_worker_share_a_commit() {
+        let ch = Arc::new(CountingPuts(
+            MemoryChannel::new(10_000, None),
+            Default::default(),
+        ));
+        let m = Metrics::new();
+        let out = ChannelProcessor::new(
+            Vec::new(),
+            Box::new(Replicating::new(vec![false])),
+            vec![("mem".into(), ch.clone() as Arc<dyn Channel>)],
+            DeadLetters::new(None, m.dlq(), "src"),
+            m.source("src"),
+        );
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(run(out, rx, 1000));
+        let handlers: Vec<_> = (0..32)
+            .map(|i| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let body = format!("{i}");
+                    submit(&tx, &[body.as_str()], 1000).await
+                })
+            })
+            .collect();
+        for h in handlers {
+            assert!(matches!(h.await.unwrap(), Outcome::Committed));
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(ch.stats().events, 32);
+        let puts = ch.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(puts <= 4, "32 requests ready together took {puts} puts");
     }
 
     #[tokio::test]
