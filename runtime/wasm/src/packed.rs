@@ -99,6 +99,7 @@ pub struct Applied {
 }
 
 /// One decoded verdict, not yet applied.
+#[derive(Clone)]
 enum Action<'a> {
     Keep,
     /// `ops` are `count` checked header changes, still in the wire layout: replaying them
@@ -122,29 +123,24 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
         )));
     }
     let mut actions = Vec::with_capacity(n);
+    // The last patch as written (after its tag) and as decoded: a filter usually sends the
+    // same patch for every event it keeps, and a byte comparison replaces the checks.
+    let mut last_patch: (&[u8], Option<Action<'a>>) = (&[], None);
     for _ in 0..n {
         actions.push(match r.u8()? {
             0 => Action::Keep,
             1 => {
-                let count = r.u16()?;
-                let start = r.at;
-                for _ in 0..count {
-                    match r.u8()? {
-                        0 => {
-                            r.str()?;
-                            r.str()?;
-                        }
-                        1 => {
-                            r.str()?;
-                        }
-                        op => {
-                            return Err(CallFailure::bad_output(format!("unknown header op {op}")));
-                        }
-                    }
+                if let (raw, Some(patch)) = &last_patch
+                    && r.buf[r.at..].starts_with(raw)
+                {
+                    r.at += raw.len();
+                    patch.clone()
+                } else {
+                    let whole = r.at;
+                    let patch = patch(r)?;
+                    last_patch = (&r.buf[whole..r.at], Some(patch.clone()));
+                    patch
                 }
-                let ops = &r.buf[start..r.at];
-                let body = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
-                Action::Patch { ops, count, body }
             }
             2 => Action::Replace(vec![r.event(whole)?]),
             3 => Action::Drop,
@@ -169,6 +165,29 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
         return Err(CallFailure::bad_output("trailing bytes after the verdicts"));
     }
     Ok(actions)
+}
+
+/// Decodes and checks a patch verdict (after its tag).
+fn patch<'a>(r: &mut Reader<'a>) -> Result<Action<'a>, CallFailure> {
+    let count = r.u16()?;
+    let start = r.at;
+    for _ in 0..count {
+        match r.u8()? {
+            0 => {
+                r.str()?;
+                r.str()?;
+            }
+            1 => {
+                r.str()?;
+            }
+            op => {
+                return Err(CallFailure::bad_output(format!("unknown header op {op}")));
+            }
+        }
+    }
+    let ops = &r.buf[start..r.at];
+    let body = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
+    Ok(Action::Patch { ops, count, body })
 }
 
 /// The text of the last header a patch set: a filter's verdicts usually set the same header to
@@ -240,7 +259,8 @@ pub fn apply(
         match action {
             Action::Keep => kept.push(e),
             Action::Patch { ops, count, body } => {
-                if changes.0 != ops {
+                // A repeated patch refers to the same bytes: no comparison.
+                if !std::ptr::eq(changes.0, ops) && changes.0 != ops {
                     changes = (ops, SharedChange::default());
                 }
                 changes.1.apply(&mut e.headers, |headers| {
@@ -335,6 +355,55 @@ mod tests {
             "trailing bytes"
         );
         assert!(rejected.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_patch_is_applied_like_the_first_and_a_near_repeat_is_decoded() {
+        let patch = |out: &mut Vec<u8>, body: Option<&[u8]>| {
+            out.push(1);
+            out.extend_from_slice(&1u16.to_le_bytes());
+            out.push(0);
+            put(out, b"k");
+            put(out, b"v");
+            match body {
+                Some(b) => {
+                    out.push(1);
+                    put(out, b);
+                }
+                None => out.push(0),
+            }
+        };
+        let mut out = 5u32.to_le_bytes().to_vec();
+        patch(&mut out, None);
+        patch(&mut out, None);
+        // The same bytes as the patch before, then a body: not the same verdict.
+        patch(&mut out, Some(b"new"));
+        patch(&mut out, None);
+        out.push(3);
+        let inputs: Vec<Event> = (0..5).map(|i| Event::new(format!("{i}"))).collect();
+        let a = apply(inputs.clone(), out.clone(), &mut Vec::new())
+            .ok()
+            .unwrap();
+        let got: Vec<(Vec<(&str, &str)>, &[u8])> = a
+            .kept
+            .iter()
+            .map(|e| (e.headers.iter().collect(), &e.body[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (vec![("k", "v")], &b"0"[..]),
+                (vec![("k", "v")], b"1"),
+                (vec![("k", "v")], b"new"),
+                (vec![("k", "v")], b"3"),
+            ]
+        );
+        // A repeat cut short is still refused.
+        let mut short = 3u32.to_le_bytes().to_vec();
+        patch(&mut short, None);
+        patch(&mut short, None);
+        short.extend_from_slice(&[1, 1, 0, 0]);
+        assert!(apply(inputs[..3].to_vec(), short, &mut Vec::new()).is_err());
     }
 
     #[test]
