@@ -384,20 +384,11 @@ mod tests {
         let a = apply(inputs.clone(), out.clone(), &mut Vec::new())
             .ok()
             .unwrap();
-        let got: Vec<(Vec<(&str, &str)>, &[u8])> = a
-            .kept
-            .iter()
-            .map(|e| (e.headers.iter().collect(), &e.body[..]))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (vec![("k", "v")], &b"0"[..]),
-                (vec![("k", "v")], b"1"),
-                (vec![("k", "v")], b"new"),
-                (vec![("k", "v")], b"3"),
-            ]
-        );
+        let bodies: Vec<&[u8]> = a.kept.iter().map(|e| &e.body[..]).collect();
+        assert_eq!(bodies, [&b"0"[..], b"1", b"new", b"3"]);
+        for e in &a.kept {
+            assert_eq!(e.headers.iter().collect::<Vec<_>>(), [("k", "v")]);
+        }
         // A repeat cut short is still refused.
         let mut short = 3u32.to_le_bytes().to_vec();
         patch(&mut short, None);
