@@ -353,12 +353,21 @@ mod tests {
         };
         // The taker is waiting before any put.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let puts: Vec<_> = (0..20)
-            .map(|i| {
-                let ch = Arc::clone(&ch);
-                tokio::spawn(async move { ch.put(vec![ev(i)]).await.unwrap() })
+        // Spawned from a task on the worker, so all are queued before the first runs (the
+        // test's own thread could be descheduled between two spawns).
+        let puts = {
+            let ch = Arc::clone(&ch);
+            tokio::spawn(async move {
+                (0..20)
+                    .map(|i| {
+                        let ch = Arc::clone(&ch);
+                        tokio::spawn(async move { ch.put(vec![ev(i)]).await.unwrap() })
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect();
+            .await
+            .unwrap()
+        };
         for p in puts {
             p.await.unwrap();
         }

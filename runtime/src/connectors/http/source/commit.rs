@@ -250,15 +250,22 @@ mod tests {
         );
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(run(out, rx, 1000));
-        let handlers: Vec<_> = (0..32)
-            .map(|i| {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let body = format!("{i}");
-                    submit(&tx, &[body.as_str()], 1000).await
+        // Spawned from a task on the worker, so all are queued before the first runs (the
+        // test's own thread could be descheduled between two spawns).
+        let spawner = tx.clone();
+        let handlers = tokio::spawn(async move {
+            (0..32)
+                .map(|i| {
+                    let tx = spawner.clone();
+                    tokio::spawn(async move {
+                        let body = format!("{i}");
+                        submit(&tx, &[body.as_str()], 1000).await
+                    })
                 })
-            })
-            .collect();
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
         for h in handlers {
             assert!(matches!(h.await.unwrap(), Outcome::Committed));
         }
