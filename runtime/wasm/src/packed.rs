@@ -98,17 +98,19 @@ pub struct Applied {
     pub retry: Option<String>,
 }
 
+/// A decoded, checked patch verdict. `ops` are `count` header changes, still in the wire
+/// layout: replaying them from the buffer costs no allocation per event.
+#[derive(Clone, Copy)]
+struct Patch<'a> {
+    ops: &'a [u8],
+    count: u16,
+    body: Option<&'a [u8]>,
+}
+
 /// One decoded verdict, not yet applied.
-#[derive(Clone)]
 enum Action<'a> {
     Keep,
-    /// `ops` are `count` checked header changes, still in the wire layout: replaying them
-    /// from the buffer costs no allocation per event.
-    Patch {
-        ops: &'a [u8],
-        count: u16,
-        body: Option<&'a [u8]>,
-    },
+    Patch(Patch<'a>),
     Replace(Vec<Event>),
     Drop,
     Reject(&'a str),
@@ -125,23 +127,22 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
     let mut actions = Vec::with_capacity(n);
     // The last patch as written (after its tag) and as decoded: a filter usually sends the
     // same patch for every event it keeps, and a byte comparison replaces the checks.
-    let mut last_patch: (&[u8], Option<Action<'a>>) = (&[], None);
+    let mut last_patch: Option<(&'a [u8], Patch<'a>)> = None;
     for _ in 0..n {
         actions.push(match r.u8()? {
             0 => Action::Keep,
-            1 => {
-                if let (raw, Some(patch)) = &last_patch
-                    && r.buf[r.at..].starts_with(raw)
-                {
+            1 => Action::Patch(match last_patch {
+                Some((raw, p)) if r.buf[r.at..].starts_with(raw) => {
                     r.at += raw.len();
-                    patch.clone()
-                } else {
-                    let whole = r.at;
-                    let patch = patch(r)?;
-                    last_patch = (&r.buf[whole..r.at], Some(patch.clone()));
-                    patch
+                    p
                 }
-            }
+                _ => {
+                    let whole = r.at;
+                    let p = patch(r)?;
+                    last_patch = Some((&r.buf[whole..r.at], p));
+                    p
+                }
+            }),
             2 => Action::Replace(vec![r.event(whole)?]),
             3 => Action::Drop,
             4 => Action::Reject(r.str()?),
@@ -168,7 +169,7 @@ fn decode<'a>(r: &mut Reader<'a>, whole: &Bytes, n: usize) -> Result<Vec<Action<
 }
 
 /// Decodes and checks a patch verdict (after its tag).
-fn patch<'a>(r: &mut Reader<'a>) -> Result<Action<'a>, CallFailure> {
+fn patch<'a>(r: &mut Reader<'a>) -> Result<Patch<'a>, CallFailure> {
     let count = r.u16()?;
     let start = r.at;
     for _ in 0..count {
@@ -187,7 +188,7 @@ fn patch<'a>(r: &mut Reader<'a>) -> Result<Action<'a>, CallFailure> {
     }
     let ops = &r.buf[start..r.at];
     let body = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
-    Ok(Action::Patch { ops, count, body })
+    Ok(Patch { ops, count, body })
 }
 
 /// The text of the last header a patch set: a filter's verdicts usually set the same header to
@@ -258,7 +259,7 @@ pub fn apply(
     for (mut e, action) in inputs.into_iter().zip(actions) {
         match action {
             Action::Keep => kept.push(e),
-            Action::Patch { ops, count, body } => {
+            Action::Patch(Patch { ops, count, body }) => {
                 // A repeated patch refers to the same bytes: no comparison.
                 if !std::ptr::eq(changes.0, ops) && changes.0 != ops {
                     changes = (ops, SharedChange::default());
