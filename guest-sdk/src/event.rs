@@ -93,6 +93,7 @@ impl<'a> Iterator for Ops<'a> {
     }
 }
 
+#[inline]
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -132,6 +133,7 @@ impl Received {
         out
     }
 
+    #[inline]
     fn body(&self) -> &[u8] {
         match &self.new_body {
             Some(b) => b,
@@ -233,6 +235,7 @@ impl Event {
     }
 
     /// A patch counts its changes in 16 bits; past that the event is sent back whole.
+    #[inline]
     fn make_room_for_an_op(&mut self) {
         if matches!(&self.0, Repr::Received(r) if r.op_count == u16::MAX) {
             let (headers, body) = std::mem::take(self).into_parts();
@@ -240,6 +243,7 @@ impl Event {
         }
     }
 
+    #[inline]
     pub fn body(&self) -> &[u8] {
         match &self.0 {
             Repr::Fresh { body, .. } => body,

@@ -14,6 +14,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self
             .at
@@ -24,20 +25,24 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(s)
     }
+    #[inline]
     fn u16(&mut self) -> Result<u16, Error> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
+    #[inline]
     fn u32(&mut self) -> Result<u32, Error> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8], Error> {
         let n = self.u32()? as usize;
         self.take(n)
     }
     /// Steps over a length-prefixed field. Header text is UTF-8-checked where it is read
     /// (most plugins never read most headers), not here.
+    #[inline]
     fn skip_field(&mut self) -> Result<(), Error> {
         self.bytes().map(drop)
     }
@@ -71,6 +76,7 @@ impl Events {
         self.left == 0
     }
 
+    #[inline]
     fn decode_next(&mut self) -> Result<Event, Error> {
         let mut r = Reader {
             buf: &self.batch,
@@ -102,6 +108,7 @@ impl Events {
 
 impl Iterator for Events {
     type Item = Result<Event, Error>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
@@ -159,6 +166,7 @@ pub fn encode_batch(events: &[Event]) -> Vec<u8> {
 }
 
 /// Appends one verdict in the output layout.
+#[inline]
 pub fn encode_verdict(out: &mut Vec<u8>, v: Verdict) {
     match v {
         Verdict::Keep(e) => match &e.0 {

@@ -22,6 +22,7 @@ pub(crate) struct RecycledBuf(Vec<u8>);
 
 impl RecycledBuf {
     /// The buffer to append to, taken from the free list on first use.
+    #[inline]
     pub(crate) fn get_mut(&mut self) -> &mut Vec<u8> {
         if self.0.capacity() == 0 {
             self.0 = SPARE
@@ -48,6 +49,7 @@ impl Clone for RecycledBuf {
 }
 
 impl Drop for RecycledBuf {
+    #[inline]
     fn drop(&mut self) {
         let cap = self.0.capacity();
         if cap == 0 || cap > MAX_KEPT_CAPACITY {

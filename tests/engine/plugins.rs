@@ -294,6 +294,60 @@ fn load(name: &str, config: serde_json::Value) -> std::sync::Arc<sluice_wasm::sl
     .unwrap()
 }
 
+/// Once an instance's calls are short they run on the async worker, without stepping off it;
+/// a guest that then prints, sleeps or reads the clock still works, because the WASI
+/// functions that block step off the worker themselves (on the worker, wasmtime-wasi's
+/// `block_on` would panic).
+#[test]
+fn a_fast_plugin_runs_on_the_worker_and_may_still_print_and_sleep() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::interceptor::WasmInterceptor;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let task = rt.spawn(async {
+        let mut chain = WasmInterceptor::new(load("chaos", serde_json::json!({}))).unwrap();
+        let mut rejected = Vec::new();
+        assert!(
+            !chain.next_call_inline(),
+            "a first call steps off the worker"
+        );
+        // One short call is enough; a few more in case this machine descheduled one.
+        for _ in 0..20 {
+            let mut warm = vec![Event::new("warm")];
+            chain.intercept(&mut warm, &mut rejected).unwrap();
+            if chain.next_call_inline() {
+                break;
+            }
+        }
+        assert!(chain.next_call_inline(), "short calls run on the worker");
+        let mut batch: Vec<Event> = ["print", "nap", "wasi-clock", "wasi-files"]
+            .into_iter()
+            .map(Event::new)
+            .collect();
+        chain.intercept(&mut batch, &mut rejected).unwrap();
+        assert!(
+            rejected.is_empty(),
+            "{:?}",
+            rejected.first().map(|d| &d.reason)
+        );
+        let header = |i: usize, k: &str| batch[i].headers.get(k).map(str::to_owned);
+        assert_eq!(header(1, "slept").as_deref(), Some("1ms"));
+        assert_eq!(
+            header(2, "clock").as_deref(),
+            Some("wall=true monotonic=true")
+        );
+        assert_eq!(
+            header(3, "reached").as_deref(),
+            Some("0"),
+            "no file is reachable"
+        );
+    });
+    rt.block_on(task).unwrap();
+}
+
 #[test]
 fn bisection_sends_only_the_poison_events_to_the_dlq() {
     use sluice_core::{event::Event, interceptor::Interceptor};

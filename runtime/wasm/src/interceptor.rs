@@ -39,6 +39,12 @@ impl WasmInterceptor {
         })
     }
 
+    /// Whether the next call runs on the async worker instead of stepping off it (see
+    /// [`crate::offload`]).
+    pub fn next_call_inline(&self) -> bool {
+        self.live.as_ref().is_some_and(Live::runs_inline)
+    }
+
     /// The live instance of the current version (re-created after a swap, a failure or when
     /// due for recycling).
     fn live(&mut self) -> Result<&mut Live, InterceptError> {
@@ -170,7 +176,12 @@ impl WasmInterceptor {
                         self.slot.name
                     )));
                 }
-                out.extend(applied.kept);
+                // A batch in one call (the usual case) hands over its survivors uncopied.
+                if out.is_empty() {
+                    *out = applied.kept;
+                } else {
+                    out.extend(applied.kept);
+                }
                 Ok(())
             }
             Err((mut events, failure, digest)) => {
@@ -224,7 +235,7 @@ impl Interceptor for WasmInterceptor {
         // Bisection finds k poison events in about 2·k·log2(n) calls; past this budget the
         // rest of a hopeless batch is dead-lettered instead of paying a deadline per call.
         let mut failures_left = 2 * (usize::BITS - events.len().leading_zeros()) + 8;
-        let mut out = Vec::with_capacity(events.len());
+        let mut out = Vec::new();
         self.run_paced(events, &mut out, rejected, &mut failures_left)?;
         *batch = out;
         Ok(())

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod host;
 pub mod interceptor;
 pub mod oci;
+pub mod offload;
 pub mod pacing;
 pub mod packed;
 pub mod quota;

@@ -92,6 +92,15 @@ impl StoreState {
         }
     }
 
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Whether the current call has run past its deadline.
+    pub(super) fn past_deadline(&self) -> bool {
+        Instant::now() >= self.call_ends
+    }
+
     /// Starts a call (or `init`) that may run for `budget`.
     pub(super) fn start_call(&mut self, budget: Duration) {
         let now = Instant::now();
@@ -234,6 +243,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<StoreState>, PluginError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .map_err(|e| PluginError::Engine(e.to_string()))?;
+    super::offload::add_to_linker(&mut linker)
+        .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     super::bindings::interceptor::Interceptor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
         &mut linker,
         |s| s,

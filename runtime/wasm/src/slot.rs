@@ -22,8 +22,9 @@ use wasmtime::{
 use super::{
     CallFailure, FailureKind, PluginError, PluginMetrics, World,
     bindings::{interceptor, packed, route_selector, selector, serde},
-    engine::{EPOCH_TICK, PluginEngine},
+    engine::PluginEngine,
     oci::{self, OciRef},
+    offload::{self, outside_async},
     pacing::{BatchPacer, Notice, Notices, Resized},
     quota::GuestQuota,
     sandbox::{self, StoreState},
@@ -94,12 +95,21 @@ pub struct Live {
     pub digest: String,
     /// Calls this instance answered.
     calls: u64,
+    /// How long its last call took (see [`offload::runs_inline`]).
+    last_took: Option<Duration>,
     /// Past this memory the instance is recycled: the plugin's threshold, or halfway from what
     /// the instance had after `init` to the cap when that was already past the threshold (so
     /// a guest that starts big is not recycled after every call).
     recycle_memory: usize,
     /// Why it is to be replaced before its next call (see [`PluginSlot::ready`]).
     retire: Option<Retire>,
+}
+
+impl Live {
+    /// Whether its next call runs on the async worker (see [`offload::runs_inline`]).
+    pub fn runs_inline(&self) -> bool {
+        offload::runs_inline(self.last_took)
+    }
 }
 
 /// Why an instance that works is replaced by a fresh one.
@@ -141,7 +151,6 @@ pub struct PluginSlot {
     config_json: String,
     memory_limit: usize,
     deadline: Duration,
-    deadline_ticks: u64,
     recycle_after_calls: u64,
     recycle_memory: usize,
     /// Events per call, learnt from the time calls take.
@@ -215,7 +224,6 @@ impl PluginSlot {
             .unwrap_or(DEFAULT_MEMORY)
             .min(super::engine::MAX_MEMORY);
         let deadline = limits.deadline.unwrap_or(DEFAULT_DEADLINE);
-        let deadline_ticks = (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let config_json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
         let (path, fetched) = locate(name, &source, true)?;
         let bytes = read(&path)?;
@@ -229,7 +237,6 @@ impl PluginSlot {
             config_json,
             memory_limit,
             deadline,
-            deadline_ticks,
             recycle_after_calls: limits.recycle_after_calls.unwrap_or(0),
             recycle_memory: limits
                 .recycle_memory
@@ -391,10 +398,19 @@ impl PluginSlot {
             StoreState::new(&self.quota, self.memory_limit),
         );
         store.limiter(|s| &mut s.limits);
-        let init_ticks = (INIT_DEADLINE.as_micros() / EPOCH_TICK.as_micros()) as u64;
-        let init_ticks = self.deadline_ticks.max(init_ticks);
-        store.set_epoch_deadline(init_ticks);
-        store.data_mut().start_call(EPOCH_TICK * init_ticks as u32);
+        // Every epoch tick a running call checks its deadline on the clock: it is interrupted
+        // within one tick after it, never before.
+        store.epoch_deadline_callback(|cx| {
+            if cx.data().past_deadline() {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
+            .data_mut()
+            .start_call(self.deadline.max(INIT_DEADLINE));
         let fail = |e: wasmtime::Error| PluginError::Init(format!("{e:#}"));
         // Instantiate through the world's bindings, then call its `init` with `args`.
         macro_rules! bind {
@@ -447,6 +463,7 @@ impl PluginSlot {
             version,
             digest: loaded.digest.clone(),
             calls: 0,
+            last_took: None,
             recycle_memory,
             retire: None,
         })
@@ -461,13 +478,18 @@ impl PluginSlot {
         events: usize,
         f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R> + Send,
     ) -> Result<R, CallFailure> {
-        live.store.set_epoch_deadline(self.deadline_ticks);
+        live.store.set_epoch_deadline(1);
         let state = live.store.data_mut();
         state.limits.take_memory_refused();
-        state.start_call(EPOCH_TICK * self.deadline_ticks as u32);
+        state.start_call(self.deadline);
         let started = Instant::now();
-        let result = outside_async(|| f(&mut live.store, &live.bound));
+        let result = if live.runs_inline() {
+            f(&mut live.store, &live.bound)
+        } else {
+            outside_async(|| f(&mut live.store, &live.bound))
+        };
         let took = started.elapsed();
+        live.last_took = Some(took);
         self.metrics.duration.observe(took.as_secs_f64());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.metrics.calls(&live.digest).inc();
@@ -688,22 +710,6 @@ impl PluginSlot {
             "swap_failures": self.stats.swap_failures.load(Ordering::Relaxed),
             "last_error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
-    }
-}
-
-/// Runs a plugin call where WASI may block: wasmtime-wasi's synchronous bindings (a guest's
-/// `println!`, for instance) drive futures with `block_on`, which must not happen on a thread
-/// that is running async tasks. On a multi-threaded runtime the worker steps out with
-/// `block_in_place`; on a current-thread runtime the call runs on a scoped thread.
-fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }),
-        Err(_) => f(),
     }
 }
 
