@@ -348,6 +348,34 @@ fn a_fast_plugin_runs_on_the_worker_and_may_still_print_and_sleep() {
     rt.block_on(task).unwrap();
 }
 
+/// A deadline is kept by the clock, not by counting epoch ticks: a call that runs through
+/// several ticks but ends within its deadline is not interrupted.
+#[test]
+fn a_call_spanning_several_epoch_ticks_within_its_deadline_completes() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::{engine::EPOCH_TICK, interceptor::WasmInterceptor};
+    let slot = sluice_wasm::slot::PluginSlot::load(
+        "chaos",
+        dist("chaos"),
+        &serde_json::json!({}),
+        Some(32 << 20),
+        Some(std::time::Duration::from_millis(500)),
+        sluice_core::metrics::Metrics::new().plugin("chaos"),
+    )
+    .unwrap();
+    let mut chain = WasmInterceptor::new(slot).unwrap();
+    let spin = EPOCH_TICK * 4;
+    let mut batch = vec![Event::new(format!("slow:{}", spin.as_micros()))];
+    let mut rejected = Vec::new();
+    chain.intercept(&mut batch, &mut rejected).unwrap();
+    assert!(
+        rejected.is_empty(),
+        "{:?}",
+        rejected.first().map(|d| &d.reason)
+    );
+    assert_eq!(batch[0].headers.get("chaos"), Some("ok"));
+}
+
 #[test]
 fn bisection_sends_only_the_poison_events_to_the_dlq() {
     use sluice_core::{event::Event, interceptor::Interceptor};

@@ -70,7 +70,7 @@ impl HasData for OffloadIo {
 
 /// The resource table, whose `wasi:io` functions are wasmtime-wasi's own; those that may
 /// block are called off the worker.
-pub struct Offload<'a>(&'a mut ResourceTable);
+struct Offload<'a>(&'a mut ResourceTable);
 
 impl Offload<'_> {
     fn blocking<R: Send>(&mut self, f: impl FnOnce(&mut ResourceTable) -> R + Send) -> R {
