@@ -348,12 +348,10 @@ fn a_fast_plugin_runs_on_the_worker_and_may_still_print_and_sleep() {
     rt.block_on(task).unwrap();
 }
 
-/// A deadline is kept by the clock, not by counting epoch ticks: a call that runs through
-/// several ticks but ends within its deadline is not interrupted.
-#[test]
-fn a_call_spanning_several_epoch_ticks_within_its_deadline_completes() {
-    use sluice_core::{event::Event, interceptor::Interceptor};
-    use sluice_wasm::{engine::EPOCH_TICK, interceptor::WasmInterceptor};
+/// The chaos plugin with a 500 ms deadline, well above the default: on a loaded machine its
+/// `oom` event must reach the memory cap (a few ms of work) before a descheduled thread runs
+/// past the deadline, and a call may span several epoch ticks.
+fn chaos_with_long_deadline() -> sluice_wasm::interceptor::WasmInterceptor {
     let slot = sluice_wasm::slot::PluginSlot::load(
         "chaos",
         dist("chaos"),
@@ -363,7 +361,16 @@ fn a_call_spanning_several_epoch_ticks_within_its_deadline_completes() {
         sluice_core::metrics::Metrics::new().plugin("chaos"),
     )
     .unwrap();
-    let mut chain = WasmInterceptor::new(slot).unwrap();
+    sluice_wasm::interceptor::WasmInterceptor::new(slot).unwrap()
+}
+
+/// A deadline is kept by the clock, not by counting epoch ticks: a call that runs through
+/// several ticks but ends within its deadline is not interrupted.
+#[test]
+fn a_call_spanning_several_epoch_ticks_within_its_deadline_completes() {
+    use sluice_core::{event::Event, interceptor::Interceptor};
+    use sluice_wasm::engine::EPOCH_TICK;
+    let mut chain = chaos_with_long_deadline();
     let spin = EPOCH_TICK * 4;
     let mut batch = vec![Event::new(format!("slow:{}", spin.as_micros()))];
     let mut rejected = Vec::new();
@@ -379,19 +386,7 @@ fn a_call_spanning_several_epoch_ticks_within_its_deadline_completes() {
 #[test]
 fn bisection_sends_only_the_poison_events_to_the_dlq() {
     use sluice_core::{event::Event, interceptor::Interceptor};
-    use sluice_wasm::interceptor::WasmInterceptor;
-    // A deadline well above the default: on a loaded machine the `oom` event must reach the
-    // memory cap (a few ms of work) before a descheduled thread runs past its deadline.
-    let slot = sluice_wasm::slot::PluginSlot::load(
-        "chaos",
-        dist("chaos"),
-        &serde_json::json!({}),
-        Some(32 << 20),
-        Some(std::time::Duration::from_millis(500)),
-        sluice_core::metrics::Metrics::new().plugin("chaos"),
-    )
-    .unwrap();
-    let mut chain = WasmInterceptor::new(slot).unwrap();
+    let mut chain = chaos_with_long_deadline();
     let poison = [
         (7, "panic"),
         (40, "loop"),
